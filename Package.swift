@@ -1,0 +1,103 @@
+// swift-tools-version:6.1
+// nodenet: one node networking agent (CNI + IPAM, node routes, service proxy, cluster DNS).
+// Module map and dependency direction: see ARCHITECTURE.md. Dependencies point downward only.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "nodenet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "nodenet", targets: ["nodenet"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // System libraries and C shims: the only places that see C headers.
+        .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "CShims"),
+
+        // Value types for IP addresses and prefixes, shared by the kernel layer and the model.
+        .target(name: "IPAddressing", swiftSettings: strict),
+        .testTarget(name: "IPAddressingTests", dependencies: ["IPAddressing"]),
+
+        // The kernel seam: rtnetlink, nfnetlink/nf_tables, namespaces, change events.
+        .target(name: "Netlink", dependencies: ["CNetlink", "CShims", "IPAddressing"], swiftSettings: strict),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
+
+        // The one store every actor reads: object model, store actor, sources.
+        .target(name: "ClusterState", dependencies: [
+            "IPAddressing",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState"]),
+
+        .target(name: "IPAM", dependencies: [
+            "IPAddressing",
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: strict),
+        .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
+
+        .target(name: "PodNetwork", dependencies: [
+            "IPAddressing", "Netlink", "IPAM", "ClusterState", "CShims",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork"]),
+
+        .target(name: "NodeRoutes", dependencies: [
+            "IPAddressing", "Netlink", "ClusterState",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .testTarget(name: "NodeRoutesTests", dependencies: ["NodeRoutes"]),
+
+        .target(name: "ServiceProxy", dependencies: [
+            "IPAddressing", "Netlink", "ClusterState",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ServiceProxyTests", dependencies: ["ServiceProxy"]),
+
+        .target(name: "ClusterDNS", dependencies: [
+            "IPAddressing", "ClusterState",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ClusterDNSTests", dependencies: ["ClusterDNS"]),
+
+        // Composition: configuration, lifecycle, control API, status, metrics, systemd.
+        .target(name: "Agent", dependencies: [
+            "IPAddressing", "ClusterState", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
+            "Netlink", "CSystemd", "CShims",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent"]),
+
+        // The executable: argument parsing and the CNI entry point, nothing else.
+        .executableTarget(name: "nodenet", dependencies: [
+            "Agent", "PodNetwork",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+    ]
+)

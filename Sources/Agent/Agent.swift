@@ -1,0 +1,1 @@
+// Agent: see ARCHITECTURE.md. Filled in by its issue.

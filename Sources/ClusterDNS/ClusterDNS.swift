@@ -1,0 +1,1 @@
+// ClusterDNS: see ARCHITECTURE.md. Filled in by its issue.

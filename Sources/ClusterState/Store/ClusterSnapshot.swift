@@ -1,0 +1,108 @@
+import IPAddressing
+
+/// A consistent, immutable view of the whole store at one version. Value semantics:
+/// copying it is cheap (copy-on-write dictionaries) and it never changes under the reader.
+public struct ClusterSnapshot: Sendable {
+    public internal(set) var version: UInt64 = 0
+    /// True once the source completed its first sync.
+    public internal(set) var synced: Bool = false
+    public internal(set) var nodes: [String: Node] = [:]
+    public internal(set) var namespaces: [String: Namespace] = [:]
+    public internal(set) var services: [NamespacedName: Service] = [:]
+    public internal(set) var endpointSlices: [NamespacedName: EndpointSlice] = [:]
+    public internal(set) var pods: [NamespacedName: Pod] = [:]
+    /// Keyed by "containerID/ifname".
+    public internal(set) var attachments: [String: PodAttachment] = [:]
+    public internal(set) var leases: [String: SubnetLease] = [:]
+    /// Secondary index: service -> names of its slices.
+    public internal(set) var slicesByService: [NamespacedName: Set<String>] = [:]
+
+    public init() {}
+
+    public subscript(key: ObjectKey) -> ClusterObject? {
+        switch key.kind {
+        case .node: nodes[key.name].map(ClusterObject.node)
+        case .namespace: namespaces[key.name].map(ClusterObject.namespace)
+        case .service: services[NamespacedName(key.namespace, key.name)].map(ClusterObject.service)
+        case .endpointSlice: endpointSlices[NamespacedName(key.namespace, key.name)].map(ClusterObject.endpointSlice)
+        case .pod: pods[NamespacedName(key.namespace, key.name)].map(ClusterObject.pod)
+        case .attachment: attachments[key.name].map(ClusterObject.attachment)
+        case .lease: leases[key.name].map(ClusterObject.lease)
+        }
+    }
+
+    /// Sets or removes one object, keeping the indexes right. Returns the previous object.
+    @discardableResult
+    mutating func set(_ key: ObjectKey, _ object: ClusterObject?) -> ClusterObject? {
+        let old = self[key]
+        let nn = NamespacedName(key.namespace, key.name)
+        switch (key.kind, object) {
+        case (.node, .node(let o)): nodes[key.name] = o
+        case (.node, _): nodes[key.name] = nil
+        case (.namespace, .namespace(let o)): namespaces[key.name] = o
+        case (.namespace, _): namespaces[key.name] = nil
+        case (.service, .service(let o)): services[nn] = o
+        case (.service, _): services[nn] = nil
+        case (.pod, .pod(let o)): pods[nn] = o
+        case (.pod, _): pods[nn] = nil
+        case (.attachment, .attachment(let o)): attachments[key.name] = o
+        case (.attachment, _): attachments[key.name] = nil
+        case (.lease, .lease(let o)): leases[key.name] = o
+        case (.lease, _): leases[key.name] = nil
+        case (.endpointSlice, let new):
+            if case .endpointSlice(let prev)? = old, let svc = prev.service {
+                slicesByService[svc]?.remove(key.name)
+                if slicesByService[svc]?.isEmpty == true { slicesByService[svc] = nil }
+            }
+            if case .endpointSlice(let o)? = new {
+                endpointSlices[nn] = o
+                if let svc = o.service { slicesByService[svc, default: []].insert(key.name) }
+            } else {
+                endpointSlices[nn] = nil
+            }
+        }
+        return old
+    }
+
+    /// All slices that belong to a service.
+    public func endpointSlices(for service: NamespacedName) -> [EndpointSlice] {
+        (slicesByService[service] ?? []).sorted().compactMap { endpointSlices[NamespacedName(service.namespace, $0)] }
+    }
+
+    public var objectCount: Int {
+        nodes.count + namespaces.count + services.count + endpointSlices.count + pods.count + attachments.count + leases.count
+    }
+
+    public func count(of kind: ObjectKind) -> Int {
+        switch kind {
+        case .node: nodes.count
+        case .namespace: namespaces.count
+        case .service: services.count
+        case .endpointSlice: endpointSlices.count
+        case .pod: pods.count
+        case .attachment: attachments.count
+        case .lease: leases.count
+        }
+    }
+
+    /// Every object, sorted by key (for listing and persistence).
+    public var allObjects: [ClusterObject] {
+        var out: [ClusterObject] = []
+        out += namespaces.values.map(ClusterObject.namespace)
+        out += nodes.values.map(ClusterObject.node)
+        out += services.values.map(ClusterObject.service)
+        out += endpointSlices.values.map(ClusterObject.endpointSlice)
+        out += pods.values.map(ClusterObject.pod)
+        out += attachments.values.map(ClusterObject.attachment)
+        out += leases.values.map(ClusterObject.lease)
+        return out.sorted { $0.key < $1.key }
+    }
+
+    /// A pod's addresses: its status when the source reported them, else those of its
+    /// attachments on this node (embedded mode: the CNI path is where IPs come from).
+    public func addresses(of pod: NamespacedName) -> [IPAddress] {
+        if let p = pods[pod], !p.podIPs.isEmpty { return p.podIPs }
+        return attachments.values.filter { $0.pod == pod }.sorted { $0.keyName < $1.keyName }
+            .flatMap { $0.ips.map(\.address) }
+    }
+}

@@ -1,0 +1,94 @@
+/// The one store every actor shares. Writers apply batches of changes atomically;
+/// readers take snapshots and subscribe to change events.
+///
+/// Subscribers get a bounded buffer (see `StoreSubscription`): one that falls behind
+/// receives `.resync` instead of silently missing changes.
+public actor ClusterStore {
+    private var state = ClusterSnapshot()
+    // Weak: a subscription that its reader dropped unregisters itself from its deinit.
+    private var subscribers: [ObjectIdentifier: WeakSubscription] = [:]
+
+    private struct WeakSubscription {
+        weak var subscription: StoreSubscription?
+    }
+
+    public init(_ initial: ClusterSnapshot = ClusterSnapshot()) {
+        state = initial
+    }
+
+    public func snapshot() -> ClusterSnapshot { state }
+
+    public var version: UInt64 { state.version }
+
+    /// Applies changes in order as one atomic step. Upserts equal to what is stored and
+    /// deletes of missing objects are no-ops, so subscribers only ever see real changes.
+    /// Returns the changes made (empty when nothing changed; the version does not move then).
+    @discardableResult
+    public func apply(_ changes: [StoreChange]) -> [ObjectChange] {
+        var made: [ObjectChange] = []
+        for change in changes {
+            let key = change.key
+            switch change {
+            case .upsert(let object):
+                let old = state[key]
+                guard old != object else { continue }
+                state.set(key, object)
+                made.append(ObjectChange(key: key, old: old, new: object))
+            case .delete:
+                guard let old = state.set(key, nil) else { continue }
+                made.append(ObjectChange(key: key, old: old, new: nil))
+            }
+        }
+        guard !made.isEmpty else { return [] }
+        state.version += 1
+        // Collapse repeated changes to one key within the batch into one before/after pair.
+        let collapsed = Self.collapse(made)
+        publish(.changed(version: state.version, changes: collapsed))
+        return collapsed
+    }
+
+    /// Marks the first full sync from the source done.
+    public func markSynced() {
+        guard !state.synced else { return }
+        state.synced = true
+        publish(.synced(version: state.version))
+    }
+
+    /// A stream of events from now on. Take a snapshot after subscribing to start from a
+    /// consistent base: events with a version at or below the snapshot's are already in it.
+    public func subscribe(bufferLimit: Int = 8192) -> StoreSubscription {
+        let sub = StoreSubscription(limit: bufferLimit) { [weak self] id in
+            Task { await self?.unsubscribe(id) }
+        }
+        subscribers[ObjectIdentifier(sub)] = WeakSubscription(subscription: sub)
+        return sub
+    }
+
+    public var subscriberCount: Int { subscribers.count }
+
+    private func unsubscribe(_ id: ObjectIdentifier) {
+        subscribers[id] = nil
+    }
+
+    private func publish(_ event: StoreEvent) {
+        for sub in subscribers.values { sub.subscription?.push(event, version: state.version) }
+    }
+
+    static func collapse(_ changes: [ObjectChange]) -> [ObjectChange] {
+        var order: [ObjectKey] = []
+        var byKey: [ObjectKey: ObjectChange] = [:]
+        for c in changes {
+            if var existing = byKey[c.key] {
+                existing.new = c.new
+                byKey[c.key] = existing
+            } else {
+                order.append(c.key)
+                byKey[c.key] = c
+            }
+        }
+        return order.compactMap { k in
+            guard let c = byKey[k], c.old != c.new else { return nil }
+            return c
+        }
+    }
+}

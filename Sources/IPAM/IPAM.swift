@@ -1,0 +1,1 @@
+// IPAM: see ARCHITECTURE.md. Filled in by its issue.

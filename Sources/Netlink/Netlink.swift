@@ -1,0 +1,1 @@
+// Netlink: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// NodeRoutes: see ARCHITECTURE.md. Filled in by its issue.

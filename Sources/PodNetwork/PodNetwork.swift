@@ -1,0 +1,1 @@
+// PodNetwork: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// ServiceProxy: see ARCHITECTURE.md. Filled in by its issue.
