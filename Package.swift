@@ -51,8 +51,12 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
 
+        // Blocking HTTP over the control socket: for the CLI and the CNI shim (no event loop, fast start).
+        .target(name: "ControlClient", swiftSettings: strict),
+        .testTarget(name: "ControlClientTests", dependencies: ["ControlClient"]),
+
         .target(name: "PodNetwork", dependencies: [
-            "IPAddressing", "Netlink", "IPAM", "ClusterState", "CShims",
+            "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork"]),
@@ -96,7 +100,7 @@ let package = Package(
 
         // The executable: argument parsing and the CNI entry point, nothing else.
         .executableTarget(name: "nodenet", dependencies: [
-            "Agent", "PodNetwork",
+            "Agent", "PodNetwork", "ControlClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
     ]

@@ -12,8 +12,13 @@ public actor ClusterStore {
         weak var subscription: StoreSubscription?
     }
 
-    public init(_ initial: ClusterSnapshot = ClusterSnapshot()) {
+    private let persistence: (any StorePersistence)?
+
+    /// - Parameter persistence: where `commit` writes before it changes memory; nil for a
+    ///   memory-only store (tests, derived objects).
+    public init(_ initial: ClusterSnapshot = ClusterSnapshot(), persistence: (any StorePersistence)? = nil) {
         state = initial
+        self.persistence = persistence
     }
 
     public func snapshot() -> ClusterSnapshot { state }
@@ -25,6 +30,29 @@ public actor ClusterStore {
     /// Returns the changes made (empty when nothing changed; the version does not move then).
     @discardableResult
     public func apply(_ changes: [StoreChange]) -> [ObjectChange] {
+        let made = mutate(changes)
+        return finish(made)
+    }
+
+    /// Like `apply`, but writes the changes to persistence first, in one transaction, so a
+    /// crash leaves either the whole batch or none of it. On a write error nothing changes.
+    @discardableResult
+    public func commit(_ changes: [StoreChange]) throws(PersistenceError) -> [ObjectChange] {
+        let made = mutate(changes)
+        let collapsed = Self.collapse(made)
+        if let persistence, !collapsed.isEmpty {
+            do {
+                try persistence.save(collapsed)
+            } catch {
+                // Roll memory back in reverse order: the batch never happened.
+                for change in made.reversed() { state.set(change.key, change.old) }
+                throw error
+            }
+        }
+        return finish(made)
+    }
+
+    private func mutate(_ changes: [StoreChange]) -> [ObjectChange] {
         var made: [ObjectChange] = []
         for change in changes {
             let key = change.key
@@ -39,6 +67,10 @@ public actor ClusterStore {
                 made.append(ObjectChange(key: key, old: old, new: nil))
             }
         }
+        return made
+    }
+
+    private func finish(_ made: [ObjectChange]) -> [ObjectChange] {
         guard !made.isEmpty else { return [] }
         state.version += 1
         // Collapse repeated changes to one key within the batch into one before/after pair.

@@ -1,1 +1,0 @@
-// Agent: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,138 @@
+import ClusterState
+import Foundation
+import Metrics
+import NIOHTTP1
+
+/// What `POST /v1/apply` and `/v1/delete` answer: one line per object, kubectl-style.
+public struct ApplyResult: Codable, Sendable {
+    public struct Item: Codable, Sendable {
+        public var object: String
+        /// created, configured, unchanged, deleted, not found
+        public var action: String
+    }
+
+    public var dryRun: Bool
+    public var items: [Item]
+    public var storeVersion: UInt64
+}
+
+/// Routes of the control API. Core routes live here; actors add theirs with `NodeAgent.route`.
+///
+///   GET  /healthz, /readyz          liveness and readiness (503 until READY)
+///   GET  /v1/status                 the status document (`nodenet status --json`)
+///   POST /v1/apply[?dryRun=true]    Kubernetes manifests (YAML or JSON) into the store
+///   POST /v1/delete[?dryRun=true]   the same objects out of the store
+///   GET  /v1/objects[?kind=K]       stored objects as a Kubernetes List
+struct ControlAPI: Sendable {
+    let agent: NodeAgent
+
+    private static let applies = Counter(label: "nodenet_apply_requests_total")
+    private static let applyErrors = Counter(label: "nodenet_apply_errors_total")
+
+    func handle(_ request: ControlRequest) async -> ControlReply {
+        let key = "\(request.method.rawValue) \(request.path)"
+        if let extra = agent.routes.withLock({ $0[key] }) { return await extra(request) }
+        switch key {
+        case "GET /healthz":
+            return ControlReply(body: Array("ok\n".utf8), contentType: "text/plain")
+        case "GET /readyz":
+            return agent.board.isReady ? ControlReply(body: Array("ready\n".utf8), contentType: "text/plain")
+                : ControlReply(status: .serviceUnavailable, body: Array("waiting for \(agent.board.waitingFor.joined(separator: ","))\n".utf8), contentType: "text/plain")
+        case "GET /v1/status":
+            return await statusReply()
+        case "POST /v1/apply":
+            return await write(request, delete: false)
+        case "POST /v1/delete":
+            return await write(request, delete: true)
+        case "GET /v1/objects":
+            return await objects(kind: request.query["kind"])
+        default:
+            let known = ["/healthz", "/readyz", "/v1/status", "/v1/apply", "/v1/delete", "/v1/objects"] + agent.routes.withLock { Array($0.keys) }
+            if known.contains(where: { $0.hasSuffix(request.path) }) {
+                return .error(.methodNotAllowed, "\(request.method.rawValue) is not allowed on \(request.path)")
+            }
+            return .error(.notFound, "no such endpoint: \(request.path)")
+        }
+    }
+
+    private func statusReply() async -> ControlReply {
+        let status = await agent.status()
+        do {
+            return ControlReply(body: Array(try AgentStatus.encoder().encode(status)) + [10])
+        } catch {
+            return .error(.internalServerError, "cannot encode status: \(error)")
+        }
+    }
+
+    private func write(_ request: ControlRequest, delete: Bool) async -> ControlReply {
+        Self.applies.increment()
+        let config = agent.config
+        guard config.source != .kubernetes else {
+            Self.applyErrors.increment()
+            return .error(.conflict, "this agent's source is kubernetes: change objects through the API server (kubectl), not nodenet \(delete ? "delete" : "apply")")
+        }
+        guard config.source == .embedded else {
+            Self.applyErrors.increment()
+            return .error(.notImplemented, "apply through the \(config.source.rawValue) source is not available in this build")
+        }
+        let dryRun = request.query["dryRun"] == "true" || request.query["dryRun"] == ""
+        let text = String(decoding: request.body, as: UTF8.self)
+        let snapshot = await agent.store.snapshot()
+        let objects: [ClusterObject]
+        do {
+            let decoded = try ManifestDecoder.decode(text)
+            guard !decoded.isEmpty else { return .error(.badRequest, "the manifest holds no objects") }
+            objects = delete ? decoded : try Admission(serviceCIDRs: config.serviceCIDRs, nodePortRange: config.nodePortRange)
+                .admit(decoded, in: snapshot)
+        } catch {
+            Self.applyErrors.increment()
+            return .error(.unprocessableEntity, error.description)
+        }
+        var items: [ApplyResult.Item] = []
+        var changes: [StoreChange] = []
+        for object in objects {
+            let existing = snapshot[object.key]
+            let action: String
+            if delete {
+                action = existing == nil ? "not found" : "deleted"
+                changes.append(.delete(object.key))
+            } else {
+                action = existing == nil ? "created" : (existing == object ? "unchanged" : "configured")
+                changes.append(.upsert(object))
+            }
+            items.append(.init(object: object.key.description, action: action))
+        }
+        var version = snapshot.version
+        if !dryRun {
+            do {
+                try await agent.store.commit(changes)
+                version = await agent.store.version
+            } catch {
+                Self.applyErrors.increment()
+                return .error(.internalServerError, "nothing was applied: \(error)")
+            }
+            agent.logger.info(delete ? "manifest deleted" : "manifest applied", metadata: [
+                "objects": "\(objects.count)", "storeVersion": "\(version)",
+            ])
+        }
+        return .json(ApplyResult(dryRun: dryRun, items: items, storeVersion: version))
+    }
+
+    private func objects(kind: String?) async -> ControlReply {
+        let snapshot = await agent.store.snapshot()
+        var filter: ObjectKind?
+        if let kind {
+            guard let k = ObjectKind.allCases.first(where: { $0.rawValue.lowercased() == kind.lowercased() }) else {
+                return .error(.badRequest, "unknown kind \(kind)")
+            }
+            filter = k
+        }
+        var items: [String] = []
+        for object in snapshot.allObjects where filter == nil || object.kind == filter {
+            guard let data = try? ObjectCoding.encode(object) else { continue }
+            items.append(String(decoding: data, as: UTF8.self))
+        }
+        let body = "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[" + items.joined(separator: ",") + "]}\n"
+        return ControlReply(body: Array(body.utf8))
+    }
+}

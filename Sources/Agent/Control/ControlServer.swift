@@ -1,0 +1,227 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A request to the control API, with its body fully read.
+public struct ControlRequest: Sendable {
+    public var method: HTTPMethod
+    public var path: String
+    public var query: [String: String]
+    public var body: [UInt8]
+}
+
+public struct ControlReply: Sendable {
+    public var status: HTTPResponseStatus
+    public var body: [UInt8]
+    public var contentType: String
+
+    public init(status: HTTPResponseStatus = .ok, body: [UInt8], contentType: String = "application/json") {
+        self.status = status
+        self.body = body
+        self.contentType = contentType
+    }
+
+    /// `{"error": message}` with the given status: every error the API returns has this shape.
+    public static func error(_ status: HTTPResponseStatus, _ message: String) -> ControlReply {
+        struct Body: Encodable { var error: String }
+        return json(Body(error: message), status: status)
+    }
+
+    public static func json(_ value: some Encodable, status: HTTPResponseStatus = .ok) -> ControlReply {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        do {
+            return ControlReply(status: status, body: Array(try e.encode(value)) + [10])
+        } catch {
+            return ControlReply(status: .internalServerError, body: Array("{\"error\":\"encoding failed\"}\n".utf8))
+        }
+    }
+}
+
+public typealias ControlHandler = @Sendable (ControlRequest) async -> ControlReply
+
+public struct ControlServerError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// HTTP/1.1 + JSON on the unix control socket (`runDir/nodenet.sock`). The socket is mode 0600
+/// in a 0700 directory, and each connection's peer credentials are checked: only root (or the
+/// agent's own user) may drive the agent, because the API creates interfaces and writes state.
+public final class ControlServer: Sendable {
+    public let socketPath: String
+    private let handler: ControlHandler
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let maxBody: Int
+
+    public init(socketPath: String, group: MultiThreadedEventLoopGroup, logger: Logger, maxBody: Int = 64 << 20,
+                handler: @escaping ControlHandler) {
+        self.socketPath = socketPath
+        self.group = group
+        self.logger = logger
+        self.maxBody = maxBody
+        self.handler = handler
+    }
+
+    /// Binds the socket. The caller holds the agent lock, so a stale socket file is ours to replace.
+    public func bind() async throws -> any Channel {
+        let dir = (socketPath as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let handler = self.handler
+        let logger = self.logger
+        let maxBody = self.maxBody
+        let allowedUID = getuid()
+        let oldMask = umask(0o177)  // the socket is created 0600, with no window where others could connect
+        defer { umask(oldMask) }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ControlHTTPHandler(handler: handler, logger: logger, maxBody: maxBody, allowedUID: allowedUID))
+                }
+            }
+            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true)
+            .get()
+        chmod(socketPath, 0o600)
+        return channel
+    }
+
+    /// Binds a TCP listener with the same request handling, no peer check (metrics).
+    public func bind(host: String, port: Int) async throws -> any Channel {
+        let handler = self.handler
+        let logger = self.logger
+        let maxBody = self.maxBody
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ControlHTTPHandler(handler: handler, logger: logger, maxBody: maxBody, allowedUID: nil))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+    }
+}
+
+/// Layout of Linux `struct ucred` (pid, uid, gid), read through SO_PEERCRED.
+struct PeerCredentials: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: NIO confines a handler to its channel's event loop; the mutable request
+    // state below is only touched from there.
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let handler: ControlHandler
+    private let logger: Logger
+    private let maxBody: Int
+    /// nil: no peer credential check (TCP listeners).
+    private let allowedUID: uid_t?
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+    private var peerChecked: Bool?
+
+    init(handler: @escaping ControlHandler, logger: Logger, maxBody: Int, allowedUID: uid_t?) {
+        self.handler = handler
+        self.logger = logger
+        self.maxBody = maxBody
+        self.allowedUID = allowedUID
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        if allowedUID != nil, let provider = context.channel as? any SocketOptionProvider {
+            let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(level: .init(SOL_SOCKET), name: .init(SO_PEERCRED))
+            future.whenComplete { result in
+                let (me, context) = loopBound.value
+                switch result {
+                case .success(let cred) where cred.uid == 0 || cred.uid == me.allowedUID:
+                    me.peerChecked = true
+                case .success(let cred):
+                    me.peerChecked = false
+                    me.logger.warning("control connection refused", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
+                    context.close(promise: nil)
+                case .failure(let error):
+                    me.peerChecked = false
+                    me.logger.warning("control connection refused: no peer credentials", metadata: ["error": "\(error)"])
+                    context.close(promise: nil)
+                }
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = []
+            tooLarge = false
+        case .body(var buf):
+            if body.count + buf.readableBytes > maxBody {
+                tooLarge = true
+            } else if let bytes = buf.readBytes(length: buf.readableBytes) {
+                body += bytes
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            if peerChecked == false { context.close(promise: nil); return }
+            if tooLarge {
+                write(context: context, head: head, reply: .error(.payloadTooLarge, "request body over \(maxBody) bytes"))
+                return
+            }
+            let (path, query) = Self.split(head.uri)
+            let request = ControlRequest(method: head.method, path: path, query: query, body: body)
+            body = []
+            let handler = self.handler
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let promise = context.eventLoop.makePromise(of: ControlReply.self)
+            promise.completeWithTask { await handler(request) }
+            promise.futureResult.whenSuccess { reply in
+                let (me, context) = loopBound.value
+                me.write(context: context, head: head, reply: reply)
+            }
+        }
+    }
+
+    private func write(context: ChannelHandlerContext, head: HTTPRequestHead, reply: ControlReply) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: reply.contentType)
+        headers.add(name: "Content-Length", value: "\(reply.body.count)")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: reply.body.count)
+        buffer.writeBytes(reply.body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    static func split(_ uri: String) -> (String, [String: String]) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: q)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1)
+            let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+            query[key] = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
+        }
+        return (String(uri[..<q]), query)
+    }
+}

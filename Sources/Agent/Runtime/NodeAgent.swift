@@ -1,0 +1,212 @@
+import ClusterState
+import Foundation
+import IPAddressing
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+public let nodenetVersion = "0.1.0"
+
+public struct AgentStartError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// The node's agent: owns the lock, the state database, the store, the status board and the
+/// event loops, and runs every actor as a swift-service-lifecycle Service.
+///
+/// Start-up order matters and is the design's: lock (no second agent), state (so pods keep
+/// their addresses), store, then actors; READY=1 once every gating actor has reconciled once.
+public final class NodeAgent: Sendable {
+    public let configPath: String?
+    public let overrides: [String: String]
+    public let store: ClusterStore
+    public let database: StateDatabase
+    public let board = StatusBoard()
+    public let logger: Logger
+    public let notifier = SystemdNotifier()
+    public let startedAt = Date()
+    public let group: MultiThreadedEventLoopGroup
+    let lock: AgentLock
+    private let configuration: Mutex<AgentConfiguration>
+    private let subnets = Mutex<(cidrs: [IPPrefix], source: PodSubnetSource?)>(([], nil))
+    private let resolvedNodeIP: Mutex<IPAddress?>
+    /// Extra control API routes registered by actors (CNI requests, for one).
+    let routes = Mutex<[String: ControlHandler]>([:])
+    /// Status details contributed by actors, keyed by actor name.
+    let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
+
+    public var config: AgentConfiguration { configuration.withLock { $0 } }
+    public var podCIDRs: [IPPrefix] { subnets.withLock { $0.cidrs } }
+    public var nodeIP: IPAddress? { resolvedNodeIP.withLock { $0 } }
+
+    public init(config: AgentConfiguration, configPath: String?, overrides: [String: String], logger: Logger) throws {
+        self.configPath = configPath
+        self.overrides = overrides
+        self.logger = logger
+        configuration = Mutex(config)
+        do {
+            lock = try AgentLock(path: config.lockPath)
+        } catch {
+            throw AgentStartError(message: error.description)
+        }
+        do {
+            database = try StateDatabase(directory: config.stateDir)
+        } catch {
+            throw AgentStartError(message: error.description)
+        }
+        let (snapshot, skipped) = try database.loadSnapshot()
+        for (key, why) in skipped {
+            logger.warning("stored object skipped: does not decode", metadata: ["object": "\(key)", "reason": "\(why)"])
+        }
+        store = ClusterStore(snapshot, persistence: database)
+        resolvedNodeIP = Mutex(config.nodeIP ?? DefaultInterface.nodeIP())
+        group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, ProcessInfo.processInfo.activeProcessorCount))
+        logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)"])
+    }
+
+    /// Runs until SIGTERM/SIGINT, then shuts the actors down in reverse order. The dataplane
+    /// is left in place: pods keep working while the agent restarts.
+    public func run(actors extra: [any AgentActor] = []) async throws {
+        let config = self.config
+        if config.source == .embedded { await store.markSynced() }
+        await refreshPodSubnets()
+
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        services.append(.init(service: ControlService(agent: self)))
+        if config.source != .kubernetes {
+            services.append(.init(service: EndpointsService(agent: self)))
+        }
+        services.append(.init(service: NodeSubnetService(agent: self)))
+        services += extra.map { .init(service: $0) }
+        if !config.metrics.listen.isEmpty {
+            services.append(.init(service: MetricsService(agent: self), failureTerminationBehavior: .ignore))
+        }
+        services.append(.init(service: ReloadService(agent: self)))
+        // Last, so graceful shutdown reaches it first: STOPPING=1 goes out before anything stops.
+        services.append(.init(service: LifecycleService(agent: self)))
+
+        let group = ServiceGroup(configuration: .init(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger))
+        logger.info("agent starting", metadata: [
+            "version": "\(nodenetVersion)", "node": "\(config.nodeName)", "source": "\(config.source.rawValue)",
+            "socket": "\(config.socketPath)",
+        ])
+        try await group.run()
+        try? await self.group.shutdownGracefully()
+        logger.info("agent stopped")
+    }
+
+    /// Registers a control API route (`"POST /v1/cni"`), for actors that serve requests.
+    public func route(_ methodAndPath: String, _ handler: @escaping ControlHandler) {
+        routes.withLock { $0[methodAndPath] = handler }
+    }
+
+    /// Adds a section to `nodenet status` (for example routes per peer, DNS counters).
+    public func statusDetails(_ name: String, _ provider: @escaping @Sendable () async -> [String: String]) {
+        detailProviders.withLock { $0[name] = provider }
+    }
+
+    /// Re-derives this node's pod subnets (config, Node object, lease) and leases one from
+    /// clusterCIDR if nothing else provides it. Returns true when they changed.
+    @discardableResult
+    func refreshPodSubnets() async -> Bool {
+        let config = self.config
+        var snapshot = await store.snapshot()
+        if nodeIP == nil, let ip = snapshot.nodes[config.nodeName]?.internalIPs.first {
+            resolvedNodeIP.withLock { $0 = ip }
+        }
+        var resolved = PodSubnets.resolve(node: config.nodeName, configured: config.podCIDRs, in: snapshot)
+        if resolved == nil, config.source != .kubernetes, let cluster = config.clusterCIDRs.first {
+            do {
+                let lease = try PodSubnets.nextLease(node: config.nodeName, clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize, in: snapshot)
+                try await store.commit([.upsert(.lease(lease))])
+                logger.info("leased pod subnet", metadata: ["cidrs": "\(lease.cidrs.map(\.description))"])
+                snapshot = await store.snapshot()
+                resolved = PodSubnets.resolve(node: config.nodeName, configured: config.podCIDRs, in: snapshot)
+            } catch {
+                logger.error("cannot lease a pod subnet", metadata: ["error": "\(error)"])
+            }
+        }
+        // A lease is only a fallback: once config or the Node object provides subnets, drop it.
+        if let resolved, resolved.1 != .lease, snapshot.leases[config.nodeName] != nil, config.source == .embedded {
+            try? await store.commit([.delete(ObjectKey(.lease, name: config.nodeName))])
+        }
+        let new = resolved ?? ([], nil)
+        return subnets.withLock { s in
+            guard s.cidrs != new.0 || s.source != new.1 else { return false }
+            s = (new.0, new.1)
+            return true
+        }
+    }
+
+    /// SIGHUP: re-read the configuration. Settings that can change live are applied; the
+    /// others are reported as needing a restart. An invalid file changes nothing.
+    func reload() {
+        notifier.reloading()
+        defer { notifier.ready(status: summary()) }
+        let old = config
+        let new: AgentConfiguration
+        do {
+            new = try ConfigLoader.load(path: configPath, required: configPath != nil && configPath != AgentConfiguration.defaultPath,
+                                        overrides: overrides, defaultNodeName: old.nodeName)
+        } catch {
+            logger.error("reload refused: configuration invalid, keeping the running one", metadata: ["error": "\(error)"])
+            return
+        }
+        var live = old
+        live.logLevel = new.logLevel
+        live.dns.ttl = new.dns.ttl
+        var restartNeeded = new
+        restartNeeded.logLevel = old.logLevel
+        restartNeeded.dns.ttl = old.dns.ttl
+        configuration.withLock { $0 = live }
+        if restartNeeded != old {
+            logger.warning("reload: some changed settings take effect at the next restart")
+        }
+        logger.info("configuration reloaded", metadata: ["logLevel": "\(live.logLevel)"])
+    }
+
+    /// The one-line summary for systemd's STATUS=.
+    func summary() -> String {
+        let rows = board.rows
+        let errors = rows.filter { $0.state == .error }.map(\.name)
+        let cidrs = podCIDRs.map(\.description).joined(separator: ",")
+        var s = board.isReady ? "ready" : "starting"
+        s += ", pods subnet \(cidrs.isEmpty ? "none" : cidrs)"
+        if !errors.isEmpty { s += ", errors in \(errors.joined(separator: ","))" }
+        return s
+    }
+
+    func status() async -> AgentStatus {
+        let config = self.config
+        let snapshot = await store.snapshot()
+        let source = subnets.withLock { $0.source }
+        var details: [String: [String: String]] = [:]
+        for (name, provider) in detailProviders.withLock({ $0 }) { details[name] = await provider() }
+        var objects: [String: Int] = [:]
+        for kind in ObjectKind.allCases where snapshot.count(of: kind) > 0 { objects[kind.rawValue] = snapshot.count(of: kind) }
+        return AgentStatus(
+            agent: .init(version: nodenetVersion, pid: getpid(), startedAt: startedAt,
+                         uptimeSeconds: Int(Date().timeIntervalSince(startedAt)), ready: board.isReady,
+                         waitingFor: board.waitingFor, configPath: configPath, socket: config.socketPath),
+            source: .init(kind: config.source.rawValue, synced: snapshot.synced, connected: true, lastSync: nil,
+                          storeVersion: snapshot.version, message: ""),
+            node: .init(name: config.nodeName, nodeIP: nodeIP?.description, podCIDRs: podCIDRs.map(\.description),
+                        podCIDRSource: source?.rawValue ?? "none", clusterCIDRs: config.clusterCIDRs.map(\.description),
+                        serviceCIDRs: config.serviceCIDRs.map(\.description), clusterDomain: config.clusterDomain,
+                        routing: config.routing.rawValue),
+            objects: objects,
+            actors: board.rows,
+            pods: snapshot.attachments.values.sorted { $0.keyName < $1.keyName }.map {
+                .init(namespace: $0.podNamespace, name: $0.podName, containerID: $0.containerID, ifname: $0.ifname,
+                      ips: $0.ips.map(\.description), hostInterface: $0.hostInterface)
+            },
+            details: details)
+    }
+}

@@ -1,0 +1,82 @@
+import Agent
+import ArgumentParser
+import Foundation
+import Logging
+
+/// `nodenet agent`: every config key also has a flag of the same name in kebab case.
+/// Flags override the file; both go through the same validation (ConfigLoader).
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "agent", abstract: "Run the node agent (under systemd: Type=notify).")
+
+    @Option(name: .long, help: "Configuration file (default /etc/nodenet/config.yaml; missing default file is fine).")
+    var config: String?
+
+    @Option(name: .long) var nodeName: String?
+    @Option(name: .long, help: "embedded | etcd | kubernetes") var source: String?
+    @Option(name: .long) var stateDir: String?
+    @Option(name: .long) var runDir: String?
+    @Option(name: .customLong("cluster-cidr"), help: "Pod network; IPv4 and IPv6 comma-separated for dual-stack.") var clusterCIDR: String?
+    @Option(name: .customLong("node-cidr-mask-size")) var nodeCIDRMaskSize: String?
+    @Option(name: .customLong("pod-cidrs"), help: "This node's pod subnets, comma-separated.") var podCIDRs: String?
+    @Option(name: .customLong("service-cidr")) var serviceCIDR: String?
+    @Option(name: .long) var clusterDomain: String?
+    @Option(name: .customLong("node-ip")) var nodeIP: String?
+    @Option(name: .long, help: "host-gw | vxlan | auto") var routing: String?
+    @Option(name: .long) var nodePortRange: String?
+    @Option(name: .long) var logLevel: String?
+    @Option(name: .customLong("dns-listen")) var dnsListen: String?
+    @Option(name: .customLong("dns-port")) var dnsPort: String?
+    @Option(name: .customLong("dns-upstreams"), help: "A resolv.conf path, or ip[:port] list.") var dnsUpstreams: String?
+    @Option(name: .customLong("dns-pods"), help: "disabled | insecure | verified") var dnsPods: String?
+    @Option(name: .customLong("dns-ttl")) var dnsTTL: String?
+    @Option(name: .customLong("dns-enabled")) var dnsEnabled: String?
+    @Option(name: .customLong("etcd-endpoints")) var etcdEndpoints: String?
+    @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
+    @Option(name: .customLong("kubernetes-kubeconfig")) var kubeconfig: String?
+    @Option(name: .customLong("metrics-listen"), help: "HOST:PORT, or empty to disable.") var metricsListen: String?
+
+    var overrides: [String: String] {
+        let pairs: [(String, String?)] = [
+            ("nodeName", nodeName), ("source", source), ("stateDir", stateDir), ("runDir", runDir),
+            ("clusterCIDR", clusterCIDR), ("nodeCIDRMaskSize", nodeCIDRMaskSize), ("podCIDRs", podCIDRs),
+            ("serviceCIDR", serviceCIDR), ("clusterDomain", clusterDomain), ("nodeIP", nodeIP), ("routing", routing),
+            ("nodePortRange", nodePortRange), ("logLevel", logLevel),
+            ("dns.listen", dnsListen), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
+            ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
+            ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
+            ("metrics.listen", metricsListen),
+        ]
+        var out: [String: String] = [:]
+        for (k, v) in pairs { if let v { out[k] = v } }
+        return out
+    }
+
+    mutating func run() async throws {
+        let path = config ?? AgentConfiguration.defaultPath
+        let cfg: AgentConfiguration
+        do {
+            cfg = try ConfigLoader.load(path: path, required: config != nil, overrides: overrides, defaultNodeName: hostname())
+        } catch {
+            throw CLIError(error.description)
+        }
+        let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in LogfmtHandler(label: label, level: level) }
+        AgentMetrics.bootstrap()
+        let logger = Logger(label: "nodenet")
+        let agent: NodeAgent
+        do {
+            agent = try NodeAgent(config: cfg, configPath: FileManager.default.fileExists(atPath: path) ? path : nil,
+                                  overrides: overrides, logger: logger)
+        } catch {
+            logger.critical("agent cannot start", metadata: ["error": "\(error)"])
+            throw CLIError("\(error)")
+        }
+        try await agent.run()
+    }
+
+    private func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, buf.count)
+        return String(cString: buf)
+    }
+}
