@@ -1,0 +1,132 @@
+import Foundation
+import IPAddressing
+import Testing
+@testable import ClusterState
+
+@Suite struct ModelDecodingTests {
+    func decode(_ json: String) throws -> ClusterObject {
+        try ManifestDecoder.decode(json: Data(json.utf8))
+    }
+
+    @Test func node() throws {
+        guard case .node(let n) = try decode(Fixtures.node) else { Issue.record("not a node"); return }
+        #expect(n.name == "node2")
+        #expect(n.podCIDRs.map(\.description) == ["10.244.2.0/24", "fd00:10:244:2::/64"])
+        #expect(n.internalIP(.v4)?.description == "192.168.1.12")
+        #expect(n.internalIP(.v6)?.description == "fc00:f853:ccd:e793::3")
+        #expect(n.metadata.namespace == nil)
+    }
+
+    @Test func serviceKeepsEveryFieldNodenetUses() throws {
+        guard case .service(let s) = try decode(Fixtures.service) else { Issue.record("not a service"); return }
+        #expect(s.id == NamespacedName("apps", "web-service"))
+        #expect(s.type == .loadBalancer)
+        #expect(s.clusterIPs.map(\.description) == ["10.107.37.188", "fd00:10:96::1c4"])
+        #expect(s.ipFamilies == [.v4, .v6])
+        #expect(!s.isHeadless)
+        #expect(s.ports.count == 2)
+        #expect(s.ports[0] == ServicePort(name: "http", protocol: .tcp, port: 80, targetPort: .string("web"), nodePort: 31080))
+        #expect(s.ports[1] == ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353), nodePort: 31053))
+        #expect(s.selector == ["app": "web"])
+        #expect(s.sessionAffinityTimeout == 600)
+        #expect(s.externalTrafficPolicy == .local)
+        #expect(s.internalTrafficPolicy == .cluster)
+        #expect(s.externalIPs == [IPAddress("192.0.2.50")!])
+        #expect(s.loadBalancerIngress == [IPAddress("192.0.2.100")!])
+        #expect(s.loadBalancerSourceRanges == [IPPrefix("198.51.100.0/24")!])
+        #expect(s.publishNotReadyAddresses)
+    }
+
+    @Test func headlessAndExternalName() throws {
+        guard case .service(let h) = try decode(Fixtures.headless), case .service(let e) = try decode(Fixtures.externalName) else {
+            Issue.record("not services"); return
+        }
+        #expect(h.isHeadless)
+        #expect(h.clusterIPs.isEmpty)
+        #expect(h.ports[0].targetPort == .int(5432))
+        #expect(e.type == .externalName)
+        #expect(e.externalName == "db.example.test")
+    }
+
+    @Test func endpointSliceConditionsDefaultAsTheAPISays() throws {
+        guard case .endpointSlice(let s) = try decode(Fixtures.endpointSlice) else { Issue.record("not a slice"); return }
+        #expect(s.service == NamespacedName("apps", "web-service"))
+        #expect(s.addressType == .ipv4)
+        #expect(s.endpoints.count == 3)
+        #expect(s.endpoints[0].hostname == "web-0")
+        #expect(s.endpoints[0].conditions == EndpointConditions(ready: true, serving: true, terminating: false))
+        #expect(s.endpoints[1].conditions == EndpointConditions(ready: false, serving: true, terminating: true))
+        // Unset conditions: ready (nil means ready), serving follows ready, not terminating.
+        #expect(s.endpoints[2].conditions == EndpointConditions(ready: true, serving: true, terminating: false))
+        #expect(s.ports.map(\.port) == [8080, 5353])
+        #expect(s.ports[1].protocol == .udp)
+    }
+
+    @Test func pod() throws {
+        guard case .pod(let p) = try decode(Fixtures.pod) else { Issue.record("not a pod"); return }
+        #expect(p.id == NamespacedName("apps", "web-0"))
+        #expect(p.metadata.labels?["app"] == "web")
+        #expect(p.nodeName == "node1")
+        #expect(p.hostname == "web-0")
+        #expect(p.subdomain == "web-service")
+        #expect(p.podIPs.map(\.description) == ["10.244.1.5", "fd00:10:244:1::5"])
+        #expect(p.ready == true)
+        #expect(p.ports == [ContainerPort(name: "web", containerPort: 8080, protocol: .tcp)])
+    }
+
+    @Test(arguments: [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice, Fixtures.pod, Fixtures.namespace])
+    func encodeDecodeRoundTrip(_ json: String) throws {
+        let object = try decode(json)
+        let again = try ObjectCoding.decode(kind: object.kind, ObjectCoding.encode(object))
+        #expect(again == object)
+    }
+
+    @Test func yamlMultiDocumentAndList() throws {
+        let yaml = """
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: apps}
+        ---
+        # a comment-only document is skipped
+        ---
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: v1
+          kind: Node
+          metadata: {name: node1}
+          spec: {podCIDRs: [10.244.1.0/24]}
+        - apiVersion: v1
+          kind: Service
+          metadata: {name: web, namespace: apps}
+          spec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}
+        """
+        let objects = try ManifestDecoder.decode(yaml)
+        #expect(objects.map(\.key.description) == ["Namespace apps", "Node node1", "Service apps/web"])
+    }
+
+    @Test(arguments: [
+        ("apiVersion: v1\nkind: Secret\nmetadata: {name: x}", "document 1: kind: unsupported kind \"Secret\""),
+        ("kind: Service\nmetadata: {name: x}", "document 1: apiVersion: apiVersion is required"),
+        ("apiVersion: apps/v1\nkind: Service\nmetadata: {name: x}", "document 1: apiVersion: Service must have apiVersion v1"),
+        ("apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: apps}\nspec: {ports: [{port: 80, protocol: ICMP}]}",
+         "document 2 (Service apps/web): spec.ports[0].protocol: unsupported protocol \"ICMP\""),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.1.2.300}", "spec.clusterIPs: \"10.1.2.300\" is not an IP address"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: eighty}]}", "spec.ports[0].port: expected a number"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: Web_1}", "metadata.name: \"Web_1\" is not a valid Service name"),
+        ("apiVersion: v1\nkind: Node\nmetadata: {name: n}\nspec: {podCIDRs: [10.244.1.7/24]}", "spec.podCIDRs: \"10.244.1.7/24\" is not a network CIDR"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {type: Magic}", "spec.type: unknown service type \"Magic\""),
+        ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: [{addresses: [\"fd00::1\"]}]",
+         "endpoints[0].addresses: address family does not match addressType IPv4"),
+        ("- just\n- a list", "document 1: expected an object"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}, {port: 81}]}", "every port needs a name"),
+    ])
+    func refusesWithAMessageNamingDocumentAndField(_ input: (String, String)) {
+        do {
+            _ = try ManifestDecoder.decode(input.0)
+            Issue.record("accepted: \(input.0)")
+        } catch {
+            #expect(error.description.contains(input.1), "got: \(error.description)")
+        }
+    }
+}
