@@ -96,7 +96,10 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NodenetTestSupport", "ControlClient"]),
+
+        // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
+        .target(name: "NodenetTestSupport", swiftSettings: strict),
 
         // The executable: argument parsing and the CNI entry point, nothing else.
         .executableTarget(name: "nodenet", dependencies: [

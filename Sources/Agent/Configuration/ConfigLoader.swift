@@ -38,14 +38,15 @@ public enum ConfigLoader {
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
+        var s = key.replacingOccurrences(of: ".", with: "-")
+        // Acronyms first, so podCIDRs becomes pod-cidrs, not pod-cid-rs.
+        for acronym in ["CIDRs", "CIDR", "IPs", "IP"] {
+            s = s.replacingOccurrences(of: acronym, with: "-" + acronym.lowercased())
+        }
         var out = ""
-        let chars = Array(key)
-        for (i, c) in chars.enumerated() {
-            if c == "." { out += "-"; continue }
+        for c in s {
             if c.isUppercase {
-                let prevLower = i > 0 && (chars[i - 1].isLowercase || chars[i - 1].isNumber)
-                let nextLower = i + 1 < chars.count && chars[i + 1].isLowercase
-                if i > 0, chars[i - 1] != ".", prevLower || nextLower { out += "-" }
+                if !out.isEmpty, out.last != "-" { out += "-" }
                 out += c.lowercased()
             } else {
                 out.append(c)

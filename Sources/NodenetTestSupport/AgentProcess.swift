@@ -1,0 +1,110 @@
+import Foundation
+
+/// The built `nodenet` binary, run the way an operator runs it: as a process inside a node
+/// namespace, with its own stateDir and runDir.
+public final class AgentProcess: @unchecked Sendable {
+    // @unchecked: `process` is only touched from the test that owns this object.
+    public let namespace: TestNamespace
+    public let stateDir: String
+    public let runDir: String
+    public let logPath: String
+    public var socket: String { runDir + "/nodenet.sock" }
+    private var process: Process?
+    public let extraArgs: [String]
+    public let environment: [String: String]
+
+    /// The nodenet binary next to the test bundle (override with NODENET_BIN).
+    public static var binary: String {
+        if let b = ProcessInfo.processInfo.environment["NODENET_BIN"] { return b }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while dir.path != "/" {
+            let candidate = dir.appendingPathComponent("nodenet").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return FileManager.default.currentDirectoryPath + "/.build/debug/nodenet"
+    }
+
+    public init(namespace: TestNamespace, directory: TempDirectory, args: [String] = [], environment: [String: String] = [:],
+                logName: String? = nil) {
+        self.namespace = namespace
+        stateDir = directory.file("state-\(namespace.name)")
+        runDir = directory.file("run-\(namespace.name)")
+        logPath = directory.file("agent-\(logName ?? namespace.name).log")
+        extraArgs = args
+        self.environment = environment
+    }
+
+    public var pid: Int32? { process?.processIdentifier }
+
+    /// Starts the agent (nsenter into the namespace) and waits until its control socket answers.
+    public func start(waitReady: Bool = true, timeout: Double = 20) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try Shell.which("nsenter"))
+        p.arguments = ["--net=\(namespace.path)", Self.binary, "agent", "--state-dir", stateDir, "--run-dir", runDir,
+                       "--metrics-listen", ""] + extraArgs
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        p.environment = env
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let logFile = FileHandle(forWritingAtPath: logPath)!
+        logFile.seekToEndOfFile()
+        p.standardOutput = logFile
+        p.standardError = logFile
+        try p.run()
+        process = p
+        guard waitReady else { return }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if !p.isRunning { throw Shell.Failure(command: "nodenet agent", result: .init(status: p.terminationStatus, stdout: "", stderr: log(tail: 30))) }
+            if let r = try? cli(["status", "--json"]), r.ok, r.stdout.contains("\"ready\" : true") { return }
+            usleep(50_000)
+        }
+        throw Shell.Failure(command: "nodenet agent (not ready in \(timeout)s)", result: .init(status: -1, stdout: "", stderr: log(tail: 30)))
+    }
+
+    /// Runs a `nodenet` client command against this agent's socket.
+    @discardableResult
+    public func cli(_ args: [String], stdin: String? = nil) throws -> Shell.Result {
+        try Shell.run([Self.binary] + args + ["--socket", socket], stdin: stdin, timeout: 30)
+    }
+
+    public func apply(_ manifest: String) throws -> Shell.Result {
+        try cli(["apply", "-f", "-"], stdin: manifest)
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    @discardableResult
+    public func stop(timeout: Double = 15) -> Int32? {
+        guard let p = process else { return nil }
+        if p.isRunning { kill(p.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning, Date() < deadline { usleep(20_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        process = nil
+        return p.terminationStatus
+    }
+
+    /// Waits for the process to exit by itself; returns its status, or nil if still running.
+    public func waitForExit(timeout: Double) -> Int32? {
+        guard let p = process else { return nil }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning, Date() < deadline { usleep(20_000) }
+        return p.isRunning ? nil : p.terminationStatus
+    }
+
+    /// kill -9, as a crash would.
+    public func crash() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    public func log(tail lines: Int = 50) -> String {
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    deinit { if process?.isRunning == true { crash() } }
+}

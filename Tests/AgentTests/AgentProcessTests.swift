@@ -1,0 +1,196 @@
+import Agent
+import Foundation
+import NodenetTestSupport
+import Testing
+
+/// The built binary, run as an operator runs it, inside a network namespace of the test's own.
+@Suite(.serialized, .enabled(if: isPrivileged, "needs root and iproute2"))
+struct AgentProcessTests {
+    static let manifest = """
+    apiVersion: v1
+    kind: Node
+    metadata: {name: node1}
+    spec: {podCIDRs: [10.244.1.0/24]}
+    status: {addresses: [{type: InternalIP, address: 192.168.1.11}]}
+    ---
+    apiVersion: v1
+    kind: Node
+    metadata: {name: node2}
+    spec: {podCIDRs: [10.244.2.0/24]}
+    status: {addresses: [{type: InternalIP, address: 192.168.1.12}]}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web-service, namespace: apps}
+    spec: {clusterIP: 10.107.37.188, selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: web-1, namespace: apps, labels: {app: web}}
+    spec: {nodeName: node2}
+    status: {podIPs: [{ip: 10.244.2.5}]}
+    """
+
+    func status(_ agent: AgentProcess) throws -> AgentStatus {
+        let r = try agent.cli(["status", "--json"])
+        #expect(r.ok, "\(r.stderr)")
+        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
+    }
+
+    @Test func applyThenStatusShowsTheObjects() throws {
+        let ns = try TestNamespace("agent")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1"])
+        try agent.start()
+        defer { agent.stop() }
+
+        let applied = try agent.apply(Self.manifest)
+        #expect(applied.ok, "\(applied.stderr)")
+        #expect(applied.stdout.contains("Service apps/web-service created"))
+        let s = try status(agent)
+        #expect(s.agent.ready)
+        #expect(s.objects["Node"] == 2)
+        #expect(s.objects["Service"] == 1)
+        #expect(s.objects["EndpointSlice"] == 1, "the endpoints controller derived a slice")
+        #expect(s.node.podCIDRs == ["10.244.1.0/24"], "pod subnet from the Node object")
+        #expect(s.node.podCIDRSource == "nodeObject")
+        #expect(s.node.nodeIP == "192.168.1.11")
+        #expect(s.actors.contains { $0.name == "control" && $0.state == .inSync })
+
+        let table = try agent.cli(["status"])
+        #expect(table.stdout.contains("Pod CIDRs:    10.244.1.0/24"))
+        #expect(table.stdout.contains("Service=1"))
+
+        // Re-applying changes nothing; deleting removes.
+        #expect(try agent.apply(Self.manifest).stdout.contains("Service apps/web-service unchanged"))
+        let deleted = try agent.cli(["delete", "-f", "-"], stdin: Self.manifest)
+        #expect(deleted.stdout.contains("Pod apps/web-1 deleted"))
+        #expect(try status(agent).objects["Service"] == nil)
+    }
+
+    @Test func invalidManifestChangesNothing() throws {
+        let ns = try TestNamespace("agent")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
+        try agent.start()
+        defer { agent.stop() }
+        let bad = Self.manifest + "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: broken, namespace: apps}\nspec: {ports: [{port: 70000}]}\n"
+        let r = try agent.apply(bad)
+        #expect(!r.ok)
+        #expect(r.stderr.contains("document 5 (Service apps/broken): spec.ports[0].port: port 70000 is out of range"))
+        #expect(try status(agent).objects.isEmpty, "the valid documents before it were not written either")
+        let unknown = try agent.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+        #expect(unknown.stderr.contains("unsupported kind \"ConfigMap\""))
+        let dry = try agent.cli(["apply", "-f", "-", "--dry-run"], stdin: Self.manifest)
+        #expect(dry.stdout.contains("created (dry run)"))
+        #expect(try status(agent).objects.isEmpty)
+    }
+
+    @Test func stateSurvivesRestartAndSecondAgentIsRefused() throws {
+        let ns = try TestNamespace("agent")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1"])
+        try agent.start()
+        #expect(try agent.apply(Self.manifest).ok)
+
+        let second = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1"], logName: "second")
+        try second.start(waitReady: false)
+        let exit = second.waitForExit(timeout: 10)
+        #expect(exit != nil && exit != 0, "a second agent on the same runDir must refuse to start")
+        #expect(second.log().contains("another nodenet agent is running"))
+        #expect(try agent.cli(["status"]).ok, "the first agent is unharmed")
+
+        #expect(agent.stop() == 0, "SIGTERM is a clean exit")
+        try agent.start()
+        defer { agent.stop() }
+        let s = try status(agent)
+        #expect(s.objects["Node"] == 2 && s.objects["Pod"] == 1)
+    }
+
+    @Test func notifiesSystemd() throws {
+        let ns = try TestNamespace("notify")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let notify = try NotifySocket(directory: dir)
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"],
+                                 environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+        try agent.start()
+        #expect(notify.wait(for: "READY=1"))
+        #expect(notify.assignments.contains { $0.hasPrefix("STATUS=ready") })
+        #expect(notify.wait(for: "WATCHDOG=1", timeout: 3))
+        #expect(agent.stop() == 0)
+        #expect(notify.wait(for: "STOPPING=1", timeout: 2))
+        let readyIndex = notify.assignments.firstIndex(of: "READY=1")!
+        let stoppingIndex = notify.assignments.firstIndex(of: "STOPPING=1")!
+        #expect(readyIndex < stoppingIndex)
+    }
+
+    @Test func killDuringApplyLeavesAllOrNothing() throws {
+        let ns = try TestNamespace("crash")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
+        try agent.start()
+        #expect(try agent.apply(Self.manifest).ok)
+        // A large apply, killed while it is in flight.
+        let big = (0..<3000).map { i in
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s\(i), namespace: bulk}\nspec: {ports: [{port: 80}]}\n"
+        }.joined(separator: "---\n")
+        let path = dir.write("big.yaml", big)
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: AgentProcess.binary)
+        client.arguments = ["apply", "-f", path, "--socket", agent.socket]
+        client.standardOutput = FileHandle.nullDevice
+        client.standardError = FileHandle.nullDevice
+        try client.run()
+        usleep(UInt32.random(in: 50_000...400_000))
+        agent.crash()
+        client.waitUntilExit()
+
+        try agent.start()
+        defer { agent.stop() }
+        let s = try status(agent)
+        let bulk = (s.objects["Service"] ?? 0) - 1
+        #expect(bulk == 0 || bulk == 3000, "got \(bulk) of 3000: a half apply")
+        #expect(s.objects["Node"] == 2, "what was applied before is intact")
+    }
+
+    @Test func statusWithoutAgentSaysSo() throws {
+        let r = try Shell.run([AgentProcess.binary, "status", "--socket", "/nonexistent/nodenet.sock"])
+        #expect(!r.ok)
+        #expect(r.stderr.contains("the nodenet agent is not running"))
+    }
+
+    @Test func badConfigRefusesToStart() throws {
+        let dir = TempDirectory()
+        let path = dir.write("config.yaml", "nodeName: node1\nroutnig: vxlan\n")
+        let r = try Shell.run([AgentProcess.binary, "agent", "--config", path], timeout: 10)
+        #expect(!r.ok)
+        #expect(r.stderr.contains("config key routnig: unknown key"))
+    }
+
+    @Test func everyConfigKeyHasAFlag() throws {
+        let help = try Shell.check([AgentProcess.binary, "agent", "--help"]).stdout
+        for key in ConfigLoader.allKeys {
+            #expect(help.contains("--\(ConfigLoader.flagName(key)) "), "no flag for \(key)")
+        }
+    }
+
+    @Test func sighupWithBrokenConfigKeepsRunning() throws {
+        let ns = try TestNamespace("hup")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let config = dir.write("config.yaml", "nodeName: node1\npodCIDRs: [10.244.1.0/24]\n")
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--config", config])
+        try agent.start()
+        defer { agent.stop() }
+        _ = dir.write("config.yaml", "nodeName: node1\nbroken: [\n")
+        kill(agent.pid!, SIGHUP)
+        usleep(300_000)
+        #expect(try agent.cli(["status"]).ok)
+        #expect(agent.log().contains("reload refused"))
+    }
+}

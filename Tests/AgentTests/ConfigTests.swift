@@ -1,0 +1,127 @@
+import IPAddressing
+import Testing
+@testable import Agent
+
+@Suite struct ConfigTests {
+    @Test func defaultsFollowTheDesign() throws {
+        let c = try ConfigLoader.parse(yaml: "", defaultNodeName: "Node1")
+        #expect(c.nodeName == "node1")
+        #expect(c.source == .embedded)
+        #expect(c.stateDir == "/var/lib/nodenet")
+        #expect(c.runDir == "/run/nodenet")
+        #expect(c.socketPath == "/run/nodenet/nodenet.sock")
+        #expect(c.clusterCIDRs == [IPPrefix("10.244.0.0/16")!])
+        #expect(c.serviceCIDRs == [IPPrefix("10.96.0.0/12")!])
+        #expect(c.nodeCIDRMaskSize == 24)
+        #expect(c.clusterDomain == "cluster.local")
+        #expect(c.routing == .hostGW)
+        #expect(c.dns.listen.map(\.description) == ["169.254.20.10", "10.96.0.10"])
+        #expect(c.dns.upstreams == ["/etc/resolv.conf"])
+        #expect(c.dns.pods == .insecure)
+        #expect(c.nodePortRange == 30000...32767)
+        #expect(c.etcd.endpoints == ["http://127.0.0.1:2379"])
+        #expect(c.etcd.prefix == "/nodenet")
+        #expect(c.metrics.listen == "127.0.0.1:9154")
+    }
+
+    @Test func theShippedExampleConfigParses() throws {
+        let text = try String(contentsOfFile: "etc/nodenet/config.yaml", encoding: .utf8)
+        let c = try ConfigLoader.parse(yaml: text, defaultNodeName: "n")
+        #expect(c.source == .embedded)
+    }
+
+    @Test func fullFile() throws {
+        let yaml = """
+        nodeName: node2
+        source: etcd
+        stateDir: /tmp/s
+        runDir: /tmp/r
+        clusterCIDR: [10.244.0.0/16, fd00:10:244::/56]
+        nodeCIDRMaskSize: 25
+        podCIDRs: [10.244.2.0/25]
+        serviceCIDR: 10.96.0.0/16
+        clusterDomain: Example.Local.
+        nodeIP: 192.168.1.12
+        routing: vxlan
+        dns: { listen: [169.254.20.10], upstreams: [127.0.0.53:5353], pods: verified, ttl: 30, port: 5353 }
+        nodePortRange: 31000-31999
+        etcd: { endpoints: [http://192.168.1.1:2379], prefix: /k }
+        kubernetes: { kubeconfig: /etc/k }
+        metrics: { listen: "127.0.0.1:9999" }
+        """
+        let c = try ConfigLoader.parse(yaml: yaml, defaultNodeName: "x")
+        #expect(c.nodeName == "node2")
+        #expect(c.source == .etcd)
+        #expect(c.clusterCIDRs.count == 2)
+        #expect(c.podCIDRs == [IPPrefix("10.244.2.0/25")!])
+        #expect(c.clusterDomain == "example.local")
+        #expect(c.nodeIP == IPAddress("192.168.1.12"))
+        #expect(c.routing == .vxlan)
+        #expect(c.dns.pods == .verified)
+        #expect(c.dns.ttl == 30)
+        #expect(c.dns.port == 5353)
+        #expect(c.dns.upstreams == ["127.0.0.53:5353"])
+        #expect(c.nodePortRange == 31000...31999)
+        #expect(c.etcd.prefix == "/k")
+        #expect(c.kubernetes.kubeconfig == "/etc/k")
+        #expect(c.metrics.listen == "127.0.0.1:9999")
+    }
+
+    @Test func flagsOverrideTheFile() throws {
+        let c = try ConfigLoader.parse(yaml: "routing: vxlan\ndns: {pods: disabled}", overrides: [
+            "routing": "auto", "podCIDRs": "10.244.3.0/24, fd00:10:244:3::/64", "clusterCIDR": "10.244.0.0/16,fd00:10:244::/48",
+            "dns.listen": "10.96.0.10",
+        ], defaultNodeName: "n")
+        #expect(c.routing == .auto)
+        #expect(c.podCIDRs.count == 2)
+        #expect(c.dns.pods == .disabled)
+        #expect(c.dns.listen == [IPAddress("10.96.0.10")!])
+    }
+
+    @Test(arguments: [
+        ("bogus: 1", "config key bogus: unknown key"),
+        ("dns: {listne: [1.2.3.4]}", "config key dns.listne: unknown key"),
+        ("source: consul", "config key source: \"consul\" is not one of embedded, etcd, kubernetes"),
+        ("clusterCIDR: 10.244.0.1/16", "has host bits set (did you mean 10.244.0.0/16?)"),
+        ("podCIDRs: [10.250.1.0/24]", "config key podCIDRs: 10.250.1.0/24 is not inside clusterCIDR"),
+        ("nodeIP: 300.1.1.1", "config key nodeIP: \"300.1.1.1\" is not an IP address"),
+        ("nodePortRange: 40000-30000", "config key nodePortRange"),
+        ("stateDir: relative/path", "must be an absolute path"),
+        ("nodeName: Bad_Name", "config key nodeName"),
+        ("routing: [a, b]", "config key routing: takes a single value, not a list"),
+        ("dns: 5", "config key dns: must be a mapping"),
+        ("metrics: {listen: nowhere}", "config key metrics.listen"),
+        ("etcd: {endpoints: [127.0.0.1:2379]}", "must start with http:// or https://"),
+        ("- a\n- b", "the top level must be a mapping"),
+        ("a: [", "not valid YAML"),
+        ("nodeCIDRMaskSize: 8", "config key nodeCIDRMaskSize"),
+    ])
+    func errorsNameTheKey(_ input: (String, String)) {
+        do {
+            _ = try ConfigLoader.parse(yaml: input.0, defaultNodeName: "n")
+            Issue.record("accepted \(input.0)")
+        } catch {
+            #expect(error.description.contains(input.1), "got: \(error.description)")
+        }
+    }
+
+    @Test func unknownFlagKeyIsRefused() {
+        #expect(throws: ConfigError.self) { try ConfigLoader.parse(yaml: "", overrides: ["nope": "1"], defaultNodeName: "n") }
+    }
+
+    @Test func flagNamesAreKebabCaseOfTheKeys() {
+        #expect(ConfigLoader.flagName("nodeCIDRMaskSize") == "node-cidr-mask-size")
+        #expect(ConfigLoader.flagName("dns.listen") == "dns-listen")
+        #expect(ConfigLoader.flagName("clusterCIDR") == "cluster-cidr")
+        #expect(ConfigLoader.flagName("nodeIP") == "node-ip")
+        #expect(ConfigLoader.flagName("podCIDRs") == "pod-cidrs")
+        #expect(ConfigLoader.flagName("kubernetes.kubeconfig") == "kubernetes-kubeconfig")
+    }
+
+    @Test func hostPort() {
+        #expect(ConfigLoader.parseHostPort("127.0.0.1:9154")! == ("127.0.0.1", 9154))
+        #expect(ConfigLoader.parseHostPort("[::1]:53")! == ("::1", 53))
+        #expect(ConfigLoader.parseHostPort("127.0.0.1") == nil)
+        #expect(ConfigLoader.parseHostPort("127.0.0.1:0") == nil)
+    }
+}
