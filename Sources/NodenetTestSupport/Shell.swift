@@ -19,7 +19,7 @@ public enum Shell {
     @discardableResult
     public static func run(_ argv: [String], stdin: String? = nil, environment: [String: String]? = nil, timeout: Double = 60) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : try which(argv[0]))
+        p.executableURL = URL(fileURLWithPath: argv[0].contains("/") ? argv[0] : try which(argv[0]))
         p.arguments = Array(argv.dropFirst())
         if let environment { p.environment = environment }
         let out = Pipe(), err = Pipe(), input = Pipe()

@@ -1,0 +1,42 @@
+import Foundation
+import NodenetTestSupport
+import Testing
+
+/// The files a node gets: the systemd unit verifies clean and the install script puts every
+/// file where design.md says.
+@Suite struct PackagingTests {
+    @Test(.enabled(if: (try? Shell.which("systemd-analyze")) != nil, "needs systemd-analyze"))
+    func unitVerifiesClean() throws {
+        let dir = TempDirectory()
+        // /usr/bin/nodenet does not exist on a build machine: point ExecStart at the built binary,
+        // so the check covers everything else in the unit as written.
+        let unit = try String(contentsOfFile: "packaging/nodenet.service", encoding: .utf8)
+        #expect(unit.contains("Type=notify"))
+        #expect(unit.contains("WatchdogSec="))
+        #expect(unit.contains("Restart=always"))
+        let path = dir.write("nodenet.service", unit.replacingOccurrences(of: "/usr/bin/nodenet", with: AgentProcess.binary))
+        let r = try Shell.run(["systemd-analyze", "verify", path])
+        #expect(r.ok && r.stderr.isEmpty && r.stdout.isEmpty, "systemd-analyze verify: \(r.stderr)\(r.stdout)")
+    }
+
+    @Test func installScriptStagesTheDesignLayout() throws {
+        let dir = TempDirectory()
+        let stage = dir.file("root")
+        try Shell.check(["packaging/install.sh", "--destdir", stage, "--binary", AgentProcess.binary])
+        let fm = FileManager.default
+        for f in ["usr/bin/nodenet", "etc/nodenet/config.yaml", "etc/cni/net.d/10-nodenet.conflist",
+                  "lib/systemd/system/nodenet.service", "etc/iproute2/rt_protos.d/nodenet.conf"] {
+            #expect(fm.fileExists(atPath: "\(stage)/\(f)"), "missing /\(f)")
+        }
+        #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/opt/cni/bin/nodenet") == "/usr/bin/nodenet")
+        #expect(fm.isExecutableFile(atPath: "\(stage)/usr/bin/nodenet"))
+    }
+
+    @Test func conflistIsValidJSONNamingThePlugin() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "etc/cni/net.d/10-nodenet.conflist"))
+        let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        #expect(obj?["cniVersion"] as? String == "1.1.0")
+        let plugins = obj?["plugins"] as? [[String: Any]]
+        #expect(plugins?.first?["type"] as? String == "nodenet")
+    }
+}

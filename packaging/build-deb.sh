@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds dist/nodenet_<version>_<arch>.deb from the release binary with dpkg-deb.
+# Usage: packaging/build-deb.sh [--binary PATH]   (default: builds the release binary first)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+binary=""
+[ "${1:-}" = "--binary" ] && binary=$2
+if [ -z "$binary" ]; then
+  swift build -c release --static-swift-stdlib --product nodenet
+  binary="$here/.build/release/nodenet"
+fi
+version=$("$binary" version | awk '{print $2}')
+arch=$(dpkg --print-architecture)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+chmod 0755 "$stage"
+packaging/install.sh --destdir "$stage" --binary "$binary"
+strip --strip-unneeded "$stage/usr/bin/nodenet"
+mkdir -p "$stage/DEBIAN"
+cat > "$stage/DEBIAN/control" <<CONTROL
+Package: nodenet
+Version: $version
+Architecture: $arch
+Maintainer: nodenet developers <dev@nodenet.invalid>
+Depends: libmnl0, libsystemd0, libsqlite3-0, iproute2
+Recommends: nftables, conntrack
+Section: net
+Priority: optional
+Description: Kubernetes node networking in one agent
+ nodenet replaces a CNI plugin with its IPAM, node subnet routing, kube-proxy
+ and cluster DNS with one agent per node, sharing one cluster state store.
+CONTROL
+printf '/etc/nodenet/config.yaml\n/etc/cni/net.d/10-nodenet.conflist\n/etc/iproute2/rt_protos.d/nodenet.conf\n' > "$stage/DEBIAN/conffiles"
+cat > "$stage/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+POSTINST
+chmod 0755 "$stage/DEBIAN/postinst"
+mkdir -p dist
+out="dist/nodenet_${version}_${arch}.deb"
+dpkg-deb --root-owner-group --build "$stage" "$out" >/dev/null
+echo "$out"

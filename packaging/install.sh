@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs nodenet where design.md says a node keeps it:
+#   /usr/bin/nodenet, /opt/cni/bin/nodenet -> /usr/bin/nodenet,
+#   /etc/cni/net.d/10-nodenet.conflist, /etc/nodenet/config.yaml (kept if present),
+#   /lib/systemd/system/nodenet.service, /etc/iproute2/rt_protos.d/nodenet.conf.
+# Usage: packaging/install.sh [--destdir DIR] [--binary PATH]
+# With --destdir it only stages files (for packaging); otherwise it also reloads systemd.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+destdir=""
+binary="$here/.build/release/nodenet"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --destdir) destdir=$2; shift 2 ;;
+    --binary) binary=$2; shift 2 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$binary" ] || { echo "install.sh: no binary at $binary (build with: swift build -c release --static-swift-stdlib)" >&2; exit 1; }
+
+install -D -m 0755 "$binary" "$destdir/usr/bin/nodenet"
+install -d -m 0755 "$destdir/opt/cni/bin"
+ln -sfn /usr/bin/nodenet "$destdir/opt/cni/bin/nodenet"
+install -D -m 0644 "$here/packaging/nodenet.service" "$destdir/lib/systemd/system/nodenet.service"
+install -D -m 0644 "$here/packaging/rt_protos.conf" "$destdir/etc/iproute2/rt_protos.d/nodenet.conf"
+# Configuration: never overwrite what an operator edited.
+for f in etc/nodenet/config.yaml etc/cni/net.d/10-nodenet.conflist; do
+  if [ -e "$destdir/$f" ] && [ -z "$destdir" ]; then
+    echo "install.sh: keeping existing /$f"
+  else
+    install -D -m 0644 "$here/$f" "$destdir/$f"
+  fi
+done
+install -d -m 0700 "$destdir/var/lib/nodenet"
+
+if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  echo "installed; start with: systemctl enable --now nodenet"
+fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up the machine (scripts/setup.sh) and runs the whole test suite. Privileged tests run
+# when this runs as root (CI does); each works inside network namespaces it creates itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+# Leftover test namespaces of crashed earlier runs (our prefix only).
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^nnt[0-9]+-' || true); do ip netns del "$ns" || true; done
+swift test --skip-build "$@"
