@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // System libraries and C shims: the only places that see C headers.
@@ -44,6 +45,17 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState"]),
+
+        // Where cluster objects come from besides the embedded store: etcd and the Kubernetes API.
+        // Separate from ClusterState so the model and store stay free of HTTP and TLS.
+        .target(name: "ClusterSources", dependencies: [
+            "ClusterState", "IPAddressing",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .testTarget(name: "ClusterSourcesTests", dependencies: ["ClusterSources", "NodenetTestSupport"]),
 
         .target(name: "IPAM", dependencies: [
             "IPAddressing",
@@ -83,7 +95,7 @@ let package = Package(
 
         // Composition: configuration, lifecycle, control API, status, metrics, systemd.
         .target(name: "Agent", dependencies: [
-            "IPAddressing", "ClusterState", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
+            "IPAddressing", "ClusterState", "ClusterSources", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
             "Netlink", "CSystemd", "CShims",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -1,0 +1,1 @@
+// ClusterSources: etcd and Kubernetes API sources. See ARCHITECTURE.md.
