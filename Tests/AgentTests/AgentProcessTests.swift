@@ -45,6 +45,12 @@ struct AgentProcessTests {
         try agent.start()
         defer { agent.stop() }
 
+        // Only root may drive the agent: the socket is 0600 in a 0700 directory.
+        let socketMode = try FileManager.default.attributesOfItem(atPath: agent.socket)[.posixPermissions] as? Int
+        let dirMode = try FileManager.default.attributesOfItem(atPath: agent.runDir)[.posixPermissions] as? Int
+        #expect(socketMode == 0o600)
+        #expect(dirMode == 0o700)
+
         let applied = try agent.apply(Self.manifest)
         #expect(applied.ok, "\(applied.stderr)")
         #expect(applied.stdout.contains("Service apps/web-service created"))
