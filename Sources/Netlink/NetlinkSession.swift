@@ -36,7 +36,7 @@ public final class NetlinkSession: Sendable {
         return UInt32(truncatingIfNeeded: ts.tv_nsec ^ ts.tv_sec) | 1
     }
 
-    private func takeSeq(_ count: Int = 1) -> UInt32 {
+    func takeSequence(_ count: Int = 1) -> UInt32 {
         state.withLock { s in
             let first = s.nextSeq
             s.nextSeq &+= UInt32(count)
@@ -52,7 +52,7 @@ public final class NetlinkSession: Sendable {
     public func execute(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
         var req = request
         req.flags |= Netlink.fRequest | Netlink.fAck
-        req.seq = takeSeq()
+        req.seq = takeSequence()
         try transport.send(req.bytes)
         var replies: [NetlinkMessage] = []
         while true {
@@ -76,7 +76,7 @@ public final class NetlinkSession: Sendable {
         for _ in 0..<attempts {
             var req = request
             req.flags = (req.flags | Netlink.fRequest | Netlink.fDump) & ~Netlink.fAck
-            req.seq = takeSeq()
+            req.seq = takeSequence()
             try transport.send(req.bytes)
             var messages: [NetlinkMessage] = []
             var interrupted = false
@@ -120,7 +120,7 @@ public final class NetlinkSession: Sendable {
                 size += requests[end].bytes.count
                 end += 1
             }
-            let first = takeSeq(end - start)
+            let first = takeSequence(end - start)
             var datagram: [UInt8] = []
             datagram.reserveCapacity(size)
             for i in start..<end {
