@@ -12,6 +12,9 @@ public final class NetlinkSession: Sendable {
 
     public let transport: any NetlinkTransport
     private let state: Mutex<State>
+    private let retries = Atomic<Int>(0)
+    /// How many dumps were thrown away and rerun because of NLM_F_DUMP_INTR (for metrics).
+    public var dumpRetries: Int { retries.load(ordering: .relaxed) }
     /// Upper bound on one batch datagram; the kernel refuses datagrams over its send buffer.
     let batchBytes: Int
     /// Upper bound on requests per datagram, which bounds how many error replies can queue up.
@@ -99,6 +102,7 @@ public final class NetlinkSession: Sendable {
                 }
             }
             if !interrupted { return messages }
+            retries.add(1, ordering: .relaxed)
         }
         throw NetlinkError(operation: request.operation, object: request.object, kind: .dumpInterrupted(attempts: attempts))
     }
