@@ -122,3 +122,14 @@ public enum Netlink {
     public static let nfnlSubsysNFTables = UInt16(NFNL_SUBSYS_NFTABLES)
     public static let nfnetlinkV0 = UInt8(NFNETLINK_V0)
 }
+
+// Nexthop objects (linux/nexthop.h is not in CNetlink's header set; values from that header).
+extension Netlink {
+    public static let newNexthop = UInt16(RTM_NEWNEXTHOP)
+    public static let delNexthop = UInt16(RTM_DELNEXTHOP)
+    public static let getNexthop = UInt16(RTM_GETNEXTHOP)
+    static let rtaNexthopID = UInt16(RTA_NH_ID.rawValue)
+    static let nhaID: UInt16 = 1
+    static let nhaOif: UInt16 = 5
+    static let nhaGateway: UInt16 = 6
+}

@@ -6,21 +6,25 @@ import IPAddressing
 
 public final class RouteClient: Sendable {
     public let session: NetlinkSession
+    /// Whether `apply` installs gateway routes through nexthop objects (much faster at scale).
+    public let useNexthopObjects: Bool
 
     /// A client for the calling thread's current namespace.
-    public init() throws(NetlinkError) {
+    public init(useNexthopObjects: Bool = true) throws(NetlinkError) {
         session = try NetlinkSession(protocol: Netlink.route)
+        self.useNexthopObjects = useNexthopObjects
     }
 
     /// A client whose socket lives in `namespace`.
-    public convenience init(namespace: NetworkNamespace) throws {
+    public convenience init(namespace: NetworkNamespace, useNexthopObjects: Bool = true) throws {
         let socket = try namespace.performSync { try NetlinkSocket(protocol: Netlink.route) }
-        self.init(session: NetlinkSession(transport: socket, firstSeq: NetlinkSession.seedSeq()))
+        self.init(session: NetlinkSession(transport: socket, firstSeq: NetlinkSession.seedSeq()), useNexthopObjects: useNexthopObjects)
     }
 
     /// A client over any transport (recorded bytes in tests).
-    public init(session: NetlinkSession) {
+    public init(session: NetlinkSession, useNexthopObjects: Bool = true) {
         self.session = session
+        self.useNexthopObjects = useNexthopObjects
     }
 
     // MARK: links
@@ -136,19 +140,36 @@ public final class RouteClient: Sendable {
         } catch let e where e.errno == ENOENT && table != nil {
             return []
         }
-        return try decode(messages, Netlink.newRoute, RouteDecoding.route).filter {
-            (table == nil || $0.table == table) && (proto == nil || $0.protocol == proto)
+        var routes: [Route] = []
+        var nexthopIDs: [UInt32?] = []
+        for m in messages where m.type == Netlink.newRoute {
+            guard let r = try RouteDecoding.route(m), table == nil || r.table == table, proto == nil || r.protocol == proto else { continue }
+            routes.append(r)
+            nexthopIDs.append(RouteDecoding.routeNexthopID(m))
         }
+        try resolveNexthops(&routes, ids: nexthopIDs)
+        return routes
     }
 
+    /// Single route changes, sent as plain routes (no nexthop object).
     public func addRoute(_ r: Route) throws(NetlinkError) { try session.execute(RouteMessages.route(.add(r))) }
     public func replaceRoute(_ r: Route) throws(NetlinkError) { try session.execute(RouteMessages.route(.replace(r))) }
     public func deleteRoute(_ r: Route) throws(NetlinkError) { try session.execute(RouteMessages.route(.delete(r))) }
 
     /// Applies many route changes in batches (few sendmsg calls, ACKs drained together).
     /// Failures come back per change, by index; the other changes still apply.
+    /// Gateway routes go through nexthop objects (see Nexthops.swift) unless
+    /// `useNexthopObjects` is false; either way they read back as the same `Route` values.
     public func apply(_ changes: [RouteChange]) throws(NetlinkError) -> BatchResult {
-        try session.batch(changes.map(RouteMessages.route))
+        let result: BatchResult
+        if useNexthopObjects, let r = try applyWithNexthops(changes) {
+            result = r
+            // Deletes and replaces can leave nexthop objects unused; removing them costs a dump.
+            if changes.contains(where: { if case .add = $0 { false } else { true } }) { _ = try? pruneNexthops() }
+        } else {
+            result = try session.batch(changes.map { RouteMessages.route($0) })
+        }
+        return result
     }
 
     // MARK: neighbours and FDB

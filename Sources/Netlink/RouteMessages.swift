@@ -176,7 +176,10 @@ public enum RouteMessages {
 
     // MARK: routes
 
-    public static func route(_ change: RouteChange) -> NetlinkRequest {
+    /// With `nexthopID` the route points at a nexthop object instead of carrying gateway and
+    /// device itself. A delete matches on destination, table, protocol and priority only: a
+    /// route installed through a nexthop object does not match a delete that names a gateway.
+    public static func route(_ change: RouteChange, nexthopID: UInt32? = nil) -> NetlinkRequest {
         let r = change.route
         let isDelete: Bool
         let flags: UInt16
@@ -193,11 +196,15 @@ public enum RouteMessages {
         // but keeps the protocol: the kernel then only deletes routes that are nodenet's.
         rtmsg(&b, family: family(r.destination.family), dstLength: UInt8(r.destination.length), table: smallTable,
               protocol: r.protocol, scope: isDelete ? 255 : r.scope.rawValue, type: isDelete ? 0 : Netlink.rtnUnicast,
-              flags: r.onlink ? Netlink.rtnhFOnlink : 0)
+              flags: r.onlink && nexthopID == nil && !isDelete ? Netlink.rtnhFOnlink : 0)
         if r.table >= 256 { b.attribute(Netlink.rtaTable, u32: r.table) }
         if r.destination.length > 0 { b.attribute(Netlink.rtaDst, address: r.destination.address) }
-        if let g = r.gateway { b.attribute(Netlink.rtaGateway, address: g) }
-        if let o = r.outputIndex { b.attribute(Netlink.rtaOif, u32: UInt32(bitPattern: o)) }
+        if let id = nexthopID {
+            b.attribute(Netlink.rtaNexthopID, u32: id)
+        } else if !isDelete {
+            if let g = r.gateway { b.attribute(Netlink.rtaGateway, address: g) }
+            if let o = r.outputIndex { b.attribute(Netlink.rtaOif, u32: UInt32(bitPattern: o)) }
+        }
         if let p = r.priority { b.attribute(Netlink.rtaPriority, u32: p) }
         if let s = r.preferredSource { b.attribute(Netlink.rtaPrefsrc, address: s) }
         return NetlinkRequest(bytes: b.finish(), operation: operation, object: describe(r))

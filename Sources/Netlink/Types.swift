@@ -160,7 +160,8 @@ public enum RouteChange: Sendable, Hashable {
     case add(Route)
     /// Create or overwrite (NLM_F_CREATE | NLM_F_REPLACE): the idempotent form reconcilers use.
     case replace(Route)
-    /// Delete; matches on destination, table and protocol (and gateway/device when given).
+    /// Delete; matches on destination, table, protocol and priority (not gateway or device, so
+    /// it also removes a route installed through a nexthop object).
     case delete(Route)
 
     public var route: Route {

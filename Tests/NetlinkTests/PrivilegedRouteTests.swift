@@ -28,8 +28,10 @@ func peerRoutes(_ count: Int, via link: Link, table: UInt32 = Route.mainTable) -
 
 @Suite("routes, neighbours, events (root)", .enabled(if: isRoot))
 struct PrivilegedRouteTests {
-    @Test func thousandRoutesInOneBatchReadBackReplaceDelete() throws {
-        try withRoutedNamespace("rt") { _, name, client, u0 in
+    @Test(arguments: [true, false])
+    func thousandRoutesInOneBatchReadBackReplaceDelete(nexthopObjects: Bool) throws {
+        try withRoutedNamespace("rt") { ns, name, _, u0 in
+            let client = try RouteClient(namespace: ns, useNexthopObjects: nexthopObjects)
             let routes = peerRoutes(1000, via: u0)
             let added = try client.apply(routes.map(RouteChange.add))
             #expect(added.succeeded, "\(added.failures.values.first.map(String.init(describing:)) ?? "")")
@@ -37,6 +39,9 @@ struct PrivilegedRouteTests {
             #expect(read.count == 1000)
             #expect(Set(read) == Set(routes))
             #expect(shell("ip -n \(name) route show proto 78 | wc -l").output.hasPrefix("1000"))
+            // Through nexthop objects: one per gateway, owned by nodenet.
+            #expect(try client.nexthops().filter { $0.protocol == RouteProtocol.nodenet }.count == (nexthopObjects ? 1000 : 0))
+            #expect(shell("ip -n \(name) route show 10.100.0.0/24").output.contains("nhid") == nexthopObjects)
             // Other protocols are not returned: the kernel's own connected route is proto kernel.
             #expect(try client.routes(protocol: RouteProtocol.kernel).map(\.destination) == [IPPrefix("192.168.0.0/16")!])
 
@@ -60,6 +65,7 @@ struct PrivilegedRouteTests {
 
             #expect(try client.apply(([moved] + routes.dropFirst()).map(RouteChange.delete)).failures.count == 4)  // four already gone
             #expect(try client.routes(protocol: RouteProtocol.nodenet).isEmpty)
+            #expect(try client.nexthops().isEmpty, "unused nexthop objects are pruned")
         }
     }
 
