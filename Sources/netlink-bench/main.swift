@@ -1,6 +1,7 @@
 // netlink-bench: programs N routes via next hops on one link in a fresh namespace, the same
 // workload as /work/shared/bench/routes-reference.sh (ip -batch), and prints the timings.
-// Usage: netlink-bench [ROUTES]   (root; everything happens inside a throwaway namespace)
+// Usage: netlink-bench [ROUTES] [plain]   (root; everything happens inside a throwaway namespace)
+// "plain" installs ordinary gateway routes instead of routes through nexthop objects.
 import Glibc
 import IPAddressing
 import Netlink
@@ -19,6 +20,7 @@ func fail(_ message: String) -> Never {
 
 let count = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 5000 : 5000
 guard count > 0, count <= 60_000 else { fail("ROUTES must be 1...60000") }
+let plain = CommandLine.arguments.count > 2 && CommandLine.arguments[2] == "plain"
 let name = "nlbench\(getpid())"
 
 do {
@@ -39,7 +41,7 @@ do {
 
     // Timed like the reference: from opening a socket in the namespace to the last ACK.
     var start = now()
-    let client = try RouteClient(namespace: ns)
+    let client = try RouteClient(namespace: ns, useNexthopObjects: !plain)
     let installed = try client.apply(routes.map(RouteChange.replace))
     let install = now() - start
     try installed.check()
@@ -51,7 +53,7 @@ do {
 
     let got = try client.routes(protocol: RouteProtocol.nodenet).count
     guard got == count else { fail("only \(got) of \(count) routes installed") }
-    print("netlink-bench routes=\(count) install_s=\(install) replace_s=\(replace)")
+    print("netlink-bench routes=\(count) mode=\(plain ? "plain" : "nexthop-objects") install_s=\(install) replace_s=\(replace)")
 } catch {
     fail("\(error)")
 }
