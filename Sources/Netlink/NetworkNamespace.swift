@@ -164,7 +164,13 @@ public final class NetworkNamespace: Sendable {
     /// Writes /proc/sys/KEY (dots or slashes) from a thread inside this namespace: net.*
     /// sysctls are per namespace and resolved against the writer's namespace.
     public func setSysctl(_ key: String, _ value: String) throws {
-        try performSync { try Sysctl.write(key, value) }
+        try setSysctls([(key, value)])
+    }
+
+    /// Several sysctls in one trip into the namespace, in order; e.g. for a pod interface:
+    /// `[("net.ipv4.conf.eth0.arp_notify", "1"), ("net.ipv6.conf.eth0.accept_dad", "0")]`.
+    public func setSysctls(_ pairs: [(key: String, value: String)]) throws {
+        try performSync { for (k, v) in pairs { try Sysctl.write(k, v) } }
     }
 }
 

@@ -121,7 +121,7 @@ struct PrivilegedLinkTests {
     }
 
     @Test func namespacePerformReturnsToOriginalNamespace() async throws {
-        let before = try String(cString: readlinkText("/proc/thread-self/ns/net"))
+        let before = try readlinkText("/proc/thread-self/ns/net")
         try await withTestNamespace("ns") { ns, name in
             let inside = try await ns.perform { try readlinkText("/proc/thread-self/ns/net") }
             let insideSync = try ns.performSync { try readlinkText("/proc/thread-self/ns/net") }

@@ -134,6 +134,29 @@ struct PrivilegedRouteTests {
         }
     }
 
+    @Test func lostEventsAreReportedAsOverrun() async throws {
+        try await withTestNamespace("ovr") { ns, _ in
+            let client = try RouteClient(namespace: ns)
+            let br = try client.createBridge(name: "br0")
+            try client.setLink(index: br.index, LinkChange(up: true))
+            // A tiny receive buffer and a burst of 2,000 route events overflow the socket.
+            let monitor = try NetlinkMonitor(namespace: ns, groups: .routes, receiveBuffer: 1)
+            let routes = (0..<2000).map { i in
+                Route(destination: IPPrefix(address: .v4(IPv4Address(10, 50 + UInt8(i / 256), UInt8(i % 256), 0)), length: 24), outputIndex: br.index)
+            }
+            #expect(try client.apply(routes.map(RouteChange.add)).succeeded)
+            var overrun = false
+            var seen = 0
+            for await event in monitor.events {
+                seen += 1
+                if event == .overrun { overrun = true; break }
+                if seen >= 2000 { break }
+            }
+            #expect(overrun, "saw \(seen) events without an overrun")
+            monitor.stop()
+        }
+    }
+
     @Test func dumpsStayConsistentUnderConcurrentChanges() throws {
         try withRoutedNamespace("intr") { ns, _, client, u0 in
             // Another client churns addresses and links while this one dumps: every dump must
@@ -147,8 +170,8 @@ struct PrivilegedRouteTests {
                 for i in 0..<400 where monotonicSeconds() < deadline {
                     let a = InterfaceAddress(index: u0.index, prefix: IPPrefix(address: .v4(IPv4Address(172, 16, UInt8(i % 200), 1)), length: 32))
                     try? churn.addAddress(a)
-                    try? churn.createBridge(name: "c\(i % 4)")
-                    try? churn.deleteLink(named: "c\((i + 2) % 4)")
+                    _ = try? churn.createBridge(name: "c\(i % 4)")
+                    _ = try? churn.deleteLink(named: "c\((i + 2) % 4)")
                     try? churn.deleteAddress(a)
                 }
             }
