@@ -13,6 +13,9 @@ public final class NetlinkSession: Sendable {
     public let transport: any NetlinkTransport
     private let state: Mutex<State>
     private let retries = Atomic<Int>(0)
+    /// Held for a whole exchange (send plus its replies): two threads reading one socket
+    /// would each swallow the other's replies.
+    private let exchangeLock = Mutex(())
     /// How many dumps were thrown away and rerun because of NLM_F_DUMP_INTR (for metrics).
     public var dumpRetries: Int { retries.load(ordering: .relaxed) }
     /// Upper bound on one batch datagram; the kernel refuses datagrams over its send buffer.
@@ -47,12 +50,21 @@ public final class NetlinkSession: Sendable {
         }
     }
 
+    /// Runs one exchange with the socket to itself.
+    func exclusive<T: Sendable>(_ body: () throws(NetlinkError) -> T) throws(NetlinkError) -> T {
+        try exchangeLock.withLock { (_: inout ()) throws(NetlinkError) -> T in try body() }
+    }
+
     // MARK: single requests
 
     /// Sends a request with NLM_F_ACK and waits for its ACK. Replies other than the ACK with
     /// the same sequence (NLM_F_ECHO answers) are returned.
     @discardableResult
     public func execute(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
+        try exclusive { () throws(NetlinkError) -> [NetlinkMessage] in try executeLocked(request) }
+    }
+
+    private func executeLocked(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
         var req = request
         req.flags |= Netlink.fRequest | Netlink.fAck
         req.seq = takeSequence()
@@ -76,6 +88,10 @@ public final class NetlinkSession: Sendable {
     /// Runs a dump and returns every message of it. A dump the kernel flags as interrupted by
     /// a concurrent change (NLM_F_DUMP_INTR) is thrown away and run again, up to `attempts`.
     public func dump(_ request: NetlinkRequest, attempts: Int = 8) throws(NetlinkError) -> [NetlinkMessage] {
+        try exclusive { () throws(NetlinkError) -> [NetlinkMessage] in try dumpLocked(request, attempts: attempts) }
+    }
+
+    private func dumpLocked(_ request: NetlinkRequest, attempts: Int) throws(NetlinkError) -> [NetlinkMessage] {
         for _ in 0..<attempts {
             var req = request
             req.flags = (req.flags | Netlink.fRequest | Netlink.fDump) & ~Netlink.fAck
@@ -114,6 +130,10 @@ public final class NetlinkSession: Sendable {
     /// in order, answers every failing request with an error regardless, and continues with
     /// the next one, so the final ACK (or error) marks the datagram as fully processed.
     public func batch(_ requests: [NetlinkRequest]) throws(NetlinkError) -> BatchResult {
+        try exclusive { () throws(NetlinkError) -> BatchResult in try batchLocked(requests) }
+    }
+
+    private func batchLocked(_ requests: [NetlinkRequest]) throws(NetlinkError) -> BatchResult {
         var result = BatchResult(count: requests.count)
         var start = 0
         while start < requests.count {

@@ -38,6 +38,10 @@ extension NetlinkSession {
     /// failure means the kernel aborted the whole transaction. An error for the batch itself
     /// (permission, commit failure) is thrown.
     public func transaction(_ requests: [NetlinkRequest], subsystem: UInt16 = Netlink.nfnlSubsysNFTables) throws(NetlinkError) -> BatchResult {
+        try exclusive { () throws(NetlinkError) -> BatchResult in try transactionLocked(requests, subsystem: subsystem) }
+    }
+
+    private func transactionLocked(_ requests: [NetlinkRequest], subsystem: UInt16) throws(NetlinkError) -> BatchResult {
         var result = BatchResult(count: requests.count)
         guard !requests.isEmpty else { return result }
         var begin = NfnetlinkMessages.batchBegin(subsystem: subsystem)

@@ -38,58 +38,51 @@ public enum RouteMessages {
 
     static let createFlags = Netlink.fCreate | Netlink.fExcl
 
+    /// RTM_NEWLINK creating a link of `kind`; `data` fills IFLA_INFO_DATA when given.
+    static func newLink(kind: String, name: String, mtu: UInt32?, mac: MACAddress?, object: String,
+                        data: ((inout MessageBuilder) -> Void)? = nil) throws(NetlinkError) -> NetlinkRequest {
+        try InterfaceName.validate(name, operation: "create \(kind)")
+        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
+        ifinfomsg(&b)
+        commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
+        b.nested(Netlink.iflaLinkInfo) { info in
+            info.attribute(Netlink.iflaInfoKind, string: kind)
+            if let data { info.nested(Netlink.iflaInfoData, data) }
+        }
+        return NetlinkRequest(bytes: b.finish(), operation: "create \(kind)", object: object)
+    }
+
     /// RTM_NEWLINK for a veth pair. With `peerNamespaceFD` the peer is created directly in that
     /// namespace (IFLA_NET_NS_FD inside VETH_INFO_PEER), so it never appears in ours.
     public static func createVeth(name: String, peerName: String, peerNamespaceFD: Int32? = nil, mtu: UInt32? = nil,
                                   mac: MACAddress? = nil, peerMAC: MACAddress? = nil) throws(NetlinkError) -> NetlinkRequest {
-        try InterfaceName.validate(name, operation: "create veth")
         try InterfaceName.validate(peerName, operation: "create veth peer")
-        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
-        ifinfomsg(&b)
-        commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
-        b.nested(Netlink.iflaLinkInfo) { info in
-            info.attribute(Netlink.iflaInfoKind, string: "veth")
-            info.nested(Netlink.iflaInfoData) { data in
-                data.nested(Netlink.vethInfoPeer) { peer in
-                    ifinfomsg(&peer)
-                    commonLinkAttributes(&peer, name: peerName, mtu: mtu, mac: peerMAC)
-                    if let fd = peerNamespaceFD { peer.attribute(Netlink.iflaNetNSFD, u32: UInt32(bitPattern: fd)) }
-                }
+        return try newLink(kind: "veth", name: name, mtu: mtu, mac: mac, object: "\(name) (peer \(peerName))") { data in
+            data.nested(Netlink.vethInfoPeer) { peer in
+                ifinfomsg(&peer)
+                commonLinkAttributes(&peer, name: peerName, mtu: mtu, mac: peerMAC)
+                if let fd = peerNamespaceFD { peer.attribute(Netlink.iflaNetNSFD, u32: UInt32(bitPattern: fd)) }
             }
         }
-        return NetlinkRequest(bytes: b.finish(), operation: "create veth", object: "\(name) (peer \(peerName))")
     }
 
     public static func createBridge(name: String, mtu: UInt32? = nil, mac: MACAddress? = nil) throws(NetlinkError) -> NetlinkRequest {
-        try InterfaceName.validate(name, operation: "create bridge")
-        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
-        ifinfomsg(&b)
-        commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
-        b.nested(Netlink.iflaLinkInfo) { $0.attribute(Netlink.iflaInfoKind, string: "bridge") }
-        return NetlinkRequest(bytes: b.finish(), operation: "create bridge", object: name)
+        try newLink(kind: "bridge", name: name, mtu: mtu, mac: mac, object: name)
     }
 
     public static func createVxlan(name: String, settings v: VxlanSettings, mtu: UInt32? = nil, mac: MACAddress? = nil) throws(NetlinkError) -> NetlinkRequest {
-        try InterfaceName.validate(name, operation: "create vxlan")
         guard v.vni < 1 << 24 else { throw .invalid("create vxlan", name, "VNI \(v.vni) does not fit in 24 bits") }
-        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
-        ifinfomsg(&b)
-        commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
-        b.nested(Netlink.iflaLinkInfo) { info in
-            info.attribute(Netlink.iflaInfoKind, string: "vxlan")
-            info.nested(Netlink.iflaInfoData) { data in
-                data.attribute(Netlink.vxlanID, u32: v.vni)
-                if let u = v.underlayIndex { data.attribute(Netlink.vxlanLink, u32: UInt32(bitPattern: u)) }
-                switch v.local {
-                case .v4(let a)?: data.attribute(Netlink.vxlanLocal, bytes: a.bytes)
-                case .v6(let a)?: data.attribute(Netlink.vxlanLocal6, bytes: a.bytes)
-                case nil: break
-                }
-                if v.port != 0 { data.attribute(Netlink.vxlanPort, be16: v.port) }  // network order, as the kernel wants
-                data.attribute(Netlink.vxlanLearning, u8: v.learning ? 1 : 0)
+        return try newLink(kind: "vxlan", name: name, mtu: mtu, mac: mac, object: "\(name) (vni \(v.vni))") { data in
+            data.attribute(Netlink.vxlanID, u32: v.vni)
+            if let u = v.underlayIndex { data.attribute(Netlink.vxlanLink, u32: UInt32(bitPattern: u)) }
+            switch v.local {
+            case .v4(let a)?: data.attribute(Netlink.vxlanLocal, bytes: a.bytes)
+            case .v6(let a)?: data.attribute(Netlink.vxlanLocal6, bytes: a.bytes)
+            case nil: break
             }
+            if v.port != 0 { data.attribute(Netlink.vxlanPort, be16: v.port) }  // network order, as the kernel wants
+            data.attribute(Netlink.vxlanLearning, u8: v.learning ? 1 : 0)
         }
-        return NetlinkRequest(bytes: b.finish(), operation: "create vxlan", object: "\(name) (vni \(v.vni))")
     }
 
     static func commonLinkAttributes(_ b: inout MessageBuilder, name: String, mtu: UInt32?, mac: MACAddress?) {

@@ -86,6 +86,28 @@ struct PrivilegedLinkTests {
         }
     }
 
+    @Test func oneClientSharedByManyTasks() async throws {
+        try await withTestNamespace("share") { ns, _ in
+            let client = try RouteClient(namespace: ns)
+            let br = try client.createBridge(name: "br0")
+            // 8 tasks x 50 requests on one socket: replies must never cross.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<8 {
+                    group.addTask {
+                        for i in 0..<50 {
+                            let a = InterfaceAddress(index: br.index, prefix: IPPrefix(address: .v4(IPv4Address(10, 60, UInt8(t), UInt8(i + 1))), length: 32))
+                            try client.addAddress(a)
+                            #expect(try client.link(named: "br0")?.index == br.index)
+                            #expect(try client.addresses(family: .v4, index: br.index).contains(a))
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try client.addresses(family: .v4, index: br.index).count == 400)
+        }
+    }
+
     @Test func addressesAddListDelete() throws {
         try withTestNamespace("addr") { ns, _ in
             let client = try RouteClient(namespace: ns)

@@ -139,12 +139,17 @@ struct PrivilegedRouteTests {
             let client = try RouteClient(namespace: ns)
             let br = try client.createBridge(name: "br0")
             try client.setLink(index: br.index, LinkChange(up: true))
-            // A tiny receive buffer and a burst of 2,000 route events overflow the socket.
-            let monitor = try NetlinkMonitor(namespace: ns, groups: .routes, receiveBuffer: 1)
+            // A subscribed socket with a tiny receive buffer that nobody reads during a burst of
+            // 2,000 route events: the kernel drops events and flags ENOBUFS. The monitor starts
+            // reading afterwards, so the overflow happens whatever the scheduling.
+            let socket = try ns.performSync {
+                try NetlinkSocket(protocol: Netlink.route, groups: NetlinkMonitor.groupNumbers(.routes), timeoutSeconds: 0, receiveBuffer: 1)
+            }
             let routes = (0..<2000).map { i in
                 Route(destination: IPPrefix(address: .v4(IPv4Address(10, 50 + UInt8(i / 256), UInt8(i % 256), 0)), length: 24), outputIndex: br.index)
             }
             #expect(try client.apply(routes.map(RouteChange.add)).succeeded)
+            let monitor = try NetlinkMonitor(socket: socket)
             var overrun = false
             var seen = 0
             for await event in monitor.events {
