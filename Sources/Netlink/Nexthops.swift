@@ -45,9 +45,11 @@ extension RouteMessages {
         b.appendInteger(flags)
     }
 
-    /// RTM_NEWNEXTHOP (create or replace) / RTM_DELNEXTHOP (by id).
-    public static func nexthop(_ n: Nexthop, add: Bool) -> NetlinkRequest {
-        var b = MessageBuilder(type: add ? Netlink.newNexthop : Netlink.delNexthop, flags: add ? Netlink.fCreate | Netlink.fReplace : 0)
+    /// RTM_NEWNEXTHOP / RTM_DELNEXTHOP (by id). Creation is exclusive by default: an id taken
+    /// meanwhile by someone else fails with EEXIST instead of redirecting their routes.
+    public static func nexthop(_ n: Nexthop, add: Bool, replace: Bool = false) -> NetlinkRequest {
+        let createFlags = Netlink.fCreate | (replace ? Netlink.fReplace : Netlink.fExcl)
+        var b = MessageBuilder(type: add ? Netlink.newNexthop : Netlink.delNexthop, flags: add ? createFlags : 0)
         let f = n.gateway.map { family($0.family) } ?? Netlink.afInet
         nhmsg(&b, family: add ? f : Netlink.afUnspec, protocol: add ? n.protocol : 0, flags: add && n.onlink ? Netlink.rtnhFOnlink : 0)
         b.attribute(Netlink.nhaID, u32: n.id)
@@ -94,7 +96,9 @@ extension RouteClient {
 
     /// The batch behind `apply`: nexthop objects for gateway routes (created only when missing,
     /// so re-applying unchanged routes never touches them), then the routes pointing at them.
-    func applyWithNexthops(_ changes: [RouteChange]) throws(NetlinkError) -> BatchResult? {
+    /// Nil when the kernel has no nexthop objects. If another writer took a fresh id first
+    /// (EEXIST), the affected changes are applied once more with newly chosen ids.
+    func applyWithNexthops(_ changes: [RouteChange], retry: Bool = true) throws(NetlinkError) -> BatchResult? {
         let existing: [Nexthop]
         do {
             existing = try nexthops()
@@ -111,30 +115,37 @@ extension RouteClient {
         var createdIndex: [UInt32: Int] = [:]
         var nexthopOf = [UInt32?](repeating: nil, count: changes.count)
         for (i, change) in changes.enumerated() {
-            guard case .delete = change else {
-                let r = change.route
-                guard let g = r.gateway, let o = r.outputIndex, g.family == r.destination.family else { continue }
-                let key = Nexthop.Key(gateway: g, outputIndex: o, onlink: r.onlink)
-                if let id = ids[key] { nexthopOf[i] = id; continue }
-                while taken.contains(nextID) { nextID &+= 1 }
-                taken.insert(nextID)
-                ids[key] = nextID
-                createdIndex[nextID] = created.count
-                created.append(Nexthop(id: nextID, gateway: g, outputIndex: o, onlink: r.onlink))
-                nexthopOf[i] = nextID
-                continue
-            }
+            if case .delete = change { continue }
+            let r = change.route
+            guard let g = r.gateway, let o = r.outputIndex, g.family == r.destination.family else { continue }
+            let key = Nexthop.Key(gateway: g, outputIndex: o, onlink: r.onlink)
+            if let id = ids[key] { nexthopOf[i] = id; continue }
+            while taken.contains(nextID) { nextID &+= 1 }
+            taken.insert(nextID)
+            ids[key] = nextID
+            createdIndex[nextID] = created.count
+            created.append(Nexthop(id: nextID, gateway: g, outputIndex: o, onlink: r.onlink))
+            nexthopOf[i] = nextID
         }
-        let requests = created.map { RouteMessages.nexthop($0, add: true) }
-            + changes.indices.map { RouteMessages.route(changes[$0], nexthopID: nexthopOf[$0]) }
-        let raw = try session.batch(requests)
+        let routeRequests = changes.indices.map { RouteMessages.route(changes[$0], nexthopID: nexthopOf[$0]) }
+        let raw = try session.batch(created.map { RouteMessages.nexthop($0, add: true) } + routeRequests)
         var result = BatchResult(count: changes.count)
         for (index, error) in raw.failures where index >= created.count {
             result.failures[index - created.count] = error
         }
-        // A route whose nexthop could not be created reports the nexthop's error, which names the cause.
+        // A route whose nexthop could not be created fails with the nexthop's reason, named
+        // after the route.
+        var collided: [Int] = []
         for (i, id) in nexthopOf.enumerated() {
-            if let id, let k = createdIndex[id], let e = raw.failures[k] { result.failures[i] = e }
+            guard let id, let k = createdIndex[id], let e = raw.failures[k] else { continue }
+            if e.isExists && retry { collided.append(i); continue }
+            result.failures[i] = NetlinkError(operation: routeRequests[i].operation, object: routeRequests[i].object + " (creating its nexthop)",
+                                              kind: e.kind, extAck: e.extAck)
+        }
+        if !collided.isEmpty, let again = try applyWithNexthops(collided.map { changes[$0] }, retry: false) {
+            for (j, i) in collided.enumerated() {
+                if let e = again.failures[j] { result.failures[i] = e } else { result.failures[i] = nil }
+            }
         }
         return result
     }

@@ -60,13 +60,17 @@ public enum RouteDecoding {
         let zero: IPAddress = f == .v4 ? .v4(IPv4Address(0)) : .v6(IPv6Address(high: 0, low: 0))
         let dst = attrs.address(Netlink.rtaDst) ?? zero
         let headerTable = UInt32(try r.u8(4))
+        // IPv6 routes added without a metric get 1024 (IP6_RT_PRIO_USER); report that as "not
+        // set" so a route reads back equal to the value that created it.
+        let rawPriority = attrs.u32(Netlink.rtaPriority)
+        let priority = f == .v6 && rawPriority == 1024 ? nil : rawPriority
         guard dst.family == f else { throw .malformed("parse", "route message", "RTA_DST of the wrong family") }
         return Route(destination: IPPrefix(address: dst, length: length), gateway: attrs.address(Netlink.rtaGateway),
                      outputIndex: attrs.u32(Netlink.rtaOif).map { Int32(bitPattern: $0) },
                      table: attrs.u32(Netlink.rtaTable) ?? headerTable, protocol: try r.u8(5),
                      scope: RouteScope(rawValue: try r.u8(6)) ?? .universe,
                      onlink: try r.u32(8) & Netlink.rtnhFOnlink != 0,
-                     priority: attrs.u32(Netlink.rtaPriority), preferredSource: attrs.address(Netlink.rtaPrefsrc))
+                     priority: priority, preferredSource: attrs.address(Netlink.rtaPrefsrc))
     }
 
     /// RTM_NEWNEIGH / RTM_DELNEIGH of family AF_INET/AF_INET6.

@@ -144,8 +144,9 @@ public struct Route: Sendable, Hashable {
         self.outputIndex = outputIndex
         self.table = table
         self.protocol = `protocol`
-        // Like ip(8): a route without a gateway is directly connected (scope link).
-        self.scope = scope ?? (gateway == nil ? .link : .universe)
+        // Like ip(8): an IPv4 route without a gateway is directly connected (scope link). The
+        // kernel keeps every IPv6 route at scope universe, so that is what reads back.
+        self.scope = scope ?? (gateway == nil && destination.family == .v4 ? .link : .universe)
         self.onlink = onlink
         self.priority = priority
         self.preferredSource = preferredSource

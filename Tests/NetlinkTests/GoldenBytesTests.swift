@@ -165,7 +165,7 @@ struct GoldenBytesTests {
             """))
         let nh = Nexthop(id: 0x4e00_0001, gateway: IPAddress("192.168.1.12"), outputIndex: 2)
         #expect(RouteMessages.nexthop(nh, add: true).bytes == hex("""
-            30000000 6800 0005 00000000 00000000   // RTM_NEWNEXTHOP, CREATE|REPLACE
+            30000000 6800 0006 00000000 00000000   // RTM_NEWNEXTHOP, CREATE|EXCL
             02 00 4e 00 00000000                   // nhmsg AF_INET, scope 0, protocol 78
             0800 0100 0100004e                     // NHA_ID
             0800 0500 02000000                     // NHA_OIF 2

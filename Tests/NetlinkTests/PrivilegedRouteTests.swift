@@ -82,10 +82,11 @@ struct PrivilegedRouteTests {
             #expect(Set(main) == [onlink, direct])
             #expect(main.first { $0.onlink }?.destination == onlink.destination)
             #expect(shell("ip -n \(name) route show 10.2.0.0/24").output.contains("onlink"))
-            // IPv6 routes come back with the kernel's default metric 1024.
-            let read6 = try client.routes(family: .v6, protocol: RouteProtocol.nodenet)
-            #expect(read6.map(\.destination) == [v6.destination])
-            #expect(read6.first?.priority == 1024)
+            // IPv6 routes read back equal (the kernel's default metric 1024 reads as unset).
+            #expect(try client.routes(family: .v6, protocol: RouteProtocol.nodenet) == [v6])
+            let gw6 = Route(destination: IPPrefix("fd00:2::/64")!, gateway: IPAddress("fd00:1::1"), outputIndex: u0.index, priority: 10)
+            #expect(try client.apply([.replace(gw6)]).succeeded)
+            #expect(try client.routes(family: .v6, protocol: RouteProtocol.nodenet).contains(gw6))
         }
     }
 

@@ -144,6 +144,44 @@ struct SessionTests {
         #expect(e?.operation == "begin transaction")
     }
 
+    /// Another writer creates nexthop id 0x4e000001 between our dump and our batch: our
+    /// exclusive create fails with EEXIST, and apply retries those routes with a fresh id.
+    @Test func nexthopIdCollisionIsRetriedWithAFreshId() throws {
+        let dumps = Attempts()
+        let transport = ScriptedTransport { sent in
+            var replies: [[UInt8]] = []
+            for m in sentMessages(sent) {
+                let request = MessageBuilder(type: m.type, flags: m.flags).bytes
+                switch m.type {
+                case Netlink.getNexthop:
+                    if dumps.next() > 0 {  // the second dump sees the other writer's nexthop
+                        let nh = hex("02 00 03 00 00000000  0800 0100 0100004e")  // AF_INET, proto boot, NHA_ID
+                        replies.append(reply(type: Netlink.newNexthop, flags: Netlink.fMulti, seq: m.seq, payload: nh))
+                    }
+                    replies.append(reply(type: Netlink.done, flags: Netlink.fMulti, seq: m.seq, payload: [0, 0, 0, 0]))
+                case Netlink.newNexthop:
+                    let id = (try? Attributes(m.payload.dropFirst(8)))?.u32(Netlink.nhaID)
+                    if id == Nexthop.idBase { replies.append(ackReply(for: request, seq: m.seq, errno: EEXIST)) }
+                    else if m.flags & Netlink.fAck != 0 { replies.append(ackReply(for: request, seq: m.seq)) }
+                default:
+                    let nh = (try? Attributes(m.payload.dropFirst(12)))?.u32(Netlink.rtaNexthopID)
+                    if nh == Nexthop.idBase { replies.append(ackReply(for: request, seq: m.seq, errno: EINVAL, message: "Nexthop id does not exist")) }
+                    else if m.flags & Netlink.fAck != 0 { replies.append(ackReply(for: request, seq: m.seq)) }
+                }
+            }
+            return replies
+        }
+        let client = RouteClient(session: NetlinkSession(transport: transport))
+        let route = Route(destination: IPPrefix("10.244.2.0/24")!, gateway: IPAddress("192.168.1.12"), outputIndex: 2)
+        let result = try client.apply([.add(route)])
+        #expect(result.succeeded, "\(result.failures)")
+        // dump, batch (collision), dump, batch with the next id
+        #expect(transport.sent.count == 4)
+        let retried = sentMessages(transport.sent[3])
+        #expect(retried.map(\.type) == [Netlink.newNexthop, Netlink.newRoute])
+        #expect((try? Attributes(retried[1].payload.dropFirst(12)))?.u32(Netlink.rtaNexthopID) == Nexthop.idBase + 1)
+    }
+
     @Test func routeProtocolNameFile() throws {
         var template = Array("/tmp/nodenet-rtprotos-XXXXXX".utf8CString)
         let made: UnsafeMutablePointer<CChar>? = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
