@@ -35,6 +35,13 @@ public final class NetlinkSession: Sendable {
         self.init(transport: try NetlinkSocket(protocol: proto), firstSeq: Self.seedSeq())
     }
 
+    /// A session on a socket opened inside `namespace` (e.g. `Netlink.netfilter` for a node's
+    /// nftables); it keeps acting on that namespace from any thread.
+    public convenience init(protocol proto: Int32, namespace: NetworkNamespace) throws {
+        let socket = try namespace.performSync { try NetlinkSocket(protocol: proto) }
+        self.init(transport: socket, firstSeq: Self.seedSeq())
+    }
+
     /// Sequence numbers start from the clock so a reused port id never matches stale replies.
     static func seedSeq() -> UInt32 {
         var ts = timespec()

@@ -10,6 +10,12 @@ public protocol NetlinkTransport: Sendable {
     func send(_ bytes: [UInt8]) throws(NetlinkError)
     /// Receives one datagram; throws `.lostMessages` on ENOBUFS.
     func receive() throws(NetlinkError) -> [UInt8]
+    /// Makes room for `bytes` of queued replies (kernel accounting) before a large exchange.
+    func reserveReceiveBuffer(_ bytes: Int)
+}
+
+extension NetlinkTransport {
+    public func reserveReceiveBuffer(_ bytes: Int) {}
 }
 
 /// A netlink socket opened with libmnl. The socket belongs to the network namespace of the
@@ -73,6 +79,18 @@ public final class NetlinkSocket: NetlinkTransport, @unchecked Sendable {
     }
 
     public var fileDescriptor: Int32 { mnl_socket_get_fd(handle) }
+
+    public func reserveReceiveBuffer(_ bytes: Int) {
+        let fd = fileDescriptor
+        var current: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        // getsockopt reports the doubled value the kernel uses for accounting.
+        guard getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &current, &length) == 0, Int(current) < bytes else { return }
+        var size = Int32(clamping: bytes / 2 + 1)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
     public var portID: UInt32 { mnl_socket_get_portid(handle) }
 
     public func send(_ bytes: [UInt8]) throws(NetlinkError) {

@@ -57,6 +57,9 @@ extension NetlinkSession {
             datagram += r.bytes
         }
         datagram += end.bytes
+        // The kernel queues every ACK before we read any (each costs about 1 KiB of buffer
+        // accounting); without room, ACKs are dropped and the outcome is unknown (ENOBUFS).
+        transport.reserveReceiveBuffer(requests.count * 1024 + (64 << 10))
         try transport.send(datagram)
         var answered = 0
         while answered < requests.count {

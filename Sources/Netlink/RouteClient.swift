@@ -17,8 +17,7 @@ public final class RouteClient: Sendable {
 
     /// A client whose socket lives in `namespace`.
     public convenience init(namespace: NetworkNamespace, useNexthopObjects: Bool = true) throws {
-        let socket = try namespace.performSync { try NetlinkSocket(protocol: Netlink.route) }
-        self.init(session: NetlinkSession(transport: socket, firstSeq: NetlinkSession.seedSeq()), useNexthopObjects: useNexthopObjects)
+        self.init(session: try NetlinkSession(protocol: Netlink.route, namespace: namespace), useNexthopObjects: useNexthopObjects)
     }
 
     /// A client over any transport (recorded bytes in tests).

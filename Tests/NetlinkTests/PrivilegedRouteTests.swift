@@ -69,6 +69,23 @@ struct PrivilegedRouteTests {
         }
     }
 
+    /// Installs the protocol name where iproute2 looks and checks `ip route` shows it. The
+    /// file is removed afterwards unless it existed before the test.
+    @Test func routeProtocolNameIsShownByIproute2() throws {
+        let path = RouteProtocol.defaultDirectory + "/nodenet.conf"
+        let existed = access(path, F_OK) == 0
+        let directoryExisted = access(RouteProtocol.defaultDirectory, F_OK) == 0
+        defer {
+            if !existed { unlink(path) }
+            if !directoryExisted { rmdir(RouteProtocol.defaultDirectory) }
+        }
+        #expect(try RouteProtocol.installName() == !existed)
+        try withRoutedNamespace("proto") { _, name, client, u0 in
+            try client.addRoute(Route(destination: IPPrefix("10.7.0.0/24")!, gateway: IPAddress("192.168.1.1"), outputIndex: u0.index))
+            #expect(shell("ip -n \(name) route show 10.7.0.0/24").output.contains("proto nodenet"))
+        }
+    }
+
     @Test func routesInOtherTablesAndOnlinkAndIPv6() throws {
         try withRoutedNamespace("tbl") { _, name, client, u0 in
             let big = Route(destination: IPPrefix("10.1.0.0/24")!, gateway: IPAddress("192.168.1.1"), outputIndex: u0.index, table: 1000)
@@ -211,7 +228,7 @@ struct PrivilegedRouteTests {
 
     @Test func nfnetlinkTransactionMapsErrorsToMessages() throws {
         try withTestNamespace("nft") { ns, name in
-            let session = try ns.performSync { NetlinkSession(transport: try NetlinkSocket(protocol: Netlink.netfilter)) }
+            let session = try NetlinkSession(protocol: Netlink.netfilter, namespace: ns)
             func table(_ type: UInt16, _ tableName: String, flags: UInt16 = 0) -> NetlinkRequest {
                 var b = NfnetlinkMessages.builder(message: type, family: Netlink.afInet, flags: flags)
                 b.attribute(1 /* NFTA_TABLE_NAME */, string: tableName)
@@ -226,6 +243,15 @@ struct PrivilegedRouteTests {
             #expect(Set(bad.failures.keys) == [1])
             #expect(bad.failures[1]?.errnoName == "ENOENT")
             #expect(!shell("ip netns exec \(name) nft list tables").output.contains("second"))
+            // A large transaction: 5,000 chains in one datagram, every ACK collected.
+            let chains = (0..<5000).map { i -> NetlinkRequest in
+                var b = NfnetlinkMessages.builder(message: 3 /* NFT_MSG_NEWCHAIN */, family: Netlink.afInet, flags: Netlink.fCreate)
+                b.attribute(1 /* NFTA_CHAIN_TABLE */, string: "nodenet")
+                b.attribute(3 /* NFTA_CHAIN_NAME */, string: "c\(i)")
+                return NetlinkRequest(bytes: b.finish(), operation: "add chain", object: "c\(i)")
+            }
+            #expect(try session.transaction(chains).succeeded)
+            #expect(shell("ip netns exec \(name) nft list table ip nodenet | grep -c chain").output.hasPrefix("5000"))
         }
     }
 }
