@@ -37,15 +37,18 @@ public struct MessageBuilder: Sendable {
 
     // MARK: attributes
 
-    /// An attribute with a raw payload, padded to 4 bytes.
+    /// An attribute with a raw payload, padded to 4 bytes. nla_len is 16 bits: a longer payload
+    /// is a programming error (split it), not something to send truncated.
     public mutating func attribute(_ type: UInt16, bytes payload: some Collection<UInt8>) {
+        precondition(payload.count <= Int(UInt16.max) - 4, "netlink attribute \(type) longer than 65531 bytes")
         appendInteger(UInt16(4 + payload.count))
         appendInteger(type)
         bytes.append(contentsOf: payload)
         pad()
     }
 
-    public mutating func attribute(_ type: UInt16, flag: Void = ()) {
+    /// An attribute without payload (a flag such as NHA_GROUPS or NFTA_*_FLAGS-less markers).
+    public mutating func flagAttribute(_ type: UInt16) {
         appendInteger(UInt16(4))
         appendInteger(type)
     }
@@ -100,6 +103,7 @@ public struct MessageBuilder: Sendable {
         appendInteger(UInt16(0))
         appendInteger(nestedFlag ? type | Netlink.nlaNested : type)
         try body(&self)
+        precondition(bytes.count - start <= Int(UInt16.max), "nested netlink attribute \(type) longer than 65535 bytes")
         let length = UInt16(bytes.count - start)
         bytes[start] = UInt8(truncatingIfNeeded: length)
         bytes[start + 1] = UInt8(truncatingIfNeeded: length >> 8)

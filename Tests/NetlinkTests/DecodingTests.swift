@@ -97,6 +97,9 @@ struct DecodingTests {
         #expect(attrs.entries.map(\.value.count) == [1, 2, 3, 0, 4, 8])
         #expect(attrs.u32(5) == 7)
         #expect(try attrs.nested(6)?.u8(7) == 1)
+        var flag = MessageBuilder(type: 1, flags: 0)
+        flag.flagAttribute(9)
+        #expect(Array(flag.finish()[16...]) == [4, 0, 9, 0])
         // The last attribute may come without its padding.
         let unpadded = Attributes.self
         #expect(try unpadded.init(ArraySlice([5, 0, 1, 0, 0xaa])).u8(1) == 0xaa)
