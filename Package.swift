@@ -36,6 +36,8 @@ let package = Package(
         // The kernel seam: rtnetlink, nfnetlink/nf_tables, namespaces, change events.
         .target(name: "Netlink", dependencies: ["CNetlink", "CShims", "IPAddressing"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
+        // Route programming benchmark against `ip -batch` (bench/routes/run.sh); not shipped.
+        .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "IPAddressing"], swiftSettings: strict),
 
         // The one store every actor reads: object model, store actor, sources.
         .target(name: "ClusterState", dependencies: [

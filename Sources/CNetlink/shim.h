@@ -1,6 +1,10 @@
 #ifndef NODENET_CNETLINK_H
 #define NODENET_CNETLINK_H
 // libmnl and the Linux uapi headers the Netlink module speaks.
+// glibc's <netinet/in.h> first: the uapi libc-compat.h then skips its own in_addr/in6_addr,
+// so Swift files that import both Glibc and CNetlink see one definition of each.
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <libmnl/libmnl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>

@@ -1,1 +1,0 @@
-// Netlink: see ARCHITECTURE.md. Filled in by its issue.
