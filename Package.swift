@@ -73,7 +73,7 @@ let package = Package(
             "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
-        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork"]),
+        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
 
         .target(name: "NodeRoutes", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",

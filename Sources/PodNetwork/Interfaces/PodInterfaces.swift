@@ -1,0 +1,216 @@
+import IPAddressing
+import Netlink
+
+/// What one pod interface should look like.
+public struct PodInterfaceSpec: Sendable {
+    public var netnsPath: String
+    /// CNI_IFNAME: the container side's name.
+    public var ifname: String
+    /// The host side's name (`HostInterfaceName`).
+    public var hostName: String
+    /// Addresses with their subnet length, each with the gateway its default route uses.
+    public var addresses: [(address: IPPrefix, gateway: IPAddress)]
+    public var mtu: UInt32
+    public var mac: MACAddress?
+    public var hairpin: Bool
+
+    public init(netnsPath: String, ifname: String, hostName: String, addresses: [(address: IPPrefix, gateway: IPAddress)],
+                mtu: UInt32, mac: MACAddress? = nil, hairpin: Bool = true) {
+        self.netnsPath = netnsPath
+        self.ifname = ifname
+        self.hostName = hostName
+        self.addresses = addresses
+        self.mtu = mtu
+        self.mac = mac
+        self.hairpin = hairpin
+    }
+}
+
+/// The interfaces as created: what the CNI result lists.
+public struct PodInterfaceResult: Sendable, Equatable {
+    public var bridge: Link
+    public var host: Link
+    public var container: Link
+}
+
+public enum PodInterfaceError: Error, CustomStringConvertible, Sendable {
+    case namespaceMissing(String, NetlinkError)
+    case interfaceExists(ifname: String, netns: String)
+    case bridgeConflict(name: String, kind: String?)
+    case kernel(step: String, NetlinkError)
+    case other(step: String, String)
+
+    public var description: String {
+        switch self {
+        case .namespaceMissing(let path, let e): "network namespace \(path) cannot be opened: \(e.errnoName)"
+        case .interfaceExists(let name, let ns): "interface \(name) already exists in \(ns)"
+        case .bridgeConflict(let name, let kind): "\(name) exists but is a \(kind ?? "plain") link, not a bridge: rename or remove it, or set \"bridge\" in the CNI config"
+        case .kernel(let step, let e): "\(step): \(e)"
+        case .other(let step, let message): "\(step): \(message)"
+        }
+    }
+}
+
+/// Creates, checks and removes pod interfaces: the node bridge, a veth pair created straight
+/// into the pod's namespace, addresses, routes and sysctls. Nothing here is ever flushed: the
+/// bridge is created once and only ever gains the gateway addresses it lacks.
+public final class PodInterfaces: Sendable {
+    public let host: RouteClient
+    public let bridgeName: String
+
+    public init(host: RouteClient, bridgeName: String) {
+        self.host = host
+        self.bridgeName = bridgeName
+    }
+
+    /// The node bridge with the gateway address of every pod subnet, up.
+    @discardableResult
+    public func ensureBridge(gateways: [IPPrefix], mtu: UInt32?) throws -> Link {
+        do {
+            var bridge: Link
+            if let existing = try host.link(named: bridgeName) {
+                guard existing.kind == "bridge" else { throw PodInterfaceError.bridgeConflict(name: bridgeName, kind: existing.kind) }
+                bridge = existing
+            } else {
+                do {
+                    bridge = try host.createBridge(name: bridgeName, mtu: mtu)
+                } catch {
+                    guard error.isExists else { throw error }
+                    bridge = try host.requireLink(named: bridgeName, for: "create bridge")  // another ADD won the race
+                }
+            }
+            let have = Set(try host.addresses(index: bridge.index).map(\.prefix))
+            for gw in gateways where !have.contains(gw) {
+                do {
+                    try host.addAddress(InterfaceAddress(index: bridge.index, prefix: gw))
+                } catch {
+                    guard error.isExists else { throw error }
+                }
+            }
+            if !bridge.isUp {
+                try host.setLink(index: bridge.index, LinkChange(up: true))
+                bridge = try host.link(index: bridge.index) ?? bridge
+            }
+            return bridge
+        } catch let e as PodInterfaceError {
+            throw e
+        } catch let e as NetlinkError {
+            throw PodInterfaceError.kernel(step: "bridge \(bridgeName)", e)
+        } catch {
+            throw PodInterfaceError.other(step: "bridge \(bridgeName)", "\(error)")
+        }
+    }
+
+    /// Creates the pod's interface. On any failure everything this call created is removed.
+    public func setUp(_ spec: PodInterfaceSpec, bridge: Link) throws -> PodInterfaceResult {
+        let ns: NetworkNamespace
+        do {
+            ns = try NetworkNamespace(path: spec.netnsPath)
+        } catch {
+            throw PodInterfaceError.namespaceMissing(spec.netnsPath, error)
+        }
+        let pod = try wrap("open \(spec.netnsPath)") { try RouteClient(namespace: ns) }
+        if try wrap("look up \(spec.ifname)", { try pod.link(named: spec.ifname) }) != nil {
+            throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
+        }
+        let hostLink = try wrap("create veth \(spec.hostName)") { try createVeth(spec, ns) }
+        do {
+            return try configure(spec, ns: ns, pod: pod, hostLink: hostLink, bridge: bridge)
+        } catch {
+            _ = try? host.deleteLink(named: spec.hostName)
+            throw error
+        }
+    }
+
+    private func createVeth(_ spec: PodInterfaceSpec, _ ns: NetworkNamespace) throws -> Link {
+        do {
+            return try host.createVeth(name: spec.hostName, peerName: spec.ifname, peerNamespace: ns, mtu: spec.mtu)
+        } catch {
+            guard error.isExists else { throw error }
+            // A leftover of an attachment whose DEL never came: its name is derived from the
+            // same (container, ifname), so it is ours to replace.
+            _ = try host.deleteLink(named: spec.hostName)
+            return try host.createVeth(name: spec.hostName, peerName: spec.ifname, peerNamespace: ns, mtu: spec.mtu)
+        }
+    }
+
+    private func configure(_ spec: PodInterfaceSpec, ns: NetworkNamespace, pod: RouteClient, hostLink: Link, bridge: Link) throws -> PodInterfaceResult {
+        let step = "set up \(spec.ifname) in \(spec.netnsPath)"
+        try wrap(step) {
+            try host.setLink(index: hostLink.index, LinkChange(up: true, masterIndex: bridge.index))
+            if spec.hairpin { try host.setHairpin(portIndex: hostLink.index, enabled: true) }
+        }
+        // Sysctls before addresses: DAD off means IPv6 addresses are usable at once.
+        var sysctls: [(key: String, value: String)] = [("net.ipv4.conf.\(spec.ifname).arp_notify", "1")]
+        if spec.addresses.contains(where: { $0.address.family == .v6 }) {
+            sysctls.append(("net.ipv6.conf.\(spec.ifname).accept_dad", "0"))
+        }
+        try wrap("sysctls in \(spec.netnsPath)") { try ns.setSysctls(sysctls) }
+        return try wrap(step) {
+            var container = try pod.requireLink(named: spec.ifname, for: "configure pod interface")
+            if let mac = spec.mac { try pod.setLink(index: container.index, LinkChange(mac: mac)) }
+            for (address, _) in spec.addresses {
+                try pod.addAddress(InterfaceAddress(index: container.index, prefix: address))
+            }
+            try pod.setLink(index: container.index, LinkChange(up: true))
+            if let lo = try pod.link(named: "lo"), !lo.isUp { try pod.setLink(index: lo.index, LinkChange(up: true)) }
+            for (address, gateway) in spec.addresses {
+                let any = IPPrefix(address: address.family == .v4 ? IPAddress("0.0.0.0")! : IPAddress("::")!, length: 0)
+                try pod.replaceRoute(Route(destination: any, gateway: gateway, outputIndex: container.index, protocol: RouteProtocol.boot))
+            }
+            container = try pod.link(index: container.index) ?? container
+            let hostNow = try host.link(index: hostLink.index) ?? hostLink
+            return PodInterfaceResult(bridge: bridge, host: hostNow, container: container)
+        }
+    }
+
+    /// Runs a kernel step, turning its error into a PodInterfaceError that names the step.
+    private func wrap<T>(_ step: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let e as PodInterfaceError {
+            throw e
+        } catch let e as NetlinkError {
+            throw PodInterfaceError.kernel(step: step, e)
+        } catch {
+            throw PodInterfaceError.other(step: step, "\(error)")
+        }
+    }
+
+    /// Removes the pod's interface by its host side (the peer goes with it). Idempotent: false
+    /// when it was already gone (the namespace was deleted, or an earlier DEL did it).
+    @discardableResult
+    public func tearDown(hostName: String) throws -> Bool {
+        do {
+            return try host.deleteLink(named: hostName)
+        } catch let e as NetlinkError {
+            throw PodInterfaceError.kernel(step: "delete \(hostName)", e)
+        }
+    }
+
+    /// What CHECK verifies: the host side on the bridge, the container side up with its
+    /// addresses and a default route per family. Returns the problems found (empty: fine).
+    public func check(_ spec: PodInterfaceSpec) -> [String] {
+        var problems: [String] = []
+        do {
+            guard let h = try host.link(named: spec.hostName) else { return ["host interface \(spec.hostName) is missing"] }
+            let bridge = try host.link(named: bridgeName)
+            if h.masterIndex != bridge?.index { problems.append("\(spec.hostName) is not attached to \(bridgeName)") }
+            let ns = try NetworkNamespace(path: spec.netnsPath)
+            let pod = try RouteClient(namespace: ns)
+            guard let c = try pod.link(named: spec.ifname) else { return problems + ["\(spec.ifname) is missing in \(spec.netnsPath)"] }
+            if !c.isUp { problems.append("\(spec.ifname) is down") }
+            let have = Set(try pod.addresses(index: c.index).map(\.prefix))
+            for (address, gateway) in spec.addresses {
+                if !have.contains(address) { problems.append("\(spec.ifname) lacks \(address)") }
+                let routes = try pod.routes(family: address.family, table: Route.mainTable, protocol: nil)
+                if !routes.contains(where: { $0.destination.length == 0 && $0.gateway == gateway }) {
+                    problems.append("no default route via \(gateway) in \(spec.netnsPath)")
+                }
+            }
+        } catch {
+            problems.append("\(error)")
+        }
+        return problems
+    }
+}
