@@ -44,6 +44,8 @@ import Testing
     @Test func versionNeedsNothingButTheCommand() throws {
         let r = try CNIRequest.parse(environment: ["CNI_COMMAND": "VERSION"], stdin: bytes(#"{"cniVersion":"0.4.0"}"#))
         #expect(r.command == .version && r.config == nil)
+        let stale = try CNIRequest.parse(environment: ["CNI_COMMAND": "VERSION", "CNI_IFNAME": "a/b", "CNI_ARGS": "junk"], stdin: [])
+        #expect(stale.command == .version)
     }
 
     @Test func missingOrUnknownCommand() {

@@ -29,12 +29,28 @@ public struct CNIRequest: Hashable, Sendable {
     /// Checks the environment for the command (code 4, naming the variable), then the config
     /// (codes 1, 6, 7; see `NetworkConfig.parse`).
     public static func parse(environment: [String: String], stdin: [UInt8]) throws(CNIError) -> CNIRequest {
+        do {
+            return try parseChecked(environment: environment, stdin: stdin)
+        } catch var error {
+            // Errors found before the config was read still speak the config's version when
+            // it has a supported one, so the runtime reads them in the format it expects.
+            if let v = try? NetworkConfig.version(of: stdin), CNIVersion(rawValue: v)?.isSupported == true { error.cniVersion = v }
+            throw error
+        }
+    }
+
+    private static func parseChecked(environment: [String: String], stdin: [UInt8]) throws(CNIError) -> CNIRequest {
         guard let commandText = environment["CNI_COMMAND"], !commandText.isEmpty else {
             throw CNIError(.invalidEnvironment, "required env variable CNI_COMMAND is missing")
         }
         guard let command = CNICommand(rawValue: commandText) else {
             throw CNIError(.invalidEnvironment, "unknown CNI_COMMAND \"\(commandText)\"",
                            details: "expected one of \(CNICommand.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if command == .version {
+            // VERSION is answered locally from stdin alone; stale variables must not fail it.
+            return CNIRequest(command: .version, containerID: nil, netns: nil, ifname: nil, args: CNIArgs(), path: [],
+                              config: nil, rawConfig: stdin, environment: ["CNI_COMMAND": commandText])
         }
         let missing = command.requiredVariables.filter { (environment[$0] ?? "").isEmpty }
         guard missing.isEmpty else {
