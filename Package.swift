@@ -48,13 +48,13 @@ let package = Package(
         .target(name: "IPAM", dependencies: [
             "IPAddressing",
             .product(name: "GRDB", package: "GRDB.swift"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
 
         .target(name: "PodNetwork", dependencies: [
             "IPAddressing", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
+        ], exclude: ["CNI/README.md"], swiftSettings: strict),
         .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork"]),
 
         .target(name: "NodeRoutes", dependencies: [
