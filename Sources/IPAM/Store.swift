@@ -103,7 +103,7 @@ enum FreeAddressSearch {
         let used = try Store.usedAddresses(in: pool, from: lo, to: hi, db)
         var expected = lo
         while let row = try used.next() {
-            guard let address = AddressCodec.address(row[0]), let offset = pool.subnet.offset(of: address) else { continue }
+            guard let offset = pool.offset(ofBlob: row[0]) else { continue }
             if offset > expected { return expected }
             if offset >= hi { return nil }
             expected = offset + 1

@@ -11,6 +11,7 @@ import Testing
         #expect(c.socket == "/run/nodenet/nodenet.sock" && c.bridge == "nodenet0")
         #expect(c.mtu == nil && c.hairpinMode && c.ipam == nil && c.prevResult == nil)
         #expect(c.runtimeConfig == NetworkConfig.RuntimeConfig())
+        #expect(try NetworkConfig.parse(minimalConfig(version, extra: #","mtu":0,"prevResult":null,"dns":null"#), for: .add).mtu == nil)
     }
 
     @Test(arguments: CNIVersion.supported)

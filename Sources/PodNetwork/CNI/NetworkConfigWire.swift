@@ -63,6 +63,8 @@ extension NetworkConfig {
             if let problem = CNIValidation.interfaceNameProblem(bridge) {
                 throw invalid("invalid network configuration: bridge name \"\(bridge)\" \(problem)")
             }
+            // 0 means "not set", as in the bridge plugin.
+            let mtu = self.mtu == 0 ? nil : self.mtu
             if let mtu, !(68...65535).contains(mtu) {
                 throw invalid("invalid network configuration: mtu \(mtu) is outside 68-65535")
             }
