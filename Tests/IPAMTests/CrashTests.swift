@@ -44,6 +44,7 @@ private let liveWindow = 50
         let db = try TempDatabase(); defer { db.remove() }
         let logPath = db.directory.appendingPathComponent("replies.log").path
         var rng = SystemRandomNumberGenerator()
+        var uncertain: Set<String> = []
         for round in 0..<4 {
             let child = Process()
             child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -68,17 +69,26 @@ private let liveWindow = 50
             child.waitUntilExit()
             #expect(child.terminationReason == .uncaughtSignal)
 
-            try verify(databasePath: db, logPath: logPath, round: round)
+            try verify(databasePath: db, logPath: logPath, round: round, uncertain: &uncertain)
         }
     }
 
-    private func verify(databasePath db: TempDatabase, logPath: String, round: Int) throws {
+    /// `uncertain` carries, across rounds, the attachments whose release was in flight at a kill.
+    private func verify(databasePath db: TempDatabase, logPath: String, round: Int, uncertain: inout Set<String>) throws {
         var live: [String: [IPAddress]] = [:]
         var released: Set<String> = []
+        var lastLine: [String] = []
         for line in logLines(logPath) {
             let parts = line.split(separator: " ").map(String.init)
-            if parts.first == "A" { live[parts[1]] = parts.dropFirst(2).map { IPAddress($0)! } }
-            if parts.first == "R" { live[parts[1]] = nil; released.insert(parts[1]) }
+            if parts.first == "A", !uncertain.contains(parts[1]) { live[parts[1]] = parts.dropFirst(2).map { IPAddress($0)! } }
+            if parts.first == "R" { live[parts[1]] = nil; released.insert(parts[1]); uncertain.remove(parts[1]) }
+            if parts.isEmpty == false { lastLine = parts }
+        }
+        // The operation in flight at the kill may have committed without its reply: after
+        // "A cN" that is the release of cN-50, which then may or may not still be held.
+        if lastLine.first == "A", let n = Int(lastLine[1].dropFirst()), n % 100_000 >= liveWindow {
+            let pending = "c\(n - liveWindow)"
+            if live[pending] != nil { live[pending] = nil; uncertain.insert(pending) }
         }
         #expect(live.count >= 20)
         let pool = try db.open()
@@ -93,8 +103,9 @@ private let liveWindow = 50
                     "reply for \(container) was sent but its reservation is not as replied (round \(round))")
         }
         for container in released { #expect(byContainer[container] == nil, "\(container) was released but is still held") }
-        // At most the one allocation in flight at the kill is held without a logged reply.
-        #expect(byContainer.count <= live.count + 1)
+        // Beyond the replied ones, only in-flight operations' attachments may be held: one
+        // allocation per kill so far (those never replied; GC's job) and the uncertain releases.
+        #expect(byContainer.count <= live.count + uncertain.count + round + 1)
     }
 }
 
