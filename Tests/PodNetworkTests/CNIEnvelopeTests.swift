@@ -71,6 +71,15 @@ import IPAM
             .init(address: IPPrefix("fd00::5/64")!, gateway: IPAddress("fd00::1"), interface: 2),
         ])
         #expect(CNIResult.Route.defaultRoutes(via: allocations).map(\.dst.description) == ["0.0.0.0/0", "::/0"])
+        let result = CNIResult.podAttachment(
+            bridge: .init(name: "nodenet0", mac: "0a:58:0a:f4:01:01"), hostVeth: .init(name: "veth1a2b3c4d", mac: "ee:11:22:33:44:55"),
+            pod: .init(name: "eth0", mac: "0a:58:0a:f4:01:05", mtu: 1450, sandbox: "/var/run/netns/cni-1234"),
+            allocations: [Allocation(address: IPPrefix("10.244.1.5/24")!, gateway: IPAddress("10.244.1.1")!, subnet: IPPrefix("10.244.1.0/24")!),
+                          Allocation(address: IPPrefix("fd00:10:244:1::5/64")!, gateway: IPAddress("fd00:10:244:1::1")!, subnet: IPPrefix("fd00:10:244:1::/64")!)],
+            extraRoutes: [], dns: sampleResult.dns)
+        var expected = sampleResult
+        expected.routes[1] = .init(dst: IPPrefix("::/0")!, gw: IPAddress("fd00:10:244:1::1"))
+        #expect(result == expected)
     }
 
     @Test func ipamErrorCodes() {

@@ -41,3 +41,16 @@ extension CNIError {
         self.init(code, error.description, version: version.rawValue)
     }
 }
+
+extension CNIResult {
+    /// The ADD result for a pod on the node bridge, in the bridge plugin's layout:
+    /// interfaces [bridge, host veth, pod interface], every allocation on the pod interface
+    /// (index 2), a default route per family via its gateway, then `extraRoutes`.
+    public static func podAttachment(bridge: Interface, hostVeth: Interface, pod: Interface, allocations: [Allocation],
+                                     extraRoutes: [Route] = [], dns: DNS = DNS()) -> CNIResult {
+        CNIResult(interfaces: [bridge, hostVeth, pod],
+                  ips: allocations.map { IPConfig($0, interface: 2) },
+                  routes: Route.defaultRoutes(via: allocations) + extraRoutes,
+                  dns: dns)
+    }
+}
