@@ -1,4 +1,3 @@
-import Foundation
 import IPAddressing
 
 /// The node's pod subnets. Order matters within a family: a later subnet of the same family
@@ -73,19 +72,6 @@ struct AddressPool: Hashable, Sendable {
     func assignableOffset(of address: IPAddress) -> UInt64? {
         guard let o = subnet.offset(of: address), o >= first, o <= last else { return nil }
         return o
-    }
-
-    /// The offset of a stored address blob, read straight from its big-endian bytes: the
-    /// free-address scan calls this once per used address, so it avoids building values.
-    /// Only the low 64 bits matter: the scan's range keeps IPv6 rows inside this subnet's /64.
-    func offset(ofBlob blob: Data) -> UInt64? {
-        guard blob.count == (family == .v4 ? 4 : 16) else { return nil }
-        let low = blob.suffix(family == .v4 ? 4 : 8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let base: UInt64 = switch subnet.address {
-        case .v4(let n): UInt64(n.value)
-        case .v6(let n): n.low
-        }
-        return low &- base
     }
 
     func allocation(_ address: IPAddress) -> Allocation {

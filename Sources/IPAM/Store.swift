@@ -43,11 +43,15 @@ enum Store {
 
     /// Reservations inside the pool's assignable range (whatever subnet they were made from).
     static func count(in pool: AddressPool, _ db: Database) throws -> UInt64 {
+        try count(in: pool, from: pool.first, to: pool.last, db)
+    }
+
+    /// Reservations between two offsets of the pool, inclusive.
+    static func count(in pool: AddressPool, from lo: UInt64, to hi: UInt64, _ db: Database) throws -> UInt64 {
         let stmt = try db.cachedStatement(sql: """
             SELECT COUNT(*) FROM ipam_allocation WHERE family = ? AND address BETWEEN ? AND ?
             """)
-        let n = try Int.fetchOne(stmt, arguments: rangeArguments(pool, pool.first, pool.last)) ?? 0
-        return UInt64(n)
+        return UInt64(try Int.fetchOne(stmt, arguments: rangeArguments(pool, lo, hi)) ?? 0)
     }
 
     static func cursor(_ pool: AddressPool, _ db: Database) throws -> IPAddress? {
@@ -64,14 +68,6 @@ enum Store {
         try stmt.execute(arguments: [pool.subnet.description, AddressCodec.blob(address)])
     }
 
-    /// Addresses in use between two offsets of the pool, in ascending order, lazily.
-    static func usedAddresses(in pool: AddressPool, from lo: UInt64, to hi: UInt64, _ db: Database) throws -> RowCursor {
-        let stmt = try db.cachedStatement(sql: """
-            SELECT address FROM ipam_allocation WHERE family = ? AND address BETWEEN ? AND ? ORDER BY address
-            """)
-        return try Row.fetchCursor(stmt, arguments: rangeArguments(pool, lo, hi))
-    }
-
     private static func rangeArguments(_ pool: AddressPool, _ lo: UInt64, _ hi: UInt64) -> StatementArguments {
         [AddressCodec.family(pool.family), AddressCodec.blob(pool.address(at: lo)), AddressCodec.blob(pool.address(at: hi))]
     }
@@ -84,9 +80,11 @@ enum Store {
     }
 }
 
-/// Finding the next free address without reading the whole pool: start after the cursor,
-/// walk the used addresses in order and stop at the first gap. On a fresh or sparse pool
-/// that is one index probe; only a densely used run after the cursor costs more.
+/// Finding the next free address without reading the pool into Swift. From the cursor:
+/// if the next address is free (the usual case with round-robin) that is one primary-key
+/// probe. Otherwise the used run after it is skipped in growing windows, each a COUNT over
+/// an index range (SQLite walks it in C, nothing is materialised), and the first window with
+/// room is bisected with more counts. Cost: O(length of the used run) in C plus O(log) queries.
 enum FreeAddressSearch {
     static func next(in pool: AddressPool, _ db: Database) throws -> UInt64? {
         var start = pool.first
@@ -99,15 +97,28 @@ enum FreeAddressSearch {
         return nil
     }
 
-    private static func firstGap(_ pool: AddressPool, from lo: UInt64, to hi: UInt64, _ db: Database) throws -> UInt64? {
-        let used = try Store.usedAddresses(in: pool, from: lo, to: hi, db)
-        var expected = lo
-        while let row = try used.next() {
-            guard let offset = pool.offset(ofBlob: row[0]) else { continue }
-            if offset > expected { return expected }
-            if offset >= hi { return nil }
-            expected = offset + 1
+    static func firstGap(_ pool: AddressPool, from lo: UInt64, to hi: UInt64, _ db: Database) throws -> UInt64? {
+        if try Store.holder(of: pool.address(at: lo), db) == nil { return lo }
+        var start = lo
+        var window: UInt64 = 64
+        while true {
+            let end = hi - start < window ? hi : start + window - 1
+            if try Store.count(in: pool, from: start, to: end, db) <= end - start {
+                return try bisect(pool, start, end, db)
+            }
+            if end == hi { return nil }
+            start = end + 1
+            window = min(window * 2, 1 << 20)
         }
-        return expected
+    }
+
+    /// The first free offset in [lo, hi], known to hold one.
+    private static func bisect(_ pool: AddressPool, _ lo: UInt64, _ hi: UInt64, _ db: Database) throws -> UInt64 {
+        var (a, b) = (lo, hi)
+        while a < b {
+            let mid = a + (b - a) / 2
+            if try Store.count(in: pool, from: a, to: mid, db) <= mid - a { b = mid } else { a = mid + 1 }
+        }
+        return a
     }
 }

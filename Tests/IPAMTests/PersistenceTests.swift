@@ -76,6 +76,26 @@ import Testing
         #expect(tables == ["ipam_allocation", "ipam_cursor"])
     }
 
+    /// Holes deep inside long used runs (beyond the first search windows) are found in order,
+    /// and the search wraps to the start.
+    @Test func gapSearchFindsHolesInLongRuns() throws {
+        let db = try TempDatabase(); defer { db.remove() }
+        let ipam = try db.allocator("10.8.0.0/22")  // offsets 2...1022
+        let holes: Set<UInt32> = [300, 600]
+        for o in UInt32(2)...1000 where !holes.contains(o) {
+            _ = try ipam.allocate(containerID: "r\(o)", ifname: "eth0", requested: [.v4(IPv4Address(0x0A08_0000 | o))])
+        }
+        func next(_ id: String) throws -> String { try ipam.allocate(containerID: id, ifname: "eth0")[0].address.address.description }
+        #expect(try next("a") == "10.8.1.44")   // offset 300
+        #expect(try next("b") == "10.8.2.88")   // offset 600
+        #expect(try next("c") == "10.8.3.233")  // offset 1001, after the run
+        try ipam.release(containerID: "r5", ifname: "eth0")
+        for id in ["d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"] { _ = try next(id) }  // 1002...1022: 21 left
+        for i in 0..<10 { _ = try next("z\(i)") }
+        #expect(try next("wrap") == "10.8.0.5")  // only the released offset 5 is left
+        #expect(ipamError { _ = try ipam.allocate(containerID: "full", ifname: "eth0") } != nil)
+    }
+
     @Test func largePoolsAllocateWithoutScanning() throws {
         let db = try TempDatabase(); defer { db.remove() }
         let ipam = try db.allocator("10.2.0.0/16", "fd00:10::/64")
