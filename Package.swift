@@ -62,7 +62,7 @@ let package = Package(
         .target(name: "IPAM", dependencies: [
             "IPAddressing",
             .product(name: "GRDB", package: "GRDB.swift"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
 
         // Blocking HTTP over the control socket: for the CLI and the CNI shim (no event loop, fast start).
@@ -72,7 +72,7 @@ let package = Package(
         .target(name: "PodNetwork", dependencies: [
             "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
+        ], exclude: ["CNI/README.md"], swiftSettings: strict),
         .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
 
         .target(name: "NodeRoutes", dependencies: [

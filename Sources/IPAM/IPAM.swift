@@ -1,1 +1,0 @@
-// IPAM: see ARCHITECTURE.md. Filled in by its issue.
