@@ -72,6 +72,7 @@ let package = Package(
         .target(name: "PodNetwork", dependencies: [
             "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ], exclude: ["CNI/README.md"], swiftSettings: strict),
         .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
 

@@ -1,34 +1,101 @@
 import ArgumentParser
+import ControlClient
+import Netlink
+import PodNetwork
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The CNI plugin entry point. VERSION is answered here, without the agent; the other
-/// commands are forwarded to the agent (the CNI issue fills that in).
+/// The CNI plugin: the runtime executes it for every pod, so it only parses, forwards the
+/// request to the agent over the control socket and prints the agent's answer. VERSION is
+/// answered here. When the agent is down: ADD waits a bounded time then says "try again
+/// later" (11), STATUS says "not available" (50), DEL tears the pod's interface down itself
+/// and queues the address release for the agent to finish when it starts.
 enum CNIEntry {
-    static let supportedVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+    /// How long ADD keeps trying to reach an agent that is (re)starting.
+    static let addWaitMilliseconds: Int64 = 10_000
 
     static func run() -> Int32 {
-        let command = ProcessEnvironment.get("CNI_COMMAND") ?? ""
+        let environment = ProcessEnvironment.all()
         let stdin = readStdin()
-        let requested = requestedVersion(stdin) ?? "1.1.0"
-        switch command {
-        case "VERSION":
-            let list = supportedVersions.map { "\"\($0)\"" }.joined(separator: ",")
-            print("{\"cniVersion\":\"\(requested)\",\"supportedVersions\":[\(list)]}")
+        if environment["CNI_COMMAND"] == "VERSION" {
+            return emit(CNILocal.versionReply(stdin: stdin))
+        }
+        if environment["CNI_COMMAND"] == nil {
+            print("nodenet CNI plugin; supported versions: \(CNIVersion.supported.map(\.rawValue).joined(separator: ", "))")
             return 0
-        case "":
-            print("nodenet CNI plugin; supported versions: \(supportedVersions.joined(separator: ", "))")
-            return 0
-        default:
-            return fail(code: 50, version: requested, "CNI \(command) is not available in this build of nodenet")
+        }
+        let request: CNIRequest
+        do {
+            request = try CNIRequest.parse(environment: environment, stdin: stdin)
+        } catch {
+            return emit(.failure(error))
+        }
+        let socket = request.config?.socket ?? NetworkConfig.defaultSocket
+        let version = request.replyVersion.rawValue
+        let body: [UInt8]
+        do {
+            body = try request.envelope()
+        } catch {
+            return emit(.failure(error))
+        }
+        let client = ControlClient(socketPath: socket, timeoutMilliseconds: 120_000)
+        let deadline = now() + (request.command == .add ? addWaitMilliseconds : 0)
+        while true {
+            do {
+                let response = try client.post("/v1/cni", body: body)
+                if response.status == 200, let reply = try? CNIReply.fromEnvelope(response.body) {
+                    return emit(reply)
+                }
+                if response.status == 404, now() < deadline {  // agent starting: its CNI route is not up yet
+                    usleep(100_000)
+                    continue
+                }
+                return emit(.failure(CNIError(response.status == 404 ? .tryAgainLater : .agentFailure,
+                                              "the nodenet agent answered HTTP \(response.status): \(response.text)", version: version)))
+            } catch {
+                if case .agentUnreachable = error, now() < deadline {
+                    usleep(100_000)
+                    continue
+                }
+                return emit(agentDown(request, socket: socket, error: error))
+            }
         }
     }
 
-    static func fail(code: Int, version: String, _ message: String) -> Int32 {
-        let escaped = message.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-        print("{\"cniVersion\":\"\(version)\",\"code\":\(code),\"msg\":\"\(escaped)\"}")
-        return 1
+    static func agentDown(_ request: CNIRequest, socket: String, error: ControlClientError) -> CNIReply {
+        let version = request.replyVersion.rawValue
+        switch request.command {
+        case .status:
+            return .failure(CNIError(.notAvailable, "\(error)", version: version))
+        case .del:
+            guard let containerID = request.containerID, let ifname = request.ifname else { return .result(CNIResult(), for: request.replyVersion) }
+            // Tear down what we can here (the runtime runs us in the node's namespace), then
+            // queue the release for the agent.
+            let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
+            _ = try? RouteClient().deleteLink(named: hostName)
+            let runDir = socket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            do {
+                try PendingDeletes(runDir: runDir.isEmpty ? "/" : runDir)
+                    .enqueue(.init(containerID: containerID, ifname: ifname, network: request.config?.name ?? "nodenet"))
+            } catch {
+                return .failure(CNIError(.ioFailure, "agent down and the release could not be queued under \(runDir): \(error)", version: version))
+            }
+            return .result(CNIResult(), for: request.replyVersion)
+        default:
+            return .failure(CNIError(.tryAgainLater, "\(error)", version: version))
+        }
+    }
+
+    static func emit(_ reply: CNIReply) -> Int32 {
+        let out = reply.stdout
+        var offset = 0
+        while offset < out.count {
+            let n = out[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            offset += n
+        }
+        return reply.exitCode
     }
 
     static func readStdin() -> [UInt8] {
@@ -42,23 +109,19 @@ enum CNIEntry {
         return out
     }
 
-    /// The cniVersion in the config, found without a JSON parser (VERSION must be cheap).
-    static func requestedVersion(_ stdin: [UInt8]) -> String? {
-        let s = String(decoding: stdin, as: UTF8.self)
-        guard let r = s.range(of: "\"cniVersion\"") else { return nil }
-        let rest = s[r.upperBound...].drop { $0 == " " || $0 == ":" || $0 == "\t" || $0 == "\n" }
-        guard rest.first == "\"" else { return nil }
-        let value = rest.dropFirst().prefix { $0 != "\"" }
-        return value.isEmpty ? nil : String(value)
+    static func now() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
-
-    /// `nodenet cni`: the same entry point, for runtimes or people that call it explicitly.
 }
 
+/// `nodenet cni`: the same entry point, for runtimes or people that call it explicitly.
 struct CNICommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cni", abstract: "Act as the CNI plugin (reads CNI_* from the environment, config on stdin).")
 
     func run() throws {
-        throw ExitCode(CNIEntry.run())
+        let code = CNIEntry.run()
+        if code != 0 { throw ExitCode(code) }
     }
 }

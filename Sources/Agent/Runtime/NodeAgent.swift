@@ -35,6 +35,8 @@ public final class NodeAgent: Sendable {
     private let resolvedNodeIP: Mutex<IPAddress?>
     /// Extra control API routes registered by actors (CNI requests, for one).
     let routes = Mutex<[String: ControlHandler]>([:])
+    /// Subscribers to pod subnet changes.
+    private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
     /// Status details contributed by actors, keyed by actor name.
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
 
@@ -80,6 +82,7 @@ public final class NodeAgent: Sendable {
             services.append(.init(service: EndpointsService(agent: self)))
         }
         services.append(.init(service: NodeSubnetService(agent: self)))
+        services.append(.init(service: PodNetworkService(agent: self)))
         services += extra.map { .init(service: $0) }
         if !config.metrics.listen.isEmpty {
             services.append(.init(service: MetricsService(agent: self), failureTerminationBehavior: .ignore))
@@ -138,11 +141,24 @@ public final class NodeAgent: Sendable {
             try? await store.commit([.delete(ObjectKey(.lease, name: config.nodeName))])
         }
         let new = resolved ?? ([], nil)
-        return subnets.withLock { s in
+        let changed = subnets.withLock { s in
             guard s.cidrs != new.0 || s.source != new.1 else { return false }
             s = (new.0, new.1)
             return true
         }
+        if changed { subnetWatchers.withLock { $0.forEach { $0.yield(new.0) } } }
+        return changed
+    }
+
+    /// A stream that yields this node's pod subnets each time they change.
+    public func podCIDRChanges() -> AsyncStream<[IPPrefix]> {
+        let (stream, continuation) = AsyncStream<[IPPrefix]>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        subnetWatchers.withLock { $0.append(continuation) }
+        return stream
+    }
+
+    var attachmentCount: Int {
+        get async { await store.snapshot().attachments.count }
     }
 
     /// SIGHUP: re-read the configuration. Settings that can change live are applied; the

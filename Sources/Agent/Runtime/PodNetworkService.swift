@@ -1,0 +1,83 @@
+import ClusterState
+import Foundation
+import IPAddressing
+import Netlink
+import PodNetwork
+import ServiceLifecycle
+
+/// Hosts PodNetwork: the node bridge, CNI requests from the shim (`POST /v1/cni`), and the
+/// start-up repair of attachments (queued DELs, pods whose namespace is gone).
+struct PodNetworkService: AgentActor {
+    let agent: NodeAgent
+
+    func run() async throws {
+        let name = "pods"
+        agent.board.register(name)
+        let started = ContinuousClock.now
+        let config = agent.config
+        let host: RouteClient
+        do {
+            host = try RouteClient()
+        } catch {
+            agent.board.failed(name, "cannot open netlink: \(error)")
+            throw error
+        }
+        let pods = PodNetwork(
+            configuration: PodNetworkConfiguration(
+                bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
+                dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
+                clusterDomain: config.clusterDomain, runDir: config.runDir),
+            store: agent.store, database: agent.database.writer, host: host, logger: agent.logger)
+
+        @Sendable func applySubnets() {
+            let cidrs = agent.podCIDRs
+            guard !cidrs.isEmpty else { return }
+            do {
+                try pods.updatePodCIDRs(cidrs)
+            } catch {
+                agent.board.failed(name, "pod subnets \(cidrs.map(\.description)): \(error)")
+            }
+        }
+        applySubnets()
+        let released = await pods.reconcile()
+        agent.route("POST /v1/cni") { request in
+            do {
+                let cni = try CNIRequest.fromEnvelope(request.body)
+                let reply = await pods.handle(cni)
+                return ControlReply(body: try reply.envelope())
+            } catch let error as CNIError {
+                return ControlReply(body: (try? CNIReply.failure(error).envelope()) ?? [])
+            } catch {
+                return ControlReply(body: (try? CNIReply.failure(CNIError(.agentFailure, "\(error)")).envelope()) ?? [])
+            }
+        }
+        let report: @Sendable (Double) async -> Void = { seconds in
+            let count = await agent.attachmentCount
+            let cidrs = pods.podCIDRs
+            agent.board.reconciled(name, seconds: seconds, state: cidrs.isEmpty ? .pending : .inSync,
+                                   message: cidrs.isEmpty ? "waiting for a pod subnet" : "bridge \(pods.configuration.bridgeName), mtu \(pods.configuration.mtu)")
+            agent.board.update(name) { $0.counters["attachments"] = count }
+        }
+        if released > 0 { agent.logger.info("start-up repair released attachments", metadata: ["count": "\(released)"]) }
+        await report((ContinuousClock.now - started).seconds)
+
+        let changes = agent.podCIDRChanges()
+        await cancelWhenGracefulShutdown {
+            for await _ in changes {
+                let t = ContinuousClock.now
+                applySubnets()
+                await report((ContinuousClock.now - t).seconds)
+            }
+        }
+    }
+
+    /// The underlay's MTU (the link that holds the node address), less 50 for vxlan.
+    static func podMTU(host: RouteClient, nodeIP: IPAddress?, routing: RoutingMode) -> UInt32 {
+        var mtu: UInt32 = 1500
+        if let nodeIP, let address = try? host.addresses().first(where: { $0.prefix.address == nodeIP }),
+           let link = try? host.link(index: address.index) {
+            mtu = link.mtu
+        }
+        return routing == .vxlan ? mtu - 50 : mtu
+    }
+}

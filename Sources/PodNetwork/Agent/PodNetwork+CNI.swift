@@ -1,0 +1,169 @@
+import ClusterState
+import Foundation
+import IPAddressing
+import IPAM
+import Netlink
+
+extension PodNetwork {
+    /// Answers one CNI request (already parsed and validated by `CNIRequest`).
+    public func handle(_ request: CNIRequest) async -> CNIReply {
+        let version = request.replyVersion
+        do {
+            switch request.command {
+            case .add: return .result(try await add(request), for: version)
+            case .del: try await del(request); return .result(CNIResult(), for: version)
+            case .check: try await check(request); return .result(CNIResult(), for: version)
+            case .gc: try await gc(request); return .result(CNIResult(), for: version)
+            case .status: try status(request); return .result(CNIResult(), for: version)
+            case .version: return CNILocal.versionReply(stdin: request.rawConfig)
+            }
+        } catch let e as CNIError {
+            logger.warning("CNI \(request.command.rawValue) failed", metadata: [
+                "container": "\(request.containerID ?? "")", "code": "\(e.code)", "error": "\(e.msg)",
+            ])
+            return .failure(e)
+        } catch {
+            return .failure(CNIError(.agentFailure, "\(error)", version: version.rawValue))
+        }
+    }
+
+    private func add(_ request: CNIRequest) async throws -> CNIResult {
+        let version = request.replyVersion.rawValue
+        guard let containerID = request.containerID, let ifname = request.ifname, let netns = request.netns else {
+            throw CNIError(.invalidEnvironment, "ADD needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", version: version)
+        }
+        let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
+        if await store.snapshot()[key] != nil {
+            throw CNIError(.attachmentExists, "container \(containerID) already has \(ifname) on this network: DEL it first (CNI forbids a second ADD)",
+                           version: version)
+        }
+        guard FileManager.default.fileExists(atPath: netns) else {
+            throw CNIError(.invalidEnvironment, "network namespace \(netns) does not exist", version: version)
+        }
+        let (allocatorOpt, bridgeOpt) = current()
+        guard let allocator = allocatorOpt, let bridge = bridgeOpt else {
+            throw CNIError(.tryAgainLater, "this node has no pod subnet yet (set podCIDRs, or apply its Node object)", version: version)
+        }
+        let mac: MACAddress?
+        if let text = request.requestedMAC {
+            guard let m = MACAddress(text) else { throw CNIError(.invalidConfig, "\"\(text)\" is not a MAC address", version: version) }
+            mac = m
+        } else {
+            mac = nil
+        }
+
+        let allocations: [Allocation]
+        do {
+            allocations = try allocator.allocate(containerID: containerID, ifname: ifname, requested: request.requestedIPs)
+        } catch {
+            throw CNIError(error, version: request.replyVersion)
+        }
+        let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
+        let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: hostName,
+                                    addresses: allocations.map { ($0.address, $0.gateway) },
+                                    mtu: UInt32(request.config?.mtu ?? Int(configuration.mtu)), mac: mac,
+                                    hairpin: request.config?.hairpinMode ?? true)
+        let created: PodInterfaceResult
+        do {
+            created = try interfaces.setUp(spec, bridge: bridge)
+        } catch {
+            _ = try? allocator.release(containerID: containerID, ifname: ifname)
+            let code: CNIErrorCode = (error as? PodInterfaceError).map {
+                if case .namespaceMissing = $0 { return .invalidEnvironment } else { return .agentFailure }
+            } ?? .agentFailure
+            throw CNIError(code, "\(error)", version: version)
+        }
+
+        let attachment = PodAttachment(
+            containerID: containerID, ifname: ifname, netns: netns,
+            podNamespace: request.args.podNamespace, podName: request.args.podName, podUID: request.args.podUID,
+            ips: allocations.map(\.address), hostInterface: hostName, mac: created.container.mac?.description,
+            network: request.config?.name ?? "nodenet")
+        do {
+            try await store.commit([.upsert(.attachment(attachment))])
+        } catch {
+            _ = try? interfaces.tearDown(hostName: hostName)
+            _ = try? allocator.release(containerID: containerID, ifname: ifname)
+            throw CNIError(.ioFailure, "cannot record the attachment: \(error)", version: version)
+        }
+        logger.info("pod attached", metadata: [
+            "container": "\(containerID.prefix(12))", "pod": "\(attachment.pod?.description ?? "-")",
+            "ips": "\(allocations.map(\.address.description))", "host": "\(hostName)",
+        ])
+        return CNIResult.podAttachment(
+            bridge: .init(name: created.bridge.name, mac: created.bridge.mac?.description),
+            hostVeth: .init(name: created.host.name, mac: created.host.mac?.description),
+            pod: .init(name: ifname, mac: created.container.mac?.description, sandbox: netns),
+            allocations: allocations,
+            dns: dnsBlock(namespace: request.args.podNamespace, request: request))
+    }
+
+    /// The pod's resolv.conf: the node-local DNS address and the Kubernetes search path.
+    func dnsBlock(namespace: String?, request: CNIRequest) -> CNIResult.DNS {
+        if let dns = request.config?.runtimeConfig.dns, dns.servers != nil {
+            return CNIResult.DNS(nameservers: dns.servers, search: dns.searches, options: dns.options)
+        }
+        let zone = configuration.clusterDomain
+        var search = ["svc.\(zone)", zone]
+        if let ns = namespace { search.insert("\(ns).svc.\(zone)", at: 0) }
+        return CNIResult.DNS(nameservers: configuration.dnsServers.isEmpty ? nil : configuration.dnsServers,
+                             search: search, options: ["ndots:5"])
+    }
+
+    private func del(_ request: CNIRequest) async throws {
+        guard let containerID = request.containerID, let ifname = request.ifname else {
+            throw CNIError(.invalidEnvironment, "DEL needs CNI_CONTAINERID and CNI_IFNAME", version: request.replyVersion.rawValue)
+        }
+        await remove(containerID: containerID, ifname: ifname, reason: "CNI DEL")
+    }
+
+    private func check(_ request: CNIRequest) async throws {
+        let version = request.replyVersion.rawValue
+        guard let containerID = request.containerID, let ifname = request.ifname, let netns = request.netns else {
+            throw CNIError(.invalidEnvironment, "CHECK needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", version: version)
+        }
+        guard case .attachment(let attachment)? = await store.snapshot()[ObjectKey(.attachment, name: "\(containerID)/\(ifname)")] else {
+            throw CNIError(.unknownContainer, "no attachment \(containerID)/\(ifname) on this node", version: version)
+        }
+        let (allocator, _) = current()
+        let allocations = (try? allocator?.check(containerID: containerID, ifname: ifname)) ?? nil
+        guard let allocations, Set(allocations.map(\.address)) == Set(attachment.ips) else {
+            throw CNIError(.agentFailure, "the address reservation of \(containerID)/\(ifname) does not match its interface", version: version)
+        }
+        let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: attachment.hostInterface,
+                                    addresses: allocations.map { ($0.address, $0.gateway) }, mtu: configuration.mtu)
+        let problems = interfaces.check(spec)
+        guard problems.isEmpty else {
+            throw CNIError(.agentFailure, problems.joined(separator: "; "), version: version)
+        }
+    }
+
+    private func gc(_ request: CNIRequest) async throws {
+        let valid = Set((request.config?.validAttachments ?? []).map { "\($0.containerID)/\($0.ifname)" })
+        let network = request.config?.name ?? "nodenet"
+        let snapshot = await store.snapshot()
+        for attachment in snapshot.attachments.values where attachment.network == network && !valid.contains(attachment.keyName) {
+            await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "CNI GC")
+        }
+        // Reservations without any attachment record (an ADD cut short) go too.
+        if let allocator = current().0 {
+            let keep = Set(valid.compactMap { k -> AttachmentID? in
+                let parts = k.split(separator: "/", maxSplits: 1)
+                return parts.count == 2 ? AttachmentID(containerID: String(parts[0]), ifname: String(parts[1])) : nil
+            }).union(snapshot.attachments.values.filter { $0.network != network }.map { AttachmentID(containerID: $0.containerID, ifname: $0.ifname) })
+            _ = try? allocator.garbageCollect(keeping: keep)
+        }
+    }
+
+    private func status(_ request: CNIRequest) throws {
+        let version = request.replyVersion.rawValue
+        let (allocator, bridge) = current()
+        guard let allocator, bridge != nil else {
+            throw CNIError(.notAvailable, "this node has no pod subnet yet", version: version)
+        }
+        let usage = (try? allocator.stats()) ?? []
+        if !usage.isEmpty, usage.allSatisfy({ $0.free == 0 }) {
+            throw CNIError(.degraded, "no free pod address left in \(usage.map(\.subnet.description).joined(separator: ", "))", version: version)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import ClusterState
+import Foundation
+import GRDB
+import IPAddressing
+import IPAM
+import Logging
+import Netlink
+import Synchronization
+
+public struct PodNetworkConfiguration: Sendable {
+    public var bridgeName: String
+    /// The pod interfaces' MTU (the underlay's, less the overlay's overhead).
+    public var mtu: UInt32
+    /// The node-local DNS address(es) pods get in resolv.conf.
+    public var dnsServers: [String]
+    public var clusterDomain: String
+    public var runDir: String
+
+    public init(bridgeName: String = "nodenet0", mtu: UInt32 = 1500, dnsServers: [String] = [], clusterDomain: String = "cluster.local",
+                runDir: String = "/run/nodenet") {
+        self.bridgeName = bridgeName
+        self.mtu = mtu
+        self.dnsServers = dnsServers
+        self.clusterDomain = clusterDomain
+        self.runDir = runDir
+    }
+}
+
+/// The agent side of CNI: turns validated requests into pod interfaces, addresses and store
+/// records. Safe to call concurrently (a runtime starts many pods at once): the kernel work
+/// for different pods runs in parallel, the address allocator serialises in its database, and
+/// the store records each attachment the moment its ADD succeeds.
+public final class PodNetwork: Sendable {
+    public let configuration: PodNetworkConfiguration
+    let store: ClusterStore
+    let database: any DatabaseWriter
+    let interfaces: PodInterfaces
+    let logger: Logger
+    private let state = Mutex<State>(State())
+
+    struct State {
+        var allocator: AddressAllocator?
+        var podCIDRs: [IPPrefix] = []
+        var bridge: Link?
+    }
+
+    public init(configuration: PodNetworkConfiguration, store: ClusterStore, database: any DatabaseWriter, host: RouteClient, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.database = database
+        interfaces = PodInterfaces(host: host, bridgeName: configuration.bridgeName)
+        self.logger = logger
+    }
+
+    public var podCIDRs: [IPPrefix] { state.withLock { $0.podCIDRs } }
+
+    /// Sets the node's pod subnets: the bridge gets their gateway addresses (added, never
+    /// flushed) and new allocations come from them. Existing reservations are kept.
+    public func updatePodCIDRs(_ cidrs: [IPPrefix]) throws {
+        guard !cidrs.isEmpty else { return }
+        if cidrs == podCIDRs, state.withLock({ $0.bridge != nil }) { return }
+        let allocator = try AddressAllocator(database: database, configuration: try IPAMConfiguration(subnets: cidrs))
+        let gateways = cidrs.compactMap { c in c.address(at: 1).map { IPPrefix(address: $0, length: c.length) } }
+        let bridge = try interfaces.ensureBridge(gateways: gateways, mtu: nil)
+        state.withLock { s in
+            s.allocator = allocator
+            s.podCIDRs = cidrs
+            s.bridge = bridge
+        }
+        let outside = (try? allocator.reservationsOutsideSubnets()) ?? []
+        if !outside.isEmpty {
+            logger.warning("addresses outside the node's pod subnets are still reserved; they are released when their pods are deleted",
+                           metadata: ["count": "\(outside.count)", "subnets": "\(cidrs.map(\.description))"])
+        }
+    }
+
+    /// Start-up repair: finishes DELs queued while the agent was down, and forgets attachments
+    /// whose network namespace is gone and reservations that never got an attachment record
+    /// (an ADD interrupted by a crash). Returns what it released.
+    @discardableResult
+    public func reconcile() async -> Int {
+        var released = 0
+        let pending = PendingDeletes(runDir: configuration.runDir)
+        for (path, entry) in pending.list() {
+            if let entry {
+                released += await remove(containerID: entry.containerID, ifname: entry.ifname, reason: "queued DEL") ? 1 : 0
+            } else {
+                logger.warning("unreadable pending delete removed", metadata: ["file": "\(path)"])
+            }
+            pending.remove(path)
+        }
+        let snapshot = await store.snapshot()
+        for attachment in snapshot.attachments.values where !FileManager.default.fileExists(atPath: attachment.netns) {
+            released += await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "network namespace gone") ? 1 : 0
+        }
+        if let allocator = state.withLock({ $0.allocator }) {
+            let known = Set(await store.snapshot().attachments.values.map { AttachmentID(containerID: $0.containerID, ifname: $0.ifname) })
+            let orphans = Set(((try? allocator.allocations()) ?? []).map(\.attachment)).subtracting(known)
+            for id in orphans {
+                released += await remove(containerID: id.containerID, ifname: id.ifname, reason: "reservation without attachment") ? 1 : 0
+            }
+        }
+        return released
+    }
+
+    /// Everything DEL does, without the CNI envelope. True when something was released.
+    @discardableResult
+    func remove(containerID: String, ifname: String, reason: String) async -> Bool {
+        let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
+        var did = false
+        if (try? interfaces.tearDown(hostName: hostName)) == true { did = true }
+        if let allocator = state.withLock({ $0.allocator }) {
+            if let released = try? allocator.release(containerID: containerID, ifname: ifname), !released.isEmpty { did = true }
+        }
+        let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
+        if await store.snapshot()[key] != nil {
+            _ = try? await store.commit([.delete(key)])
+            did = true
+        }
+        if did { logger.info("attachment released", metadata: ["container": "\(containerID)", "ifname": "\(ifname)", "reason": "\(reason)"]) }
+        return did
+    }
+
+    func current() -> (AddressAllocator?, Link?) {
+        state.withLock { ($0.allocator, $0.bridge) }
+    }
+}

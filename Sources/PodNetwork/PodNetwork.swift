@@ -1,1 +1,0 @@
-// PodNetwork: see ARCHITECTURE.md. Filled in by its issue.
