@@ -31,7 +31,7 @@ public struct ControlReply: Sendable {
 
     public static func json(_ value: some Encodable, status: HTTPResponseStatus = .ok) -> ControlReply {
         let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         do {
             return ControlReply(status: status, body: Array(try e.encode(value)) + [10])
         } catch {

@@ -1,0 +1,71 @@
+import Foundation
+import NodenetTestSupport
+import Testing
+
+/// A real container runtime: Debian's podman (CNI backend) runs busybox containers on a nodenet
+/// conflist inside a node namespace, calling the plugin as any runtime does (libcni: ADD, DEL,
+/// cached results).
+@Suite(.serialized, .enabled(if: isPrivileged && (try? Shell.which("podman")) != nil && FileManager.default.fileExists(atPath: "/bin/busybox"),
+                             "needs root, podman and busybox-static"))
+struct PodmanTests {
+    @Test func containersGetAddressesReachEachOtherAndReleaseOnRemoval() throws {
+        let node = try TestNamespace("podman")
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: node, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
+        try agent.start()
+        defer { agent.stop(); node.delete() }
+
+        // A busybox root file system and podman configured for CNI with only our plugin.
+        let root = dir.file("root")
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root + "/bin/busybox")
+        for tool in ["sh", "ip", "ping", "sleep", "cat"] { try FileManager.default.createSymbolicLink(atPath: "\(root)/bin/\(tool)", withDestinationPath: "busybox") }
+        let bin = dir.file("cni-bin"), netd = dir.file("net.d")
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: netd, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: bin + "/nodenet", withDestinationPath: AgentProcess.binary)
+        _ = dir.write("net.d/10-nodenet.conflist", """
+            {"cniVersion":"1.0.0","name":"nodenet","plugins":[{"type":"nodenet","socket":"\(agent.socket)"}]}
+            """)
+        let conf = dir.write("containers.conf", """
+            [network]
+            network_backend = "cni"
+            cni_plugin_dirs = ["\(bin)"]
+            network_config_dir = "\(netd)"
+            [engine]
+            cgroup_manager = "cgroupfs"
+            events_logger = "file"
+            runtime = "runc"
+            """)
+        let name = "nnt\(getpid())a"
+        func podman(_ args: [String]) throws -> Shell.Result {
+            var env = ProcessInfo.processInfo.environment
+            env["CONTAINERS_CONF"] = conf
+            return try Shell.run(["/usr/bin/nsenter", "--net=\(node.path)", "podman"] + args, environment: env, timeout: 90)
+        }
+        let runFlags = ["--network", "nodenet", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--rootfs", root]
+        defer { _ = try? podman(["rm", "-f", "-t", "0", name]) }
+
+        let shown = try podman(["run", "--rm"] + runFlags + ["/bin/sh", "-c", "ip -4 addr show eth0; ip route"])
+        #expect(shown.ok, "\(shown.stderr)")
+        #expect(shown.stdout.contains("inet 10.244.1."), "the container has its address: \(shown.stdout)")
+        #expect(shown.stdout.contains("default via 10.244.1.1"))
+
+        // Detached: conmon inherits the descriptors podman had and lives as long as the container,
+        // so podman gets a file, not a pipe, and system(3) waits for podman alone.
+        let log = dir.file("podman-d.log")
+        let command = (["CONTAINERS_CONF=\(conf)", "/usr/bin/nsenter", "--net=\(node.path)", "podman", "run", "-d", "--name", name]
+            + runFlags + ["/bin/sleep", "60"]).joined(separator: " ") + " </dev/null >\(log) 2>&1"
+        #expect(system(command) == 0, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        let ip = try podman(["inspect", name, "--format", "{{.NetworkSettings.Networks.nodenet.IPAddress}}"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(ip.hasPrefix("10.244.1."))
+        let ping = try podman(["run", "--rm"] + runFlags + ["/bin/ping", "-c", "1", "-W", "2", ip])
+        #expect(ping.ok, "a container reaches another: \(ping.stdout)\(ping.stderr)")
+        #expect(try agent.cli(["status", "--json"]).stdout.contains("\"\(ip)/24\""))
+
+        #expect(try podman(["rm", "-f", "-t", "0", name]).ok)
+        let after = try agent.cli(["status", "--json"]).stdout
+        #expect(!after.contains("\"\(ip)/24\""), "podman's DEL on removal freed the address")
+    }
+}
