@@ -1,0 +1,165 @@
+import ClusterState
+import Foundation
+import Logging
+import Synchronization
+
+/// What a backend reports while watching.
+enum FeedEvent: Sendable {
+    /// Changes to apply, and the position to resume from after them.
+    case changes([StoreChange], resume: String)
+    /// Nothing changed but the watch is alive (etcd progress notify, Kubernetes BOOKMARK).
+    case progress(resume: String?)
+    /// The resume position is gone (etcd compaction, Kubernetes 410 Gone): list again.
+    case expired(String)
+}
+
+/// A full list: the objects and the position to watch from.
+struct FeedList: Sendable {
+    var objects: [ClusterObject]
+    var resume: String
+    /// Keys or names of items that did not decode (already logged by the backend).
+    var skipped: Int = 0
+}
+
+/// One resource a source lists and watches: the part that differs between etcd and the
+/// Kubernetes API. `Reconciler` does the rest, the same way for both.
+protocol Feed: Sendable {
+    /// For logs and status ("etcd /nodenet/objects/", "pods").
+    var name: String { get }
+    /// The kinds this feed fills (for object counts).
+    var kinds: [ObjectKind] { get }
+    /// Whether a stored object is this feed's to delete when a list lacks it.
+    func owns(_ object: ClusterObject) -> Bool
+    func list() async throws -> FeedList
+    /// Events after `resume`. The stream finishing normally means "watch again from where
+    /// you are"; throwing means the connection broke.
+    func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error>
+    /// The endpoint currently in use, for status.
+    var endpoint: String { get }
+}
+
+struct WatchStalled: Error, CustomStringConvertible {
+    var feed: String
+    var bound: Duration
+    var description: String { "watch of \(feed) made no progress for \(bound), restarting it" }
+}
+
+struct ResumeExpired: Error, CustomStringConvertible {
+    var feed: String
+    var reason: String
+    var description: String { "watch of \(feed) cannot resume: \(reason)" }
+}
+
+/// List, apply the difference, watch from the list's position, apply events; on expiry or a
+/// broken stream list again and apply the difference. Never drops the store. Runs until
+/// cancelled; every failure is retried with backoff and reported in the status.
+struct Reconciler: Sendable {
+    var feed: any Feed
+    var store: ClusterStore
+    var tracker: StatusTracker
+    var logger: Logger
+    /// A watch with no event or progress notification for this long is restarted.
+    var stallBound: Duration
+    /// Called once when this feed completed its first list (the source marks the store synced
+    /// when all its feeds did).
+    var backoff = Backoff()
+
+    func run() async {
+        var backoff = self.backoff
+        var resume: String?
+        var lists = 0
+        var watches = 0
+        while !Task.isCancelled {
+            do {
+                if resume == nil {
+                    let listed = try await feed.list()
+                    try Task.checkCancellation()
+                    await applyList(listed, relist: lists > 0)
+                    lists += 1
+                    resume = listed.resume
+                    backoff.reset()
+                }
+                if watches > 0 { tracker.update { $0.watchRestarts += 1 } }
+                watches += 1
+                let stream = try await feed.watch(from: resume!)
+                tracker.update { $0.connected = true; $0.endpoint = feed.endpoint }
+                resume = try await consume(stream, from: resume!)
+                // A clean end of stream (server-side timeout): watch again from where we are.
+                backoff.reset()
+            } catch is CancellationError {
+                return
+            } catch let e as ResumeExpired {
+                logger.info("\(e); listing again")
+                resume = nil
+            } catch let e as WatchStalled {
+                logger.warning("\(e)")
+                tracker.failed(e)
+                resume = nil
+            } catch {
+                if Task.isCancelled { return }
+                let delay = backoff.next()
+                logger.warning("\(feed.name): \(error); retrying in \(delay)")
+                tracker.failed(error, endpoint: feed.endpoint)
+                // A broken stream may have lost events: list again and apply the difference.
+                resume = nil
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    private func applyList(_ listed: FeedList, relist: Bool) async {
+        let snapshot = await store.snapshot()
+        let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
+        let made = await store.apply(changes)
+        if listed.skipped > 0 { tracker.update { $0.skippedObjects += listed.skipped } }
+        logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
+        if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
+        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+    }
+
+    /// Applies events until the stream ends (returns the position reached), stalls or breaks
+    /// (throws). The stall watchdog runs beside the reader; whichever finishes first wins.
+    private func consume(_ stream: AsyncThrowingStream<FeedEvent, any Error>, from start: String) async throws -> String {
+        let position = WatchPosition(start)
+        let bound = stallBound
+        let feedName = feed.name
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await event in stream {
+                    position.withLock { $0.last = .now }
+                    switch event {
+                    case .changes(let changes, let resume):
+                        await store.apply(changes)
+                        position.withLock { $0.resume = resume }
+                        tracker.update { $0.lastEvent = .now; $0.connected = true }
+                        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+                    case .progress(let resume):
+                        if let resume { position.withLock { $0.resume = resume } }
+                        tracker.update { $0.lastEvent = .now; $0.connected = true }
+                    case .expired(let reason):
+                        throw ResumeExpired(feed: feedName, reason: reason)
+                    }
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: min(bound / 4, .seconds(5)))
+                    let last = position.withLock { $0.last }
+                    if ContinuousClock.now - last > bound { throw WatchStalled(feed: feedName, bound: bound) }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+        return position.withLock { $0.resume }
+    }
+}
+
+/// Where a watch is and when it last showed life; shared by the reader and its watchdog.
+final class WatchPosition: Sendable {
+    private let state: Mutex<(resume: String, last: ContinuousClock.Instant)>
+    init(_ resume: String) { state = Mutex((resume, .now)) }
+    func withLock<R>(_ body: (inout sending (resume: String, last: ContinuousClock.Instant)) -> R) -> R {
+        state.withLock { body(&$0) }
+    }
+}

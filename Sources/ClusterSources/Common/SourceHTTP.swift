@@ -1,0 +1,46 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+
+/// The HTTP client every source shares. Process-wide and never shut down (like
+/// `HTTPClient.shared`), but with the timeouts a control-plane client needs: a short connect
+/// timeout so endpoint failover is quick, and no read timeout because watches are long-lived
+/// and idle (the reconciler's stall watchdog bounds them instead).
+enum SourceHTTP {
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(3), read: nil),
+            decompression: .disabled)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    /// Far enough away that only cancellation ends a watch.
+    static var watchDeadline: NIODeadline { .now() + .hours(24 * 365) }
+
+    /// Reads a whole body, refusing more than `limit` bytes.
+    static func collect(_ response: HTTPClientResponse, limit: Int = 256 << 20) async throws -> Data {
+        var buffer = try await response.body.collect(upTo: limit)
+        return buffer.readData(length: buffer.readableBytes) ?? Data()
+    }
+
+    /// A response body as JSON documents, one at a time, as they complete.
+    static func documents(_ response: HTTPClientResponse) -> AsyncThrowingStream<Data, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                var splitter = JSONStreamSplitter()
+                do {
+                    for try await chunk in response.body {
+                        for doc in try splitter.feed(chunk.readableBytesView) { continuation.yield(doc) }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
