@@ -164,7 +164,7 @@ struct EtcdSourceTests {
         let dead = "http://127.0.0.1:\(try freePort())"
         let alone = RunningSource([dead], node: "b")
         defer { alone.stop() }
-        #expect(await !alone.source.waitForFirstSync(timeout: .seconds(1)))
+        #expect(await !alone.source.waitForFirstSync(timeout: .seconds(3)))
         #expect(!alone.source.status.connected)
         #expect(alone.source.status.lastError?.contains("unreachable") == true)
 

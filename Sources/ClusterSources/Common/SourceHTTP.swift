@@ -20,6 +20,31 @@ enum SourceHTTP {
     /// Far enough away that only cancellation ends a watch.
     static var watchDeadline: NIODeadline { .now() + .hours(24 * 365) }
 
+    struct NoResponse: Error, CustomStringConvertible {
+        var url: String
+        var timeout: Duration
+        var description: String { "no response from \(url) within \(timeout)" }
+    }
+
+    /// Sends a request. `timeout` bounds the wait for the response head (AsyncHTTPClient keeps
+    /// retrying a refused connection until the deadline, which for a watch is far away);
+    /// the body of a `streaming` response (a watch) then lasts until cancelled.
+    static func execute(_ request: HTTPClientRequest, timeout: Duration, streaming: Bool) async throws -> HTTPClientResponse {
+        let deadline: NIODeadline = streaming ? watchDeadline : .now() + .nanoseconds(Int64(timeout / .nanoseconds(1)))
+        return try await withThrowingTaskGroup(of: HTTPClientResponse?.self) { group in
+            group.addTask { try await client.execute(request, deadline: deadline) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let response = first else {
+                throw NoResponse(url: request.url, timeout: timeout)
+            }
+            return response
+        }
+    }
+
     /// Reads a whole body, refusing more than `limit` bytes.
     static func collect(_ response: HTTPClientResponse, limit: Int = 256 << 20) async throws -> Data {
         var buffer = try await response.body.collect(upTo: limit)

@@ -187,7 +187,7 @@ public final class EtcdClient: Sendable {
     public func watch(prefix: String, from revision: Int64) async throws -> AsyncThrowingStream<EtcdWatchResponse, any Error> {
         let body = WatchCreate(create_request: .init(key: Data(prefix.utf8), range_end: Self.prefixEnd(prefix),
                                                      start_revision: EtcdInt(revision), progress_notify: true, prev_kv: false))
-        let (response, endpoint) = try await send("watch", path: "/v3/watch", body: try JSONEncoder().encode(body), deadline: SourceHTTP.watchDeadline)
+        let (response, endpoint) = try await send("watch", path: "/v3/watch", body: try JSONEncoder().encode(body), streaming: true)
         guard response.status == .ok else {
             let data = try await SourceHTTP.collect(response, limit: 1 << 20)
             throw Self.httpError("watch", endpoint: endpoint, status: response.status.code, data)
@@ -239,8 +239,7 @@ public final class EtcdClient: Sendable {
 
     private func call<Request: Encodable, Response: Decodable>(_ operation: String, _ request: Request, path: String? = nil) async throws -> Response {
         let body = try JSONEncoder().encode(request)
-        let (response, endpoint) = try await send(operation, path: path ?? "/v3/kv/\(operation)", body: body,
-                                                  deadline: .now() + .nanoseconds(Int64(requestTimeout / .nanoseconds(1))))
+        let (response, endpoint) = try await send(operation, path: path ?? "/v3/kv/\(operation)", body: body, streaming: false)
         let data = try await SourceHTTP.collect(response, limit: 256 << 20)
         guard response.status == .ok else { throw Self.httpError(operation, endpoint: endpoint, status: response.status.code, data) }
         do {
@@ -251,7 +250,7 @@ public final class EtcdClient: Sendable {
     }
 
     /// POSTs to the preferred endpoint, then each other in turn when a connection fails.
-    private func send(_ operation: String, path: String, body: Data, deadline: NIODeadline) async throws -> (HTTPClientResponse, String) {
+    private func send(_ operation: String, path: String, body: Data, streaming: Bool) async throws -> (HTTPClientResponse, String) {
         let first = preferred.withLock { $0 }
         var lastError: (any Error)?
         for offset in 0..<endpoints.count {
@@ -262,7 +261,7 @@ public final class EtcdClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(data: body))
             do {
-                let response = try await SourceHTTP.client.execute(request, deadline: deadline, logger: nil)
+                let response = try await SourceHTTP.execute(request, timeout: requestTimeout, streaming: streaming)
                 if offset > 0 {
                     preferred.withLock { $0 = index }
                     logger.info("etcd: now using \(endpoint)")

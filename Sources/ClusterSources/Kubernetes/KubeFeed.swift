@@ -32,8 +32,7 @@ struct KubeAPI: Sendable {
         request.headers.add(name: "Accept", value: "application/json")
         request.headers.add(name: "User-Agent", value: "nodenet")
         if let token = connection.currentToken() { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        let deadline: NIODeadline = streaming ? SourceHTTP.watchDeadline : .now() + .nanoseconds(Int64(requestTimeout / .nanoseconds(1)))
-        return try await SourceHTTP.client.execute(request, deadline: deadline)
+        return try await SourceHTTP.execute(request, timeout: requestTimeout, streaming: streaming)
     }
 }
 
