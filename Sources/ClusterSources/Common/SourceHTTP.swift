@@ -53,19 +53,30 @@ enum SourceHTTP {
 
     /// A response body as JSON documents, one at a time, as they complete.
     static func documents(_ response: HTTPClientResponse) -> AsyncThrowingStream<Data, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                var splitter = JSONStreamSplitter()
-                do {
-                    for try await chunk in response.body {
-                        for doc in try splitter.feed(chunk.readableBytesView) { continuation.yield(doc) }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+        relay { continuation in
+            var splitter = JSONStreamSplitter()
+            for try await chunk in response.body {
+                for doc in try splitter.feed(chunk.readableBytesView) { continuation.yield(doc) }
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
+    }
+}
+
+/// A stream fed by `body` running in its own task: it finishes when `body` returns, fails
+/// with what `body` throws, and a consumer that stops listening cancels `body` (and so the
+/// HTTP request beneath it).
+func relay<Element: Sendable>(
+    _ body: @escaping @Sendable (AsyncThrowingStream<Element, any Error>.Continuation) async throws -> Void
+) -> AsyncThrowingStream<Element, any Error> {
+    AsyncThrowingStream { continuation in
+        let task = Task {
+            do {
+                try await body(continuation)
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
     }
 }

@@ -193,35 +193,27 @@ public final class EtcdClient: Sendable {
             throw Self.httpError("watch", endpoint: endpoint, status: response.status.code, data)
         }
         let docs = SourceHTTP.documents(response)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await doc in docs {
-                        let message = try JSONDecoder().decode(WatchMessage.self, from: doc)
-                        if let e = message.error {
-                            throw EtcdError(operation: "watch", endpoint: endpoint, message: e.message ?? "stream error", code: e.http_code)
-                        }
-                        guard let result = message.result else { continue }
-                        if result.canceled == true {
-                            if let c = result.compact_revision?.value, c > 0 {
-                                continuation.yield(.compacted(compactRevision: c))
-                                break
-                            }
-                            throw EtcdError(operation: "watch", endpoint: endpoint, message: "canceled: \(result.cancel_reason ?? "no reason given")")
-                        }
-                        let rev = result.header?.revision?.value ?? 0
-                        let events = (result.events ?? []).map { e -> EtcdWatchEvent in
-                            e.type == "DELETE" ? .delete(key: String(decoding: e.kv.key, as: UTF8.self), revision: e.kv.mod_revision?.value ?? rev)
-                                : .put(EtcdKeyValue(e.kv))
-                        }
-                        continuation.yield(events.isEmpty ? .progress(revision: rev) : .events(events, revision: rev))
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+        return relay { continuation in
+            for try await doc in docs {
+                let message = try JSONDecoder().decode(WatchMessage.self, from: doc)
+                if let e = message.error {
+                    throw EtcdError(operation: "watch", endpoint: endpoint, message: e.message ?? "stream error", code: e.http_code)
                 }
+                guard let result = message.result else { continue }
+                if result.canceled == true {
+                    if let c = result.compact_revision?.value, c > 0 {
+                        continuation.yield(.compacted(compactRevision: c))
+                        return
+                    }
+                    throw EtcdError(operation: "watch", endpoint: endpoint, message: "canceled: \(result.cancel_reason ?? "no reason given")")
+                }
+                let rev = result.header?.revision?.value ?? 0
+                let events = (result.events ?? []).map { e -> EtcdWatchEvent in
+                    e.type == "DELETE" ? .delete(key: String(decoding: e.kv.key, as: UTF8.self), revision: e.kv.mod_revision?.value ?? rev)
+                        : .put(EtcdKeyValue(e.kv))
+                }
+                continuation.yield(events.isEmpty ? .progress(revision: rev) : .events(events, revision: rev))
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 

@@ -89,26 +89,19 @@ struct EtcdFeed: Feed {
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
         let listed = Int64(resume) ?? 0
         let responses = try await client.watch(prefix: keys.objects, from: listed + 1)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await response in responses {
-                        switch response {
-                        case .progress(let revision):
-                            continuation.yield(.progress(resume: revision > 0 ? String(revision) : nil))
-                        case .compacted(let c):
-                            continuation.yield(.expired("revision \(listed + 1) was compacted (compact revision \(c))"))
-                        case .events(let events, let revision):
-                            let (changes, last) = translate(events)
-                            continuation.yield(.changes(changes, resume: String(last > 0 ? last : revision)))
-                        }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+        return relay { continuation in
+            for try await response in responses {
+                switch response {
+                case .progress(let revision):
+                    continuation.yield(.progress(resume: revision > 0 ? String(revision) : nil))
+                case .compacted(let c):
+                    continuation.yield(.expired("revision \(listed + 1) was compacted (compact revision \(c))"))
+                    return
+                case .events(let events, let revision):
+                    let (changes, last) = translate(events)
+                    continuation.yield(.changes(changes, resume: String(last > 0 ? last : revision)))
                 }
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 

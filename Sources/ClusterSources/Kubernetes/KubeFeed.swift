@@ -116,31 +116,28 @@ struct KubeFeed: Feed {
         }
         guard response.status == .ok else { throw error(response.status.code, try await SourceHTTP.collect(response, limit: 1 << 20)) }
         let docs = SourceHTTP.documents(response)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await doc in docs {
-                        guard let event = try translate(doc) else { continue }
-                        continuation.yield(event)
-                        if case .expired = event { break }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+        return relay { continuation in
+            for try await doc in docs {
+                guard let event = try translate(doc) else { continue }
+                continuation.yield(event)
+                if case .expired = event { return }
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 
     /// One watch event to a feed event; nil for objects skipped.
     func translate(_ doc: Data) throws -> FeedEvent? {
+        try translate(doc, as: modelType)
+    }
+
+    /// The model type of this resource (opened as the generic parameter where it is used).
+    private var modelType: any Decodable.Type {
         switch resource.kind {
-        case .node: try translate(doc, as: Node.self)
-        case .service: try translate(doc, as: Service.self)
-        case .endpointSlice: try translate(doc, as: EndpointSlice.self)
-        case .pod: try translate(doc, as: Pod.self)
-        default: try translate(doc, as: Namespace.self)
+        case .node: Node.self
+        case .service: Service.self
+        case .endpointSlice: EndpointSlice.self
+        case .pod: Pod.self
+        default: Namespace.self
         }
     }
 
@@ -192,13 +189,7 @@ struct KubeFeed: Feed {
     }
 
     func decodeList(_ data: Data) throws -> Page {
-        switch resource.kind {
-        case .node: try decodeList(data, as: Node.self)
-        case .service: try decodeList(data, as: Service.self)
-        case .endpointSlice: try decodeList(data, as: EndpointSlice.self)
-        case .pod: try decodeList(data, as: Pod.self)
-        default: try decodeList(data, as: Namespace.self)
-        }
+        try decodeList(data, as: modelType)
     }
 
     private func decodeList<T: Decodable>(_ data: Data, as: T.Type) throws -> Page {
