@@ -1,6 +1,7 @@
 import ClusterState
 import Foundation
 import IPAddressing
+import Synchronization
 import Testing
 @testable import ClusterSources
 
@@ -89,5 +90,46 @@ import Testing
         #expect(delays[5] >= .milliseconds(500) && delays[5] <= .seconds(1))
         b.reset()
         #expect(b.next() <= .milliseconds(100))
+    }
+}
+
+/// A feed whose list always works and whose watch always fails at once (as a 403 or an
+/// expiry on every try would): the reconciler must back off, not spin.
+struct RefusingFeed: Feed {
+    final class Counter: Sendable {
+        let lists = Mutex(0)
+    }
+    let counter = Counter()
+    let expire: Bool
+    var name: String { "refusing" }
+    var kinds: [ObjectKind] { [.service] }
+    var endpoint: String { "nowhere" }
+    func owns(_ object: ClusterObject) -> Bool { object.kind == .service }
+    func list() async throws -> FeedList {
+        counter.lists.withLock { $0 += 1 }
+        return FeedList(objects: [try service("web")], resume: "1")
+    }
+    func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
+        if expire { return AsyncThrowingStream { $0.yield(.expired("always")); $0.finish() } }
+        throw EtcdTestError(message: "forbidden")
+    }
+}
+
+@Suite struct ReconcilerTests {
+    @Test(arguments: [false, true]) func failingWatchesBackOff(expire: Bool) async throws {
+        let feed = RefusingFeed(expire: expire)
+        let store = ClusterStore()
+        let tracker = StatusTracker(kind: "test", feeds: [feed.name])
+        let reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: .init(label: "test"), stallBound: .seconds(10),
+                                    backoff: Backoff(initial: .milliseconds(100), maximum: .seconds(10)))
+        let task = Task { await reconciler.run() }
+        try await Task.sleep(for: .seconds(1.5))
+        task.cancel()
+        await task.value
+        let lists = feed.counter.lists.withLock { $0 }
+        // 100, 200, 400, 800 ms (halved at worst by jitter): a handful of lists, not hundreds.
+        #expect(lists >= 2 && lists <= 8, "\(lists) lists")
+        #expect(tracker.status.synced)
+        #expect(await store.snapshot().services.count == 1)
     }
 }

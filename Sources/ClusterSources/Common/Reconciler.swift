@@ -60,15 +60,16 @@ struct Reconciler: Sendable {
     var logger: Logger
     /// A watch with no event or progress notification for this long is restarted.
     var stallBound: Duration
-    /// Called once when this feed completed its first list (the source marks the store synced
-    /// when all its feeds did).
     var backoff = Backoff()
+    /// A watch that lived this long was healthy: a failure after it starts the backoff over.
+    var healthyWatch: Duration = .seconds(30)
 
     func run() async {
         var backoff = self.backoff
         var resume: String?
         var lists = 0
         var watches = 0
+        var watch: WatchPosition?
         while !Task.isCancelled {
             do {
                 if resume == nil {
@@ -77,32 +78,40 @@ struct Reconciler: Sendable {
                     await applyList(listed, relist: lists > 0)
                     lists += 1
                     resume = listed.resume
-                    backoff.reset()
                 }
                 if watches > 0 { tracker.update { $0.watchRestarts += 1 } }
                 watches += 1
+                watch = nil
                 let stream = try await feed.watch(from: resume!)
                 tracker.update { $0.connected = true; $0.endpoint = feed.endpoint }
-                resume = try await consume(stream, from: resume!)
+                let position = WatchPosition(resume!)
+                watch = position
+                try await consume(stream, position)
                 // A clean end of stream (server-side timeout): watch again from where we are.
-                backoff.reset()
+                resume = position.withLock { $0.resume }
+                if position.withLock({ $0.events > 0 }) { backoff.reset() }
             } catch is CancellationError {
                 return
-            } catch let e as ResumeExpired {
-                logger.info("\(e); listing again")
-                resume = nil
-            } catch let e as WatchStalled {
-                logger.warning("\(e)")
-                tracker.failed(e)
-                resume = nil
             } catch {
                 if Task.isCancelled { return }
-                let delay = backoff.next()
-                logger.warning("\(feed.name): \(error); retrying in \(delay)")
-                tracker.failed(error, endpoint: feed.endpoint)
-                // A broken stream may have lost events: list again and apply the difference.
+                // Failing right after starting (a refused watch, an expiry on every try) must
+                // not spin: back off unless the watch was healthy for a while.
+                let lived = watch.map { p in p.withLock { ContinuousClock.now - $0.started } } ?? .zero
+                if lived >= healthyWatch { backoff.reset() }
+                switch error {
+                case let e as ResumeExpired:
+                    // Expected now and then (compaction, 410): list at once, unless the last
+                    // re-list also expired straight away.
+                    logger.info("\(e); listing again")
+                    if lived < healthyWatch, lists > 1 { try? await Task.sleep(for: backoff.next()) }
+                default:
+                    let delay = backoff.next()
+                    logger.warning("\(feed.name): \(error); listing again in \(delay)")
+                    tracker.failed(error, endpoint: feed.endpoint)
+                    try? await Task.sleep(for: delay)
+                }
+                // A broken or expired stream may have lost events: list again and apply the difference.
                 resume = nil
-                try? await Task.sleep(for: delay)
             }
         }
     }
@@ -117,10 +126,9 @@ struct Reconciler: Sendable {
         tracker.counted(await store.snapshot(), kinds: feed.kinds)
     }
 
-    /// Applies events until the stream ends (returns the position reached), stalls or breaks
-    /// (throws). The stall watchdog runs beside the reader; whichever finishes first wins.
-    private func consume(_ stream: AsyncThrowingStream<FeedEvent, any Error>, from start: String) async throws -> String {
-        let position = WatchPosition(start)
+    /// Applies events until the stream ends (the position reached is in `position`), stalls or
+    /// breaks (throws). The stall watchdog runs beside the reader; whichever finishes first wins.
+    private func consume(_ stream: AsyncThrowingStream<FeedEvent, any Error>, _ position: WatchPosition) async throws {
         let bound = stallBound
         let feedName = feed.name
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -130,11 +138,14 @@ struct Reconciler: Sendable {
                     switch event {
                     case .changes(let changes, let resume):
                         await store.apply(changes)
-                        position.withLock { $0.resume = resume }
+                        position.withLock { $0.resume = resume; $0.events += 1 }
                         tracker.update { $0.lastEvent = .now; $0.connected = true }
                         tracker.counted(await store.snapshot(), kinds: feed.kinds)
                     case .progress(let resume):
-                        if let resume { position.withLock { $0.resume = resume } }
+                        position.withLock { p in
+                            if let resume { p.resume = resume }
+                            p.events += 1
+                        }
                         tracker.update { $0.lastEvent = .now; $0.connected = true }
                     case .expired(let reason):
                         throw ResumeExpired(feed: feedName, reason: reason)
@@ -151,15 +162,21 @@ struct Reconciler: Sendable {
             defer { group.cancelAll() }
             try await group.next()
         }
-        return position.withLock { $0.resume }
     }
 }
 
 /// Where a watch is and when it last showed life; shared by the reader and its watchdog.
 final class WatchPosition: Sendable {
-    private let state: Mutex<(resume: String, last: ContinuousClock.Instant)>
-    init(_ resume: String) { state = Mutex((resume, .now)) }
-    func withLock<R>(_ body: (inout sending (resume: String, last: ContinuousClock.Instant)) -> R) -> R {
+    struct State {
+        var resume: String
+        let started: ContinuousClock.Instant
+        var last: ContinuousClock.Instant
+        /// Events and progress notifications received.
+        var events = 0
+    }
+    private let state: Mutex<State>
+    init(_ resume: String) { state = Mutex(State(resume: resume, started: .now, last: .now)) }
+    func withLock<R: Sendable>(_ body: (inout State) -> R) -> R {
         state.withLock { body(&$0) }
     }
 }
