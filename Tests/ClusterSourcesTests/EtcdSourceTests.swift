@@ -103,6 +103,29 @@ struct EtcdSourceTests {
         #expect(await eventually { await b.store.snapshot().services.isEmpty })
     }
 
+    @Test func listsInPagesAtOneRevisionAndRefusesOversizedTransactions() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let writer = EtcdWriter(client: etcd.client())
+        // 1,300 services (more than one 1,000-key page), 100 per transaction.
+        for batch in 0..<13 {
+            let changes = try (0..<100).map { i in StoreChange.upsert(try service("svc-\(batch)-\(i)")) }
+            try await writer.apply(changes)
+        }
+        let (kvs, revision) = try await etcd.client().range(prefix: "/nodenet/objects/")
+        #expect(kvs.count == 1300)
+        #expect(Set(kvs.map(\.key)).count == 1300)
+        #expect(revision == 14)  // one revision per transaction, after etcd's initial 1
+        let b = RunningSource([etcd.endpoint], node: "b")
+        defer { b.stop() }
+        #expect(await b.source.waitForFirstSync(timeout: .seconds(20)))
+        #expect(await b.store.snapshot().services.count == 1300)
+        // All or nothing: etcd refuses more than 128 operations, and nothing is written.
+        let tooMany = try (0..<200).map { i in StoreChange.upsert(try service("big-\(i)")) }
+        await #expect(throws: EtcdError.self) { try await writer.apply(tooMany) }
+        #expect(try await etcd.client().range(prefix: "/nodenet/objects/").kvs.count == 1300)
+    }
+
     @Test func compactionWhileBehindForcesARelistWithoutLosingChanges() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }

@@ -1,5 +1,7 @@
+import ClusterState
 import Foundation
 import NodenetTestSupport
+import NIOSSL
 import Testing
 @testable import ClusterSources
 
@@ -105,5 +107,75 @@ import Testing
         let v6 = try KubeConnection.inCluster(environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"], directory: dir.path)
         #expect(v6.server == "https://[fd00::1]:443")
         #expect(throws: KubeConfigError.self) { _ = try KubeConnection.inCluster(environment: [:], directory: dir.path) }
+    }
+}
+
+/// The Kubernetes source over TLS: the stand-in API server (see StandInAPIServer) serves HTTPS
+/// with a certificate from a test CA and requires a client certificate from the same CA, as
+/// an API server does for a kubelet-style user.
+@Suite(.enabled(if: (try? Shell.which("openssl")) != nil, "openssl is needed to make certificates"))
+struct KubernetesTLSTests {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+    static func makePKI(in dir: TempDirectory) throws {
+        func ssl(_ args: [String]) throws { try Shell.check(["openssl"] + args) }
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try ssl(["req", "-x509"] + ec + ["-keyout", dir.file("ca.key"), "-out", dir.file("ca.crt"), "-days", "1", "-subj", "/CN=test-ca"])
+        for (name, subject, ext) in [("server", "/CN=kube-apiserver", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                                     ("client", "/O=system:nodes/CN=system:node:worker-1", "extendedKeyUsage=clientAuth\n")] {
+            try ssl(["req"] + ec + ["-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".csr"), "-subj", subject])
+            _ = dir.write(name + ".ext", ext)
+            try ssl(["x509", "-req", "-in", dir.file(name + ".csr"), "-CA", dir.file("ca.crt"), "-CAkey", dir.file("ca.key"),
+                     "-CAcreateserial", "-out", dir.file(name + ".crt"), "-days", "1", "-extfile", dir.file(name + ".ext")])
+        }
+    }
+
+    @Test func clientCertificateAndCAFromAKubeconfig() async throws {
+        let dir = TempDirectory()
+        try Self.makePKI(in: dir)
+        var serverTLS = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(dir.file("server.crt")).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: dir.file("server.key"), format: .pem)))
+        serverTLS.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(dir.file("ca.crt")))
+        serverTLS.certificateVerification = .noHostnameVerification  // a client certificate is required
+        let server = try await StandInAPIServer(tls: serverTLS)
+        for path in ["/api/v1/nodes", "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices", "/api/v1/pods"] {
+            server.script.set(path, [])
+        }
+        server.script.set("/api/v1/nodes", [Fixture.item(Fixture.object("node"))])
+
+        func kubeconfig(withClientCertificate: Bool) -> String {
+            let user = withClientCertificate
+                ? "client-certificate: client.crt\n    client-key: client.key"
+                : "token: not-enough"
+            return dir.write("kubeconfig-\(withClientCertificate)", """
+            apiVersion: v1
+            kind: Config
+            current-context: test
+            clusters: [{name: test, cluster: {server: "\(server.url)", certificate-authority: ca.crt}}]
+            contexts: [{name: test, context: {cluster: test, user: node}}]
+            users:
+            - name: node
+              user:
+                \(user)
+            """)
+        }
+
+        let store = ClusterStore()
+        let good = try KubernetesSource(configuration: .init(connection: try KubeConnection.kubeconfig(path: kubeconfig(withClientCertificate: true)),
+                                                             nodeName: "worker-1", requestTimeout: .seconds(3)), store: store)
+        let task = Task { try? await good.run() }
+        defer { task.cancel() }
+        #expect(await good.waitForFirstSync(timeout: .seconds(10)), "\(good.status)")
+        #expect(await store.snapshot().nodes["worker-1"]?.podCIDRs.map(\.description) == ["10.244.1.0/24"])
+
+        // Without the client certificate the server refuses the handshake: never synced, error shown.
+        let refusedStore = ClusterStore()
+        let refused = try KubernetesSource(configuration: .init(connection: try KubeConnection.kubeconfig(path: kubeconfig(withClientCertificate: false)),
+                                                                nodeName: "worker-1", requestTimeout: .seconds(1)), store: refusedStore)
+        let refusedTask = Task { try? await refused.run() }
+        defer { refusedTask.cancel() }
+        #expect(await !refused.waitForFirstSync(timeout: .seconds(2)))
+        #expect(refused.status.lastError != nil)
+        await server.stop()
     }
 }

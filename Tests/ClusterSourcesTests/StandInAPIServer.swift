@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 // A STAND-IN for the Kubernetes API server, for the Kubernetes source tests only.
@@ -116,15 +117,22 @@ final class StandInAPIServer: Sendable {
     let script = APIScript()
     private let channel: any Channel
     var port: Int { channel.localAddress!.port! }
-    var url: String { "http://127.0.0.1:\(port)" }
 
-    init() async throws {
+    let scheme: String
+    var url: String { "\(scheme)://127.0.0.1:\(port)" }
+
+    /// - Parameter tls: serve HTTPS with this configuration (e.g. requiring client certificates).
+    init(tls: TLSConfiguration? = nil) async throws {
         let script = self.script
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        scheme = tls == nil ? "http" : "https"
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(StandInHandler(script: script))
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext)) }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(StandInHandler(script: script))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()

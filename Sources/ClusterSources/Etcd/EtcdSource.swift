@@ -52,6 +52,9 @@ public final class EtcdSource: Sendable {
 
     public var status: SourceStatus { tracker.status }
 
+    /// A writer for `nodenet apply`/`delete` through this source's client and prefix.
+    public var writer: EtcdWriter { EtcdWriter(client: client, prefix: configuration.prefix) }
+
     /// True once the first list reached the store; false if `timeout` passed first.
     public func waitForFirstSync(timeout: Duration) async -> Bool {
         await tracker.waitForFirstSync(timeout: timeout)
