@@ -69,7 +69,7 @@ struct EtcdSourceTests {
         let subscription = await storeB.subscribe()
         try await writer.apply([.upsert(ns), .upsert(web)])
         #expect(await eventually { let s = await b.store.snapshot(); return s[web.key] != nil && s[ns.key] != nil })
-        #expect(await a.has(web.key))
+        #expect(await eventually { await a.has(web.key) })
         // Both objects arrive in one store change: the writer's single transaction is one watch response.
         let sawBoth = await drain(subscription).contains {
             if case .changed(_, let changes) = $0 { Set(changes.map(\.key)) == [web.key, ns.key] } else { false }
@@ -189,7 +189,7 @@ struct EtcdSourceTests {
         defer { alone.stop() }
         #expect(await !alone.source.waitForFirstSync(timeout: .seconds(3)))
         #expect(!alone.source.status.connected)
-        #expect(alone.source.status.lastError?.contains("unreachable") == true)
+        #expect(await eventually { alone.source.status.lastError?.contains("unreachable") == true })
 
         let etcd = try EtcdServer()
         defer { etcd.stop() }

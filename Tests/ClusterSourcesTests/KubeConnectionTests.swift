@@ -175,7 +175,7 @@ struct KubernetesTLSTests {
         let refusedTask = Task { try? await refused.run() }
         defer { refusedTask.cancel() }
         #expect(await !refused.waitForFirstSync(timeout: .seconds(2)))
-        #expect(refused.status.lastError != nil)
+        #expect(await eventually { refused.status.lastError != nil })
         await server.stop()
     }
 }

@@ -184,8 +184,8 @@ func setPath(_ o: inout [String: Any], _ path: [String], _ value: Any) {
         let task = Task { try? await source.run() }
         defer { task.cancel() }
         #expect(await !source.waitForFirstSync(timeout: .seconds(2)))
+        #expect(await eventually { source.status.lastError != nil })
         #expect(!source.status.connected)
-        #expect(source.status.lastError != nil)
         #expect(await !store.snapshot().synced)
     }
 
