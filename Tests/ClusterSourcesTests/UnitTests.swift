@@ -134,3 +134,37 @@ struct RefusingFeed: Feed {
         #expect(await store.snapshot().services.count == 1)
     }
 }
+
+/// Persistence that records what it saved, or refuses everything.
+final class RecordingPersistence: StorePersistence {
+    let saved = Mutex<[ObjectChange]>([])
+    let refuse: Bool
+    init(refuse: Bool) { self.refuse = refuse }
+    func save(_ changes: [ObjectChange]) throws(PersistenceError) {
+        if refuse { throw PersistenceError("save", "disk full") }
+        saved.withLock { $0 += changes }
+    }
+}
+
+@Suite struct ReconcilerPersistenceTests {
+    @Test func listedObjectsArePersistedAndAFailedWriteIsReported() async throws {
+        for refuse in [false, true] {
+            let persistence = RecordingPersistence(refuse: refuse)
+            let store = ClusterStore(persistence: persistence)
+            let feed = RefusingFeed(expire: true)
+            let tracker = StatusTracker(kind: "test", feeds: [feed.name])
+            let reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: .init(label: "test"), stallBound: .seconds(10))
+            let task = Task { await reconciler.run() }
+            if refuse {
+                #expect(await eventually { tracker.status.lastError?.contains("disk full") == true })
+                #expect(!tracker.status.synced)
+                #expect(await store.snapshot().services.isEmpty)
+            } else {
+                #expect(await eventually { tracker.status.synced })
+                #expect(persistence.saved.withLock { $0.map(\.key.name) } == ["web"])
+            }
+            task.cancel()
+            await task.value
+        }
+    }
+}

@@ -50,6 +50,12 @@ struct ResumeExpired: Error, CustomStringConvertible {
     var description: String { "watch of \(feed) cannot resume: \(reason)" }
 }
 
+struct FeedWriteFailed: Error, CustomStringConvertible {
+    var feed: String
+    var error: any Error
+    var description: String { "\(feed): writing to the store failed: \(error)" }
+}
+
 /// List, apply the difference, watch from the list's position, apply events; on expiry or a
 /// broken stream list again and apply the difference. Never drops the store. Runs until
 /// cancelled; every failure is retried with backoff and reported in the status.
@@ -75,7 +81,7 @@ struct Reconciler: Sendable {
                 if resume == nil {
                     let listed = try await feed.list()
                     try Task.checkCancellation()
-                    await applyList(listed, relist: lists > 0)
+                    try await applyList(listed, relist: lists > 0)
                     lists += 1
                     resume = listed.resume
                 }
@@ -116,10 +122,22 @@ struct Reconciler: Sendable {
         }
     }
 
-    private func applyList(_ listed: FeedList, relist: Bool) async {
+    /// Writes through `commit`: with a persistent store, what the source delivered survives a
+    /// restart during which the source is unreachable (the agent serves from it meanwhile);
+    /// with a memory-only store it is `apply`. A failed write counts as a failure of the
+    /// feed: it backs off and lists again.
+    private func write(_ changes: [StoreChange]) async throws -> [ObjectChange] {
+        do {
+            return try await store.commit(changes)
+        } catch {
+            throw FeedWriteFailed(feed: feed.name, error: error)
+        }
+    }
+
+    private func applyList(_ listed: FeedList, relist: Bool) async throws {
         let snapshot = await store.snapshot()
         let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
-        let made = await store.apply(changes)
+        let made = try await write(changes)
         if listed.skipped > 0 { tracker.update { $0.skippedObjects += listed.skipped } }
         logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
         if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
@@ -137,7 +155,7 @@ struct Reconciler: Sendable {
                     position.withLock { $0.last = .now }
                     switch event {
                     case .changes(let changes, let resume):
-                        await store.apply(changes)
+                        _ = try await write(changes)
                         position.withLock { $0.resume = resume; $0.events += 1 }
                         tracker.update { $0.lastEvent = .now; $0.connected = true }
                         tracker.counted(await store.snapshot(), kinds: feed.kinds)
