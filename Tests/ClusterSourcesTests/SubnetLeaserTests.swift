@@ -86,6 +86,26 @@ struct SubnetLeaserTests {
         #expect(subnets.count == 1)
     }
 
+    @Test func aLostLeaseIsReplacedAndTheSameSubnetClaimedAgain() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let observer = RunningSource([etcd.endpoint], node: "observer")
+        defer { observer.stop() }
+        let leaser = SubnetLeaser(client: etcd.client(), nodeName: "a", ttl: 3)
+        let subnet = try await leaser.acquire(clusterCIDR: cluster, maskSize: 24, nodeIP: [IPAddress("192.168.0.1")!])
+        let firstLease = try #require(leaser.lease)
+        #expect(await eventually { await observer.store.snapshot().nodes["a"] != nil })
+
+        // The lease vanishes behind the agent's back (as after a long etcd outage).
+        try await etcd.client().revokeLease(firstLease)
+        #expect(await eventually { await observer.store.snapshot().nodes["a"] == nil })
+        let keepalive = Task { try await leaser.run() }
+        defer { keepalive.cancel() }
+        #expect(await eventually { await observer.store.snapshot().nodes["a"]?.podCIDRs == subnet })
+        #expect(leaser.lease != firstLease)
+        #expect(leaser.subnet == subnet.first)
+    }
+
     @Test func refusesAMaskThatDoesNotFitAndReportsAFullRange() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }
