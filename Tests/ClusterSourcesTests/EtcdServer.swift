@@ -10,11 +10,15 @@ final class EtcdServer: @unchecked Sendable {
     let clientPort: Int
     let peerPort: Int
     private var process: Process?
-    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+    /// Directory with ca.crt, server.crt/key and client.crt/key (see KubernetesTLSTests.makePKI):
+    /// serve https and require client certificates.
+    let pki: TempDirectory?
+    var endpoint: String { "\(pki == nil ? "http" : "https")://127.0.0.1:\(clientPort)" }
 
     static var available: Bool { (try? Shell.which("etcd")) != nil }
 
-    init() throws {
+    init(pki: TempDirectory? = nil) throws {
+        self.pki = pki
         clientPort = try freePort()
         peerPort = try freePort()
         try start()
@@ -35,6 +39,12 @@ final class EtcdServer: @unchecked Sendable {
             // Progress notifications every second so stall detection is testable.
             "--experimental-watch-progress-notify-interval", "1s",
         ]
+        var curlTLS: [String] = []
+        if let pki {
+            p.arguments! += ["--cert-file", pki.file("server.crt"), "--key-file", pki.file("server.key"),
+                             "--trusted-ca-file", pki.file("ca.crt"), "--client-cert-auth"]
+            curlTLS = ["--cacert", pki.file("ca.crt"), "--cert", pki.file("client.crt"), "--key", pki.file("client.key")]
+        }
         let logPath = directory.file("etcd.log")
         if !FileManager.default.fileExists(atPath: logPath) { _ = directory.write("etcd.log", "") }
         let log = FileHandle(forWritingAtPath: logPath) ?? .nullDevice
@@ -45,7 +55,7 @@ final class EtcdServer: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if let r = try? Shell.run(["curl", "-s", "-m", "1", endpoint + "/health"], timeout: 3), r.stdout.contains("true") { return }
+            if let r = try? Shell.run(["curl", "-s", "-m", "1"] + curlTLS + [endpoint + "/health"], timeout: 3), r.stdout.contains("true") { return }
             if !p.isRunning { break }
             usleep(100_000)
         }
@@ -71,7 +81,8 @@ final class EtcdServer: @unchecked Sendable {
         return String(text.suffix(tail))
     }
 
-    func client() -> EtcdClient { EtcdClient(endpoints: [endpoint]) }
+    // try!: a non-empty endpoint list without TLS cannot fail.
+    func client() -> EtcdClient { try! EtcdClient(endpoints: [endpoint]) }
 }
 
 struct EtcdTestError: Error, CustomStringConvertible {

@@ -67,7 +67,7 @@ import Testing
         // Garbage where a certificate should be: refused when building TLS, naming the server.
         var broken = c
         broken.clientKeyPEM = Data("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n".utf8)
-        #expect(throws: KubeConfigError.self) { _ = try broken.tlsConfiguration() }
+        #expect(throws: TLSMaterialError.self) { _ = try broken.tlsConfiguration() }
     }
 
     @Test func kubeconfigErrorsNameTheProblem() {
@@ -115,12 +115,14 @@ import Testing
 /// an API server does for a kubelet-style user.
 @Suite(.enabled(if: (try? Shell.which("openssl")) != nil, "openssl is needed to make certificates"))
 struct KubernetesTLSTests {
-    /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files. The
+    /// server certificate may also act as a client: etcd's JSON gateway presents it when it
+    /// calls etcd's own gRPC port under --client-cert-auth.
     static func makePKI(in dir: TempDirectory) throws {
         func ssl(_ args: [String]) throws { try Shell.check(["openssl"] + args) }
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         try ssl(["req", "-x509"] + ec + ["-keyout", dir.file("ca.key"), "-out", dir.file("ca.crt"), "-days", "1", "-subj", "/CN=test-ca"])
-        for (name, subject, ext) in [("server", "/CN=kube-apiserver", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        for (name, subject, ext) in [("server", "/CN=kube-apiserver", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
                                      ("client", "/O=system:nodes/CN=system:node:worker-1", "extendedKeyUsage=clientAuth\n")] {
             try ssl(["req"] + ec + ["-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".csr"), "-subj", subject])
             _ = dir.write(name + ".ext", ext)

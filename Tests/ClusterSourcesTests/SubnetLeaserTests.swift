@@ -14,13 +14,13 @@ struct SubnetLeaserTests {
     @Test func racingLeasersGetDifferentSubnets() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }
-        let observer = RunningSource([etcd.endpoint], node: "observer")
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
         defer { observer.stop() }
         let cluster = self.cluster
         let results = try await withThrowingTaskGroup(of: (String, [IPPrefix]).self) { group in
             for i in 0..<8 {
                 group.addTask {
-                    let leaser = SubnetLeaser(client: EtcdClient(endpoints: [etcd.endpoint]), nodeName: "node-\(i)")
+                    let leaser = SubnetLeaser(client: try EtcdClient(endpoints: [etcd.endpoint]), nodeName: "node-\(i)")
                     return ("node-\(i)", try await leaser.acquire(clusterCIDR: cluster, maskSize: 24, nodeIP: [IPAddress("192.168.0.\(i + 1)")!]))
                 }
             }
@@ -67,7 +67,7 @@ struct SubnetLeaserTests {
     @Test func expiredLeaseRemovesTheNodeFromOtherStores() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }
-        let observer = RunningSource([etcd.endpoint], node: "observer")
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
         defer { observer.stop() }
         #expect(await observer.source.waitForFirstSync(timeout: .seconds(10)))
 
@@ -89,7 +89,7 @@ struct SubnetLeaserTests {
     @Test func aLostLeaseIsReplacedAndTheSameSubnetClaimedAgain() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }
-        let observer = RunningSource([etcd.endpoint], node: "observer")
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
         defer { observer.stop() }
         let leaser = SubnetLeaser(client: etcd.client(), nodeName: "a", ttl: 3)
         let subnet = try await leaser.acquire(clusterCIDR: cluster, maskSize: 24, nodeIP: [IPAddress("192.168.0.1")!])

@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func writerRefusesNodeLocalKinds() throws {
-        let writer = EtcdWriter(client: EtcdClient(endpoints: ["http://127.0.0.1:1"]))
+        let writer = EtcdWriter(client: try EtcdClient(endpoints: ["http://127.0.0.1:1"]))
         let lease = ClusterObject.lease(SubnetLease(nodeName: "a", cidrs: []))
         #expect(throws: EtcdWriteError.self) { _ = try writer.operations([.upsert(lease)]) }
         #expect(try writer.operations([.upsert(try service("web")), .delete(ObjectKey(.node, name: "b"))]).count == 2)

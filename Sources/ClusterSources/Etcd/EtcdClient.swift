@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOSSL
 import NIOCore
 import NIOFoundationCompat
 import Synchronization
@@ -97,13 +98,18 @@ public final class EtcdClient: Sendable {
     private let preferred = Mutex(0)
     private let requestTimeout: Duration
     private let logger: Logger
+    private let tls: TLSConfiguration?
 
-    /// - Parameter endpoints: base URLs such as `http://127.0.0.1:2379`.
-    public init(endpoints: [String], requestTimeout: Duration = .seconds(5), logger: Logger = Logger(label: "nodenet.etcd")) {
-        precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
+    /// - Parameters:
+    ///   - endpoints: base URLs such as `http://127.0.0.1:2379` (or `https://` with `tls`).
+    ///   - tls: CA and client certificate for `https://` endpoints (etcd `--client-cert-auth`).
+    public init(endpoints: [String], tls: TLSMaterial? = nil, requestTimeout: Duration = .seconds(5),
+                logger: Logger = Logger(label: "nodenet.etcd")) throws {
+        guard !endpoints.isEmpty else { throw EtcdError(operation: "connect", endpoint: "", message: "no endpoints configured") }
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.requestTimeout = requestTimeout
         self.logger = logger
+        self.tls = try tls?.configuration(server: endpoints.joined(separator: ","))
     }
 
     /// The endpoint requests currently go to.
@@ -252,6 +258,7 @@ public final class EtcdClient: Sendable {
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(data: body))
+            if endpoint.hasPrefix("https://") { request.tlsConfiguration = tls }
             do {
                 let response = try await SourceHTTP.execute(request, timeout: requestTimeout, streaming: streaming)
                 if offset > 0 {

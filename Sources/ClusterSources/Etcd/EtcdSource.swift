@@ -12,9 +12,12 @@ public struct EtcdSourceConfiguration: Sendable {
     /// (`--experimental-watch-progress-notify-interval`), so the default is a bit more.
     public var stallBound: Duration
     public var requestTimeout: Duration
+    /// For `https://` endpoints: the CA and client certificate (nil: system trust, no client certificate).
+    public var tls: TLSMaterial?
 
-    public init(endpoints: [String], prefix: String = "/nodenet", nodeName: String,
+    public init(endpoints: [String], prefix: String = "/nodenet", nodeName: String, tls: TLSMaterial? = nil,
                 stallBound: Duration = .seconds(11 * 60), requestTimeout: Duration = .seconds(5)) {
+        self.tls = tls
         self.endpoints = endpoints
         self.prefix = prefix
         self.nodeName = nodeName
@@ -34,11 +37,13 @@ public final class EtcdSource: Sendable {
     private let tracker: StatusTracker
     private let feed: EtcdFeed
 
-    public init(configuration: EtcdSourceConfiguration, store: ClusterStore, logger: Logger = Logger(label: "nodenet.etcd")) {
+    /// Throws only for a configuration that can never work (no endpoints, unreadable TLS material).
+    public init(configuration: EtcdSourceConfiguration, store: ClusterStore, logger: Logger = Logger(label: "nodenet.etcd")) throws {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        client = EtcdClient(endpoints: configuration.endpoints, requestTimeout: configuration.requestTimeout, logger: logger)
+        client = try EtcdClient(endpoints: configuration.endpoints, tls: configuration.tls, requestTimeout: configuration.requestTimeout,
+                                logger: logger)
         feed = EtcdFeed(client: client, keys: EtcdKeys(prefix: configuration.prefix), logger: logger)
         tracker = StatusTracker(kind: "etcd", feeds: [feed.name])
         tracker.update { $0.endpoint = client.currentEndpoint }

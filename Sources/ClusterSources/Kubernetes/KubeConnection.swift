@@ -156,20 +156,8 @@ public struct KubeConnection: Sendable, Equatable {
     /// certificate when the user has one. Nil for plain http:// servers.
     public func tlsConfiguration() throws -> TLSConfiguration? {
         guard server.hasPrefix("https://") else { return nil }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        do {
-            if let ca = certificateAuthorityPEM {
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca)))
-            }
-            if insecureSkipTLSVerify { tls.certificateVerification = .none }
-            if let cert = clientCertificatePEM, let key = clientKeyPEM {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(cert)).map { .certificate($0) }
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key), format: .pem))
-            }
-        } catch {
-            throw KubeConfigError(source: server, message: "invalid TLS material: \(error)")
-        }
-        return tls
+        return try TLSMaterial(certificateAuthorityPEM: certificateAuthorityPEM, clientCertificatePEM: clientCertificatePEM,
+                               clientKeyPEM: clientKeyPEM, insecureSkipVerify: insecureSkipTLSVerify).configuration(server: server)
     }
 
     private static func material(data: String?, file: String?, field: String, base: String,
