@@ -93,14 +93,16 @@ import Testing
     }
 }
 
-/// A feed whose list always works and whose watch always fails at once (as a 403 or an
-/// expiry on every try would): the reconciler must back off, not spin.
+/// A feed whose list always works and whose watch always fails or ends at once (as a 403,
+/// an expiry on every try, or a proxy closing every watch would): the reconciler must back
+/// off, not spin.
 struct RefusingFeed: Feed {
+    enum Mode: Sendable, CaseIterable { case fail, expire, endAtOnce }
     final class Counter: Sendable {
         let lists = Mutex(0)
     }
     let counter = Counter()
-    let expire: Bool
+    let mode: Mode
     var name: String { "refusing" }
     var kinds: [ObjectKind] { [.service] }
     var endpoint: String { "nowhere" }
@@ -110,26 +112,30 @@ struct RefusingFeed: Feed {
         return FeedList(objects: [try service("web")], resume: "1")
     }
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
-        if expire { return AsyncThrowingStream { $0.yield(.expired("always")); $0.finish() } }
-        throw EtcdTestError(message: "forbidden")
+        switch mode {
+        case .fail: throw EtcdTestError(message: "forbidden")
+        case .expire: return AsyncThrowingStream { $0.yield(.expired("always")); $0.finish() }
+        case .endAtOnce: return AsyncThrowingStream { $0.finish() }
+        }
     }
 }
 
 @Suite struct ReconcilerTests {
-    @Test(arguments: [false, true]) func failingWatchesBackOff(expire: Bool) async throws {
-        let feed = RefusingFeed(expire: expire)
+    @Test(arguments: RefusingFeed.Mode.allCases) func failingWatchesBackOff(mode: RefusingFeed.Mode) async throws {
+        let feed = RefusingFeed(mode: mode)
         let store = ClusterStore()
         let tracker = StatusTracker(kind: "test", feeds: [feed.name])
         let reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: .init(label: "test"), stallBound: .seconds(10),
                                     backoff: Backoff(initial: .milliseconds(100), maximum: .seconds(10)))
         let task = Task { await reconciler.run() }
-        #expect(await eventually { feed.counter.lists.withLock { $0 } >= 2 })
+        #expect(await eventually { feed.counter.lists.withLock { $0 } >= (mode == .endAtOnce ? 1 : 2) && tracker.status.watchRestarts >= 1 })
         try await Task.sleep(for: .seconds(1.5))
         task.cancel()
         await task.value
         let lists = feed.counter.lists.withLock { $0 }
         // 100, 200, 400, 800 ms (halved at worst by jitter): a handful of lists, not hundreds.
         #expect(lists <= 9, "\(lists) lists")
+        #expect(tracker.status.watchRestarts <= 10, "\(tracker.status.watchRestarts) watches")
         #expect(tracker.status.synced)
         #expect(await store.snapshot().services.count == 1)
     }
@@ -151,7 +157,7 @@ final class RecordingPersistence: StorePersistence {
         for refuse in [false, true] {
             let persistence = RecordingPersistence(refuse: refuse)
             let store = ClusterStore(persistence: persistence)
-            let feed = RefusingFeed(expire: true)
+            let feed = RefusingFeed(mode: .expire)
             let tracker = StatusTracker(kind: "test", feeds: [feed.name])
             let reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: .init(label: "test"), stallBound: .seconds(10))
             let task = Task { await reconciler.run() }

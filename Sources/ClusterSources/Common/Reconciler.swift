@@ -94,8 +94,14 @@ struct Reconciler: Sendable {
                 watch = position
                 try await consume(stream, position)
                 // A clean end of stream (server-side timeout): watch again from where we are.
-                resume = position.withLock { $0.resume }
-                if position.withLock({ $0.events > 0 }) { backoff.reset() }
+                let (reached, events, started) = position.withLock { ($0.resume, $0.events, $0.started) }
+                resume = reached
+                if events > 0 {
+                    backoff.reset()
+                } else if ContinuousClock.now - started < healthyWatch {
+                    // Ended at once with nothing (a proxy closing every watch): do not spin.
+                    try await Task.sleep(for: backoff.next())
+                }
             } catch is CancellationError {
                 return
             } catch {
