@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
     ],
     targets: [
         // System libraries and C shims: the only places that see C headers.
@@ -56,8 +57,19 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            // TLS material from kubeconfigs (CA, client certificate and key) for AsyncHTTPClient.
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            // kubeconfig files are YAML.
+            .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
-        .testTarget(name: "ClusterSourcesTests", dependencies: ["ClusterSources", "NodenetTestSupport"]),
+        .testTarget(name: "ClusterSourcesTests", dependencies: [
+            "ClusterSources", "NodenetTestSupport",
+            // The stand-in API server in the Kubernetes source tests.
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ], exclude: ["Fixtures"]),
 
         .target(name: "IPAM", dependencies: [
             "IPAddressing",

@@ -1,0 +1,206 @@
+import ClusterState
+import Foundation
+import Logging
+import Synchronization
+
+/// What a backend reports while watching.
+enum FeedEvent: Sendable {
+    /// Changes to apply, and the position to resume from after them.
+    case changes([StoreChange], resume: String)
+    /// Nothing changed but the watch is alive (etcd progress notify, Kubernetes BOOKMARK).
+    case progress(resume: String?)
+    /// The resume position is gone (etcd compaction, Kubernetes 410 Gone): list again.
+    case expired(String)
+}
+
+/// A full list: the objects and the position to watch from.
+struct FeedList: Sendable {
+    var objects: [ClusterObject]
+    var resume: String
+    /// Keys or names of items that did not decode (already logged by the backend).
+    var skipped: Int = 0
+}
+
+/// One resource a source lists and watches: the part that differs between etcd and the
+/// Kubernetes API. `Reconciler` does the rest, the same way for both.
+protocol Feed: Sendable {
+    /// For logs and status ("etcd /nodenet/objects/", "pods").
+    var name: String { get }
+    /// The kinds this feed fills (for object counts).
+    var kinds: [ObjectKind] { get }
+    /// Whether a stored object is this feed's to delete when a list lacks it.
+    func owns(_ object: ClusterObject) -> Bool
+    func list() async throws -> FeedList
+    /// Events after `resume`. The stream finishing normally means "watch again from where
+    /// you are"; throwing means the connection broke.
+    func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error>
+    /// The endpoint currently in use, for status.
+    var endpoint: String { get }
+}
+
+struct WatchStalled: Error, CustomStringConvertible {
+    var feed: String
+    var bound: Duration
+    var description: String { "watch of \(feed) made no progress for \(bound), restarting it" }
+}
+
+struct ResumeExpired: Error, CustomStringConvertible {
+    var feed: String
+    var reason: String
+    var description: String { "watch of \(feed) cannot resume: \(reason)" }
+}
+
+struct FeedWriteFailed: Error, CustomStringConvertible {
+    var feed: String
+    var error: any Error
+    var description: String { "\(feed): writing to the store failed: \(error)" }
+}
+
+/// List, apply the difference, watch from the list's position, apply events; on expiry or a
+/// broken stream list again and apply the difference. Never drops the store. Runs until
+/// cancelled; every failure is retried with backoff and reported in the status.
+struct Reconciler: Sendable {
+    var feed: any Feed
+    var store: ClusterStore
+    var tracker: StatusTracker
+    var logger: Logger
+    /// A watch with no event or progress notification for this long is restarted.
+    var stallBound: Duration
+    var backoff = Backoff()
+    /// A watch that lived this long was healthy: a failure after it starts the backoff over.
+    var healthyWatch: Duration = .seconds(30)
+
+    func run() async {
+        var backoff = self.backoff
+        var resume: String?
+        var lists = 0
+        var watches = 0
+        var watch: WatchPosition?
+        while !Task.isCancelled {
+            do {
+                if resume == nil {
+                    let listed = try await feed.list()
+                    try Task.checkCancellation()
+                    try await applyList(listed, relist: lists > 0)
+                    lists += 1
+                    resume = listed.resume
+                }
+                if watches > 0 { tracker.update { $0.watchRestarts += 1 } }
+                watches += 1
+                watch = nil
+                let stream = try await feed.watch(from: resume!)
+                tracker.update { $0.connected = true; $0.endpoint = feed.endpoint }
+                let position = WatchPosition(resume!)
+                watch = position
+                try await consume(stream, position)
+                // A clean end of stream (server-side timeout): watch again from where we are.
+                let (reached, events, started) = position.withLock { ($0.resume, $0.events, $0.started) }
+                resume = reached
+                if events > 0 {
+                    backoff.reset()
+                } else if ContinuousClock.now - started < healthyWatch {
+                    // Ended at once with nothing (a proxy closing every watch): do not spin.
+                    try await Task.sleep(for: backoff.next())
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                // Failing right after starting (a refused watch, an expiry on every try) must
+                // not spin: back off unless the watch was healthy for a while.
+                let lived = watch.map { p in p.withLock { ContinuousClock.now - $0.started } } ?? .zero
+                if lived >= healthyWatch { backoff.reset() }
+                switch error {
+                case let e as ResumeExpired:
+                    // Expected now and then (compaction, 410): list at once, unless the last
+                    // re-list also expired straight away.
+                    logger.info("\(e); listing again")
+                    if lived < healthyWatch, lists > 1 { try? await Task.sleep(for: backoff.next()) }
+                default:
+                    let delay = backoff.next()
+                    logger.warning("\(feed.name): \(error); listing again in \(delay)")
+                    tracker.failed(error, endpoint: feed.endpoint)
+                    try? await Task.sleep(for: delay)
+                }
+                // A broken or expired stream may have lost events: list again and apply the difference.
+                resume = nil
+            }
+        }
+    }
+
+    /// Writes through `commit`: with a persistent store, what the source delivered survives a
+    /// restart during which the source is unreachable (the agent serves from it meanwhile);
+    /// with a memory-only store it is `apply`. A failed write counts as a failure of the
+    /// feed: it backs off and lists again.
+    private func write(_ changes: [StoreChange]) async throws -> [ObjectChange] {
+        do {
+            return try await store.commit(changes)
+        } catch {
+            throw FeedWriteFailed(feed: feed.name, error: error)
+        }
+    }
+
+    private func applyList(_ listed: FeedList, relist: Bool) async throws {
+        let snapshot = await store.snapshot()
+        let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
+        let made = try await write(changes)
+        if listed.skipped > 0 { tracker.update { $0.skippedObjects += listed.skipped } }
+        logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
+        if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
+        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+    }
+
+    /// Applies events until the stream ends (the position reached is in `position`), stalls or
+    /// breaks (throws). The stall watchdog runs beside the reader; whichever finishes first wins.
+    private func consume(_ stream: AsyncThrowingStream<FeedEvent, any Error>, _ position: WatchPosition) async throws {
+        let bound = stallBound
+        let feedName = feed.name
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await event in stream {
+                    position.withLock { $0.last = .now }
+                    switch event {
+                    case .changes(let changes, let resume):
+                        _ = try await write(changes)
+                        position.withLock { $0.resume = resume; $0.events += 1 }
+                        tracker.update { $0.lastEvent = .now; $0.connected = true }
+                        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+                    case .progress(let resume):
+                        position.withLock { p in
+                            if let resume { p.resume = resume }
+                            p.events += 1
+                        }
+                        tracker.update { $0.lastEvent = .now; $0.connected = true }
+                    case .expired(let reason):
+                        throw ResumeExpired(feed: feedName, reason: reason)
+                    }
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: min(bound / 4, .seconds(5)))
+                    let last = position.withLock { $0.last }
+                    if ContinuousClock.now - last > bound { throw WatchStalled(feed: feedName, bound: bound) }
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+}
+
+/// Where a watch is and when it last showed life; shared by the reader and its watchdog.
+final class WatchPosition: Sendable {
+    struct State {
+        var resume: String
+        let started: ContinuousClock.Instant
+        var last: ContinuousClock.Instant
+        /// Events and progress notifications received.
+        var events = 0
+    }
+    private let state: Mutex<State>
+    init(_ resume: String) { state = Mutex(State(resume: resume, started: .now, last: .now)) }
+    func withLock<R: Sendable>(_ body: (inout State) -> R) -> R {
+        state.withLock { body(&$0) }
+    }
+}
