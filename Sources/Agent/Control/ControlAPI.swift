@@ -71,9 +71,10 @@ struct ControlAPI: Sendable {
             Self.applyErrors.increment()
             return .error(.conflict, "this agent's source is kubernetes: change objects through the API server (kubectl), not nodenet \(delete ? "delete" : "apply")")
         }
-        guard config.source == .embedded else {
+        let remoteWrite = config.source == .etcd ? agent.remoteSource?.write : nil
+        if config.source == .etcd, remoteWrite == nil {
             Self.applyErrors.increment()
-            return .error(.notImplemented, "apply through the \(config.source.rawValue) source is not available in this build")
+            return .error(.serviceUnavailable, "the etcd source is still starting; try again")
         }
         let dryRun = request.query["dryRun"] == "true" || request.query["dryRun"] == ""
         let text = String(decoding: request.body, as: UTF8.self)
@@ -105,7 +106,12 @@ struct ControlAPI: Sendable {
         var version = snapshot.version
         if !dryRun {
             do {
-                try await agent.store.commit(changes)
+                if let remoteWrite {
+                    // etcd is the store of record: the change comes back through the watch.
+                    try await remoteWrite(changes)
+                } else {
+                    try await agent.store.commit(changes)
+                }
                 version = await agent.store.version
             } catch {
                 Self.applyErrors.increment()

@@ -35,6 +35,8 @@ public final class NodeAgent: Sendable {
     private let resolvedNodeIP: Mutex<IPAddress?>
     /// Extra control API routes registered by actors (CNI requests, for one).
     let routes = Mutex<[String: ControlHandler]>([:])
+    /// The etcd or Kubernetes source, once started.
+    private let remote = Mutex<RemoteSource?>(nil)
     /// Subscribers to pod subnet changes.
     private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
     /// Status details contributed by actors, keyed by actor name.
@@ -78,6 +80,9 @@ public final class NodeAgent: Sendable {
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         services.append(.init(service: ControlService(agent: self)))
+        if config.source != .embedded {
+            services.append(.init(service: SourceService(agent: self)))
+        }
         if config.source != .kubernetes {
             services.append(.init(service: EndpointsService(agent: self)))
         }
@@ -125,7 +130,8 @@ public final class NodeAgent: Sendable {
             resolvedNodeIP.withLock { $0 = ip }
         }
         var resolved = PodSubnets.resolve(node: config.nodeName, configured: config.podCIDRs, in: snapshot)
-        if resolved == nil, config.source != .kubernetes, let cluster = config.clusterCIDRs.first {
+        // Leasing locally is the embedded source's way; with etcd the SubnetLeaser does it.
+        if resolved == nil, config.source == .embedded, let cluster = config.clusterCIDRs.first {
             do {
                 let lease = try PodSubnets.nextLease(node: config.nodeName, clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize, in: snapshot)
                 try await store.commit([.upsert(.lease(lease))])
@@ -149,6 +155,12 @@ public final class NodeAgent: Sendable {
         if changed { subnetWatchers.withLock { $0.forEach { $0.yield(new.0) } } }
         return changed
     }
+
+    func setRemoteSource(_ source: RemoteSource) {
+        remote.withLock { $0 = source }
+    }
+
+    var remoteSource: RemoteSource? { remote.withLock { $0 } }
 
     /// A stream that yields this node's pod subnets each time they change.
     public func podCIDRChanges() -> AsyncStream<[IPPrefix]> {
@@ -188,6 +200,19 @@ public final class NodeAgent: Sendable {
         logger.info("configuration reloaded", metadata: ["logLevel": "\(live.logLevel)"])
     }
 
+    private func sourceRow(config: AgentConfiguration, snapshot: ClusterSnapshot) -> AgentStatus.Source {
+        guard let remote = remoteSource?.status() else {
+            return .init(kind: config.source.rawValue, synced: snapshot.synced, connected: true, lastSync: startedAt,
+                         storeVersion: snapshot.version, message: config.source == .embedded ? "state in \(database.path)" : "starting")
+        }
+        var message = remote.endpoint.map { "endpoint \($0)" } ?? ""
+        message += ", watch restarts \(remote.watchRestarts), relists \(remote.relists)"
+        if remote.skippedObjects > 0 { message += ", \(remote.skippedObjects) objects skipped" }
+        if let e = remote.lastError { message += ", last error: \(e)" }
+        return .init(kind: config.source.rawValue, synced: remote.synced, connected: remote.connected, lastSync: remote.lastSync,
+                     storeVersion: snapshot.version, message: message)
+    }
+
     /// The one-line summary for systemd's STATUS=.
     func summary() -> String {
         let rows = board.rows
@@ -211,8 +236,7 @@ public final class NodeAgent: Sendable {
             agent: .init(version: nodenetVersion, pid: getpid(), startedAt: startedAt,
                          uptimeSeconds: Int(Date().timeIntervalSince(startedAt)), ready: board.isReady,
                          waitingFor: board.waitingFor, configPath: configPath, socket: config.socketPath),
-            source: .init(kind: config.source.rawValue, synced: snapshot.synced, connected: true, lastSync: nil,
-                          storeVersion: snapshot.version, message: ""),
+            source: sourceRow(config: config, snapshot: snapshot),
             node: .init(name: config.nodeName, nodeIP: nodeIP?.description, podCIDRs: podCIDRs.map(\.description),
                         podCIDRSource: source?.rawValue ?? "none", clusterCIDRs: config.clusterCIDRs.map(\.description),
                         serviceCIDRs: config.serviceCIDRs.map(\.description), clusterDomain: config.clusterDomain,

@@ -1,0 +1,94 @@
+import ClusterSources
+import ClusterState
+import Foundation
+import IPAddressing
+import ServiceLifecycle
+
+/// What the agent needs from a remote source: its health for `nodenet status`, and (etcd)
+/// where `nodenet apply` writes.
+struct RemoteSource: Sendable {
+    var status: @Sendable () -> SourceStatus
+    var write: (@Sendable ([StoreChange]) async throws -> Void)?
+}
+
+/// Runs the etcd or Kubernetes source into the store. READY waits for the first sync, or for
+/// `firstSyncTimeout` after which the agent serves from its persisted state and says so.
+struct SourceService: AgentActor {
+    let agent: NodeAgent
+    static let firstSyncTimeout: Duration = .seconds(30)
+
+    func run() async throws {
+        let config = agent.config
+        let name = "source"
+        agent.board.register(name, message: "connecting to \(config.source.rawValue)")
+        let runSource: @Sendable () async throws -> Void
+        let waitSync: @Sendable (Duration) async -> Bool
+        switch config.source {
+        case .embedded:
+            return
+        case .etcd:
+            let source = try EtcdSource(configuration: EtcdSourceConfiguration(endpoints: config.etcd.endpoints, prefix: config.etcd.prefix,
+                                                                                nodeName: config.nodeName),
+                                        store: agent.store, logger: agent.logger)
+            agent.setRemoteSource(RemoteSource(status: { source.status }, write: { try await source.writer.apply($0) }))
+            runSource = { try await source.run() }
+            waitSync = { await source.waitForFirstSync(timeout: $0) }
+            if config.podCIDRs.isEmpty {
+                let leaser = SubnetLeaser(client: source.client, prefix: config.etcd.prefix, nodeName: config.nodeName, ttl: 30,
+                                          stateDir: config.stateDir)
+                Task { await hold(leaser) }
+            }
+        case .kubernetes:
+            let connection: KubeConnection
+            do {
+                if let path = config.kubernetes.kubeconfig, FileManager.default.fileExists(atPath: path) {
+                    connection = try KubeConnection.kubeconfig(path: path)
+                } else {
+                    connection = try KubeConnection.inCluster()
+                }
+            } catch {
+                agent.board.failed(name, "no Kubernetes credentials: \(error)")
+                throw error
+            }
+            let source = try KubernetesSource(configuration: KubernetesSourceConfiguration(
+                connection: connection, nodeName: config.nodeName, allPods: config.dns.pods != .disabled), store: agent.store, logger: agent.logger)
+            agent.setRemoteSource(RemoteSource(status: { source.status }, write: nil))
+            runSource = { try await source.run() }
+            waitSync = { await source.waitForFirstSync(timeout: $0) }
+        }
+        let started = ContinuousClock.now
+        Task {
+            let synced = await waitSync(Self.firstSyncTimeout)
+            agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds, state: synced ? .inSync : .pending,
+                                   message: synced ? "synced from \(config.source.rawValue)"
+                                       : "not synced after \(Self.firstSyncTimeout): serving the persisted state, retrying")
+            if !synced {
+                _ = await waitSync(.seconds(86400 * 365))
+                agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds, message: "synced from \(config.source.rawValue)")
+            }
+        }
+        try await cancelWhenGracefulShutdown { try await runSource() }
+    }
+
+    /// Takes this node's subnet lease in etcd (retrying while etcd is unreachable), records it
+    /// in the local store so pods can be attached at once, then keeps the lease alive.
+    private func hold(_ leaser: SubnetLeaser) async {
+        let config = agent.config
+        guard let cluster = config.clusterCIDRs.first else { return }
+        var delay: Duration = .milliseconds(500)
+        while !Task.isCancelled {
+            do {
+                let cidrs = try await leaser.acquire(clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize,
+                                                     nodeIP: agent.nodeIP.map { [$0] } ?? [])
+                try await agent.store.commit([.upsert(.lease(SubnetLease(nodeName: config.nodeName, cidrs: cidrs)))])
+                await agent.refreshPodSubnets()
+                agent.logger.info("etcd subnet lease held", metadata: ["cidrs": "\(cidrs.map(\.description))"])
+                try await leaser.run()
+            } catch {
+                agent.logger.warning("etcd subnet lease: retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(15))
+            }
+        }
+    }
+}
