@@ -22,6 +22,8 @@ public struct DesiredState: Sendable {
     public private(set) var serviceProblems: [NamespacedName: [SkippedObject]] = [:]
     /// Slices that name a service that does not exist (or name none).
     public private(set) var orphanSlices: [NamespacedName: SkippedObject] = [:]
+    /// Per service: its UDP ports and their endpoints (see `StaleConntrack`).
+    public private(set) var udpPorts: [NamespacedName: [String: UDPServicePort]] = [:]
 
     /// An empty state: both tables with their fixed chains and maps, no services.
     public init(configuration: ProxyConfiguration) {
@@ -43,12 +45,14 @@ public struct DesiredState: Sendable {
     /// Rebuilds one service's part from the snapshot (removes it when the service is gone).
     public mutating func update(service id: NamespacedName, in snapshot: ClusterSnapshot) {
         remove(service: id)
+        udpPorts[id] = nil
         guard let service = snapshot.services[id] else { return }
         let slices = snapshot.endpointSlices(for: id)
         var problems: [String] = []
         for family in TableFamily.allCases {
             let fragment = buildFragment(service, slices: slices, family: family, config: configuration, problems: &problems)
             insert(fragment, of: id, family: family, problems: &problems)
+            if !fragment.udp.isEmpty { udpPorts[id, default: [:]].merge(fragment.udp) { a, _ in a } }
         }
         // The same slice problem is found once per port or family: report it once.
         let unique = Array(Set(problems)).sorted().map { SkippedObject("Service \(id)", $0) }

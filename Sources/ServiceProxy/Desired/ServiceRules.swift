@@ -9,6 +9,8 @@ struct ServiceFragment: Hashable, Sendable {
     var sets: [NFSet] = []
     /// Shared set or map name -> elements.
     var elements: [String: [ElementKey: Verdict?]] = [:]
+    /// UDP ports, keyed "family/protocol/port name", for stale conntrack cleanup.
+    var udp: [String: UDPServicePort] = [:]
 
     mutating func add(_ set: String, _ key: [NFValue], _ verdict: Verdict?) {
         elements[set, default: [:]][ElementKey(key)] = .some(verdict)
@@ -71,6 +73,11 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
         let internalEPs = service.internalTrafficPolicy == .local ? selection.local : selection.cluster
         let externalLocal = service.externalTrafficPolicy == .local
         let externalEPs = externalLocal ? selection.local : selection.cluster
+        if port.protocol == .udp {
+            f.udp["\(family.rawValue)/\(names.base)"] = UDPServicePort(
+                destinations: [clusterIP] + externalAddresses, port: port.port, nodePort: nodePort,
+                endpoints: Set((selection.cluster + selection.local).map(\.address)))
+        }
 
         // No usable endpoint anywhere: refuse (ICMP/TCP RST) rather than let connections time out.
         if selection.cluster.isEmpty {
@@ -149,7 +156,7 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
             if config.nodeAddresses(family).contains(where: { a in ranges.contains { $0.contains(a) } }) {
                 allowed += ingress.map(NFValue.address)
             }
-            f.chains.append(NFChain(names.firewall, rules: [NFRule([.matchAny(.saddr, allowed, negated: true), .verdict(.drop)])]))
+            f.chains.append(NFChain(names.firewall, rules: [NFRule([.matchAny(.saddr, withoutCovered(allowed), negated: true), .verdict(.drop)])]))
             for a in ingress { f.add(SharedName.firewallIPs, [.address(a), proto, dport], .goto(names.firewall)) }
         }
 
@@ -165,4 +172,20 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
         }
     }
     return f
+}
+
+/// Drops duplicates and values inside another prefix of the list: nft refuses overlapping
+/// intervals in one anonymous set.
+func withoutCovered(_ values: [NFValue]) -> [NFValue] {
+    let unique = Array(Set(values)).sorted()
+    return unique.filter { v in
+        !unique.contains { other in
+            guard case .prefix(let p) = other, other != v else { return false }
+            switch v {
+            case .address(let a): return p.contains(a)
+            case .prefix(let q): return p.contains(q) && (p.length < q.length)
+            default: return false
+            }
+        }
+    }
 }
