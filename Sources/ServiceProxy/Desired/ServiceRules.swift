@@ -64,7 +64,7 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
         let proto = NFValue.proto(port.protocol), dport = NFValue.port(port.port)
         var nodePort = hasNodePorts ? port.nodePort : nil
         if let np = nodePort, !config.nodePortRange.contains(np) {
-            problems.append("Service \(service.id) port \(port.port): nodePort \(np) is outside \(config.nodePortRange.lowerBound)-\(config.nodePortRange.upperBound)")
+            problems.append("port \(port.port): nodePort \(np) is outside \(config.nodePortRange.lowerBound)-\(config.nodePortRange.upperBound)")
             nodePort = nil
         }
         let hasExternal = !externalAddresses.isEmpty || nodePort != nil
