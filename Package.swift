@@ -83,7 +83,7 @@ let package = Package(
             "IPAddressing", "Netlink", "ClusterState",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "ServiceProxyTests", dependencies: ["ServiceProxy", "NodenetTestSupport"]),
         // Desired-state and diff timing at scale (bench/services).
         .executableTarget(name: "proxy-bench", dependencies: ["ServiceProxy", "ClusterState"], path: "bench/services/proxy-bench",
