@@ -9,6 +9,10 @@ public struct ServiceProxyPlanner: Sendable {
     public private(set) var dirtyServices: Set<NamespacedName> = []
     public private(set) var dirtySlices: Set<NamespacedName> = []
     public private(set) var needsFullSync = true
+    /// False until the first plan: what the kernel's flows were steered by before this process
+    /// is unknown, so the first plan deletes no conntrack entries (a restart must not cut every
+    /// UDP flow, kubernetes#122740).
+    private var hasPlanned = false
 
     public struct Plan: Sendable {
         public var operations: [RulesetOperation]
@@ -57,6 +61,7 @@ public struct ServiceProxyPlanner: Sendable {
     ///   follows a successful sync, so the kernel holds the previous desired state).
     public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?) -> Plan {
         defer {
+            hasPlanned = true
             dirtyServices = []
             dirtySlices = []
             needsFullSync = false
@@ -66,7 +71,7 @@ public struct ServiceProxyPlanner: Sendable {
             desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
             let ops = RulesetDiff.operations(from: applied, to: desired.model)
             var filters: [ConntrackFilter] = []
-            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) {
+            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) where hasPlanned {
                 filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
             }
             return Plan(operations: ops, conntrack: filters.sorted(), full: true, services: desired.model.contributions.count)
