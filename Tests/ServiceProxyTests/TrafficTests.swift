@@ -31,6 +31,7 @@ struct TrafficTests {
             try node.check(["ip", "route", "add", "default", "via", "192.168.1.1"])
             for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
                 try Self.background(ns, ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \(name)"])
+                try Self.background(ns, ["socat", "UDP-RECVFROM:5353,fork", "SYSTEM:echo \(name)"])
             }
             usleep(200_000)
         }
@@ -61,6 +62,12 @@ struct TrafficTests {
             let start = Date()
             let r = try ns.run(["socat", "-T2", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
             return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
+        }
+
+        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry).
+        func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
+            let r = try ns.run(["socat", "-T1", "-", "UDP:\(target),sourceport=\(sourcePort),reuseaddr"], stdin: "q\n", timeout: 10)
+            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
         func delete() { for ns in all { ns.delete() } }
@@ -118,6 +125,36 @@ struct TrafficTests {
         try await waitFor { await actor.status().syncs >= 3 }
         let gone = try t.connect(from: t.fabric, "192.168.1.11:30080")
         #expect(!gone.ok && gone.text.contains("refused"), "\(gone.text)")
+    }
+}
+
+extension TrafficTests {
+    @Test func staleUDPFlowsAreDeletedWhenTheirEndpointGoes() async throws {
+        let t = try Topology()
+        defer { t.delete() }
+        let store = ClusterStore()
+        let dns = service("dns", ips: ["10.96.0.20"], ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))])
+        func dnsSlice(_ ips: [String]) -> StoreChange {
+            .upsert(.endpointSlice(slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
+        }
+        await store.apply([.upsert(.service(dns)), dnsSlice(["10.244.1.5"])])
+        let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
+                                        coalesceDelay: .milliseconds(5))
+        let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: t.node), logger: Logger(label: "test"))
+        let task = Task { await actor.run() }
+        defer { task.cancel() }
+        try await waitFor { await actor.status().syncs >= 1 }
+
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
+        let entries = { try t.node.run(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.20", "--reply-src", "10.244.1.5"]).stdout }
+        #expect(try entries().contains("dport=53"))
+
+        // pod1 stops being an endpoint but keeps answering: only the deleted entry makes the next
+        // datagram from the same socket go to pod2.
+        await store.apply([dnsSlice(["10.244.2.5"])])
+        try await waitFor { await actor.status().syncs >= 2 }
+        #expect(try !entries().contains("dport=53"))
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod2")
     }
 }
 

@@ -33,7 +33,20 @@ public actor ServiceProxyActor {
         planner = ServiceProxyPlanner(configuration: configuration)
     }
 
-    public func status() -> ServiceProxyStatus { current }
+    /// The status, with counts taken from the model now (counting walks every chain, so it is
+    /// done when someone asks, not on every sync).
+    public func status() -> ServiceProxyStatus {
+        var s = current
+        let model = planner.desired.model
+        s.services = model.contributions.count
+        s.endpoints = model.tables.values.reduce(0) { n, t in n + t.chains.keys.filter { $0.hasPrefix("endpoint-") }.count }
+        s.chains = model.chainCount
+        s.rules = model.ruleCount
+        s.sets = model.setCount
+        s.elements = model.elementCount
+        s.skipped = planner.desired.skipped.map(\.description)
+        return s
+    }
 
     /// The desired ruleset in `nft -f` syntax (`nodenet status --rules`).
     public func rulesText() -> String { NftRenderer(tableName: configuration.tableName).ruleset(planner.desired.model) }
@@ -129,19 +142,11 @@ public actor ServiceProxyActor {
     }
 
     private func updateStatus(seconds: Double, size: Int, full: Bool) {
-        let model = planner.desired.model
-        current.services = model.contributions.count
-        current.endpoints = model.tables.values.reduce(0) { n, t in n + t.chains.keys.filter { $0.hasPrefix("endpoint-") }.count }
-        current.chains = model.chainCount
-        current.rules = model.ruleCount
-        current.sets = model.setCount
-        current.elements = model.elementCount
         current.syncs += 1
         if full { current.fullSyncs += 1 }
         current.lastSyncSeconds = seconds
         current.lastTransactionSize = size
         current.lastError = nil
-        current.skipped = planner.desired.skipped.map(\.description)
         current.inSync = true
     }
 }
