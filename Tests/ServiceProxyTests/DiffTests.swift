@@ -140,6 +140,17 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         #expect(t.contains("delete set ip nodenet affinity-ns1/web/tcp/http__10.244.1.2/8080"))
     }
 
+    @Test func releasedExternalIPGoesToTheServiceThatWanted() async throws {
+        let a = service("a", ips: ["10.96.0.1"], externalIPs: ["203.0.113.7"])
+        let b = service("b", ips: ["10.96.0.2"], externalIPs: ["203.0.113.7"])
+        var h = try await Harness([a, b], [slice("a", [EP(ip: "10.244.1.1")]), slice("b", [EP(ip: "10.244.1.2")])])
+        #expect(h.planner.desired.conflicted == [NamespacedName("ns1", "b")])
+        let plan = try await h.change([.delete(ObjectKey(.service, namespace: "ns1", name: "a"))])
+        #expect(text(plan.operations).contains("add element ip nodenet service-ips { 203.0.113.7 . tcp . 80 : goto external-ns1/b/tcp/http }"))
+        #expect(h.planner.desired.conflicted.isEmpty)
+        #expect(h.planner.desired.skipped.isEmpty)
+    }
+
     @Test func burstOfEventsIsOneTransaction() async throws {
         var h = try await Harness(base, slices)
         for i in 0..<50 {

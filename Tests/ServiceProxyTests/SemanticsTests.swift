@@ -77,6 +77,14 @@ import Testing
         #expect(text.contains("add element ip nodenet service-ips { 10.96.0.10 . tcp . 80 : goto service-ns1/etp/tcp/http }"))
     }
 
+    @Test func externalTrafficPolicyIsIgnoredForClusterIPServices() async {
+        let svc = service("cip", etp: .local, externalIPs: ["203.0.113.8"])
+        let d = await desired([svc], [slice("cip", [EP(ip: "10.244.2.1", node: "node2")])])
+        let text = serviceLines(d.model, "ns1/cip/")
+        #expect(text.contains("add rule ip nodenet external-ns1/cip/tcp/http goto service-ns1/cip/tcp/http"))
+        #expect(!text.contains { $0.contains("local-ns1/cip") })
+    }
+
     @Test func ignoredServices() async {
         let svcs = [
             service("proxied-elsewhere", labels: [Service.serviceProxyNameLabel: "other"]),

@@ -38,6 +38,9 @@ public struct DesiredState: Sendable {
         for id in snapshot.endpointSlices.keys { updateSlice(id, in: snapshot) }
     }
 
+    /// Services that were refused an element because another service owns it.
+    public private(set) var conflicted: Set<NamespacedName> = []
+
     public var skipped: [SkippedObject] {
         (serviceProblems.values.flatMap { $0 } + orphanSlices.values).sorted()
     }
@@ -74,6 +77,7 @@ public struct DesiredState: Sendable {
 
     private mutating func remove(service id: NamespacedName) {
         serviceProblems[id] = nil
+        conflicted.remove(id)
         guard let byFamily = model.contributions.removeValue(forKey: id) else { return }
         for (family, c) in byFamily {
             // Moved out and back so the dictionaries stay uniquely referenced (no copy).
@@ -104,6 +108,7 @@ public struct DesiredState: Sendable {
                 // the first one (by name, on a full build) keeps it.
                 if table.sets[set]?.elements[key] != nil {
                     problems.append("\(key) in \(set) is already used by another service")
+                    conflicted.insert(id)
                     continue
                 }
                 table.sets[set]?.elements[key] = .some(verdict)

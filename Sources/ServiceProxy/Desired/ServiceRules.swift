@@ -71,7 +71,9 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
         let all = endpoints(for: port, family: family, slices: slices, nodeName: config.nodeName, problems: &problems)
         let selection = EndpointSelection(all)
         let internalEPs = service.internalTrafficPolicy == .local ? selection.local : selection.cluster
-        let externalLocal = service.externalTrafficPolicy == .local
+        // As kube-proxy: eTP applies to NodePort and LoadBalancer services only (a ClusterIP
+        // service's externalIPs always use every endpoint).
+        let externalLocal = service.externalTrafficPolicy == .local && hasNodePorts
         let externalEPs = externalLocal ? selection.local : selection.cluster
         if port.protocol == .udp {
             f.udp["\(family.rawValue)/\(names.base)"] = UDPServicePort(

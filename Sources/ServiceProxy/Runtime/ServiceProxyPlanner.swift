@@ -78,24 +78,28 @@ public struct ServiceProxyPlanner: Sendable {
         }
         // Only the dirty services' parts are compared: copy those out of the model before it
         // changes (the model itself stays uniquely owned, so updating it copies nothing).
+        // Services that lost an element to another one are rebuilt after the dirty ones: the
+        // owner may just have released it.
+        let waiting = desired.conflicted.subtracting(dirtyServices)
+        let order = dirtyServices.sorted() + (dirtyServices.isEmpty ? [] : waiting.sorted())
         var oldScope: [TableFamily: Contribution] = [:]
-        for id in dirtyServices {
+        for id in order {
             for (family, c) in desired.model.contributions[id] ?? [:] { oldScope[family, default: Contribution()].formUnion(c) }
         }
         var before = desired.model.slice(oldScope)
         var filters: [ConntrackFilter] = []
-        for id in dirtyServices.sorted() {
+        for id in order {
             desired.update(service: id, in: snapshot)
             filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
         }
         for id in dirtySlices { desired.updateSlice(id, in: snapshot) }
         var scope = oldScope
-        for id in dirtyServices {
+        for id in order {
             for (family, c) in desired.model.contributions[id] ?? [:] { scope[family, default: Contribution()].formUnion(c) }
         }
         before.addMissingSharedSets(scope, from: desired.model)
         let ops = RulesetDiff.operations(from: before, to: desired.model, scope: scope)
-        return Plan(operations: ops, conntrack: filters.sorted(), full: false, services: dirtyServices.count)
+        return Plan(operations: ops, conntrack: filters.sorted(), full: false, services: order.count)
     }
 }
 
