@@ -70,6 +70,16 @@ struct TrafficTests {
             return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
+        /// The proxy actor programming the node namespace, after its first sync.
+        func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
+                                            coalesceDelay: .milliseconds(5))
+            let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: node), logger: Logger(label: "test"))
+            let task = Task { await actor.run() }
+            try await waitFor { await actor.status().syncs >= 1 }
+            return (actor, task)
+        }
+
         func delete() { for ns in all { ns.delete() } }
     }
 
@@ -83,12 +93,8 @@ struct TrafficTests {
             .upsert(.service(web)), .upsert(.service(empty)),
             .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
         ])
-        let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
-                                        coalesceDelay: .milliseconds(5))
-        let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: t.node), logger: Logger(label: "test"))
-        let task = Task { await actor.run() }
+        let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
-        try await waitFor { await actor.status().syncs >= 1 }
         #expect(await actor.status().lastError == nil)
 
         // ClusterIP from a pod: both endpoints answer, chosen at random.
@@ -138,12 +144,8 @@ extension TrafficTests {
             .upsert(.endpointSlice(slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
         }
         await store.apply([.upsert(.service(dns)), dnsSlice(["10.244.1.5"])])
-        let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
-                                        coalesceDelay: .milliseconds(5))
-        let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: t.node), logger: Logger(label: "test"))
-        let task = Task { await actor.run() }
+        let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
-        try await waitFor { await actor.status().syncs >= 1 }
 
         #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
         let entries = { try t.node.run(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.20", "--reply-src", "10.244.1.5"]).stdout }
