@@ -135,6 +135,27 @@ struct TrafficTests {
 }
 
 extension TrafficTests {
+    @Test func clientIPAffinitySticksToOneEndpoint() async throws {
+        let t = try Topology()
+        defer { t.delete() }
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(service("sticky", affinity: 300))),
+                           .upsert(.endpointSlice(slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")])))])
+        let (_, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        let first = try t.connect(from: t.client, "10.96.0.10:80").text
+        #expect(["pod1", "pod2"].contains(first))
+        for _ in 0..<10 { #expect(try t.connect(from: t.client, "10.96.0.10:80").text == first) }
+        // The kernel remembers the client in that endpoint's affinity set, with the timeout.
+        let set = first == "pod1" ? "affinity-ns1/sticky/tcp/http__10.244.1.5/8080" : "affinity-ns1/sticky/tcp/http__10.244.2.5/8080"
+        let listing = try t.node.check(["nft", "list", "set", "ip", "nodenet", set]).stdout
+        #expect(listing.contains("10.244.3.5"), "\(listing)")
+        // Reading the kernel back copes with the learned entries (they are not part of the model).
+        let kernel = try await backend(in: t.node).currentState()
+        #expect(kernel?.tables[.ip]?.sets[set]?.spec.timeout == 300)
+        #expect(kernel?.tables[.ip]?.sets[set]?.elements.isEmpty == true)
+    }
+
     @Test func staleUDPFlowsAreDeletedWhenTheirEndpointGoes() async throws {
         let t = try Topology()
         defer { t.delete() }
