@@ -33,7 +33,14 @@ struct TrafficTests {
                 try Self.background(ns, ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \(name)"])
                 try Self.background(ns, ["socat", "UDP-RECVFROM:5353,fork", "SYSTEM:echo \(name)"])
             }
-            usleep(200_000)
+            // Wait until both servers listen (process start is slow when the machine is busy).
+            for ns in [pod1, pod2] {
+                for _ in 0..<100 {
+                    let tcp = try ns.run(["ss", "-H", "-ltn", "sport = :8080"]).stdout, udp = try ns.run(["ss", "-H", "-lun", "sport = :5353"]).stdout
+                    if !tcp.isEmpty && !udp.isEmpty { break }
+                    usleep(50_000)
+                }
+            }
         }
 
         /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24.
@@ -60,13 +67,24 @@ struct TrafficTests {
         /// One TCP connection from `ns`: the server's line, or the error text.
         func connect(from ns: TestNamespace, _ target: String) throws -> (ok: Bool, text: String, seconds: Double) {
             let start = Date()
-            let r = try ns.run(["socat", "-T2", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
+            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
             return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
         }
 
         /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry).
         func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
-            let r = try ns.run(["socat", "-T1", "-", "UDP:\(target),sourceport=\(sourcePort),reuseaddr"], stdin: "q\n", timeout: 10)
+            // One datagram out, one reply back (socat would wait out its timeout after the reply).
+            let (host, port) = (target.split(separator: ":")[0], target.split(separator: ":")[1])
+            let script = """
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", \(sourcePort)))
+                s.settimeout(3)
+                s.sendto(b"q\\n", ("\(host)", \(port)))
+                print(s.recv(100).decode().strip())
+                """
+            let r = try ns.run(["python3", "-c", script], timeout: 10)
             return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
@@ -177,7 +195,8 @@ extension TrafficTests {
         await store.apply([dnsSlice(["10.244.2.5"])])
         try await waitFor { await actor.status().syncs >= 2 }
         #expect(try !entries().contains("dport=53"))
-        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod2")
+        let after = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053)
+        #expect(after == "pod2", "got \"\(after)\"")
     }
 }
 
