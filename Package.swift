@@ -97,8 +97,12 @@ let package = Package(
         .target(name: "ServiceProxy", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
-        .testTarget(name: "ServiceProxyTests", dependencies: ["ServiceProxy"]),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], exclude: ["README.md"], swiftSettings: strict),
+        .testTarget(name: "ServiceProxyTests", dependencies: ["ServiceProxy", "NodenetTestSupport"]),
+        // Desired-state and diff timing at scale (bench/services).
+        .executableTarget(name: "proxy-bench", dependencies: ["ServiceProxy", "ClusterState"], path: "bench/services/proxy-bench",
+                          swiftSettings: strict),
 
         .target(name: "ClusterDNS", dependencies: [
             "IPAddressing", "ClusterState",

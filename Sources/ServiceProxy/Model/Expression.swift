@@ -1,0 +1,80 @@
+import IPAddressing
+
+/// One statement or match of a rule, typed. A rule is a list of these evaluated in order,
+/// as in nftables; each case maps to a short, fixed sequence of kernel expressions, which is
+/// what the netlink encoder emits (registers: NFT_REG32_00 onward; concatenations take
+/// consecutive 4-byte-aligned registers):
+/// - match: payload (network header: saddr 12/4, daddr 16/4; IPv6 8/16, 24/16) or meta l4proto
+///   or payload transport header 2/2 for dport; a prefix adds bitwise(mask); then cmp eq/neq.
+/// - matchAny: an anonymous constant interval set + lookup (NFT_LOOKUP_F_INV when negated).
+/// - lookup / vmap: loads into consecutive registers, lookup of the named set (vmap: dreg
+///   NFT_REG_VERDICT on a map with NFT_DATA_VERDICT data).
+/// - numgenVmap: numgen random mod N, lookup in an anonymous constant verdict map 0..N-1.
+/// - fibTypeLocal: fib (NFTA_FIB_F_SADDR or DADDR, result ADDRTYPE), cmp eq RTN_LOCAL.
+/// - ctStateNew: ct state, bitwise & NF_CT_STATE_BIT(NEW), cmp neq 0.
+/// - markClear: meta mark, bitwise & M, cmp eq 0. markSetOr/Xor: meta mark, bitwise
+///   (mask ~M xor M / mask ~0 xor M), meta set mark.
+/// - updateSet: payload saddr, dynset op UPDATE (the set's own timeout).
+/// - dnat: immediate address and port into two registers, nat DNAT with proto min.
+/// - masquerade: masq with NF_NAT_RANGE_PROTO_RANDOM_FULLY.
+/// - reject: NFT_REJECT_TCP_RST, or NFT_REJECT_ICMP_UNREACH with port-unreachable
+///   (ICMP code 3; ICMPv6 code 4).
+/// - verdict: immediate into NFT_REG_VERDICT.
+public enum NFExpression: Hashable, Sendable {
+    /// `ip daddr 10.96.0.1`, `ip saddr != 10.244.0.0/16`, `meta l4proto tcp`, `th dport 80`.
+    case match(NFField, NFValue, negated: Bool = false)
+    /// `ip saddr != { 1.2.3.0/24, 5.6.7.8 }`: an anonymous interval set.
+    case matchAny(NFField, [NFValue], negated: Bool = false)
+    /// `ip saddr @affinity-...`: membership in a named set.
+    case lookup([NFField], set: String)
+    /// `ip daddr . meta l4proto . th dport vmap @service-ips`: verdict from a named map.
+    case vmap([NFField], map: String)
+    /// `numgen random mod N vmap { 0 : goto a, 1 : goto b }`: equal-weight random choice.
+    case numgenVmap([Verdict])
+    /// `fib saddr type local` / `fib daddr type local` (field must be saddr or daddr).
+    case fibTypeLocal(NFField)
+    /// `ct state new`.
+    case ctStateNew
+    /// `meta mark & M == 0`.
+    case markClear(UInt32)
+    /// `meta mark set meta mark or M`.
+    case markSetOr(UInt32)
+    /// `meta mark set meta mark xor M`.
+    case markSetXor(UInt32)
+    case counter
+    /// `update @set { ip saddr }`: refresh a dynamic set element (ClientIP affinity).
+    case updateSet(String, NFField)
+    /// `dnat to ADDR:PORT` (preceded by a `meta l4proto` match so the port is meaningful).
+    case dnat(IPAddress, UInt16)
+    /// `masquerade fully-random`.
+    case masquerade
+    case reject(RejectKind)
+    case verdict(Verdict)
+
+    /// Chains this expression refers to.
+    var chainReferences: [String] {
+        switch self {
+        case .verdict(let v): v.chain.map { [$0] } ?? []
+        case .numgenVmap(let vs): vs.compactMap(\.chain)
+        default: []
+        }
+    }
+
+    /// Named sets this expression refers to.
+    var setReferences: [String] {
+        switch self {
+        case .lookup(_, let s), .vmap(_, let s), .updateSet(let s, _): [s]
+        default: []
+        }
+    }
+}
+
+public struct NFRule: Hashable, Sendable {
+    public var expressions: [NFExpression]
+    public var comment: String?
+
+    public init(_ expressions: [NFExpression], comment: String? = nil) {
+        self.expressions = expressions
+        self.comment = comment
+    }
+}

@@ -1,0 +1,130 @@
+import ClusterState
+
+public enum ChainType: String, Hashable, Sendable { case nat, filter }
+public enum ChainHook: String, Hashable, Sendable { case prerouting, input, forward, output, postrouting }
+
+/// What makes a chain a base chain: where the kernel calls it.
+public struct BaseChainSpec: Hashable, Sendable {
+    public var type: ChainType
+    public var hook: ChainHook
+    /// Numeric priority: dstnat is -100, srcnat 100.
+    public var priority: Int
+
+    public init(_ type: ChainType, _ hook: ChainHook, priority: Int) {
+        self.type = type
+        self.hook = hook
+        self.priority = priority
+    }
+}
+
+public struct NFChain: Hashable, Sendable {
+    public var name: String
+    public var base: BaseChainSpec?
+    /// nil when the rules are not known (read back from the kernel by a backend that cannot
+    /// decode rules): the diff then rewrites the chain, which is always correct.
+    public var rules: [NFRule]?
+
+    public init(_ name: String, base: BaseChainSpec? = nil, rules: [NFRule]? = []) {
+        self.name = name
+        self.base = base
+        self.rules = rules
+    }
+}
+
+/// A set element key: one value per component of the set's concatenated type.
+public struct ElementKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var values: [NFValue]
+    public init(_ values: [NFValue]) { self.values = values }
+    public var description: String { values.map(\.description).joined(separator: " . ") }
+    public static func < (a: Self, b: Self) -> Bool { a.values.lexicographicallyPrecedes(b.values) }
+}
+
+/// The declaration of a named set or verdict map (without its elements).
+public struct SetSpec: Hashable, Sendable {
+    public var name: String
+    public var keyType: [NFDataType]
+    /// True for verdict maps (`: verdict`).
+    public var isVerdictMap: Bool
+    /// `flags dynamic,timeout` with a default timeout in seconds (affinity sets).
+    public var timeout: Int?
+
+    public init(_ name: String, key: [NFDataType], verdictMap: Bool = false, timeout: Int? = nil) {
+        self.name = name
+        self.keyType = key
+        self.isVerdictMap = verdictMap
+        self.timeout = timeout
+    }
+}
+
+public struct NFSet: Hashable, Sendable {
+    public var spec: SetSpec
+    /// Key -> verdict (nil for plain sets). Dynamic sets keep no elements in the model: the
+    /// kernel fills them from packets and the diff never touches them.
+    public var elements: [ElementKey: Verdict?]
+
+    public init(_ spec: SetSpec, elements: [ElementKey: Verdict?] = [:]) {
+        self.spec = spec
+        self.elements = elements
+    }
+
+    public var name: String { spec.name }
+}
+
+/// What one service contributed to one family's table, so an incremental update can remove
+/// exactly that and the diff can look only there.
+public struct Contribution: Hashable, Sendable {
+    public var chains: Set<String> = []
+    public var sets: Set<String> = []
+    /// Elements this service owns in shared maps: set name -> keys.
+    public var elements: [String: Set<ElementKey>] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty }
+
+    mutating func formUnion(_ other: Contribution) {
+        chains.formUnion(other.chains)
+        sets.formUnion(other.sets)
+        for (s, keys) in other.elements { elements[s, default: []].formUnion(keys) }
+    }
+}
+
+/// One `nodenet` table (ip or ip6): its chains and sets.
+public struct TableModel: Hashable, Sendable {
+    public var family: TableFamily
+    public var chains: [String: NFChain] = [:]
+    public var sets: [String: NFSet] = [:]
+
+    public init(family: TableFamily) { self.family = family }
+
+    public var ruleCount: Int { chains.values.reduce(0) { $0 + ($1.rules?.count ?? 0) } }
+    public var elementCount: Int { sets.values.reduce(0) { $0 + $1.elements.count } }
+}
+
+/// The whole desired (or applied) state: one table per family present.
+public struct RulesetModel: Hashable, Sendable {
+    public var tables: [TableFamily: TableModel] = [:]
+    /// Per service, per family: what it added (chains, affinity sets, map elements).
+    public var contributions: [NamespacedName: [TableFamily: Contribution]] = [:]
+
+    public init() {}
+
+    public var chainCount: Int { tables.values.reduce(0) { $0 + $1.chains.count } }
+    public var ruleCount: Int { tables.values.reduce(0) { $0 + $1.ruleCount } }
+    public var elementCount: Int { tables.values.reduce(0) { $0 + $1.elementCount } }
+    public var setCount: Int { tables.values.reduce(0) { $0 + $1.sets.count } }
+
+    /// Copies the rules of `known` into chains whose rules are unknown here (read back from a
+    /// backend that cannot decode rules) and that exist in both: the best available belief.
+    public func assumingRules(from known: RulesetModel) -> RulesetModel {
+        var out = self
+        for (family, table) in tables {
+            for (name, chain) in table.chains where chain.rules == nil {
+                if let k = known.tables[family]?.chains[name], k.base == chain.base {
+                    out.tables[family]?.chains[name]?.rules = k.rules
+                }
+            }
+        }
+        return out
+    }
+}

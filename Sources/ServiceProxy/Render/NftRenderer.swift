@@ -1,0 +1,103 @@
+import IPAddressing
+
+/// Renders the model and operations in `nft -f` syntax: one command per line, all chains and
+/// sets declared before the rules and elements that refer to them (like knftables does).
+/// Used by `nodenet status --rules`, by the `nft` fallback backend and by tests as the oracle.
+public struct NftRenderer: Sendable {
+    public var tableName: String
+    /// Elements per `add element` line (one huge line is valid too, but unreadable).
+    public var elementsPerLine = 1000
+
+    public init(tableName: String = "nodenet") { self.tableName = tableName }
+
+    /// The commands that build `model` from nothing.
+    public func ruleset(_ model: RulesetModel) -> String {
+        script(RulesetDiff.operations(from: nil, to: model))
+    }
+
+    /// One script for the whole transaction (`nft -f` applies a file atomically).
+    public func script(_ ops: [RulesetOperation]) -> String {
+        var out = ""
+        for op in ops {
+            for line in lines(op) {
+                out += line
+                out += "\n"
+            }
+        }
+        return out
+    }
+
+    public func lines(_ op: RulesetOperation) -> [String] {
+        let t = "\(op.family.rawValue) \(tableName)"
+        switch op {
+        case .addTable: return ["add table \(t)"]
+        case .deleteTable: return ["delete table \(t)"]
+        case .addChain(_, let name, let base):
+            guard let base else { return ["add chain \(t) \(name)"] }
+            return ["add chain \(t) \(name) { type \(base.type.rawValue) hook \(base.hook.rawValue) priority \(base.priority) ; policy accept ; }"]
+        case .flushChain(_, let name): return ["flush chain \(t) \(name)"]
+        case .deleteChain(_, let name): return ["delete chain \(t) \(name)"]
+        case .addRule(let f, let chain, let rule): return ["add rule \(t) \(chain) \(render(rule, f))"]
+        case .addSet(_, let spec):
+            var body = "type " + spec.keyType.map(\.rawValue).joined(separator: " . ")
+            if spec.isVerdictMap { body += " : verdict" }
+            if let timeout = spec.timeout { body += " ; flags dynamic,timeout ; timeout \(timeout)s" }
+            return ["add \(spec.isVerdictMap ? "map" : "set") \(t) \(spec.name) { \(body) ; }"]
+        case .deleteSet(_, let name): return ["delete set \(t) \(name)"]
+        case .addElements(_, let set, let elements):
+            let items = elements.sorted { $0.key < $1.key }.map { k, v in v.map { "\(k) : \($0)" } ?? k.description }
+            return chunks(items).map { "add element \(t) \(set) { \($0) }" }
+        case .deleteElements(_, let set, let keys):
+            return chunks(keys.map(\.description)).map { "delete element \(t) \(set) { \($0) }" }
+        }
+    }
+
+    private func chunks(_ items: [String]) -> [String] {
+        stride(from: 0, to: items.count, by: elementsPerLine).map {
+            items[$0..<min($0 + elementsPerLine, items.count)].joined(separator: ", ")
+        }
+    }
+
+    public func render(_ rule: NFRule, _ f: TableFamily) -> String {
+        var parts = rule.expressions.map { render($0, f) }
+        if let c = rule.comment { parts.append("comment \"\(c)\"") }
+        return parts.joined(separator: " ")
+    }
+
+    public func render(_ e: NFExpression, _ f: TableFamily) -> String {
+        func fields(_ fs: [NFField]) -> String { fs.map { field($0, f) }.joined(separator: " . ") }
+        func set(_ vs: [NFValue]) -> String { "{ " + vs.map(\.description).joined(separator: ", ") + " }" }
+        let mark = { (m: UInt32) in "0x" + String(m, radix: 16) }
+        switch e {
+        case .match(let fl, let v, let neg): return "\(field(fl, f)) \(neg ? "!= " : "")\(v)"
+        case .matchAny(let fl, let vs, let neg): return "\(field(fl, f)) \(neg ? "!= " : "")\(set(vs))"
+        case .lookup(let fs, let s): return "\(fields(fs)) @\(s)"
+        case .vmap(let fs, let m): return "\(fields(fs)) vmap @\(m)"
+        case .numgenVmap(let vs):
+            let items = vs.enumerated().map { "\($0.offset) : \($0.element)" }.joined(separator: ", ")
+            return "numgen random mod \(vs.count) vmap { \(items) }"
+        case .fibTypeLocal(let fl): return "fib \(fl == .saddr ? "saddr" : "daddr") type local"
+        case .ctStateNew: return "ct state new"
+        case .markClear(let m): return "meta mark & \(mark(m)) == 0"
+        case .markSetOr(let m): return "meta mark set meta mark or \(mark(m))"
+        case .markSetXor(let m): return "meta mark set meta mark xor \(mark(m))"
+        case .counter: return "counter"
+        case .updateSet(let s, let fl): return "update @\(s) { \(field(fl, f)) }"
+        case .dnat(let a, let p): return a.isV4 ? "dnat to \(a):\(p)" : "dnat to [\(a)]:\(p)"
+        case .masquerade: return "masquerade fully-random"
+        case .reject(.tcpReset): return "reject with tcp reset"
+        case .reject(.portUnreachable): return f == .ip ? "reject with icmp port-unreachable" : "reject with icmpv6 port-unreachable"
+        case .verdict(let v): return v.description
+        }
+    }
+
+    func field(_ fl: NFField, _ f: TableFamily) -> String {
+        switch fl {
+        case .saddr: "\(f.rawValue) saddr"
+        case .daddr: "\(f.rawValue) daddr"
+        case .l4proto: "meta l4proto"
+        case .dport: "th dport"
+        case .mark: "meta mark"
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import ClusterState
+import Logging
+import Metrics
+
+/// The service proxy: keeps nodenet's nftables tables equal to the store's Services and
+/// EndpointSlices.
+///
+/// Start: a full sync against what the kernel holds (never a flush: existing flows, affinity
+/// entries and counters survive an agent restart). Then store events mark services dirty and a
+/// sync follows after `coalesceDelay` (a burst becomes one transaction). Every
+/// `fullSyncInterval`, and after any failed transaction, the next sync is a full one.
+public actor ServiceProxyActor {
+    public let store: ClusterStore
+    public let configuration: ProxyConfiguration
+    private let backend: any RulesetBackend
+    private let logger: Logger
+    private var planner: ServiceProxyPlanner
+    private var current = ServiceProxyStatus()
+    /// The last state believed to be in the kernel (rules are taken from here when the backend
+    /// cannot read them back).
+    private var believed: RulesetModel?
+
+    private let syncTimer = Metrics.Timer(label: "nodenet_proxy_sync_seconds")
+    private let transactionSize = Recorder(label: "nodenet_proxy_transaction_operations")
+    private let failureCounter = Counter(label: "nodenet_proxy_sync_failures_total")
+    private let conntrackCounter = Counter(label: "nodenet_proxy_conntrack_deletes_total")
+
+    public init(store: ClusterStore, configuration: ProxyConfiguration, backend: any RulesetBackend, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.backend = backend
+        self.logger = logger
+        planner = ServiceProxyPlanner(configuration: configuration)
+    }
+
+    /// The status, with counts taken from the model now (counting walks every chain, so it is
+    /// done when someone asks, not on every sync).
+    public func status() -> ServiceProxyStatus {
+        var s = current
+        let model = planner.desired.model
+        s.services = model.contributions.count
+        s.endpoints = model.tables.values.reduce(0) { n, t in n + t.chains.keys.filter { $0.hasPrefix("endpoint-") }.count }
+        s.chains = model.chainCount
+        s.rules = model.ruleCount
+        s.sets = model.setCount
+        s.elements = model.elementCount
+        s.skipped = planner.desired.skipped.map(\.description)
+        return s
+    }
+
+    /// The desired ruleset in `nft -f` syntax (`nodenet status --rules`).
+    public func rulesText() -> String { NftRenderer(tableName: configuration.tableName).ruleset(planner.desired.model) }
+
+    /// Runs until cancelled.
+    public func run() async {
+        let events = await store.subscribe()
+        let (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await syncOnce()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [weak self] in
+                for await event in events {
+                    guard let self else { return }
+                    if await self.record(event) { kick.yield() }
+                }
+            }
+            let period = configuration.fullSyncInterval
+            group.addTask { [weak self] in
+                while !Task.isCancelled {
+                    guard (try? await Task.sleep(for: period)) != nil else { return }
+                    await self?.requestFullSync()
+                    kick.yield()
+                }
+            }
+            let delay = configuration.coalesceDelay
+            for await _ in kicks {
+                if Task.isCancelled { break }
+                try? await Task.sleep(for: delay)
+                await syncOnce()
+                if planner.needsFullSync {
+                    // The sync failed: retry (as a full sync) after a pause, not in a tight loop.
+                    group.addTask {
+                        if (try? await Task.sleep(for: .seconds(1))) != nil { kick.yield() }
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func record(_ event: StoreEvent) -> Bool { planner.record(event) }
+    private func requestFullSync() { planner.requestFullSync() }
+
+    /// One sync: plan, apply, delete stale UDP flows, update status and metrics.
+    public func syncOnce() async {
+        guard planner.hasWork else { return }
+        let started = ContinuousClock.now
+        let full = planner.needsFullSync
+        var kernel: RulesetModel?
+        if full {
+            do {
+                kernel = try await backend.currentState()
+                if let b = believed { kernel = kernel?.assumingRules(from: b) }
+            } catch {
+                fail("reading the kernel's ruleset: \(error)")
+                return
+            }
+        }
+        let snapshot = await store.snapshot()
+        let plan = planner.plan(snapshot: snapshot, applied: kernel)
+        let size = plan.operations.reduce(0) { $0 + $1.weight }
+        do {
+            try await backend.apply(plan.operations)
+        } catch {
+            fail("transaction of \(size) operations: \(error)")
+            return
+        }
+        believed = planner.desired.model
+        if !plan.conntrack.isEmpty {
+            do {
+                try await backend.deleteConntrack(plan.conntrack)
+                conntrackCounter.increment(by: plan.conntrack.count)
+            } catch {
+                // Rules are right; stale flows age out. Worth a line, not a resync.
+                logger.warning("stale UDP conntrack cleanup failed", metadata: ["error": "\(error)"])
+            }
+        }
+        let elapsed = ContinuousClock.now - started
+        syncTimer.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        transactionSize.record(size)
+        updateStatus(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, size: size, full: full)
+        logger.debug("service rules synced", metadata: ["full": "\(full)", "operations": "\(size)", "services": "\(plan.services)"])
+    }
+
+    private func fail(_ message: String) {
+        planner.requestFullSync()
+        believed = nil
+        failureCounter.increment()
+        current.failures += 1
+        current.lastError = message
+        current.inSync = false
+        logger.error("service rules sync failed; next sync is a full one", metadata: ["error": "\(message)"])
+    }
+
+    private func updateStatus(seconds: Double, size: Int, full: Bool) {
+        current.syncs += 1
+        if full { current.fullSyncs += 1 }
+        current.lastSyncSeconds = seconds
+        current.lastTransactionSize = size
+        current.lastError = nil
+        current.inSync = true
+    }
+}

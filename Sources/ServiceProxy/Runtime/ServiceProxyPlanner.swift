@@ -1,0 +1,135 @@
+import ClusterState
+
+/// Turns store events into transactions. Events only mark services dirty (cheap, so a burst
+/// of thousands costs nothing until the next sync); `plan` then rebuilds just those services
+/// and diffs just their parts. A `.resync` event, a failed transaction or the periodic timer
+/// ask for a full plan instead: everything rebuilt and compared with what the kernel holds.
+public struct ServiceProxyPlanner: Sendable {
+    public private(set) var desired: DesiredState
+    public private(set) var dirtyServices: Set<NamespacedName> = []
+    public private(set) var dirtySlices: Set<NamespacedName> = []
+    public private(set) var needsFullSync = true
+    /// False until the first plan: what the kernel's flows were steered by before this process
+    /// is unknown, so the first plan deletes no conntrack entries (a restart must not cut every
+    /// UDP flow, kubernetes#122740).
+    private var hasPlanned = false
+
+    public struct Plan: Sendable {
+        public var operations: [RulesetOperation]
+        public var conntrack: [ConntrackFilter]
+        public var full: Bool
+        /// Services rebuilt (all of them on a full plan).
+        public var services: Int
+    }
+
+    public init(configuration: ProxyConfiguration) {
+        desired = DesiredState(configuration: configuration)
+    }
+
+    public var hasWork: Bool { needsFullSync || !dirtyServices.isEmpty || !dirtySlices.isEmpty }
+
+    /// Notes what an event touches. Returns true when a sync is needed.
+    @discardableResult
+    public mutating func record(_ event: StoreEvent) -> Bool {
+        switch event {
+        case .resync:
+            needsFullSync = true
+        case .synced:
+            break
+        case .changed(_, let changes):
+            for c in changes {
+                switch c.key.kind {
+                case .service:
+                    dirtyServices.insert(NamespacedName(c.key.namespace, c.key.name))
+                case .endpointSlice:
+                    dirtySlices.insert(NamespacedName(c.key.namespace, c.key.name))
+                    for case .endpointSlice(let s)? in [c.old, c.new] {
+                        if let owner = s.service { dirtyServices.insert(owner) }
+                    }
+                default:
+                    continue
+                }
+            }
+        }
+        return hasWork
+    }
+
+    public mutating func requestFullSync() { needsFullSync = true }
+
+    /// The transaction that brings `applied` (what the kernel holds) to the snapshot's state.
+    /// - Parameter applied: what the kernel holds; read only by a full plan (an incremental plan
+    ///   follows a successful sync, so the kernel holds the previous desired state).
+    public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?) -> Plan {
+        defer {
+            hasPlanned = true
+            dirtyServices = []
+            dirtySlices = []
+            needsFullSync = false
+        }
+        let oldUDP = desired.udpPorts
+        if needsFullSync {
+            desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
+            let ops = RulesetDiff.operations(from: applied, to: desired.model)
+            var filters: [ConntrackFilter] = []
+            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) where hasPlanned {
+                filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+            }
+            return Plan(operations: ops, conntrack: filters.sorted(), full: true, services: desired.model.contributions.count)
+        }
+        // Only the dirty services' parts are compared: copy those out of the model before it
+        // changes (the model itself stays uniquely owned, so updating it copies nothing).
+        // Services that lost an element to another one are rebuilt after the dirty ones: the
+        // owner may just have released it.
+        let waiting = desired.conflicted.subtracting(dirtyServices)
+        let order = dirtyServices.sorted() + (dirtyServices.isEmpty ? [] : waiting.sorted())
+        var oldScope: [TableFamily: Contribution] = [:]
+        for id in order {
+            for (family, c) in desired.model.contributions[id] ?? [:] { oldScope[family, default: Contribution()].formUnion(c) }
+        }
+        var before = desired.model.slice(oldScope)
+        var filters: [ConntrackFilter] = []
+        for id in order {
+            desired.update(service: id, in: snapshot)
+            filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+        }
+        for id in dirtySlices { desired.updateSlice(id, in: snapshot) }
+        var scope = oldScope
+        for id in order {
+            for (family, c) in desired.model.contributions[id] ?? [:] { scope[family, default: Contribution()].formUnion(c) }
+        }
+        before.addMissingSharedSets(scope, from: desired.model)
+        let ops = RulesetDiff.operations(from: before, to: desired.model, scope: scope)
+        return Plan(operations: ops, conntrack: filters.sorted(), full: false, services: order.count)
+    }
+}
+
+extension RulesetModel {
+    /// Just the chains, sets and elements named by `scope` (plus both tables, empty).
+    func slice(_ scope: [TableFamily: Contribution]) -> RulesetModel {
+        var out = RulesetModel()
+        for (family, table) in tables {
+            var t = TableModel(family: family)
+            let c = scope[family] ?? Contribution()
+            for name in c.chains { t.chains[name] = table.chains[name] }
+            for name in c.sets { t.sets[name] = table.sets[name] }
+            for (name, keys) in c.elements {
+                guard let set = table.sets[name] else { continue }
+                var part = t.sets[name] ?? NFSet(set.spec)
+                for k in keys { if let v = set.elements[k] { part.elements[k] = v } }
+                t.sets[name] = part
+            }
+            out.tables[family] = t
+        }
+        return out
+    }
+
+    /// Declares (empty) the shared maps the scope touches that the slice lacks, so the diff
+    /// compares their elements instead of creating them.
+    mutating func addMissingSharedSets(_ scope: [TableFamily: Contribution], from full: RulesetModel) {
+        for (family, c) in scope {
+            for name in c.elements.keys where tables[family]?.sets[name] == nil {
+                if let spec = full.tables[family]?.sets[name]?.spec { tables[family]?.sets[name] = NFSet(spec) }
+            }
+        }
+    }
+}

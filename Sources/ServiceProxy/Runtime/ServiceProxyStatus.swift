@@ -1,0 +1,23 @@
+/// What `nodenet status` shows for the proxy.
+public struct ServiceProxyStatus: Sendable, Codable, Equatable {
+    /// Services with rules (per family counted once).
+    public var services = 0
+    public var endpoints = 0
+    public var chains = 0
+    public var rules = 0
+    public var sets = 0
+    public var elements = 0
+    public var syncs = 0
+    public var fullSyncs = 0
+    public var failures = 0
+    public var lastSyncSeconds: Double?
+    /// Operations (rules + elements + objects) in the last transaction.
+    public var lastTransactionSize = 0
+    public var lastError: String?
+    /// "Kind ns/name: reason" for every object not (fully) programmed.
+    public var skipped: [String] = []
+    /// True once the kernel holds the state of the store at some point.
+    public var inSync = false
+
+    public init() {}
+}

@@ -1,1 +1,0 @@
-// ServiceProxy: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,111 @@
+import ClusterState
+import Logging
+import Synchronization
+import Testing
+@testable import ServiceProxy
+
+/// A backend over the simulated kernel that can be told to fail, and lets tests edit the
+/// "kernel" behind the actor's back.
+final class FakeBackend: RulesetBackend {
+    private struct State {
+        var kernel = SimulatedKernel()
+        var failNext = 0
+        var transactions: [[RulesetOperation]] = []
+        var conntrack: [ConntrackFilter] = []
+    }
+    private let state = Mutex(State())
+
+    func failNextApplies(_ n: Int) { state.withLock { $0.failNext = n } }
+    var transactions: [[RulesetOperation]] { state.withLock { $0.transactions } }
+    var kernel: RulesetModel { state.withLock { $0.kernel.model } }
+    func edit(_ body: (inout RulesetModel) -> Void) { state.withLock { body(&$0.kernel.model) } }
+
+    func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
+        try state.withLock { (s: inout State) throws(BackendError) in
+            if s.failNext > 0 {
+                s.failNext -= 1
+                throw BackendError(operation: "apply", message: "injected failure")
+            }
+            do { try s.kernel.apply(ops) } catch { throw BackendError(operation: "apply", message: "\(error)") }
+            s.transactions.append(ops)
+        }
+    }
+
+    func currentState() async throws(BackendError) -> RulesetModel? {
+        state.withLock { s in
+            guard !s.kernel.model.tables.isEmpty else { return nil }
+            var m = s.kernel.model
+            m.contributions = [:]
+            // Like the nft backend: rules cannot be read back.
+            for f in Array(m.tables.keys) {
+                for name in Array(m.tables[f]!.chains.keys) { m.tables[f]!.chains[name]!.rules = nil }
+            }
+            return m
+        }
+    }
+
+    func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
+        state.withLock { $0.conntrack += filters }
+    }
+}
+
+@Suite struct ActorTests {
+    func start(_ backend: FakeBackend, interval: Duration = .seconds(300)) async -> (ClusterStore, ServiceProxyActor, Task<Void, Never>) {
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(service("web"))), .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.1")])))])
+        var config = testConfig
+        config.coalesceDelay = .milliseconds(2)
+        config.fullSyncInterval = interval
+        let actor = ServiceProxyActor(store: store, configuration: config, backend: backend, logger: Logger(label: "test"))
+        return (store, actor, Task { await actor.run() })
+    }
+
+    @Test func failedTransactionIsRetriedAsAFullSync() async throws {
+        let backend = FakeBackend()
+        let (store, actor, task) = await start(backend)
+        defer { task.cancel() }
+        try await waitFor { await actor.status().syncs == 1 }
+        backend.failNextApplies(1)
+        await store.apply([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.2")])))])
+        try await waitFor { await actor.status().failures == 1 }
+        #expect(await actor.status().lastError?.contains("injected failure") == true)
+        #expect(await !actor.status().inSync)
+        // Retried about a second later, as a full sync, and the kernel ends up right.
+        try await waitFor { await actor.status().syncs == 2 }
+        let status = await actor.status()
+        #expect(status.fullSyncs == 2 && status.inSync && status.lastError == nil)
+        #expect(backend.kernel.tables[.ip]?.chains["endpoint-ns1/web/tcp/http__10.244.1.2/8080"] != nil)
+        #expect(backend.kernel.tables[.ip]?.chains["endpoint-ns1/web/tcp/http__10.244.1.1/8080"] == nil)
+    }
+
+    @Test func periodicFullSyncRepairsDriftWithoutRewritingWhatIsRight() async throws {
+        let backend = FakeBackend()
+        let (_, actor, task) = await start(backend, interval: .milliseconds(100))
+        defer { task.cancel() }
+        try await waitFor { await actor.status().syncs >= 1 }
+        backend.edit { m in
+            m.tables[.ip]!.sets["service-ips"]!.elements = [:]
+            m.tables[.ip]!.chains["stray"] = NFChain("stray")
+        }
+        let before = backend.transactions.count
+        try await waitFor { backend.kernel.tables[.ip]?.sets["service-ips"]?.elements.count == 1 }
+        #expect(backend.kernel.tables[.ip]?.chains["stray"] == nil)
+        let repair = try #require(backend.transactions.dropFirst(before).first { !$0.isEmpty })
+        // Only the element and the stray chain: rules known from the last sync are trusted.
+        #expect(repair.count == 3, "\(repair)")
+        #expect(await actor.status().fullSyncs >= 2)
+    }
+
+    @Test func statusCountsAndSkippedObjects() async throws {
+        let backend = FakeBackend()
+        let (store, actor, task) = await start(backend)
+        defer { task.cancel() }
+        await store.apply([.upsert(.endpointSlice(slice("ghost", [EP(ip: "10.244.9.9")])))])
+        try await waitFor { await actor.status().skipped == ["EndpointSlice ns1/ghost-ipv4: service ns1/ghost does not exist"] }
+        let s = await actor.status()
+        #expect(s.services == 1 && s.endpoints == 1)
+        #expect(s.chains == backend.kernel.chainCount)
+        #expect(s.elements == backend.kernel.elementCount)
+        #expect(s.lastTransactionSize >= 0 && s.lastSyncSeconds != nil)
+    }
+}

@@ -1,0 +1,67 @@
+import ClusterState
+import Testing
+@testable import ServiceProxy
+
+@Suite struct ConntrackTests {
+    let dns = service("dns", type: .nodePort, ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353), nodePort: 30053)],
+                      externalIPs: ["203.0.113.53"])
+    func dnsSlice(_ ips: [String]) -> EndpointSlice {
+        slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })
+    }
+
+    /// The filters for the dns service going from `old` endpoints to `new` ones (nil: no slice).
+    func filters(_ old: [String]?, _ new: [String]?) async -> [String] {
+        let before = await desired([dns], old.map { [dnsSlice($0)] } ?? [])
+        let after = await desired([dns], new.map { [dnsSlice($0)] } ?? [])
+        let id = NamespacedName("ns1", "dns")
+        return StaleConntrack.filters(old: before.udpPorts[id] ?? [:], new: after.udpPorts[id] ?? [:]).map(\.description)
+    }
+
+    @Test func endpointRemovedClearsFlowsDNATedToIt() async {
+        #expect(await filters(["10.244.1.1", "10.244.1.2"], ["10.244.1.1"]) == [
+            "-f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.2",
+            "-f ipv4 -p udp --orig-dst 203.0.113.53 --orig-port-dst 53 --reply-src 10.244.1.2",
+            "-f ipv4 -p udp --orig-port-dst 30053 --reply-src 10.244.1.2",
+        ])
+    }
+
+    @Test func firstEndpointClearsEveryFlowToTheService() async {
+        #expect(await filters(nil, ["10.244.1.1"]) == [
+            "-f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53",
+            "-f ipv4 -p udp --orig-dst 203.0.113.53 --orig-port-dst 53",
+            "-f ipv4 -p udp --orig-port-dst 30053",
+        ])
+    }
+
+    @Test func tcpAndUnchangedUDPNeedNothing() async {
+        #expect(await filters(["10.244.1.1"], ["10.244.1.1"]).isEmpty)
+        let tcpOld = await desired([service("web")], [slice("web", [EP(ip: "10.244.1.1"), EP(ip: "10.244.1.2")])])
+        #expect(tcpOld.udpPorts.isEmpty)
+    }
+
+    @Test func serviceDeletedClearsItsEndpointsFlows() async {
+        let old = await desired([dns], [dnsSlice(["10.244.1.1"])])
+        let id = NamespacedName("ns1", "dns")
+        let filters = StaleConntrack.filters(old: old.udpPorts[id]!, new: [:])
+        #expect(filters.count == 3)
+        #expect(filters.allSatisfy { $0.replySource == ip("10.244.1.1") })
+    }
+
+    @Test func plannerReportsFiltersForDirtyServicesOnly() async throws {
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(dns)), .upsert(.service(service("web", ips: ["10.96.0.11"])))])
+        var planner = ServiceProxyPlanner(configuration: testConfig)
+        // The first plan after start deletes nothing: what steered the existing flows is unknown.
+        await store.apply([.upsert(.endpointSlice(dnsSlice(["10.244.1.9"])))])
+        #expect(planner.plan(snapshot: await store.snapshot(), applied: nil).conntrack.isEmpty)
+        await store.apply([.delete(ObjectKey(.endpointSlice, namespace: "ns1", name: "dns-ipv4"))])
+        planner.requestFullSync()
+        #expect(planner.plan(snapshot: await store.snapshot(), applied: nil).conntrack.count == 3)
+        let events = await store.subscribe()
+        await store.apply([.upsert(.endpointSlice(dnsSlice(["10.244.1.1"])))])
+        planner.record(try #require(await events.nextEvent()))
+        let plan = planner.plan(snapshot: await store.snapshot(), applied: nil)
+        #expect(plan.conntrack.count == 3)
+        #expect(plan.conntrack.allSatisfy { $0.replySource == nil })
+    }
+}

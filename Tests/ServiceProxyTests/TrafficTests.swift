@@ -1,0 +1,205 @@
+import ClusterState
+import IPAddressing
+import Foundation
+import Logging
+import NodenetTestSupport
+import Testing
+@testable import ServiceProxy
+
+/// Real packets through the rules: a "node" namespace running the actor (nft backend), two pod
+/// namespaces with a TCP server each, a client pod and a "fabric" host for NodePorts.
+/// Every address exists only inside these namespaces.
+@Suite(.serialized, .enabled(if: isPrivileged && (try? Shell.which("socat")) != nil, "needs root, nft and socat"))
+struct TrafficTests {
+    final class Topology: Sendable {
+        let node: TestNamespace, pod1: TestNamespace, pod2: TestNamespace, client: TestNamespace, fabric: TestNamespace
+        var all: [TestNamespace] { [pod1, pod2, client, fabric, node] }
+
+        init() throws {
+            node = try TestNamespace("node")
+            pod1 = try TestNamespace("pod")
+            pod2 = try TestNamespace("pod")
+            client = try TestNamespace("client")
+            fabric = try TestNamespace("fabric")
+            try node.check(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            try link(pod1, "10.244.1.5", gateway: "10.244.1.1", index: 1)
+            try link(pod2, "10.244.2.5", gateway: "10.244.2.1", index: 2)
+            try link(client, "10.244.3.5", gateway: "10.244.3.1", index: 3)
+            try link(fabric, "192.168.1.1", gateway: nil, nodeAddress: "192.168.1.11", index: 4)
+            // Like a real node: a default route, so service IPs without rules get forwarded (and
+            // meet the reject rules) instead of failing routing with "network unreachable".
+            try node.check(["ip", "route", "add", "default", "via", "192.168.1.1"])
+            for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
+                try Self.background(ns, ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \(name)"])
+                try Self.background(ns, ["socat", "UDP-RECVFROM:5353,fork", "SYSTEM:echo \(name)"])
+            }
+            // Wait until both servers listen (process start is slow when the machine is busy).
+            for ns in [pod1, pod2] {
+                for _ in 0..<100 {
+                    let tcp = try ns.run(["ss", "-H", "-ltn", "sport = :8080"]).stdout, udp = try ns.run(["ss", "-H", "-lun", "sport = :5353"]).stdout
+                    if !tcp.isEmpty && !udp.isEmpty { break }
+                    usleep(50_000)
+                }
+            }
+        }
+
+        /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24.
+        private func link(_ ns: TestNamespace, _ address: String, gateway: String?, nodeAddress: String? = nil, index: Int) throws {
+            let outside = "nn\(index)", inside = "eth\(index)"
+            try node.check(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside])
+            try node.check(["ip", "link", "set", inside, "netns", ns.name])
+            try node.check(["ip", "addr", "add", (nodeAddress ?? gateway!) + "/24", "dev", outside])
+            try node.check(["ip", "link", "set", outside, "up"])
+            try ns.check(["ip", "addr", "add", address + "/24", "dev", inside])
+            try ns.check(["ip", "link", "set", inside, "up"])
+            if let gateway { try ns.check(["ip", "route", "add", "default", "via", gateway]) }
+        }
+
+        static func background(_ ns: TestNamespace, _ argv: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try Shell.which("ip"))
+            p.arguments = ["netns", "exec", ns.name] + argv
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()  // killed when its namespace is deleted
+        }
+
+        /// One TCP connection from `ns`: the server's line, or the error text.
+        func connect(from ns: TestNamespace, _ target: String) throws -> (ok: Bool, text: String, seconds: Double) {
+            let start = Date()
+            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
+            return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
+        }
+
+        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry).
+        func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
+            // One datagram out, one reply back (socat would wait out its timeout after the reply).
+            let (host, port) = (target.split(separator: ":")[0], target.split(separator: ":")[1])
+            let script = """
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", \(sourcePort)))
+                s.settimeout(3)
+                s.sendto(b"q\\n", ("\(host)", \(port)))
+                print(s.recv(100).decode().strip())
+                """
+            let r = try ns.run(["python3", "-c", script], timeout: 10)
+            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        /// The proxy actor programming the node namespace, after its first sync.
+        func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
+                                            coalesceDelay: .milliseconds(5))
+            let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: node), logger: Logger(label: "test"))
+            let task = Task { await actor.run() }
+            try await waitFor { await actor.status().syncs >= 1 }
+            return (actor, task)
+        }
+
+        func delete() { for ns in all { ns.delete() } }
+    }
+
+    @Test func clusterIPNodePortRejectAndHairpin() async throws {
+        let t = try Topology()
+        defer { t.delete() }
+        let store = ClusterStore()
+        let web = service("web", type: .nodePort, ports: [ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)])
+        let empty = service("empty", ips: ["10.96.0.11"])
+        await store.apply([
+            .upsert(.service(web)), .upsert(.service(empty)),
+            .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
+        ])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        #expect(await actor.status().lastError == nil)
+
+        // ClusterIP from a pod: both endpoints answer, chosen at random.
+        var seen = Set<String>()
+        for _ in 0..<30 where seen.count < 2 {
+            let r = try t.connect(from: t.client, "10.96.0.10:80")
+            #expect(r.ok, "\(r.text)")
+            seen.insert(r.text)
+        }
+        #expect(seen == ["pod1", "pod2"])
+
+        // No endpoints: refused at once, not a timeout.
+        let refused = try t.connect(from: t.client, "10.96.0.11:80")
+        #expect(!refused.ok)
+        #expect(refused.text.contains("refused"), "\(refused.text)")
+        #expect(refused.seconds < 2)
+
+        // NodePort from a host on the fabric.
+        let np = try t.connect(from: t.fabric, "192.168.1.11:30080")
+        #expect(np.ok && ["pod1", "pod2"].contains(np.text), "\(np.text)")
+
+        // Hairpin: a pod reaching itself through its service.
+        var hairpin = false
+        for _ in 0..<30 where !hairpin {
+            hairpin = try t.connect(from: t.pod1, "10.96.0.10:80").text == "pod1"
+        }
+        #expect(hairpin)
+
+        // Endpoints change: pod2 only; then none: refused.
+        await store.apply([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.2.5")])))])
+        try await waitFor { await actor.status().syncs >= 2 }
+        for _ in 0..<5 { #expect(try t.connect(from: t.client, "10.96.0.10:80").text == "pod2") }
+        await store.apply([.delete(ObjectKey(.endpointSlice, namespace: "ns1", name: "web-ipv4"))])
+        try await waitFor { await actor.status().syncs >= 3 }
+        let gone = try t.connect(from: t.fabric, "192.168.1.11:30080")
+        #expect(!gone.ok && gone.text.contains("refused"), "\(gone.text)")
+    }
+}
+
+extension TrafficTests {
+    @Test func clientIPAffinitySticksToOneEndpoint() async throws {
+        let t = try Topology()
+        defer { t.delete() }
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(service("sticky", affinity: 300))),
+                           .upsert(.endpointSlice(slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")])))])
+        let (_, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        let first = try t.connect(from: t.client, "10.96.0.10:80").text
+        #expect(["pod1", "pod2"].contains(first))
+        for _ in 0..<10 { #expect(try t.connect(from: t.client, "10.96.0.10:80").text == first) }
+        // The kernel remembers the client in that endpoint's affinity set, with the timeout.
+        let set = first == "pod1" ? "affinity-ns1/sticky/tcp/http__10.244.1.5/8080" : "affinity-ns1/sticky/tcp/http__10.244.2.5/8080"
+        let listing = try t.node.check(["nft", "list", "set", "ip", "nodenet", set]).stdout
+        #expect(listing.contains("10.244.3.5"), "\(listing)")
+        // Reading the kernel back copes with the learned entries (they are not part of the model).
+        let kernel = try await backend(in: t.node).currentState()
+        #expect(kernel?.tables[.ip]?.sets[set]?.spec.timeout == 300)
+        #expect(kernel?.tables[.ip]?.sets[set]?.elements.isEmpty == true)
+    }
+
+    @Test func staleUDPFlowsAreDeletedWhenTheirEndpointGoes() async throws {
+        let t = try Topology()
+        defer { t.delete() }
+        let store = ClusterStore()
+        let dns = service("dns", ips: ["10.96.0.20"], ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))])
+        func dnsSlice(_ ips: [String]) -> StoreChange {
+            .upsert(.endpointSlice(slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
+        }
+        await store.apply([.upsert(.service(dns)), dnsSlice(["10.244.1.5"])])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
+        let entries = { try t.node.run(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.20", "--reply-src", "10.244.1.5"]).stdout }
+        #expect(try entries().contains("dport=53"))
+
+        // pod1 stops being an endpoint but keeps answering: only the deleted entry makes the next
+        // datagram from the same socket go to pod2.
+        await store.apply([dnsSlice(["10.244.2.5"])])
+        try await waitFor { await actor.status().syncs >= 2 }
+        #expect(try !entries().contains("dport=53"))
+        let after = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053)
+        #expect(after == "pod2", "got \"\(after)\"")
+    }
+}
+
+enum IPPrefixValue {
+    static let pods = IPPrefix("10.244.0.0/16")!
+}

@@ -1,0 +1,111 @@
+// proxy-bench: how long the service proxy's pure part takes at scale: desired state for S
+// services x E endpoints, the full diff and its nft rendering, then a one-service change
+// (incremental plan) and a no-op full reconcile. With --netns NAME it also applies the full
+// ruleset and the one-service change with `nft -f` inside that (existing) namespace.
+// usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]
+import ClusterState
+import Foundation
+import IPAddressing
+import ServiceProxy
+
+/// The n-th address above a.b.0.0 (same layout as gen-kube-proxy-ruleset.py).
+func address(_ n: Int, _ a: UInt8, _ b: Int) -> IPAddress {
+    .v4(IPv4Address(a, UInt8(b + n / 65536), UInt8((n / 256) % 256), UInt8(n % 256)))
+}
+
+func slice(_ i: Int, _ eps: [IPAddress]) -> EndpointSlice {
+    EndpointSlice(metadata: ObjectMeta(name: "s\(i)-ipv4", namespace: "bench", labels: [EndpointSlice.serviceNameLabel: "s\(i)"]),
+                  addressType: .ipv4, endpoints: eps.map { Endpoint(addresses: [$0], nodeName: "node2") },
+                  ports: [EndpointPort(name: "http", port: 8080)])
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+func benchmark() async throws {
+    var services = 10_000, endpoints = 5, repeats = 5
+    var netns: String?
+    var args = CommandLine.arguments.dropFirst().makeIterator()
+    while let a = args.next() {
+        switch a {
+        case "--services": services = Int(args.next() ?? "") ?? services
+        case "--endpoints": endpoints = Int(args.next() ?? "") ?? endpoints
+        case "--repeat": repeats = max(1, Int(args.next() ?? "") ?? repeats)
+        case "--netns": netns = args.next()
+        default:
+            FileHandle.standardError.write(Data("usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]\n".utf8))
+            exit(2)
+        }
+    }
+
+    /// Best and median of `repeats` runs of `body` (which returns something to keep it alive).
+    func measure<T>(_ label: String, _ body: () throws -> T) rethrows -> T {
+        var times: [Double] = []
+        var last: T?
+        for _ in 0..<repeats {
+            let start = ContinuousClock.now
+            last = try body()
+            times.append(seconds(ContinuousClock.now - start))
+        }
+        times.sort()
+        print(String(format: "%@ best %9.3f ms   median %9.3f ms", label.padding(toLength: 34, withPad: " ", startingAt: 0) as NSString, times[0] * 1000, times[times.count / 2] * 1000))
+        return last!
+    }
+
+    let config = ProxyConfiguration(nodeName: "node1", nodeAddresses: [IPAddress("192.168.1.11")!],
+                                    clusterCIDRs: [IPPrefix("10.244.0.0/16")!], serviceCIDRs: [IPPrefix("10.96.0.0/12")!])
+    let store = ClusterStore()
+    var changes: [StoreChange] = []
+    for i in 0..<services {
+        let svc = Service(metadata: ObjectMeta(name: "s\(i)", namespace: "bench"), clusterIPs: [address(i, 10, 96)],
+                          ports: [ServicePort(name: "http", port: 80, targetPort: .int(8080))], selector: ["app": "s\(i)"])
+        changes.append(.upsert(.service(svc)))
+        changes.append(.upsert(.endpointSlice(slice(i, (0..<endpoints).map { address(i * endpoints + $0, 10, 128) }))))
+    }
+    await store.apply(changes)
+    let snapshot = await store.snapshot()
+    print("proxy-bench services=\(services) endpoints=\(endpoints) repeat=\(repeats)")
+
+    let state = measure("desired state (full)") { DesiredState(snapshot: snapshot, configuration: config) }
+    let fullOps = measure("diff from nothing") { RulesetDiff.operations(from: nil, to: state.model) }
+    let script = measure("render nft script") { NftRenderer().script(fullOps) }
+    _ = measure("full reconcile, nothing changed") { RulesetDiff.operations(from: state.model, to: state.model) }
+    print("  chains=\(state.model.chainCount) rules=\(state.model.ruleCount) elements=\(state.model.elementCount) " +
+          "operations=\(fullOps.count) script_bytes=\(script.utf8.count)")
+
+    // One service's endpoints change (all replaced), with everything else in place.
+    let events = await store.subscribe()
+    let target = services / 2
+    await store.apply([.upsert(.endpointSlice(slice(target, (0..<endpoints).map { address(services * endpoints + $0, 10, 128) })))])
+    var iterator = events.makeAsyncIterator()
+    let event = await iterator.next()!
+    let changed = await store.snapshot()
+    var oneOps: [RulesetOperation] = []
+    var times: [Double] = []
+    for _ in 0..<repeats {
+        // Untimed: the state after a full sync (a fresh planner each time, so the timed part
+        // updates a uniquely owned model, as the actor's does).
+        var planner = ServiceProxyPlanner(configuration: config)
+        _ = planner.plan(snapshot: snapshot, applied: nil)
+        let start = ContinuousClock.now
+        planner.record(event)
+        oneOps = planner.plan(snapshot: changed, applied: nil).operations
+        times.append(seconds(ContinuousClock.now - start))
+    }
+    times.sort()
+    print(String(format: "%@ best %9.3f ms   median %9.3f ms", "one-service change (plan)".padding(toLength: 34, withPad: " ", startingAt: 0) as NSString, times[0] * 1000, times[times.count / 2] * 1000))
+    print("  one-service operations=\(oneOps.count)")
+
+    if let netns {
+        // Applies through the nft fallback backend inside the given namespace (created by run.sh).
+        let ip = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
+        let backend = NftCommandBackend(commandPrefix: [ip, "netns", "exec", netns])
+        var start = ContinuousClock.now
+        try await backend.apply(fullOps)
+        print(String(format: "nft -f full ruleset (fallback backend)   %9.3f s", seconds(ContinuousClock.now - start)))
+        start = ContinuousClock.now
+        try await backend.apply(oneOps)
+        print(String(format: "nft -f one-service change               %9.3f s", seconds(ContinuousClock.now - start)))
+    }
+}
+
+try await benchmark()
