@@ -35,7 +35,7 @@ let package = Package(
         .testTarget(name: "IPAddressingTests", dependencies: ["IPAddressing"]),
 
         // The kernel seam: rtnetlink, nfnetlink/nf_tables, namespaces, change events.
-        .target(name: "Netlink", dependencies: ["CNetlink", "CShims", "IPAddressing"], swiftSettings: strict),
+        .target(name: "Netlink", dependencies: ["CNetlink", "CShims", "IPAddressing"], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink"]),
         // Route programming benchmark against `ip -batch` (bench/routes/run.sh); not shipped.
         .executableTarget(name: "netlink-bench", dependencies: ["Netlink", "IPAddressing"], swiftSettings: strict),
@@ -61,7 +61,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             // kubeconfig files are YAML.
             .product(name: "Yams", package: "Yams"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "ClusterSourcesTests", dependencies: [
             "ClusterSources", "NodenetTestSupport",
             // The stand-in API server in the Kubernetes source tests.
