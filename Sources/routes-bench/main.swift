@@ -1,0 +1,1 @@
+print("routes-bench: see bench/node-routes/run.sh")
