@@ -59,6 +59,11 @@ public struct NFTablesHook: Sendable, Hashable {
 public struct NFTablesRule: Sendable, Hashable {
     public var handle: UInt64
     public var comment: String?
+
+    public init(handle: UInt64, comment: String?) {
+        self.handle = handle
+        self.comment = comment
+    }
 }
 
 public enum NFTablesMessages {

@@ -223,14 +223,14 @@ public actor NodeRoutesActor {
         }
         errors += ensureForwardingAndMasquerade()
         nodeErrors = errors
+        let first = !reconciledOnce
+        reconciledOnce = true
         publishStatus()
-        let snapshot = status
-        if !reconciledOnce {
-            reconciledOnce = true
+        if first {
             for w in readyWaiters { w.resume() }
             readyWaiters = []
         }
-        onReconciled?(snapshot)
+        onReconciled?(status)
     }
 
     private func execute(_ plan: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane) throws {
