@@ -86,15 +86,7 @@ public struct DesiredState: Sendable {
         }
         // Second pass: peers whose CIDRs overlap each other are all refused; routing to
         // either could be wrong, and the others keep working.
-        var overlapping: [String: String] = [:]
-        for i in valid.indices {
-            for j in valid.indices where j > i {
-                for a in valid[i].subnets { for b in valid[j].subnets where a.overlaps(b) {
-                    overlapping[valid[i].node.name] = "pod CIDR \(a) overlaps \(valid[j].node.name)'s \(b)"
-                    overlapping[valid[j].node.name] = "pod CIDR \(b) overlaps \(valid[i].node.name)'s \(a)"
-                } }
-            }
-        }
+        let overlapping = overlaps(valid.map { ($0.node.name, $0.subnets) })
         for (name, reason) in overlapping { d.refused[name] = reason }
 
         for peer in valid where overlapping[peer.node.name] == nil {
@@ -117,6 +109,29 @@ public struct DesiredState: Sendable {
             d.add(peer: peer.node, ip: peer.ip, subnets: peer.subnets, mode: mode, topology: topology)
         }
         return d
+    }
+
+    /// Overlaps among all peers' subnets in one sort and sweep (n log n: 5,000 peers must not
+    /// cost 12.5 million pair checks). Prefixes either nest or are disjoint, so after sorting
+    /// by first address a subnet overlaps an earlier one exactly when it starts before the
+    /// furthest end seen so far.
+    static func overlaps(_ subnets: [(name: String, subnets: [IPPrefix])]) -> [String: String] {
+        var all: [(prefix: IPPrefix, owner: String)] = []
+        for (name, list) in subnets { for p in list { all.append((p.network, name)) } }
+        all.sort { ($0.prefix.address, $0.prefix.length) < ($1.prefix.address, $1.prefix.length) }
+        var out: [String: String] = [:]
+        var widest: (prefix: IPPrefix, owner: String)?
+        for entry in all {
+            if let w = widest, w.prefix.family == entry.prefix.family, w.prefix.contains(entry.prefix.address), w.owner != entry.owner {
+                out[entry.owner] = "pod CIDR \(entry.prefix) overlaps \(w.owner)'s \(w.prefix)"
+                out[w.owner] = out[w.owner] ?? "pod CIDR \(w.prefix) overlaps \(entry.owner)'s \(entry.prefix)"
+                continue
+            }
+            if widest == nil || widest!.prefix.family != entry.prefix.family || !widest!.prefix.contains(entry.prefix.address) {
+                widest = entry
+            }
+        }
+        return out
     }
 
     private mutating func add(peer node: Node, ip: IPAddress, subnets: [IPPrefix], mode: PeerMode, topology: Topology) {

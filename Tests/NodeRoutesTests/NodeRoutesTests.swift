@@ -77,6 +77,14 @@ struct DesiredStateTests {
         #expect(d.nodeErrors.isEmpty)
     }
 
+    @Test func overlapSweepFindsNestedAndSparesDisjoint() {
+        let found = DesiredState.overlaps([("a", [IPPrefix("10.0.0.0/8")!]), ("b", [IPPrefix("10.1.0.0/16")!]),
+                                           ("c", [IPPrefix("10.2.0.0/16")!]), ("d", [IPPrefix("11.0.0.0/24")!]),
+                                           ("e", [IPPrefix("11.0.1.0/24")!, IPPrefix("fd00::/64")!]), ("f", [IPPrefix("fd00:0:0:1::/64")!])])
+        #expect(Set(found.keys) == ["a", "b", "c"])
+        #expect(found["c"] == "pod CIDR 10.2.0.0/16 overlaps a's 10.0.0.0/8")
+    }
+
     @Test func missingOwnSubnetIsANodeErrorButPeersAreServed() {
         let d = DesiredState.compute(configuration: config(.hostGW, own: []), topology: underlay, nodes: cluster)
         #expect(d.nodeErrors.first?.contains("no pod subnet") == true)

@@ -52,6 +52,13 @@ struct PrivilegedActorTests {
         #expect(repairs.sorted()[2] < 500)
         #expect(running.actor.status.repairs >= 5)
 
+        // The underlay going down flushes the routes (silently); up again, they come back.
+        try Shell.check(["ip", "-n", ns.name, "link", "set", "eth0", "down"])
+        try await waitFor("routes flushed by link down") { try nodenetRoutes(client).isEmpty }
+        try Shell.check(["ip", "-n", ns.name, "link", "set", "eth0", "up"])
+        let back = try await waitFor("routes back after link up") { try nodenetRoutes(client).count == 2 }
+        print("routes back \(ms(back)) ms after the underlay came up")
+
         // Altered behind its back (another gateway, still proto 78): put back.
         try Shell.check(["ip", "-n", ns.name, "route", "replace", "10.244.3.0/24", "via", "192.168.1.77", "proto", "78"])
         try await waitFor("altered route restored") { try nodenetRoutes(client)[IPPrefix("10.244.3.0/24")!]?.gateway == IPAddress("192.168.1.13") }
