@@ -18,17 +18,23 @@ public enum NFTablesExpression: Sendable, Hashable {
     case masquerade
 
     /// The expressions for "source (or destination) address in `prefix`" (or not in it), the
-    /// way nft encodes `ip saddr 10.244.0.0/16`: a mask only when the prefix is not a host.
+    /// way nft encodes `ip saddr 10.244.0.0/16`: load only the bytes the prefix covers and
+    /// compare; when the prefix ends inside a byte, load the whole address and mask it first. A /0 prefix matches everything
+    /// and yields no expressions.
     public static func match(_ prefix: IPPrefix, source: Bool, negated: Bool = false) -> [NFTablesExpression] {
         let v4 = prefix.family == .v4
-        let length: UInt32 = v4 ? 4 : 16
         let offset: UInt32 = v4 ? (source ? 12 : 16) : (source ? 8 : 24)
-        var out: [NFTablesExpression] = [.loadNetworkHeader(offset: offset, length: length)]
-        if prefix.length < prefix.family.bitWidth {
-            out.append(.mask(maskBytes(prefixLength: prefix.length, byteCount: Int(length))))
+        let field = v4 ? 4 : 16
+        let bytes = (prefix.length + 7) / 8
+        guard bytes > 0 else { return [] }
+        let network = prefix.network.address.bytes
+        // Byte-aligned: load and compare just the prefix bytes. Otherwise the whole field,
+        // masked, compared whole (nft reads a shorter compare back as another prefix).
+        guard prefix.length % 8 != 0 else {
+            return [.loadNetworkHeader(offset: offset, length: UInt32(bytes)), .compare(equal: !negated, data: Array(network.prefix(bytes)))]
         }
-        out.append(.compare(equal: !negated, data: Array(prefix.network.address.bytes)))
-        return out
+        return [.loadNetworkHeader(offset: offset, length: UInt32(field)), .mask(maskBytes(prefixLength: prefix.length, byteCount: field)),
+                .compare(equal: !negated, data: network)]
     }
 
     static func maskBytes(prefixLength: Int, byteCount: Int) -> [UInt8] {

@@ -197,13 +197,16 @@ struct NamingTests {
         let r = Masquerade.rule(source: IPPrefix("10.244.0.0/16")!, clusterCIDRs: [IPPrefix("10.244.0.0/16")!])
         #expect(r.comment == "nodenet pod-egress 10.244.0.0/16")
         #expect(r.expressions == [
-            .loadNetworkHeader(offset: 12, length: 4), .mask([255, 255, 0, 0]), .compare(equal: true, data: [10, 244, 0, 0]),
-            .loadNetworkHeader(offset: 16, length: 4), .mask([255, 255, 0, 0]), .compare(equal: false, data: [10, 244, 0, 0]),
+            .loadNetworkHeader(offset: 12, length: 2), .compare(equal: true, data: [10, 244]),
+            .loadNetworkHeader(offset: 16, length: 2), .compare(equal: false, data: [10, 244]),
             .masquerade,
         ])
-        let v6 = NFTablesExpression.match(IPPrefix("fd00:244::/48")!, source: true)
-        #expect(v6.first == .loadNetworkHeader(offset: 8, length: 16))
-        #expect(v6[1] == .mask([255, 255, 255, 255, 255, 255] + [UInt8](repeating: 0, count: 10)))
+        // Not byte-aligned: the last byte is masked (as nft does).
+        #expect(NFTablesExpression.match(IPPrefix("172.16.0.0/12")!, source: false) == [
+            .loadNetworkHeader(offset: 16, length: 4), .mask([255, 240, 0, 0]), .compare(equal: true, data: [172, 16, 0, 0]),
+        ])
+        let v6 = NFTablesExpression.match(IPPrefix("fd00:244::/56")!, source: true)
+        #expect(v6 == [.loadNetworkHeader(offset: 8, length: 7), .compare(equal: true, data: [0xfd, 0, 0x02, 0x44, 0, 0, 0])])
     }
 
     @Test func masqueradePlanIsIdempotentAndRemovesForeignRulesInItsChain() {

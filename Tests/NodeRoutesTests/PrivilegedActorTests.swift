@@ -175,3 +175,55 @@ final class EventLog: Sendable {
     func append(_ e: NetlinkEvent) { state.withLock { $0.append(e) } }
     var events: [NetlinkEvent] { state.withLock { $0 } }
 }
+
+@Suite("masquerade rules (root)", .enabled(if: isRoot), .serialized)
+struct PrivilegedMasqueradeTests {
+    /// The expression lines `nft --debug=netlink` prints for the rules of a chain.
+    func expressions(_ ns: TestNamespace, _ family: String, _ table: String, _ chain: String) -> [String] {
+        sh("ip netns exec \(ns.name) nft --debug=netlink list chain \(family) \(table) \(chain)")
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { $0.hasPrefix("[ ") }
+    }
+
+    @Test func encodedLikeNftAndDualStack() async throws {
+        let ns = try standaloneNode("masq", address: "192.168.1.11/24")
+        defer { ns.delete() }
+        var c = try nodeConfig(ns, mode: .hostGW)
+        c.clusterCIDRs += [IPPrefix("172.16.0.0/12")!, IPPrefix("fd00:244::/56")!]
+        let running = try await RunningActor(c, store: await store([]))
+        await running.stop()
+
+        #expect(sh("ip netns exec \(ns.name) nft list chain ip nodenet pod-egress").contains(
+            "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 ip daddr != 172.16.0.0/12 masquerade comment \"nodenet pod-egress 10.244.0.0/16\""))
+        #expect(sh("ip netns exec \(ns.name) nft list chain ip nodenet pod-egress").contains("type nat hook postrouting priority srcnat; policy accept;"))
+        #expect(sh("ip netns exec \(ns.name) nft list chain ip6 nodenet pod-egress").contains(
+            "ip6 saddr fd00:244::/56 ip6 daddr != fd00:244::/56 masquerade"))
+        #expect(sh("ip netns exec \(ns.name) sysctl -n net.ipv6.conf.all.forwarding").hasPrefix("1"))
+
+        // The oracle: nft encodes the same rule text the same way.
+        let script = """
+        add table ip oracle
+        add chain ip oracle c { type nat hook postrouting priority srcnat; }
+        add rule ip oracle c ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 ip daddr != 172.16.0.0/12 masquerade
+        add rule ip oracle c ip saddr 172.16.0.0/12 ip daddr != 10.244.0.0/16 ip daddr != 172.16.0.0/12 masquerade
+        add table ip6 oracle
+        add chain ip6 oracle c { type nat hook postrouting priority srcnat; }
+        add rule ip6 oracle c ip6 saddr fd00:244::/56 ip6 daddr != fd00:244::/56 masquerade
+
+        """
+        try ns.check(["nft", "-f", "-"], stdin: script)
+        let ours4 = expressions(ns, "ip", "nodenet", "pod-egress"), nft4 = expressions(ns, "ip", "oracle", "c")
+        #expect(!ours4.isEmpty && ours4 == nft4, "ours \(ours4) nft \(nft4)")
+        let ours6 = expressions(ns, "ip6", "nodenet", "pod-egress"), nft6 = expressions(ns, "ip6", "oracle", "c")
+        #expect(!ours6.isEmpty && ours6 == nft6, "ours \(ours6) nft \(nft6)")
+
+        // Other chains in the table are never touched; a duplicate of our rule is removed.
+        try ns.check(["nft", "add", "chain", "ip", "nodenet", "services"])
+        try ns.check(["nft", "add", "rule", "ip", "nodenet", "services", "counter"])
+        try ns.check(["nft", "add", "rule", "ip", "nodenet", "pod-egress", "ip", "saddr", "10.244.0.0/16", "masquerade",
+                      "comment", "\"nodenet pod-egress 10.244.0.0/16\""])
+        let again = try await RunningActor(c, store: await store([]))
+        await again.stop()
+        #expect(sh("ip netns exec \(ns.name) nft list chain ip nodenet pod-egress").components(separatedBy: "masquerade").count == 3)
+        #expect(sh("ip netns exec \(ns.name) nft list chain ip nodenet services").contains("counter"))
+    }
+}
