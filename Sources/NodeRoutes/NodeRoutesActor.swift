@@ -30,6 +30,8 @@ public actor NodeRoutesActor {
     private var nodeErrors: [String] = []
     private var masqueradeState: String?
     private var lastRefused: [String: String] = [:]
+    /// The vxlan device's wanted MTU and MAC, to notice it being altered.
+    private var vxlanShape: (mtu: UInt32, mac: MACAddress)?
 
     private var needFull = false
     private var needStore = false
@@ -145,7 +147,8 @@ public actor NodeRoutesActor {
             else if f.state & Neighbour.permanent != 0 { drift = wanted.fdb[f.mac].map { !Dataplane.same(f, $0) } ?? true }
         case .link(let l, let removed):
             if l.index == topology.vxlanIndex || l.name == configuration.vxlanDeviceName {
-                drift = removed || !l.isUp || topology.vxlanIndex == nil
+                drift = removed || !l.isUp || topology.vxlanIndex == nil || l.name != configuration.vxlanDeviceName
+                    || (vxlanShape.map { l.mtu != $0.mtu || l.mac != $0.mac } ?? false)
             } else if l.index == topology.underlayIndex {
                 // Down and up: the kernel flushes routes through the device without telling.
                 drift = true
@@ -198,6 +201,8 @@ public actor NodeRoutesActor {
             if vx.created, reconciledOnce { logger.warning("vxlan device \(configuration.vxlanDeviceName) was missing or altered: re-created") }
             var t = topo
             t.vxlanIndex = vx.index
+            vxlanShape = vx.index == nil ? nil : (VTEPAddress.overlayMTU(underlayMTU: underlay.mtu, underlayFamily: configuration.nodeIP.family),
+                                                   VTEPAddress.mac(for: configuration.nodeIP))
             topology = t
             desired = DesiredState.compute(configuration: configuration, topology: t, nodes: nodes.values)
             let current = try kernel.current(families: [.v4, .v6], vxlanIndex: vx.index)

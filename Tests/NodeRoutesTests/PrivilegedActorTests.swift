@@ -156,16 +156,41 @@ struct PrivilegedActorTests {
         try Shell.check(["bridge", "-n", ns.name, "fdb", "del", mac.description, "dev", "nodenet.1", "dst", "192.168.2.12"])
         try await waitFor("fdb restored") { try entries().1 }
 
+        // The device altered (MTU): put back.
+        try Shell.check(["ip", "-n", ns.name, "link", "set", "nodenet.1", "mtu", "1400"])
+        try await waitFor("vxlan MTU restored") { try client.link(named: "nodenet.1")?.mtu == 1450 }
+
         // The device deleted: re-created with every entry.
         try Shell.check(["ip", "-n", ns.name, "link", "del", "nodenet.1"])
         let took = try await waitFor("vxlan device and entries re-created") { try entries() == (true, true, true) }
         print("vxlan device re-created with its entries in \(ms(took)) ms")
 
+        // Restart: the device and its entries are kept as they are (no link, neighbour or route churn).
+        #expect(running.actor.status.repairs >= 3)
+        await running.stop()
+        let restartLog = EventLog()
+        let restartMonitor = try NetlinkMonitor(namespace: handle, groups: .all)
+        let restartReader = Task { for await e in restartMonitor.events { restartLog.append(e) } }
+        let indexBefore = try client.link(named: "nodenet.1")?.index
+        let restarted = try await RunningActor(try nodeConfig(ns, mode: .vxlan), store: s)
+        try await Task.sleep(for: .milliseconds(300))
+        restartMonitor.stop()
+        restartReader.cancel()
+        #expect(restartLog.events.isEmpty, "restart changed the kernel: \(restartLog.events)")
+        #expect(try client.link(named: "nodenet.1")?.index == indexBefore)
+        #expect(restarted.actor.status.repairs == 0)
+
+        // The node's own subnet changes: the device's address follows.
+        await restarted.actor.updatePodCIDRs([IPPrefix("10.244.11.0/24")!])
+        try await waitFor("device address follows the new subnet") {
+            let a = sh("ip -n \(ns.name) -4 addr show dev nodenet.1")
+            return a.contains("10.244.11.0/32") && !a.contains("10.244.1.0/32")
+        }
+
         // Peer removed: route, FDB and neighbour go.
         await s.apply([.delete(ObjectKey(.node, name: "node2"))])
         try await waitFor("vxlan peer removed") { try entries() == (false, false, false) }
-        #expect(running.actor.status.repairs >= 3)
-        await running.stop()
+        await restarted.stop()
     }
 }
 
