@@ -33,6 +33,10 @@ public actor NodeRoutesActor {
     /// The vxlan device's wanted MTU and MAC, to notice it being altered.
     private var vxlanShape: (mtu: UInt32, mac: MACAddress)?
 
+    /// Until the store's source finished its first sync, a Node missing from it may just not
+    /// be listed yet: nothing is removed from the kernel before then (a restart with the
+    /// Kubernetes source must not drop every route while the first list is in flight).
+    private var storeSynced = false
     private var needFull = false
     private var needStore = false
     private var retryScheduled = false
@@ -88,7 +92,9 @@ public actor NodeRoutesActor {
         defer { monitor.stop() }
         let subscription = await store.subscribe()
         defer { subscription.finish() }
-        nodes = await store.snapshot().nodes
+        let first = await store.snapshot()
+        nodes = first.nodes
+        storeSynced = first.synced
         fullReconcile(reason: "start")
 
         let interval = configuration.resyncInterval
@@ -120,7 +126,7 @@ public actor NodeRoutesActor {
         switch e {
         case .changed(_, let changes): if changes.contains(where: { $0.key.kind == .node }) { request(full: false) }
         case .resync: request(full: false)
-        case .synced: break
+        case .synced: request(full: true)
         }
     }
 
@@ -164,7 +170,9 @@ public actor NodeRoutesActor {
             let full = needFull
             needFull = false
             needStore = false
-            nodes = await store.snapshot().nodes
+            let snapshot = await store.snapshot()
+            nodes = snapshot.nodes
+            storeSynced = snapshot.synced
             // Another trigger may have arrived during the await; it is served now anyway.
             if full || needFull || topology == nil {
                 needFull = false
@@ -238,7 +246,12 @@ public actor NodeRoutesActor {
         onReconciled?(status)
     }
 
-    private func execute(_ plan: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane) throws {
+    private func execute(_ wanted: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane) throws {
+        var plan = wanted
+        if !storeSynced {
+            plan.deleteRoutes = []
+            plan.deleteLinkLayer = []
+        }
         guard !plan.isEmpty else { believed = current; peerErrors = [:]; return }
         let steps = plan.steps
         let failures = try kernel.apply(plan)

@@ -27,7 +27,7 @@ func peer(_ i: Int) -> Node {
 struct Bench {
     let name = "rtbench\(getpid())"
     let ns: NetworkNamespace
-    let store = ClusterStore()
+    let store = ClusterStore()  // marked synced in init: peers only ever appear here
     let actor: NodeRoutesActor
     let task: Task<Void, any Error>
     let clock = ContinuousClock()
@@ -45,6 +45,7 @@ struct Bench {
                                         clusterCIDRs: [IPPrefix("10.0.0.0/8")!], mode: mode, namespace: ns)
         let a = NodeRoutesActor(configuration: c, store: store, logger: logger)
         actor = a
+        await store.markSynced()
         task = Task { try await a.run() }
         try await waitFor(seconds: 30) { a.status.reconciled }
     }

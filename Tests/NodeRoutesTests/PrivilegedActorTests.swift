@@ -97,6 +97,21 @@ struct PrivilegedActorTests {
         #expect(try nodenetRoutes(client).count == 1)
     }
 
+    @Test func nothingRemovedBeforeTheStoreSynced() async throws {
+        let ns = try standaloneNode("sync", address: "192.168.1.11/24")
+        defer { ns.delete() }
+        try Shell.check(["ip", "-n", ns.name, "route", "add", "10.244.9.0/24", "via", "192.168.1.99", "proto", "78"])
+        let s = ClusterStore()  // a source still listing: not synced, only some Nodes so far
+        await s.apply([.upsert(.node(peers[0])), .upsert(.node(peers[1]))])
+        let client = try RouteClient(namespace: NetworkNamespace(path: ns.path))
+        let running = try await RunningActor(try nodeConfig(ns, mode: .hostGW), store: s)
+        #expect(Set(try nodenetRoutes(client).keys) == [IPPrefix("10.244.2.0/24")!, IPPrefix("10.244.9.0/24")!])
+        await s.markSynced()
+        try await waitFor("stale route removed once synced") { try nodenetRoutes(client)[IPPrefix("10.244.9.0/24")!] == nil }
+        #expect(Set(try nodenetRoutes(client).keys) == [IPPrefix("10.244.2.0/24")!])
+        await running.stop()
+    }
+
     @Test func hostGWRefusesOffLinkPeerAndServesTheRest() async throws {
         let ns = try standaloneNode("off", address: "192.168.1.11/24")
         defer { ns.delete() }

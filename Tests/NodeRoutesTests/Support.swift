@@ -29,6 +29,7 @@ func makeNode(_ name: String, _ ip: String, _ cidr: String) -> Node {
 func store(_ nodes: [Node]) async -> ClusterStore {
     let s = ClusterStore()
     await s.apply(nodes.map { .upsert(.node($0)) })
+    await s.markSynced()
     return s
 }
 
