@@ -119,6 +119,7 @@ struct EndToEndTests {
         let cluster = try TestCluster(routed: false)
         defer { cluster.delete() }
         let actors = try await cluster.startActors(mode: .hostGW)
+        #expect(try cluster.ping(from: cluster.pods[0], "10.244.2.5"))
         #expect(try cluster.ping(from: cluster.pods[0], "10.244.3.5"))
         #expect(try cluster.observedSource(from: cluster.pods[0], to: cluster.pods[1], address: "10.244.2.5", port: 7101) == "10.244.1.5")
         #expect(try cluster.observedSource(from: cluster.pods[0], to: cluster.pods[2], address: "10.244.3.5", port: 7102) == "10.244.1.5")

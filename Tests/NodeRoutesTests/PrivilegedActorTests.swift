@@ -6,6 +6,7 @@ import ClusterState
 import Foundation
 import Synchronization
 import IPAddressing
+import Logging
 import Netlink
 import NodenetTestSupport
 import Testing
@@ -117,15 +118,21 @@ struct PrivilegedActorTests {
         defer { ns.delete() }
         let s = await store(peers + [makeNode("far", "192.168.2.20", "10.244.20.0/24"),
                                      Node(metadata: ObjectMeta(name: "noip"), podCIDRs: [IPPrefix("10.244.21.0/24")!], addresses: [])])
-        let running = try await RunningActor(try nodeConfig(ns, mode: .hostGW), store: s)
-        defer { Task { await running.stop() } }
-        let status = running.actor.status
+        let calls = Mutex<[NodeRoutesStatus]>([])
+        let actor = NodeRoutesActor(configuration: try nodeConfig(ns, mode: .hostGW), store: s, logger: Logger(label: "test"),
+                                    onReconciled: { status in calls.withLock { $0.append(status) } })
+        let task = Task { try await actor.run() }
+        await actor.waitUntilReconciled()
+        let status = actor.status
+        #expect(calls.withLock { $0.first } == status, "onReconciled gets the status after the first full reconcile")
         let far = status.peers.first { $0.name == "far" }
         #expect(far?.state == .refused)
         #expect(far?.message?.contains("not on-link") == true)
         #expect(status.peers.first { $0.name == "noip" }?.message?.contains("InternalIP") == true)
         #expect(status.peers.filter { $0.state == .inSync }.count == 2)
-        await running.stop()
+        #expect(status.summary == "routes: host-gw, 2/4 peers in sync, 0 repairs")
+        task.cancel()
+        _ = try? await task.value
     }
 
     @Test func vxlanEntriesInOrderAndDeviceRecreated() async throws {
