@@ -40,6 +40,7 @@ public actor NodeRoutesActor {
     private var needFull = false
     private var needStore = false
     private var retryScheduled = false
+    private var retryDelay: Duration = .seconds(2)
     private var reconciledOnce = false
     private var readyWaiters: [CheckedContinuation<Void, Never>] = []
     private let wake: AsyncStream<Void>
@@ -252,29 +253,47 @@ public actor NodeRoutesActor {
             plan.deleteRoutes = []
             plan.deleteLinkLayer = []
         }
-        guard !plan.isEmpty else { believed = current; peerErrors = [:]; return }
+        // A failed entry is missing from `believed`, so every later plan retries it: an empty
+        // plan means nothing is failing.
+        guard !plan.isEmpty else { believed = current; setPeerErrors([:]); return }
         let steps = plan.steps
         let failures = try kernel.apply(plan)
         believed = DataplanePlan.applying(steps, failed: Set(failures.keys), to: current)
-        peerErrors = [:]
+        var errors: [String: String] = [:]
         for (i, e) in failures.sorted(by: { $0.key < $1.key }) {
             var text = "\(e)"
             if e.isExists, case .route(.add(let r)) = steps[i] {
                 text = "a route nodenet does not own already covers \(r.destination); nodenet leaves it alone"
             }
-            let owner = desired.owner(of: steps[i])
-            if let owner, peerErrors[owner] == nil { peerErrors[owner] = text }
-            logger.warning("route entry failed", metadata: ["peer": "\(owner ?? "-")", "error": "\(text)"])
+            let owner = desired.owner(of: steps[i]) ?? "-"
+            if errors[owner] == nil { errors[owner] = text }
         }
+        setPeerErrors(errors)
         if !failures.isEmpty { scheduleRetry() }
     }
 
-    /// One retry of a full reconcile a little later (a down underlay, a transient conflict).
+    /// Records per-peer failures, logging each one when it appears or changes (not at every
+    /// retry) and when the peer is in sync again; resets the retry backoff when all is well.
+    private func setPeerErrors(_ errors: [String: String]) {
+        for (peer, text) in errors.sorted(by: { $0.key < $1.key }) where peerErrors[peer] != text {
+            logger.warning("route entries failed", metadata: ["peer": "\(peer)", "error": "\(text)"])
+        }
+        for peer in peerErrors.keys.sorted() where errors[peer] == nil {
+            logger.info("route entries in sync again", metadata: ["peer": "\(peer)"])
+        }
+        peerErrors = errors
+        if errors.isEmpty { retryDelay = .seconds(2) }
+    }
+
+    /// A full reconcile a little later (a down underlay, a conflicting foreign route), backing
+    /// off from 2 s to the resync interval while the failure persists.
     private func scheduleRetry() {
         guard !retryScheduled else { return }
         retryScheduled = true
+        let delay = retryDelay
+        retryDelay = min(retryDelay * 2, max(configuration.resyncInterval, .seconds(2)))
         Task {
-            try? await Task.sleep(for: .seconds(2))
+            try? await Task.sleep(for: delay)
             self.retryFired()
         }
     }

@@ -113,6 +113,19 @@ struct PrivilegedActorTests {
         await running.stop()
     }
 
+    @Test func foreignRouteOnAPeerSubnetIsReportedNotReplaced() async throws {
+        let ns = try standaloneNode("foreign", address: "192.168.1.11/24")
+        defer { ns.delete() }
+        try Shell.check(["ip", "-n", ns.name, "route", "add", "10.244.3.0/24", "via", "192.168.1.98", "proto", "static"])
+        let running = try await RunningActor(try nodeConfig(ns, mode: .hostGW), store: await store(peers))
+        let node3 = running.actor.status.peers.first { $0.name == "node3" }
+        #expect(node3?.state == .error)
+        #expect(node3?.message?.contains("does not own") == true, "\(String(describing: node3))")
+        #expect(running.actor.status.peers.first { $0.name == "node2" }?.state == .inSync)
+        #expect(sh("ip -n \(ns.name) route show 10.244.3.0/24").contains("via 192.168.1.98 dev eth0 proto static"))
+        await running.stop()
+    }
+
     @Test func hostGWRefusesOffLinkPeerAndServesTheRest() async throws {
         let ns = try standaloneNode("off", address: "192.168.1.11/24")
         defer { ns.delete() }
