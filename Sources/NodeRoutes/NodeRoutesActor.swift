@@ -31,7 +31,7 @@ public actor NodeRoutesActor {
     private var masqueradeState: String?
     private var lastRefused: [String: String] = [:]
     /// The vxlan device's wanted MTU and MAC, to notice it being altered.
-    private var vxlanShape: (mtu: UInt32, mac: MACAddress)?
+    private var vxlanShape: DriftWatch.DeviceShape?
 
     /// Until the store's source finished its first sync, a Node missing from it may just not
     /// be listed yet: nothing is removed from the kernel before then (a restart with the
@@ -131,39 +131,11 @@ public actor NodeRoutesActor {
         }
     }
 
-    /// Decides whether a kernel event touches what nodenet owns in a way it did not intend.
-    /// Our own changes read back as wanted and are ignored, which keeps repairs from looping.
     private func kernelEvent(_ e: NetlinkEvent) {
         guard let topology else { return }
-        let wanted = desired.dataplane
-        var drift = false
-        switch e {
-        case .overrun:
-            drift = true
-        case .route(let r, let removed):
-            guard r.protocol == RouteProtocol.nodenet, r.table == Route.mainTable else { return }
-            if removed { drift = wanted.routes[r.destination] != nil && believed.routes[r.destination] != nil }
-            else { drift = wanted.routes[r.destination].map { !Dataplane.same(r, $0) } ?? true }
-        case .neighbour(let n, let removed):
-            guard n.index == topology.vxlanIndex else { return }
-            if removed { drift = wanted.neighbours[n.address] != nil }
-            else if n.state & Neighbour.permanent != 0 { drift = wanted.neighbours[n.address].map { !Dataplane.same(n, $0) } ?? true }
-        case .fdb(let f, let removed):
-            guard f.index == topology.vxlanIndex, f.isSelf else { return }
-            if removed { drift = wanted.fdb[f.mac] != nil }
-            else if f.state & Neighbour.permanent != 0 { drift = wanted.fdb[f.mac].map { !Dataplane.same(f, $0) } ?? true }
-        case .link(let l, let removed):
-            if l.index == topology.vxlanIndex || l.name == configuration.vxlanDeviceName {
-                drift = removed || !l.isUp || topology.vxlanIndex == nil || l.name != configuration.vxlanDeviceName
-                    || (vxlanShape.map { l.mtu != $0.mtu || l.mac != $0.mac } ?? false)
-            } else if l.index == topology.underlayIndex {
-                // Down and up: the kernel flushes routes through the device without telling.
-                drift = true
-            }
-        case .address(let a, _):
-            drift = a.index == topology.underlayIndex || a.prefix.address == configuration.nodeIP
-        }
-        if drift { request(full: true) }
+        let watch = DriftWatch(topology: topology, wanted: desired.dataplane, believed: believed,
+                               vxlanDevice: configuration.vxlanDeviceName, vxlanShape: vxlanShape, nodeIP: configuration.nodeIP)
+        if watch.isDrift(e) { request(full: true) }
     }
 
     private func work() async {
@@ -210,8 +182,9 @@ public actor NodeRoutesActor {
             if vx.created, reconciledOnce { logger.warning("vxlan device \(configuration.vxlanDeviceName) was missing or altered: re-created") }
             var t = topo
             t.vxlanIndex = vx.index
-            vxlanShape = vx.index == nil ? nil : (VTEPAddress.overlayMTU(underlayMTU: underlay.mtu, underlayFamily: configuration.nodeIP.family),
-                                                   VTEPAddress.mac(for: configuration.nodeIP))
+            vxlanShape = vx.index == nil ? nil : DriftWatch.DeviceShape(
+                mtu: VTEPAddress.overlayMTU(underlayMTU: underlay.mtu, underlayFamily: configuration.nodeIP.family),
+                mac: VTEPAddress.mac(for: configuration.nodeIP))
             topology = t
             desired = DesiredState.compute(configuration: configuration, topology: t, nodes: nodes.values)
             let current = try kernel.current(families: [.v4, .v6], vxlanIndex: vx.index)

@@ -2,7 +2,7 @@
 // dataplane diff and its order, the VTEP MAC rule, and the masquerade rule encoding.
 import ClusterState
 import IPAddressing
-import Netlink
+@testable import Netlink
 import Testing
 @testable import NodeRoutes
 
@@ -219,5 +219,56 @@ struct NamingTests {
         let p = Masquerade.plan(family: .v4, clusterCIDRs: cidrs, existing: [ours, dup, other])
         #expect(p.map(\.operation) == ["delete nftables rule", "delete nftables rule"])
         #expect(Masquerade.plan(family: .v6, clusterCIDRs: cidrs, existing: []).isEmpty)
+    }
+}
+
+@Suite("drift detection")
+struct DriftWatchTests {
+    func watch(_ mode: RoutingMode = .vxlan) -> DriftWatch {
+        let d = DesiredState.compute(configuration: config(mode), topology: underlay, nodes: cluster).dataplane
+        return DriftWatch(topology: underlay, wanted: d, believed: d, vxlanDevice: "nodenet.1",
+                          vxlanShape: .init(mtu: 1450, mac: VTEPAddress.mac(for: IPAddress("192.168.1.11")!)), nodeIP: IPAddress("192.168.1.11")!)
+    }
+
+    @Test func ownChangesAreNotDrift() {
+        let w = watch()
+        for r in w.wanted.routes.values { #expect(!w.isDrift(.route(r, removed: false))) }
+        for n in w.wanted.neighbours.values { #expect(!w.isDrift(.neighbour(n, removed: false))) }
+        for f in w.wanted.fdb.values { #expect(!w.isDrift(.fdb(f, removed: false))) }
+        // Deleting a stale route of ours, or routes of other protocols, is not drift either.
+        #expect(!w.isDrift(.route(Route(destination: IPPrefix("10.244.50.0/24")!, gateway: IPAddress("192.168.1.50")), removed: true)))
+        #expect(!w.isDrift(.route(Route(destination: IPPrefix("10.244.2.0/24")!, protocol: 4), removed: true)))
+        // Neighbours the kernel learns on other devices.
+        #expect(!w.isDrift(.neighbour(Neighbour(index: 2, address: IPAddress("192.168.1.12")!, mac: nil, state: 2), removed: false)))
+    }
+
+    @Test func changesBehindOurBackAreDrift() {
+        let w = watch()
+        let r = w.wanted.routes[IPPrefix("10.244.2.0/24")!]!
+        #expect(w.isDrift(.route(r, removed: true)))
+        var moved = r
+        moved.gateway = IPAddress("10.244.9.9")
+        #expect(w.isDrift(.route(moved, removed: false)))
+        #expect(w.isDrift(.route(Route(destination: IPPrefix("10.244.77.0/24")!, gateway: IPAddress("192.168.1.77")), removed: false)),
+                "a protocol-78 route nobody wants")
+        let n = w.wanted.neighbours.values.first!
+        #expect(w.isDrift(.neighbour(n, removed: true)))
+        #expect(w.isDrift(.fdb(w.wanted.fdb.values.first!, removed: true)))
+        let device = Link(index: 7, name: "nodenet.1", kind: "vxlan", mtu: 1450, mac: VTEPAddress.mac(for: IPAddress("192.168.1.11")!),
+                          flags: 1, masterIndex: nil, parentIndex: nil, operState: 6, vxlan: nil)
+        #expect(!w.isDrift(.link(device, removed: false)))
+        var smaller = device
+        smaller.mtu = 1400
+        #expect(w.isDrift(.link(smaller, removed: false)))
+        #expect(w.isDrift(.link(device, removed: true)))
+        #expect(w.isDrift(.overrun))
+        #expect(w.isDrift(.address(InterfaceAddress(index: 2, prefix: IPPrefix("192.168.1.11/24")!), removed: true)))
+    }
+
+    @Test func aFailedRouteVanishingIsNoNews() {
+        var w = watch(.hostGW)
+        let r = w.wanted.routes.values.first!
+        w.believed.routes[r.destination] = nil
+        #expect(!w.isDrift(.route(r, removed: true)))
     }
 }
