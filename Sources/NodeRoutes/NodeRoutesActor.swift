@@ -304,20 +304,7 @@ public actor NodeRoutesActor {
     }
 
     private func publishStatus() {
-        var peers: [PeerRouteStatus] = []
-        for node in nodes.values.sorted(by: { $0.name < $1.name }) where node.name != configuration.nodeName {
-            let ip = node.internalIP(configuration.nodeIP.family)?.description
-            var row = PeerRouteStatus(name: node.name, nodeIP: ip, podCIDRs: node.podCIDRs.map(\.description), mode: nil, nextHop: nil, state: .refused)
-            if let plan = desired.peers[node.name] {
-                row.mode = plan.mode.rawValue
-                row.nextHop = plan.nextHops.first.map { plan.mode == .vxlan ? "\($0) dev \(configuration.vxlanDeviceName) onlink" : "\($0)" }
-                row.state = peerErrors[node.name] == nil ? .inSync : .error
-                row.message = peerErrors[node.name] ?? desired.refused[node.name]
-            } else {
-                row.message = desired.refused[node.name] ?? "not programmed"
-            }
-            peers.append(row)
-        }
+        let peers = PeerRouteStatus.rows(nodes: nodes.values, configuration: configuration, desired: desired, errors: peerErrors)
         // Log each refusal once, when it appears or its reason changes.
         for (name, reason) in desired.refused where lastRefused[name] != reason {
             logger.warning("peer refused", metadata: ["peer": "\(name)", "reason": "\(reason)"])

@@ -1,5 +1,6 @@
 // What `nodenet status` shows for routes: one row per peer, plus the node-level facts.
 // A Sendable value the actor publishes after each change, readable without awaiting.
+import ClusterState
 
 public struct PeerRouteStatus: Sendable, Hashable, Codable {
     public enum State: String, Sendable, Codable {
@@ -18,6 +19,27 @@ public struct PeerRouteStatus: Sendable, Hashable, Codable {
     public var state: State
     /// Why the peer is refused or what failed.
     public var message: String?
+}
+
+extension PeerRouteStatus {
+    /// One row per other Node, by name: programmed (in sync or its error) or refused and why.
+    static func rows(nodes: some Collection<Node>, configuration c: NodeRoutesConfiguration, desired: DesiredState,
+                     errors: [String: String]) -> [PeerRouteStatus] {
+        nodes.sorted { $0.name < $1.name }.filter { $0.name != c.nodeName }.map { node in
+            var row = PeerRouteStatus(name: node.name, nodeIP: node.internalIP(c.nodeIP.family)?.description,
+                                      podCIDRs: node.podCIDRs.map(\.description), mode: nil, nextHop: nil, state: .refused)
+            guard let plan = desired.peers[node.name] else {
+                row.message = desired.refused[node.name] ?? "not programmed"
+                return row
+            }
+            row.mode = plan.mode.rawValue
+            row.nextHop = plan.nextHops.first.map { plan.mode == .vxlan ? "\($0) dev \(c.vxlanDeviceName) onlink" : "\($0)" }
+            row.state = errors[node.name] == nil ? .inSync : .error
+            // A partly programmed peer (a subnet of a family it has no address for) says so.
+            row.message = errors[node.name] ?? desired.refused[node.name]
+            return row
+        }
+    }
 }
 
 public struct NodeRoutesStatus: Sendable, Hashable, Codable {

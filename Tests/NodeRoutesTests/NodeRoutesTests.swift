@@ -272,3 +272,17 @@ struct DriftWatchTests {
         #expect(!w.isDrift(.route(r, removed: true)))
     }
 }
+
+@Suite("status rows")
+struct StatusRowTests {
+    @Test func rowsPerPeer() {
+        let c = config(.auto)
+        let d = DesiredState.compute(configuration: c, topology: underlay, nodes: cluster + [node("bad", nil, ["10.244.5.0/24"])])
+        let rows = PeerRouteStatus.rows(nodes: cluster + [node("bad", nil, ["10.244.5.0/24"])], configuration: c, desired: d,
+                                        errors: ["node3": "boom"])
+        #expect(rows.map(\.name) == ["bad", "node2", "node3"])
+        #expect(rows[0].state == .refused && rows[0].message?.contains("InternalIP") == true && rows[0].mode == nil)
+        #expect(rows[1].state == .inSync && rows[1].mode == "host-gw" && rows[1].nextHop == "192.168.1.12")
+        #expect(rows[2].state == .error && rows[2].message == "boom" && rows[2].nextHop == "10.244.3.0 dev nodenet.1 onlink")
+    }
+}
