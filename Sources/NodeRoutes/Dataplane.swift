@@ -73,18 +73,18 @@ public struct DataplanePlan: Sendable, Hashable {
             if let have = current.neighbours[address], Dataplane.same(have, n) { continue }
             p.setLinkLayer.append(.setNeighbour(n))
         }
-        for (mac, f) in desired.fdb.sorted(by: { $0.key.description < $1.key.description }) {
+        for (mac, f) in desired.fdb.sorted(by: { Self.before($0.key, $1.key) }) {
             if let have = current.fdb[mac], Dataplane.same(have, f) { continue }
             p.setLinkLayer.append(.setFDB(f))
         }
-        for (dst, r) in desired.routes.sorted(by: { $0.key.description < $1.key.description }) {
+        for (dst, r) in desired.routes.sorted(by: { Self.before($0.key, $1.key) }) {
             guard let have = current.routes[dst] else { p.setRoutes.append(.add(r)); continue }
             if !Dataplane.same(have, r) { p.setRoutes.append(.replace(r)) }
         }
-        for (dst, r) in current.routes.sorted(by: { $0.key.description < $1.key.description }) where desired.routes[dst] == nil {
+        for (dst, r) in current.routes.sorted(by: { Self.before($0.key, $1.key) }) where desired.routes[dst] == nil {
             p.deleteRoutes.append(.delete(r))
         }
-        for (mac, f) in current.fdb.sorted(by: { $0.key.description < $1.key.description }) where desired.fdb[mac] == nil {
+        for (mac, f) in current.fdb.sorted(by: { Self.before($0.key, $1.key) }) where desired.fdb[mac] == nil {
             p.deleteLinkLayer.append(.deleteFDB(f))
         }
         for (address, n) in current.neighbours.sorted(by: { $0.key < $1.key }) where desired.neighbours[address] == nil {
@@ -92,6 +92,10 @@ public struct DataplanePlan: Sendable, Hashable {
         }
         return p
     }
+
+    // Orders for a deterministic plan; no strings (5,000 peers sorted by description cost ~90 ms).
+    static func before(_ a: IPPrefix, _ b: IPPrefix) -> Bool { (a.address, a.length) < (b.address, b.length) }
+    static func before(_ a: MACAddress, _ b: MACAddress) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
 
     /// `current` after the plan's successful steps (failed ones leave their entry as it was).
     public static func applying(_ steps: [Step], failed: Set<Int>, to current: Dataplane) -> Dataplane {
