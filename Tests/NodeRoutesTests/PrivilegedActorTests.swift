@@ -215,8 +215,21 @@ struct PrivilegedActorTests {
         #expect(try client.link(named: "nodenet.1")?.index == indexBefore)
         #expect(restarted.actor.status.repairs == 0)
 
+        // Entries of a node removed while the agent was down: gone after the next start,
+        // while the live peer's entries stay untouched.
+        await restarted.stop()
+        let ghost = VTEPAddress.mac(for: IPAddress("192.168.2.66")!).description
+        try Shell.check(["ip", "-n", ns.name, "neigh", "add", "10.244.66.0", "lladdr", ghost, "dev", "nodenet.1", "nud", "permanent"])
+        try Shell.check(["bridge", "-n", ns.name, "fdb", "add", ghost, "dev", "nodenet.1", "dst", "192.168.2.66", "self", "permanent"])
+        try Shell.check(["ip", "-n", ns.name, "route", "add", "10.244.66.0/24", "via", "10.244.66.0", "dev", "nodenet.1", "onlink", "proto", "78"])
+        let third = try await RunningActor(try nodeConfig(ns, mode: .vxlan), store: s)
+        #expect(!sh("ip -n \(ns.name) neigh show dev nodenet.1").contains("10.244.66.0"))
+        #expect(!sh("bridge -n \(ns.name) fdb show dev nodenet.1").contains(ghost))
+        #expect(try nodenetRoutes(client)[IPPrefix("10.244.66.0/24")!] == nil)
+        #expect(try entries() == (true, true, true))
+
         // The node's own subnet changes: the device's address follows.
-        await restarted.actor.updatePodCIDRs([IPPrefix("10.244.11.0/24")!])
+        await third.actor.updatePodCIDRs([IPPrefix("10.244.11.0/24")!])
         try await waitFor("device address follows the new subnet") {
             let a = sh("ip -n \(ns.name) -4 addr show dev nodenet.1")
             return a.contains("10.244.11.0/32") && !a.contains("10.244.1.0/32")
@@ -225,7 +238,7 @@ struct PrivilegedActorTests {
         // Peer removed: route, FDB and neighbour go.
         await s.apply([.delete(ObjectKey(.node, name: "node2"))])
         try await waitFor("vxlan peer removed") { try entries() == (false, false, false) }
-        await restarted.stop()
+        await third.stop()
     }
 }
 
