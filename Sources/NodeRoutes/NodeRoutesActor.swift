@@ -178,7 +178,14 @@ public actor NodeRoutesActor {
         var errors: [String] = []
         do {
             let (topo, underlay) = try kernel.topology()
-            let vx = try kernel.ensureVxlan(underlay: underlay)
+            // Without the vxlan device, vxlan peers are refused but host-gw peers still served.
+            var vx: (index: Int32?, created: Bool) = (nil, false)
+            do {
+                vx = try kernel.ensureVxlan(underlay: underlay)
+            } catch {
+                errors.append("vxlan device \(configuration.vxlanDeviceName): \(error)")
+                scheduleRetry()
+            }
             if vx.created, reconciledOnce { logger.warning("vxlan device \(configuration.vxlanDeviceName) was missing or altered: re-created") }
             var t = topo
             t.vxlanIndex = vx.index

@@ -126,6 +126,22 @@ struct PrivilegedActorTests {
         await running.stop()
     }
 
+    @Test func autoServesHostGWPeersWhenTheVxlanDeviceCannotBeMade() async throws {
+        let ns = try standaloneNode("novx", address: "192.168.1.11/24")
+        defer { ns.delete() }
+        // Someone else's device already uses VNI 1 on port 8472: the kernel refuses ours.
+        try Shell.check(["ip", "-n", ns.name, "link", "add", "other", "type", "vxlan", "id", "1", "dstport", "8472",
+                         "local", "192.168.1.11", "dev", "eth0"])
+        let s = await store([peers[0], peers[1], makeNode("node3", "192.168.2.13", "10.244.3.0/24")])
+        let running = try await RunningActor(try nodeConfig(ns, mode: .auto), store: s)
+        let status = running.actor.status
+        #expect(status.errors.contains { $0.contains("vxlan device nodenet.1") }, "\(status.errors)")
+        #expect(status.peers.first { $0.name == "node2" }?.state == .inSync)
+        #expect(status.peers.first { $0.name == "node3" }?.message?.contains("vxlan device") == true)
+        #expect(sh("ip -n \(ns.name) -d link show other").contains("vxlan id 1"), "the other device is left alone")
+        await running.stop()
+    }
+
     @Test func hostGWRefusesOffLinkPeerAndServesTheRest() async throws {
         let ns = try standaloneNode("off", address: "192.168.1.11/24")
         defer { ns.delete() }
