@@ -91,8 +91,14 @@ let package = Package(
         .target(name: "NodeRoutes", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ], swiftSettings: strict),
-        .testTarget(name: "NodeRoutesTests", dependencies: ["NodeRoutes"]),
+        .testTarget(name: "NodeRoutesTests", dependencies: ["NodeRoutes", "Netlink", "ClusterState", "IPAddressing", "NodenetTestSupport"]),
+        // Node-routes convergence and repair benchmark against `ip -batch` (bench/node-routes/run.sh); not shipped.
+        .executableTarget(name: "routes-bench", dependencies: [
+            "NodeRoutes", "Netlink", "ClusterState", "IPAddressing",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
 
         .target(name: "ServiceProxy", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",

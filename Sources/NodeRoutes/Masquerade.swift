@@ -1,0 +1,60 @@
+// Masquerade for pod traffic leaving the cluster, in nodenet's own nftables tables:
+//     table ip nodenet { chain pod-egress { type nat hook postrouting priority srcnat; policy accept;
+//         ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade comment "nodenet pod-egress 10.244.0.0/16" } }
+// Pod-to-pod traffic (also across nodes) keeps its source. Idempotent: the chain is listed
+// first and only missing rules are added (and rules of ours nobody wants removed), in one
+// transaction; the table's other chains are never touched.
+import IPAddressing
+import Netlink
+
+public enum Masquerade {
+    public static let table = "nodenet"
+    public static let chain = "pod-egress"
+    static let commentPrefix = "nodenet pod-egress "
+
+    /// The rule for one source cluster CIDR: from it, to none of the family's cluster CIDRs.
+    public static func rule(source: IPPrefix, clusterCIDRs: [IPPrefix]) -> (comment: String, expressions: [NFTablesExpression]) {
+        var e = NFTablesExpression.match(source, source: true)
+        for c in clusterCIDRs where c.family == source.family {
+            e += NFTablesExpression.match(c, source: false, negated: true)
+        }
+        e.append(.masquerade)
+        return (commentPrefix + source.description, e)
+    }
+
+    /// The requests that bring one family's chain to the wanted rules, given what it holds.
+    /// Empty when nothing needs to change.
+    public static func plan(family: IPFamily, clusterCIDRs: [IPPrefix], existing: [NFTablesRule]) -> [NetlinkRequest] {
+        let cidrs = clusterCIDRs.filter { $0.family == family }
+        let wanted = cidrs.map { rule(source: $0.network, clusterCIDRs: cidrs) }
+        var seen = Set<String>()
+        var requests: [NetlinkRequest] = []
+        // The chain is ours alone: anything not wanted (or a duplicate) goes.
+        for r in existing {
+            if let c = r.comment, wanted.contains(where: { $0.comment == c }), seen.insert(c).inserted { continue }
+            requests.append(NFTablesMessages.deleteRule(table: table, chain: chain, family: family, handle: r.handle))
+        }
+        for w in wanted where !seen.contains(w.comment) {
+            requests.append(NFTablesMessages.newRule(table: table, chain: chain, family: family, expressions: w.expressions, comment: w.comment))
+        }
+        return requests
+    }
+
+    /// Makes sure table, chain and rules exist; returns how many rules it added or removed.
+    @discardableResult
+    public static func ensure(session: NetlinkSession, clusterCIDRs: [IPPrefix]) throws(NetlinkError) -> Int {
+        var changed = 0
+        for family in IPFamily.allCases where clusterCIDRs.contains(where: { $0.family == family }) {
+            let existing = try session.nftablesRules(table: table, chain: chain, family: family)
+            let rules = plan(family: family, clusterCIDRs: clusterCIDRs, existing: existing)
+            // A chain with its rules in place needs nothing, not even the idempotent
+            // table/chain creation (which would still be a transaction and a ruleset generation).
+            if rules.isEmpty { continue }
+            let setup = [NFTablesMessages.newTable(table, family: family),
+                         NFTablesMessages.newChain(table: table, name: chain, family: family, hook: .natPostrouting)]
+            try session.transaction(setup + rules).check()
+            changed += rules.count
+        }
+        return changed
+    }
+}

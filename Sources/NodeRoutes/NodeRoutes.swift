@@ -1,1 +1,0 @@
-// NodeRoutes: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,343 @@
+// The reconciler: peers from ClusterState, drift from netlink events, a periodic safety net.
+// One work loop does all kernel work; triggers only set flags and wake it, so a burst of
+// store changes or kernel events coalesces into one pass. Store changes apply the diff from
+// what we believe the kernel holds (no dump); kernel events that touch nodenet's entries,
+// an overrun, the underlay or the vxlan device changing, and the timer run a full reconcile
+// (dump, diff, repair). Cancellation ends `run()` and leaves the dataplane in place.
+import ClusterState
+import Glibc
+import IPAddressing
+import Logging
+import Metrics
+import Netlink
+import Synchronization
+
+public actor NodeRoutesActor {
+    private var configuration: NodeRoutesConfiguration
+    private let store: ClusterStore
+    private let logger: Logger
+    private let onReconciled: (@Sendable (NodeRoutesStatus) -> Void)?
+    private let statusBox: Mutex<NodeRoutesStatus>
+
+    private var kernel: Kernel?
+    private var nftables: NetlinkSession?
+    private var topology: Topology?
+    private var nodes: [String: Node] = [:]
+    private var desired = DesiredState()
+    /// What we believe the kernel holds: the last dump plus the steps that succeeded since.
+    private var believed = Dataplane()
+    private var peerErrors: [String: String] = [:]
+    private var nodeErrors: [String] = []
+    private var masqueradeState: String?
+    private var lastRefused: [String: String] = [:]
+    /// The vxlan device's wanted MTU and MAC, to notice it being altered.
+    private var vxlanShape: DriftWatch.DeviceShape?
+
+    /// Until the store's source finished its first sync, a Node missing from it may just not
+    /// be listed yet: nothing is removed from the kernel before then (a restart with the
+    /// Kubernetes source must not drop every route while the first list is in flight).
+    private var storeSynced = false
+    private var needFull = false
+    private var needStore = false
+    private var retryScheduled = false
+    private var retryDelay: Duration = .seconds(2)
+    private var reconciledOnce = false
+    private var readyWaiters: [CheckedContinuation<Void, Never>] = []
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+
+    private let repairsCounter = Counter(label: "nodenet_routes_repairs_total")
+    private let reconcileCounter = Counter(label: "nodenet_routes_full_reconciles_total")
+    private let peersGauge = Gauge(label: "nodenet_routes_peers")
+    private let failingGauge = Gauge(label: "nodenet_routes_peers_failing")
+
+    /// - Parameter onReconciled: called after every full reconcile (the first one is when the
+    ///   agent may report READY).
+    public init(configuration: NodeRoutesConfiguration, store: ClusterStore, logger: Logger,
+                onReconciled: (@Sendable (NodeRoutesStatus) -> Void)? = nil) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        self.onReconciled = onReconciled
+        statusBox = Mutex(NodeRoutesStatus(mode: configuration.mode.rawValue, podCIDRs: configuration.podCIDRs.map(\.description)))
+        (wake, wakeContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// The latest status, readable from any thread without waiting for the actor.
+    public nonisolated var status: NodeRoutesStatus { statusBox.withLock { $0 } }
+
+    /// Returns once the first full reconcile finished (at once if it already did).
+    public func waitUntilReconciled() async {
+        if reconciledOnce { return }
+        await withCheckedContinuation { readyWaiters.append($0) }
+    }
+
+    /// The node's own subnets changed (lease, Node object): re-address the vxlan device and
+    /// re-check peers for overlap.
+    public func updatePodCIDRs(_ cidrs: [IPPrefix]) {
+        guard cidrs != configuration.podCIDRs else { return }
+        configuration.podCIDRs = cidrs
+        if let k = kernel { kernel = Kernel(client: k.client, configuration: configuration) }
+        request(full: true)
+    }
+
+    /// Runs until cancelled. Never removes what it installed: the dataplane outlives the agent.
+    public func run() async throws {
+        let ns = configuration.namespace
+        let client = try ns.map { try RouteClient(namespace: $0) } ?? RouteClient()
+        nftables = try ns.map { try NetlinkSession(protocol: Netlink.netfilter, namespace: $0) } ?? NetlinkSession(protocol: Netlink.netfilter)
+        kernel = Kernel(client: client, configuration: configuration)
+        if ns == nil { _ = try? RouteProtocol.installName() }
+        // Subscribe before reading so nothing between the read and the events is lost.
+        let monitor = try NetlinkMonitor(namespace: ns, groups: .all)
+        defer { monitor.stop() }
+        let subscription = await store.subscribe()
+        defer { subscription.finish() }
+        let first = await store.snapshot()
+        nodes = first.nodes
+        storeSynced = first.synced
+        fullReconcile(reason: "start")
+
+        let interval = configuration.resyncInterval
+        let wake = self.wake
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for await e in monitor.events { await self.kernelEvent(e) } }
+            group.addTask { for await e in subscription { await self.storeEvent(e) } }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    if !Task.isCancelled { await self.request(full: true) }
+                }
+            }
+            group.addTask { for await _ in wake { await self.work() } }
+            _ = try await group.next()
+            group.cancelAll()
+            if !Task.isCancelled { throw NodeRoutesError("an event source of the routes reconciler stopped (netlink monitor or store)") }
+        }
+    }
+
+    // MARK: triggers
+
+    private func request(full: Bool) {
+        if full { needFull = true } else { needStore = true }
+        wakeContinuation.yield()
+    }
+
+    private func storeEvent(_ e: StoreEvent) {
+        switch e {
+        case .changed(_, let changes): if changes.contains(where: { $0.key.kind == .node }) { request(full: false) }
+        case .resync: request(full: false)
+        case .synced: request(full: true)
+        }
+    }
+
+    private func kernelEvent(_ e: NetlinkEvent) {
+        guard let topology else { return }
+        let watch = DriftWatch(topology: topology, wanted: desired.dataplane, believed: believed,
+                               vxlanDevice: configuration.vxlanDeviceName, vxlanShape: vxlanShape, nodeIP: configuration.nodeIP)
+        if watch.isDrift(e) { request(full: true) }
+    }
+
+    private func work() async {
+        if needFull || needStore {
+            let full = needFull
+            needFull = false
+            needStore = false
+            let snapshot = await store.snapshot()
+            nodes = snapshot.nodes
+            storeSynced = snapshot.synced
+            // Another trigger may have arrived during the await; it is served now anyway.
+            if full || needFull || topology == nil {
+                needFull = false
+                fullReconcile(reason: "drift")
+            } else {
+                incremental()
+            }
+        }
+    }
+
+    // MARK: reconciling
+
+    private func incremental() {
+        guard let kernel, let topology else { return fullReconcile(reason: "no topology") }
+        desired = DesiredState.compute(configuration: configuration, topology: topology, nodes: nodes.values)
+        let plan = DataplanePlan.diff(current: believed, desired: desired.dataplane)
+        do {
+            try execute(plan, on: kernel, basedOn: believed)
+        } catch {
+            nodeErrors = ["\(error)"]
+            request(full: true)
+        }
+        publishStatus()
+    }
+
+    private func fullReconcile(reason: String) {
+        guard let kernel else { return }
+        reconcileCounter.increment()
+        countReconcile()
+        var errors: [String] = []
+        do {
+            let (topo, underlay) = try kernel.topology()
+            // Without the vxlan device, vxlan peers are refused but host-gw peers still served.
+            var vx: (index: Int32?, created: Bool) = (nil, false)
+            do {
+                vx = try kernel.ensureVxlan(underlay: underlay)
+            } catch {
+                errors.append("vxlan device \(configuration.vxlanDeviceName): \(error)")
+                scheduleRetry()
+            }
+            if vx.created, reconciledOnce { logger.warning("vxlan device \(configuration.vxlanDeviceName) was missing or altered: re-created") }
+            var t = topo
+            t.vxlanIndex = vx.index
+            vxlanShape = vx.index == nil ? nil : DriftWatch.DeviceShape(
+                mtu: VTEPAddress.overlayMTU(underlayMTU: underlay.mtu, underlayFamily: configuration.nodeIP.family),
+                mac: VTEPAddress.mac(for: configuration.nodeIP))
+            topology = t
+            desired = DesiredState.compute(configuration: configuration, topology: t, nodes: nodes.values)
+            let current = try kernel.current(families: [.v4, .v6], vxlanIndex: vx.index)
+            let plan = DataplanePlan.diff(current: current, desired: desired.dataplane)
+            if !plan.isEmpty {
+                if reconciledOnce {
+                    // Everything we applied is in `believed`; a difference found by a dump was made by someone else.
+                    let drifted = DataplanePlan.diff(current: current, desired: believed).count
+                    if drifted > 0 {
+                        repairsCounter.increment(by: Int64(drifted))
+                        incrementRepairs(drifted)
+                        logger.notice("repairing \(drifted) kernel entries changed behind nodenet's back", metadata: ["reason": "\(reason)"])
+                    }
+                } else {
+                    logger.info("start: \(plan.setLinkLayer.count + plan.setRoutes.count) entries to add or correct, \(plan.deleteRoutes.count + plan.deleteLinkLayer.count) stale to remove")
+                }
+            }
+            try execute(plan, on: kernel, basedOn: current)
+        } catch {
+            errors.append("\(error)")
+            logger.error("routes reconcile failed: \(error)")
+            scheduleRetry()
+        }
+        errors += ensureForwardingAndMasquerade()
+        nodeErrors = errors
+        let first = !reconciledOnce
+        reconciledOnce = true
+        publishStatus()
+        if first {
+            for w in readyWaiters { w.resume() }
+            readyWaiters = []
+        }
+        onReconciled?(status)
+    }
+
+    private func execute(_ wanted: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane) throws {
+        var plan = wanted
+        if !storeSynced {
+            plan.deleteRoutes = []
+            plan.deleteLinkLayer = []
+        }
+        // A failed entry is missing from `believed`, so every later plan retries it: an empty
+        // plan means nothing is failing.
+        guard !plan.isEmpty else { believed = current; setPeerErrors([:]); return }
+        let steps = plan.steps
+        let failures = try kernel.apply(plan)
+        believed = DataplanePlan.applying(steps, failed: Set(failures.keys), to: current)
+        var errors: [String: String] = [:]
+        for (i, e) in failures.sorted(by: { $0.key < $1.key }) {
+            var text = "\(e)"
+            if e.isExists, case .route(.add(let r)) = steps[i] {
+                text = "a route nodenet does not own already covers \(r.destination); nodenet leaves it alone"
+            }
+            let owner = desired.owner(of: steps[i]) ?? "-"
+            if errors[owner] == nil { errors[owner] = text }
+        }
+        setPeerErrors(errors)
+        if !failures.isEmpty { scheduleRetry() }
+    }
+
+    /// Records per-peer failures, logging each one when it appears or changes (not at every
+    /// retry) and when the peer is in sync again; resets the retry backoff when all is well.
+    private func setPeerErrors(_ errors: [String: String]) {
+        for (peer, text) in errors.sorted(by: { $0.key < $1.key }) where peerErrors[peer] != text {
+            logger.warning("route entries failed", metadata: ["peer": "\(peer)", "error": "\(text)"])
+        }
+        for peer in peerErrors.keys.sorted() where errors[peer] == nil {
+            logger.info("route entries in sync again", metadata: ["peer": "\(peer)"])
+        }
+        peerErrors = errors
+        if errors.isEmpty { retryDelay = .seconds(2) }
+    }
+
+    /// A full reconcile a little later (a down underlay, a conflicting foreign route), backing
+    /// off from 2 s to the resync interval while the failure persists.
+    private func scheduleRetry() {
+        guard !retryScheduled else { return }
+        retryScheduled = true
+        let delay = retryDelay
+        retryDelay = min(retryDelay * 2, max(configuration.resyncInterval, .seconds(2)))
+        Task {
+            try? await Task.sleep(for: delay)
+            self.retryFired()
+        }
+    }
+
+    private func retryFired() {
+        retryScheduled = false
+        request(full: true)
+    }
+
+    private func ensureForwardingAndMasquerade() -> [String] {
+        var errors: [String] = []
+        var sysctls = [(key: "net.ipv4.ip_forward", value: "1")]
+        if (configuration.clusterCIDRs + configuration.podCIDRs).contains(where: { $0.family == .v6 }) {
+            sysctls.append((key: "net.ipv6.conf.all.forwarding", value: "1"))
+        }
+        do {
+            if let ns = configuration.namespace { try ns.setSysctls(sysctls) } else { for s in sysctls { try Sysctl.write(s.key, s.value) } }
+        } catch {
+            errors.append("enabling forwarding: \(error)")
+        }
+        guard configuration.masquerade, let nftables else { masqueradeState = "off"; return errors }
+        do {
+            let changed = try Masquerade.ensure(session: nftables, clusterCIDRs: configuration.clusterCIDRs)
+            if changed > 0, reconciledOnce { incrementRepairs(changed) }
+            masqueradeState = "\(configuration.clusterCIDRs.count) rule(s) in table nodenet chain \(Masquerade.chain)"
+        } catch {
+            masqueradeState = "error"
+            errors.append("masquerade rules: \(error)")
+        }
+        return errors
+    }
+
+    private func incrementRepairs(_ n: Int) {
+        statusBox.withLock { $0.repairs += n }
+    }
+
+    private func publishStatus() {
+        let peers = PeerRouteStatus.rows(nodes: nodes.values, configuration: configuration, desired: desired, errors: peerErrors)
+        // Log each refusal once, when it appears or its reason changes.
+        for (name, reason) in desired.refused where lastRefused[name] != reason {
+            logger.warning("peer refused", metadata: ["peer": "\(name)", "reason": "\(reason)"])
+        }
+        lastRefused = desired.refused
+        peersGauge.record(peers.count)
+        failingGauge.record(peers.filter { $0.state != .inSync }.count)
+        let errors = desired.nodeErrors + nodeErrors
+        let routes = believed.routes.count
+        let device = configuration.mode == .hostGW ? nil : configuration.vxlanDeviceName
+        let underlay = topology.map { "index \($0.underlayIndex) (\($0.underlayPrefixes.map(\.description).joined(separator: ", ")))" }
+        let masq = masqueradeState
+        let cidrs = configuration.podCIDRs.map(\.description)
+        let done = reconciledOnce
+        statusBox.withLock { s in
+            s.peers = peers
+            s.errors = errors
+            s.routes = routes
+            s.vxlanDevice = device
+            s.underlay = underlay
+            s.masquerade = masq
+            s.podCIDRs = cidrs
+            s.reconciled = done || s.reconciled
+        }
+    }
+
+    /// Called at the end of `fullReconcile`; counts reconciles in the status.
+    private func countReconcile() { statusBox.withLock { $0.fullReconciles += 1 } }
+}

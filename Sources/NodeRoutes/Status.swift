@@ -1,0 +1,66 @@
+// What `nodenet status` shows for routes: one row per peer, plus the node-level facts.
+// A Sendable value the actor publishes after each change, readable without awaiting.
+import ClusterState
+
+public struct PeerRouteStatus: Sendable, Hashable, Codable {
+    public enum State: String, Sendable, Codable {
+        case inSync = "in-sync"
+        case error
+        case refused
+    }
+
+    public var name: String
+    public var nodeIP: String?
+    public var podCIDRs: [String]
+    /// "host-gw" or "vxlan"; nil when refused.
+    public var mode: String?
+    /// The next hop of the peer's routes (its node IP, or subnet.0 via the vxlan device).
+    public var nextHop: String?
+    public var state: State
+    /// Why the peer is refused or what failed.
+    public var message: String?
+}
+
+extension PeerRouteStatus {
+    /// One row per other Node, by name: programmed (in sync or its error) or refused and why.
+    static func rows(nodes: some Collection<Node>, configuration c: NodeRoutesConfiguration, desired: DesiredState,
+                     errors: [String: String]) -> [PeerRouteStatus] {
+        nodes.sorted { $0.name < $1.name }.filter { $0.name != c.nodeName }.map { node in
+            var row = PeerRouteStatus(name: node.name, nodeIP: node.internalIP(c.nodeIP.family)?.description,
+                                      podCIDRs: node.podCIDRs.map(\.description), mode: nil, nextHop: nil, state: .refused)
+            guard let plan = desired.peers[node.name] else {
+                row.message = desired.refused[node.name] ?? "not programmed"
+                return row
+            }
+            row.mode = plan.mode.rawValue
+            row.nextHop = plan.nextHops.first.map { plan.mode == .vxlan ? "\($0) dev \(c.vxlanDeviceName) onlink" : "\($0)" }
+            row.state = errors[node.name] == nil ? .inSync : .error
+            // A partly programmed peer (a subnet of a family it has no address for) says so.
+            row.message = errors[node.name] ?? desired.refused[node.name]
+            return row
+        }
+    }
+}
+
+public struct NodeRoutesStatus: Sendable, Hashable, Codable {
+    public var mode: String
+    public var underlay: String?
+    public var vxlanDevice: String?
+    public var podCIDRs: [String]
+    public var peers: [PeerRouteStatus] = []
+    /// Node-level problems (own subnet missing, underlay not found, masquerade failed).
+    public var errors: [String] = []
+    public var masquerade: String?
+    /// True after the first full reconcile.
+    public var reconciled = false
+    public var fullReconciles = 0
+    /// Kernel entries restored or removed because something changed them behind our back.
+    public var repairs = 0
+    /// The number of nodenet routes the last reconcile left in the kernel.
+    public var routes = 0
+
+    public var summary: String {
+        let bad = peers.filter { $0.state != .inSync }.count
+        return "routes: \(mode), \(peers.count - bad)/\(peers.count) peers in sync, \(repairs) repairs" + (errors.isEmpty ? "" : ", \(errors.count) errors")
+    }
+}
