@@ -34,6 +34,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
     @Option(name: .customLong("kubernetes-kubeconfig")) var kubeconfig: String?
     @Option(name: .customLong("metrics-listen"), help: "HOST:PORT, or empty to disable.") var metricsListen: String?
+    @Option(name: .customLong("vxlan-vni")) var vxlanVNI: String?
+    @Option(name: .customLong("vxlan-port")) var vxlanPort: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -44,7 +46,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("dns.listen", dnsListen), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
-            ("metrics.listen", metricsListen),
+            ("metrics.listen", metricsListen), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
         ]
         var out: [String: String] = [:]
         for (k, v) in pairs { if let v { out[k] = v } }

@@ -35,6 +35,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var etcd = Etcd()
     public var kubernetes = Kubernetes()
     public var metrics = Metrics()
+    public var vxlan = Vxlan()
     public var logLevel: String = "info"
 
     public struct DNS: Sendable, Equatable {
@@ -54,6 +55,12 @@ public struct AgentConfiguration: Sendable, Equatable {
 
     public struct Kubernetes: Sendable, Equatable {
         public var kubeconfig: String? = "/etc/nodenet/kubeconfig"
+    }
+
+    public struct Vxlan: Sendable, Equatable {
+        public var vni: UInt32 = 1
+        /// 8472: the Linux and flannel default (IANA's is 4789).
+        public var port: UInt16 = 8472
     }
 
     public struct Metrics: Sendable, Equatable {

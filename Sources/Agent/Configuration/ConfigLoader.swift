@@ -33,8 +33,9 @@ public enum ConfigLoader {
         "etcd.endpoints": .list, "etcd.prefix": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
+        "vxlan.vni": .scalar, "vxlan.port": .scalar,
     ]
-    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics"]
+    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan"]
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
@@ -227,6 +228,8 @@ public enum ConfigLoader {
             c.etcd.prefix = s
         }
         if let s = one("kubernetes.kubeconfig") { c.kubernetes.kubeconfig = s.isEmpty ? nil : s }
+        if let n = try int("vxlan.vni", 1...16_777_215) { c.vxlan.vni = UInt32(n) }
+        if let n = try int("vxlan.port", 1...65535) { c.vxlan.port = UInt16(n) }
         if let s = one("metrics.listen") {
             if !s.isEmpty, parseHostPort(s) == nil {
                 throw ConfigError(key: "metrics.listen", "\"\(s)\" is not HOST:PORT (e.g. 127.0.0.1:9154)")

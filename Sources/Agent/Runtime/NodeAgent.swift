@@ -88,6 +88,8 @@ public final class NodeAgent: Sendable {
         }
         services.append(.init(service: NodeSubnetService(agent: self)))
         services.append(.init(service: PodNetworkService(agent: self)))
+        services.append(.init(service: NodeRoutesService(agent: self)))
+        services.append(.init(service: ServiceProxyService(agent: self)))
         services += extra.map { .init(service: $0) }
         if !config.metrics.listen.isEmpty {
             services.append(.init(service: MetricsService(agent: self), failureTerminationBehavior: .ignore))

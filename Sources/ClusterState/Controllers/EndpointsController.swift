@@ -113,7 +113,13 @@ public struct EndpointsController: Sendable {
                 if groups[ports] == nil { order.append(ports) }
                 groups[ports, default: []].append(endpoint)
             }
-            if order.isEmpty { order = [service.ports.map { EndpointPort(name: $0.name, protocol: $0.protocol, port: nil) }] }
+            if order.isEmpty {
+                // No endpoints yet: numeric target ports are still known (named ones need a pod).
+                order = [service.ports.map { p in
+                    if case .int(let n) = p.targetPort { return EndpointPort(name: p.name, protocol: p.protocol, port: UInt16(exactly: n)) }
+                    return EndpointPort(name: p.name, protocol: p.protocol, port: nil)
+                }]
+            }
             let familyName = family == .v4 ? "ipv4" : "ipv6"
             for (i, ports) in order.enumerated() {
                 let name = "\(service.name)-nodenet-\(familyName)" + (i == 0 ? "" : "-\(i)")

@@ -20,6 +20,9 @@ public struct ProxyConfiguration: Hashable, Sendable {
     public var fullSyncInterval: Duration
     /// How long the planner waits after an event for more before it syncs (coalescing bursts).
     public var coalesceDelay: Duration
+    /// Chains and sets in the shared tables that belong to other actors (NodeRoutes'
+    /// `pod-egress`): read back from the kernel but never compared, flushed or deleted.
+    public var foreignObjects: Set<String> = ["pod-egress"]
 
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
                 clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = 0x4000,

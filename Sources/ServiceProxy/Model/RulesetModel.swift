@@ -114,6 +114,19 @@ public struct RulesetModel: Hashable, Sendable {
     public var elementCount: Int { tables.values.reduce(0) { $0 + $1.elementCount } }
     public var setCount: Int { tables.values.reduce(0) { $0 + $1.sets.count } }
 
+    /// The model without the named chains and sets: what other actors own in the shared tables.
+    public func without(_ names: Set<String>) -> RulesetModel {
+        guard !names.isEmpty else { return self }
+        var out = self
+        for family in out.tables.keys {
+            for name in names {
+                out.tables[family]?.chains[name] = nil
+                out.tables[family]?.sets[name] = nil
+            }
+        }
+        return out
+    }
+
     /// Copies the rules of `known` into chains whose rules are unknown here (read back from a
     /// backend that cannot decode rules) and that exist in both: the best available belief.
     public func assumingRules(from known: RulesetModel) -> RulesetModel {

@@ -98,7 +98,7 @@ public actor ServiceProxyActor {
         var kernel: RulesetModel?
         if full {
             do {
-                kernel = try await backend.currentState()
+                kernel = try await backend.currentState()?.without(configuration.foreignObjects)
                 if let b = believed { kernel = kernel?.assumingRules(from: b) }
             } catch {
                 fail("reading the kernel's ruleset: \(error)")
