@@ -12,6 +12,7 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible {
     /// Parses dotted text ("svc.ns.svc.cluster.local", trailing dot optional). Escapes are not
     /// supported: Kubernetes names never need them. Nil for empty labels or over-long names.
     public init?(_ text: some StringProtocol) {
+        if text == "." { wire = [0]; return }
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count + 2)
         var labelStart = -1
@@ -29,9 +30,7 @@ public struct DNSName: Hashable, Sendable, CustomStringConvertible {
             guard len <= DNSLimits.maxLabelLength else { return nil }
             out[labelStart] = UInt8(len)
         }
-        // "." alone is the root; "" is rejected.
-        if !seen { return nil }
-        if out.isEmpty, text != "." { return nil }
+        if !seen || out.isEmpty { return nil }
         out.append(0)
         guard out.count <= DNSLimits.maxNameLength else { return nil }
         wire = out
