@@ -74,7 +74,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "ClusterDNSTests", dependencies: ["ClusterDNS"]),
         // DNS benchmark server: loads N synthetic services into a store and serves them (bench/dns/run.sh).
         .executableTarget(name: "dns-bench", dependencies: [
