@@ -29,6 +29,8 @@ public final class ClusterDNSServer: Sendable {
     let store: ClusterStore
     let logger: Logger
     let counters = DNSCounters()
+    /// One counter shard per socket (see `DNSCounters`).
+    private let shards = Mutex<[DNSCounters]>([])
     private let listening = Atomic<Bool>(false)
     private let lameDuck = Atomic<Bool>(false)
     private let port = Atomic<Int>(0)
@@ -46,7 +48,13 @@ public final class ClusterDNSServer: Sendable {
     /// The port actually bound (useful with port 0); nil until listening.
     public var boundPort: Int? { let p = port.load(ordering: .relaxed); return p == 0 ? nil : p }
 
-    public var stats: DNSStats { counters.snapshot() }
+    public var stats: DNSStats { shards.withLock { $0 }.reduce(counters.snapshot()) { $0 + $1.snapshot() } }
+
+    private func newShard() -> DNSCounters {
+        let c = DNSCounters()
+        shards.withLock { $0.append(c) }
+        return c
+    }
 
     /// The upstream list from the configuration (resolv.conf read now).
     public static func upstreams(_ source: UpstreamSource) -> [UpstreamServer] {
@@ -64,7 +72,7 @@ public final class ClusterDNSServer: Sendable {
         let upstreams = Self.upstreams(c.upstreams)
         if upstreams.isEmpty { logger.warning("\(ClusterDNSError.noUpstreams("\(c.upstreams)"))") }
         let forwarder = Forwarder(upstreams: upstreams, configuration: c, transport: transport, counters: counters, logger: logger)
-        let processor = QueryProcessor(zone: zone, forwarder: forwarder, counters: counters, configuration: c)
+        let processor = { [zone] in QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c) }
         let follower = Task { [zone, store, logger] in await zone.follow(store, logger: logger) }
         var channels: [any Channel] = []
         do {
@@ -97,7 +105,7 @@ public final class ClusterDNSServer: Sendable {
         logger.info("dns stopped")
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, processor: QueryProcessor, sockets: Int) async throws -> [any Channel] {
+    private func bind(group: MultiThreadedEventLoopGroup, processor: () -> QueryProcessor, sockets: Int) async throws -> [any Channel] {
         let c = configuration
         var channels: [any Channel] = []
         var port = Int(c.port)
@@ -107,19 +115,21 @@ public final class ClusterDNSServer: Sendable {
             let host = address.description
             do {
                 for _ in 0..<sockets {
+                    let shard = processor()
                     let ch = try await DatagramBootstrap(group: group)
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
                         .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                         .channelOption(.datagramVectorReadMessageCount, value: 32)
                         .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
                         .channelInitializer { ch in
-                            ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: processor)) }
+                            ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard)) }
                         }
                         .bind(host: host, port: port).get()
                     // Port 0: the first socket picks the port, the others share it.
                     if port == 0 { port = ch.localAddress?.port ?? 0 }
                     channels.append(ch)
                 }
+                let tcpProcessor = processor()
                 let idle = TimeAmount.milliseconds(c.tcpIdleTimeoutMilliseconds)
                 let tcp = try await ServerBootstrap(group: group)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -134,7 +144,7 @@ public final class ClusterDNSServer: Sendable {
                             let ops = ch.pipeline.syncOperations
                             try ops.addHandler(IdleStateHandler(readTimeout: idle))
                             try ops.addHandler(ByteToMessageHandler(DNSFrameDecoder()))
-                            try ops.addHandler(TCPQueryHandler(processor: processor))
+                            try ops.addHandler(TCPQueryHandler(processor: tcpProcessor))
                         }
                     }
                     .bind(host: host, port: port).get()

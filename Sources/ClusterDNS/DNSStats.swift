@@ -29,13 +29,28 @@ public struct DNSStats: Sendable, Hashable, Codable {
 
     public init() {}
 
+    static var counts: [WritableKeyPath<DNSStats, Int>] { [
+        \.queries, \.udpQueries, \.tcpQueries, \.dropped, \.noError, \.nxDomain, \.servFail, \.formErr, \.refused,
+        \.notImp, \.otherRCode, \.truncated, \.zoneAnswers, \.cacheHits, \.cacheMisses, \.coalesced, \.upstreamQueries,
+        \.upstreamFailures, \.upstreamTCPFallbacks, \.upstreamLatencyMicrosTotal, \.upstreamLatencyCount, \.tcpConnectionsRejected,
+    ] }
+
+    /// Sum of per-socket shards.
+    static func + (a: DNSStats, b: DNSStats) -> DNSStats {
+        var s = a
+        for k in counts { s[keyPath: k] += b[keyPath: k] }
+        s.loopDetected = a.loopDetected || b.loopDetected
+        return s
+    }
+
     public var averageUpstreamLatencyMicros: Int {
         upstreamLatencyCount == 0 ? 0 : upstreamLatencyMicrosTotal / upstreamLatencyCount
     }
 }
 
-/// The live counters. Atomics, not an actor: they are bumped on the hot path from every
-/// event-loop thread, and relaxed ordering is enough for monotonically growing counts.
+/// The live counters. Atomics, not an actor, and one instance per socket (shard): each is
+/// bumped by one event-loop thread, so the hot path never bounces a cache line between
+/// cores; `DNSStats` sums the shards. Relaxed ordering is enough for growing counts.
 final class DNSCounters: Sendable {
     let queries = Atomic<Int>(0), udpQueries = Atomic<Int>(0), tcpQueries = Atomic<Int>(0), dropped = Atomic<Int>(0)
     let noError = Atomic<Int>(0), nxDomain = Atomic<Int>(0), servFail = Atomic<Int>(0), formErr = Atomic<Int>(0)

@@ -171,6 +171,32 @@ import Testing
         if case .drop = p.handle([1, 2, 3], overTCP: false) {} else { Issue.record("runt not dropped") }
     }
 
+    /// The byte-level fast path must answer exactly as the general path does.
+    @Test func fastPathMatchesGeneralPath() async throws {
+        let zone = await Fixture.zone()
+        let p = QueryProcessor(zone: zone, forwarder: nil, counters: DNSCounters(), configuration: DNSConfiguration())
+        var dnssec = query("svc1.testns.svc.cluster.local", .a, edns: 1232)
+        dnssec.edns?.dnssecOK = true
+        dnssec.header.checkingDisabled = true
+        let cases = [
+            query("svc1.testns.svc.cluster.local", .a), query("SvC1.TeStNs.svc.cluster.local", .a, edns: 4096),
+            query("svc-dual-stack.testns.svc.cluster.local", .aaaa, edns: 1232), query("hdls1.testns.svc.cluster.local", .a),
+            query("dup-name.hdls1.testns.svc.cluster.local", .a), query("10-240-0-1.podns.pod.cluster.local", .a), dnssec,
+        ]
+        for m in cases {
+            let bytes = m.encode()
+            let fast = try #require(p.fastZoneReply(bytes, overTCP: false), "\(m.questions[0].name)")
+            guard case .reply(let general) = p.handle(bytes, overTCP: false, allowFastPath: false) else { Issue.record("no reply"); continue }
+            #expect(try DNSMessage(parsing: fast) == DNSMessage(parsing: general), "\(m.questions[0].name)")
+            #expect(fast.count == general.count)
+        }
+        // Not for the fast path: negative answers, other types, ExternalName, forwarded names.
+        for m in [query("svc0.testns.svc.cluster.local", .a), query("svc1.testns.svc.cluster.local", .srv),
+                  query("external-to-service.testns.svc.cluster.local", .a), query("www.example.test", .a)] {
+            #expect(p.fastZoneReply(m.encode(), overTCP: false) == nil)
+        }
+    }
+
     @Test func podDNSBlock() {
         let b = PodDNSConfig.forPod(namespace: "apps", nameservers: [IPAddress("169.254.20.10")!])
         #expect(b.nameservers == ["169.254.20.10"])

@@ -59,7 +59,7 @@ MEM_IDLE=$(rss $NPID)
 # dnsperf: qps, lost, average latency (ms).
 perf() {
   dnsperf -s "$1" -p "$2" -d $T/queries -l "$SECS" -c 4 -Q 1000000 >$T/perf.$2 2>&1
-  awk '/Queries per second/{q=$4} /Queries lost/{l=$3} /Average Latency/{a=$4*1000} END{printf "%d %d %.3f", q, l, a}' $T/perf.$2
+  awk '/Queries per second/{q=$4} /Queries lost/{l=$3} /Average Latency/{a=$4*1000} END{printf "%d %d %.3f\n", q, l, a}' $T/perf.$2
 }
 read NQ NL NA < <(perf 127.0.0.56 5304)
 MEM_LOAD=$(rss $NPID)

@@ -24,11 +24,12 @@ final class QueryProcessor: Sendable {
         maxUDPResponseSize = max(configuration.maxUDPResponseSize, DNSLimits.classicUDPSize)
     }
 
-    func handle(_ bytes: [UInt8], overTCP: Bool) -> QueryAction {
+    func handle(_ bytes: [UInt8], overTCP: Bool, allowFastPath: Bool = true) -> QueryAction {
         counters.bump(counters.queries)
         if overTCP { counters.bump(counters.tcpQueries) } else { counters.bump(counters.udpQueries) }
         // Too short for a header, or a response: never answer (no reflection of junk).
         guard bytes.count >= 12, bytes[2] & 0x80 == 0 else { counters.bump(counters.dropped); return .drop }
+        if allowFastPath, let fast = fastZoneReply(bytes, overTCP: overTCP) { return .reply(fast) }
         let query: DNSMessage
         do { query = try DNSMessage(parsing: bytes) } catch {
             return .reply(formErr(bytes))
