@@ -1,7 +1,7 @@
 // dns-bench: serves N synthetic ClusterIP services (svc<i>.ns<i%50>.svc.cluster.local ->
 // 10.96.<i/250>.<i%250+1>, the names of shared/bench/dns-reference.sh), each with
-// E endpoints, from an in-memory store, until SIGINT/SIGTERM.
-// Usage: dns-bench <address> <port> [services=10000] [endpointsPerService=5] [upstream ip:port]
+// E endpoints, from an in-memory store.
+// Runs until killed. Usage: dns-bench <address> <port> [services=10000] [endpointsPerService=5] [upstream ip:port]
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,11 +32,18 @@ func objects(_ i: Int) -> [ClusterObject] {
     return [.service(svc), .endpointSlice(slice)]
 }
 
-// Stop on SIGINT/SIGTERM: blocked before any thread exists (threads inherit the mask),
-// then taken with sigwait on the main thread.
-var mask = sigset_t()
-sigemptyset(&mask); sigaddset(&mask, SIGINT); sigaddset(&mask, SIGTERM)
-pthread_sigmask(SIG_BLOCK, &mask, nil)
+/// VmRSS in MB from /proc/self/status.
+func residentMB() -> Int {
+    let fd = open("/proc/self/status", O_RDONLY)
+    guard fd >= 0 else { return -1 }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: 8192)
+    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 8192) }
+    guard n > 0 else { return -1 }
+    let text = String(decoding: buf[0..<n], as: UTF8.self)
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return -1 }
+    return (Int(line.split(separator: " ")[1]) ?? 0) / 1024
+}
 
 func say(_ line: String) { let b = Array((line + "\n").utf8); _ = b.withUnsafeBytes { write(1, $0.baseAddress, $0.count) } }
 
@@ -48,18 +55,16 @@ for i in 0..<services {
 }
 await store.apply(batch)
 await store.markSynced()
+let storeRSS = residentMB()
 
 var logger = Logger(label: "dns-bench")
 logger.logLevel = .notice
 let config = DNSConfiguration(listenAddresses: [address], port: port, upstreams: .servers(upstreams), lameDuckMilliseconds: 0)
 let server = ClusterDNSServer(configuration: config, store: store, logger: logger)
-let task = Task { try await server.run() }
-
-while !server.isReady { try await Task.sleep(for: .milliseconds(20)) }
-say("dns-bench ready services=\(services) endpoints=\(services * perService) port=\(server.boundPort ?? 0)")
-var sig: Int32 = 0
-sigwait(&mask, &sig)
-task.cancel()
+let task = Task.detached { try await server.run() }
+// Runs until killed (SIGTERM/SIGINT end the process; the bench needs no graceful stop).
+Task.detached {
+    while !server.isReady { try await Task.sleep(for: .milliseconds(20)) }
+    say("dns-bench ready services=\(services) endpoints=\(services * perService) port=\(server.boundPort ?? 0) rss_mb_store_only=\(storeRSS) rss_mb_serving=\(residentMB())")
+}
 try await task.value
-let s = server.stats
-say("dns-bench stats queries=\(s.queries) noerror=\(s.noError) nxdomain=\(s.nxDomain) servfail=\(s.servFail) dropped=\(s.dropped)")

@@ -68,4 +68,4 @@ read DQ DL DA < <(perf 127.0.0.55 5303)
 echo "services=$N endpoints=$((N * EPS)) seconds=$SECS"
 printf "%-8s qps=%-8s lost=%-6s avg_latency_ms=%s\n" nodenet "$NQ" "$NL" "$NA" unbound "$UQ" "$UL" "$UA" dnsmasq "$DQ" "$DL" "$DA"
 python3 -c "print(f'ratio qps nodenet/unbound={$NQ/$UQ:.2f} nodenet/dnsmasq={$NQ/$DQ:.2f}  latency nodenet/unbound={$NA/max($UA,1e-9):.2f}')"
-echo "nodenet rss_mb idle=$MEM_IDLE after_load=$MEM_LOAD"
+echo "nodenet rss_mb idle=$MEM_IDLE after_load=$MEM_LOAD ($(grep -o 'rss_mb_store_only=[0-9]*' $T/nodenet.log): the store alone, before the DNS server starts)"
