@@ -75,7 +75,8 @@ struct ServerIntegrationTests {
             let port = UInt16.random(in: 20000...60000)
             let addr = "127.0.0.\(77 + attempt)"
             let h = try Helper(dnsmasqPath, ["--no-daemon", "--no-resolv", "--no-hosts", "--port=\(port)", "--listen-address=\(addr)",
-                                             "--bind-interfaces", "--address=/example.test/192.0.2.10", "--local-ttl=60"])
+                                             "--bind-interfaces", "--address=/example.test/192.0.2.10", "--local-ttl=60"]
+                               + (0..<8).map { "--txt-record=big.txt.test,\($0)" + String(repeating: "x", count: 200) })
             try await Task.sleep(for: .milliseconds(200))
             if h.isRunning { return (h, UpstreamServer(address: IPAddress(addr)!, port: port)) }
             h.kill()
@@ -141,6 +142,11 @@ struct ServerIntegrationTests {
         let tcp = try dig(port, "+tcp", "+noedns", "+short", "many.testns.svc.cluster.local", "A")
         #expect(tcp.split(separator: "\n").count == 100)
         #expect(dns.stats.truncated >= 1)
+
+        // An upstream answer too big for UDP: the forwarder retries over TCP and relays it all.
+        let big = try dig(port, "+tcp", "+short", "big.txt.test", "TXT")
+        #expect(big.split(separator: "\n").count == 8, "\(big)")
+        #expect(dns.stats.upstreamTCPFallbacks >= 1)
 
         // ANY is answered minimally.
         #expect(try dig(port, "+short", "svc1.testns.svc.cluster.local", "ANY").contains("RFC8482"))
