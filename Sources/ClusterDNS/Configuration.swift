@@ -59,6 +59,8 @@ public struct DNSConfiguration: Sendable, Hashable {
     public var cacheCapacity: Int
     public var cacheMaxTTL: UInt32
     public var cacheMaxNegativeTTL: UInt32
+    /// Forwarded queries in flight at most; beyond that clients get REFUSED (CoreDNS `max_concurrent`).
+    public var maxConcurrentForwards: Int
     /// Per-try timeout towards an upstream, in milliseconds.
     public var upstreamTimeoutMilliseconds: Int64
     /// How long to keep answering after shutdown starts (isReady is false meanwhile).
@@ -74,7 +76,7 @@ public struct DNSConfiguration: Sendable, Hashable {
                 clusterDomain: String = "cluster.local", ttl: UInt32 = 5, podMode: PodRecordMode = .insecure,
                 upstreams: UpstreamSource = .resolvConf(path: "/etc/resolv.conf"), nameserverAddresses: [IPAddress] = [],
                 cacheCapacity: Int = 10_000, cacheMaxTTL: UInt32 = 3600, cacheMaxNegativeTTL: UInt32 = 300,
-                upstreamTimeoutMilliseconds: Int64 = 2000, lameDuckMilliseconds: Int64 = 5000,
+                maxConcurrentForwards: Int = 1000, upstreamTimeoutMilliseconds: Int64 = 2000, lameDuckMilliseconds: Int64 = 5000,
                 udpSocketsPerAddress: Int = 0, maxTCPConnections: Int = 1000, tcpIdleTimeoutMilliseconds: Int64 = 10_000,
                 maxUDPResponseSize: Int = 4096) {
         self.listenAddresses = listenAddresses
@@ -87,6 +89,7 @@ public struct DNSConfiguration: Sendable, Hashable {
         self.cacheCapacity = cacheCapacity
         self.cacheMaxTTL = cacheMaxTTL
         self.cacheMaxNegativeTTL = cacheMaxNegativeTTL
+        self.maxConcurrentForwards = maxConcurrentForwards
         self.upstreamTimeoutMilliseconds = upstreamTimeoutMilliseconds
         self.lameDuckMilliseconds = lameDuckMilliseconds
         self.udpSocketsPerAddress = udpSocketsPerAddress

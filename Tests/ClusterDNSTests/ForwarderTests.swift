@@ -107,6 +107,24 @@ final class SlowUpstream: Sendable {
         try await group.shutdownGracefully()
     }
 
+    @Test func boundsConcurrentForwards() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let transport = UpstreamTransport(group: group)
+        let f = Forwarder(upstreams: [], configuration: DNSConfiguration(maxConcurrentForwards: 2), transport: transport,
+                          counters: DNSCounters(), logger: Logger(label: "t"))
+        #expect(f.admit() && f.admit())
+        #expect(!f.admit())
+        f.release()
+        #expect(f.admit())
+        // Through the processor: the third concurrent forwarded query is REFUSED at once.
+        let p = QueryProcessor(zone: await Fixture.zone(), forwarder: f, counters: DNSCounters(), configuration: DNSConfiguration())
+        var h = DNSHeader(); h.id = 7
+        let q = DNSMessage(header: h, questions: [DNSQuestion(name: DNSName("x.example")!, type: .a)]).encode()
+        guard case .reply(let bytes) = p.handle(q, overTCP: false) else { Issue.record("not refused"); return }
+        #expect(try DNSMessage(parsing: bytes).rcode == RCode.refused.rawValue)
+        try await group.shutdownGracefully()
+    }
+
     @Test func detectsForwardingLoop() async throws {
         // The server's own address as its upstream: the loop probe comes straight back.
         var dns: ClusterDNSServer?

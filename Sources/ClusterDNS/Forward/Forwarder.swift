@@ -13,6 +13,9 @@ final class Forwarder: Sendable {
     let timeoutMilliseconds: Int64
     let logger: Logger
     private let inflight = Mutex<[CacheKey: [CheckedContinuation<DNSMessage?, Never>]]>([:])
+    /// Client queries waiting on the forwarder, bounded by `maxConcurrent`.
+    private let admitted = Atomic<Int>(0)
+    let maxConcurrent: Int
 
     /// A random name that only a forwarding loop could bring back to us (CoreDNS `loop`).
     let probeName: DNSName
@@ -24,9 +27,22 @@ final class Forwarder: Sendable {
         self.transport = transport
         self.counters = counters
         timeoutMilliseconds = c.upstreamTimeoutMilliseconds
+        maxConcurrent = max(1, c.maxConcurrentForwards)
         self.logger = logger
         probeName = DNSName("\(UInt64.random(in: 1 ... .max)).\(UInt32.random(in: 1 ... .max)).nodenet-loop-probe.")!
     }
+
+    /// Takes a slot for one forwarded client query; false when too many are in flight
+    /// (a slow or dead upstream must not turn into unbounded tasks and memory).
+    func admit() -> Bool {
+        if admitted.wrappingAdd(1, ordering: .relaxed).newValue > maxConcurrent {
+            admitted.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() { admitted.wrappingSubtract(1, ordering: .relaxed) }
 
     var loopDetected: Bool { counters.loopDetected.load(ordering: .relaxed) }
 

@@ -58,6 +58,7 @@ final class QueryProcessor: Sendable {
         if let result = zone.resolve(q) {
             counters.bump(counters.zoneAnswers)
             if let target = result.forwardTarget {
+                guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
                 return .forward(query: query, question: DNSQuestion(name: target, type: q.type), prefix: result, maxSize: maxSize)
             }
             var r = DNSMessage.response(to: query, rcode: result.rcode)
@@ -70,11 +71,13 @@ final class QueryProcessor: Sendable {
         if let f = forwarder, f.isLoopProbe(q) {
             return .reply(finish(DNSMessage.response(to: query, rcode: .servFail), maxSize))
         }
+        guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
         return .forward(query: query, question: q, prefix: nil, maxSize: maxSize)
     }
 
     /// Completes a `.forward` action.
     func forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int) async -> [UInt8] {
+        defer { forwarder?.release() }
         guard let upstream = await forwarder?.resolve(question) else {
             return finish(DNSMessage.response(to: query, rcode: .servFail), maxSize)
         }
