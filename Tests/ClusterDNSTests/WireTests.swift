@@ -182,6 +182,10 @@ import Testing
             query("svc1.testns.svc.cluster.local", .a), query("SvC1.TeStNs.svc.cluster.local", .a, edns: 4096),
             query("svc-dual-stack.testns.svc.cluster.local", .aaaa, edns: 1232), query("hdls1.testns.svc.cluster.local", .a),
             query("dup-name.hdls1.testns.svc.cluster.local", .a), query("10-240-0-1.podns.pod.cluster.local", .a), dnssec,
+            // Negative answers carry the SOA (owner compressed into the question's apex suffix).
+            query("svc0.testns.svc.cluster.local", .a), query("SVC0.TestNS.svc.Cluster.Local", .a, edns: 1232),
+            query("svc1.testns.svc.cluster.local", .txt), query("testns.svc.cluster.local", .a), query("cluster.local", .a),
+            query("nothing.cluster.local", .aaaa),
         ]
         for m in cases {
             let bytes = m.encode()
@@ -190,8 +194,8 @@ import Testing
             #expect(try DNSMessage(parsing: fast) == DNSMessage(parsing: general), "\(m.questions[0].name)")
             #expect(fast.count == general.count)
         }
-        // Not for the fast path: negative answers, other types, ExternalName, forwarded names.
-        for m in [query("svc0.testns.svc.cluster.local", .a), query("svc1.testns.svc.cluster.local", .srv),
+        // Not for the fast path: ANY, SRV (additional section), ExternalName, forwarded names.
+        for m in [query("svc1.testns.svc.cluster.local", .any), query("svc1.testns.svc.cluster.local", .srv),
                   query("external-to-service.testns.svc.cluster.local", .a), query("www.example.test", .a)] {
             #expect(p.fastZoneReply(m.encode(), overTCP: false) == nil)
         }
