@@ -62,14 +62,18 @@ final class Forwarder: Sendable {
         _ = await exchange(DNSQuestion(name: probeName, type: .hinfo))
     }
 
+    /// A fresh cached answer, without suspending (the event loop answers hits inline).
+    func cached(_ q: DNSQuestion) -> DNSMessage? {
+        guard !loopDetected, let hit = cache.lookup(CacheKey(q), now: monotonicMilliseconds()) else { return nil }
+        counters.bump(counters.cacheHits)
+        return hit
+    }
+
     /// The upstream's answer (from cache when fresh); nil when every upstream failed.
     func resolve(_ q: DNSQuestion) async -> DNSMessage? {
         guard !loopDetected, !health.servers.isEmpty else { return nil }
         let key = CacheKey(q)
-        if let hit = cache.lookup(key, now: monotonicMilliseconds()) {
-            counters.bump(counters.cacheHits)
-            return hit
-        }
+        if let hit = cached(q) { return hit }
         counters.bump(counters.cacheMisses)
         let leader: Bool = inflight.withLock { d in
             if d[key] != nil { return false }

@@ -58,6 +58,9 @@ final class QueryProcessor: Sendable {
         if let result = zone.resolve(q) {
             counters.bump(counters.zoneAnswers)
             if let target = result.forwardTarget {
+                if let hit = forwarder?.cached(DNSQuestion(name: target, type: q.type)) {
+                    return .reply(compose(query, hit, prefix: result, maxSize))
+                }
                 guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
                 return .forward(query: query, question: DNSQuestion(name: target, type: q.type), prefix: result, maxSize: maxSize)
             }
@@ -71,6 +74,7 @@ final class QueryProcessor: Sendable {
         if let f = forwarder, f.isLoopProbe(q) {
             return .reply(finish(DNSMessage.response(to: query, rcode: .servFail), maxSize))
         }
+        if let hit = forwarder?.cached(q) { return .reply(compose(query, hit, prefix: nil, maxSize)) }
         guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
         return .forward(query: query, question: q, prefix: nil, maxSize: maxSize)
     }
@@ -81,6 +85,11 @@ final class QueryProcessor: Sendable {
         guard let upstream = await forwarder?.resolve(question) else {
             return finish(DNSMessage.response(to: query, rcode: .servFail), maxSize)
         }
+        return compose(query, upstream, prefix: prefix, maxSize)
+    }
+
+    /// The client's reply from an upstream answer, after the zone's CNAME when there is one.
+    private func compose(_ query: DNSMessage, _ upstream: DNSMessage, prefix: ZoneResult?, _ maxSize: Int) -> [UInt8] {
         let code = RCode(rawValue: upstream.rcode) ?? .servFail
         var r = DNSMessage.response(to: query, rcode: code)
         r.header.authenticData = upstream.header.authenticData
