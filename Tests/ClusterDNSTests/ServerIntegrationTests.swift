@@ -178,6 +178,35 @@ struct ServerIntegrationTests {
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             #expect(read(fd, &b, 1) == 0, "server closed the silent connection")
         }
+        // Two pipelined queries on one connection: two answers (RFC 7766).
+        let fd = connectTCP(port: port)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var frames: [UInt8] = []
+        for (id, name) in [(UInt16(1), "svc1.testns.svc.cluster.local"), (2, "svc6.testns.svc.cluster.local")] {
+            var h = DNSHeader(); h.id = id
+            let q = DNSMessage(header: h, questions: [DNSQuestion(name: DNSName(name)!, type: .a)]).encode()
+            frames += [UInt8(q.count >> 8), UInt8(q.count & 0xFF)] + q
+        }
+        #expect(write(fd, frames, frames.count) == frames.count)
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var got: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var replies: [DNSMessage] = []
+        while replies.count < 2 {
+            let n = read(fd, &buf, buf.count)
+            guard n > 0 else { break }
+            got += buf[0..<n]
+            while got.count >= 2, got.count >= 2 + (Int(got[0]) << 8 | Int(got[1])) {
+                let len = Int(got[0]) << 8 | Int(got[1])
+                replies.append(try DNSMessage(parsing: Array(got[2..<(2 + len)])))
+                got.removeFirst(2 + len)
+            }
+        }
+        #expect(replies.map(\.header.id).sorted() == [1, 2])
+        #expect(replies.first { $0.header.id == 2 }?.rcode == RCode.noError.rawValue)
+
         // Names outside the zone with no upstream: SERVFAIL, not a hang.
         #expect(try dig(port, "www.example.test").contains("SERVFAIL"))
     }

@@ -174,6 +174,13 @@ import Testing
         // Endpoints change: a slice update alone moves the headless answer.
         await store.apply([.delete(ObjectKey(.endpointSlice, namespace: "testns", name: "hdls1-v4"))])
         try await waitUntil { z.ask("hdls1.testns.svc.cluster.local", .a)?.isNoData == true }
+        // Attachments made by the CNI path count for verified pod records before any pod status.
+        await store.apply([.upsert(.attachment(PodAttachment(containerID: "c1", ifname: "eth0", netns: "/run/netns/x",
+                                                             podNamespace: "podns", podName: "cni-pod",
+                                                             ips: [IPPrefix("10.240.0.7/24")!], hostInterface: "veth1")))])
+        try await waitUntil { z.ask("10-240-0-7.podns.pod.cluster.local", .a)?.answerText == ["A 10.240.0.7"] }
+        await store.apply([.delete(ObjectKey(.attachment, name: "c1/eth0"))])
+        try await waitUntil { z.ask("10-240-0-7.podns.pod.cluster.local", .a)?.isNXDomain == true }
         // Pods (verified) follow too.
         await store.apply([.upsert(.pod(Pod(metadata: ObjectMeta(name: "p2", namespace: "podns"), podIPs: [Fixture.ip("10.240.0.2")])))])
         try await waitUntil { z.ask("10-240-0-2.podns.pod.cluster.local", .a)?.answerText == ["A 10.240.0.2"] }
