@@ -159,6 +159,17 @@ import Testing
         #expect(early.ask("example.com", .a) == nil)
     }
 
+    @Test func configurableDomainAndTTL() async {
+        let z = ClusterZone(configuration: DNSConfiguration(clusterDomain: "Corp.Example.", ttl: 30))
+        z.rebuild(from: await Fixture.store().snapshot())
+        let r = z.ask("svc1.testns.svc.corp.example", .a)
+        #expect(r?.answerText == ["A 10.0.0.1"])
+        #expect(r?.answers.first?.ttl == 30)
+        #expect(z.ask("svc1.testns.svc.cluster.local", .a) == nil)   // not ours any more: forwarded
+        #expect(z.ask("_http._tcp.svc1.testns.svc.corp.example", .srv)?.answerText == ["SRV 0 100 80 svc1.testns.svc.corp.example."])
+        #expect(z.ask("nope.testns.svc.corp.example", .a)?.authority.first?.ttl == 30)
+    }
+
     @Test func incrementalUpdatesFromStoreEvents() async throws {
         let store = await Fixture.store()
         let z = ClusterZone(configuration: DNSConfiguration(podMode: .verified))
