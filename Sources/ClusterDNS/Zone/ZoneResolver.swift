@@ -12,8 +12,10 @@ struct ZoneResult: Sendable, Equatable {
 }
 
 /// Answers questions from `ZoneData` the way CoreDNS's kubernetes plugin does (see
-/// shared/reference/dns.md §2-3). Pure: no clocks, no I/O.
-struct ZoneResolver: Sendable {
+/// shared/reference/dns.md §2-3). Pure: no clocks, no I/O. A class so that every event-loop
+/// thread reads the same immutable fields in place instead of copying (and retaining) them
+/// per query: shared reference counts bounce between cores.
+final class ZoneResolver: Sendable {
     let apex: DNSName
     let apexKey: [UInt8]
     let ttl: UInt32
@@ -102,7 +104,10 @@ struct ZoneResolver: Sendable {
         case .aaaa: want = .v6
         default: return nodata()
         }
-        return ZoneResult(answers: addresses.filter { $0.family == want }.map { addressRecord(q.name, $0) })
+        var answers: [DNSRecord] = []
+        answers.reserveCapacity(addresses.count)
+        for a in addresses where a.family == want { answers.append(addressRecord(q.name, a)) }
+        return ZoneResult(answers: answers)
     }
 
     private func serviceName(_ id: NamespacedName) -> DNSName {
@@ -118,14 +123,13 @@ struct ZoneResolver: Sendable {
         }
         let id = NamespacedName(String(decoding: rel[1], as: UTF8.self), String(decoding: rel[2], as: UTF8.self))
         guard let entry = data.services[id], entry.nameExists else { return nxdomain() }
-        let owner = serviceName(id)
         if case .externalName(let target) = entry.kind {
             guard rel.count == 3 else { return nxdomain() }
             return externalNameAnswer(q, target, data, depth: depth)
         }
         switch rel.count {
         case 3:
-            if q.type == .srv { return srvAnswer(q, owner, entry, entry.ports) }
+            if q.type == .srv { return srvAnswer(q, serviceName(id), entry, entry.ports) }
             return addressAnswer(q, entry.addresses)
         case 4:
             let label = String(decoding: rel[3], as: UTF8.self)
@@ -135,7 +139,7 @@ struct ZoneResolver: Sendable {
             let proto = String(decoding: rel[3], as: UTF8.self), name = String(decoding: rel[4], as: UTF8.self)
             let ports = entry.ports.filter { $0.proto == proto && $0.name == name }
             guard !ports.isEmpty else { return nxdomain() }
-            return q.type == .srv ? srvAnswer(q, owner, entry, ports) : nodata()
+            return q.type == .srv ? srvAnswer(q, serviceName(id), entry, ports) : nodata()
         }
     }
 
