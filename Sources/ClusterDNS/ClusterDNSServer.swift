@@ -120,6 +120,9 @@ public final class ClusterDNSServer: Sendable {
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
                         .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                         .channelOption(.datagramVectorReadMessageCount, value: 32)
+                        // One recvmmsg per readiness event (epoll is level-triggered here): NIO's
+                        // default of 4 spends a second syscall per wakeup just to hear EAGAIN.
+                        .channelOption(.maxMessagesPerRead, value: 1)
                         .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
                         .channelInitializer { ch in
                             ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard)) }
