@@ -39,8 +39,11 @@ public final class ClusterDNSServer: Sendable {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        zone = ClusterZone(configuration: configuration)
+        zone = ClusterZone(configuration: configuration, replicas: Self.threads)
     }
+
+    /// Event loops: one per core.
+    static var threads: Int { max(1, System.coreCount) }
 
     /// Listening, zone synced and not shutting down.
     public var isReady: Bool { listening.load(ordering: .relaxed) && !lameDuck.load(ordering: .relaxed) && zone.isSynced }
@@ -66,13 +69,15 @@ public final class ClusterDNSServer: Sendable {
 
     public func run() async throws {
         let c = configuration
-        let threads = max(1, System.coreCount)
+        let threads = Self.threads
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let transport = UpstreamTransport(group: group)
         let upstreams = Self.upstreams(c.upstreams)
         if upstreams.isEmpty { logger.warning("\(ClusterDNSError.noUpstreams("\(c.upstreams)"))") }
         let forwarder = Forwarder(upstreams: upstreams, configuration: c, transport: transport, counters: counters, logger: logger)
-        let processor = { [zone] in QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c) }
+        let processor = { [zone] (loop: Int) in
+            QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c, replica: loop)
+        }
         let follower = Task { [zone, store, logger] in await zone.follow(store, logger: logger) }
         var channels: [any Channel] = []
         do {
@@ -105,18 +110,20 @@ public final class ClusterDNSServer: Sendable {
         logger.info("dns stopped")
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, processor: () -> QueryProcessor, sockets: Int) async throws -> [any Channel] {
+    private func bind(group: MultiThreadedEventLoopGroup, processor: (Int) -> QueryProcessor, sockets: Int) async throws -> [any Channel] {
         let c = configuration
         var channels: [any Channel] = []
         var port = Int(c.port)
         let limiter = ConnectionLimiter(limit: c.maxTCPConnections)
         let counters = counters
+        // Sockets are pinned to loops explicitly so socket i reads zone replica i % loops.
+        let loops = Array(group.makeIterator())
         for address in c.listenAddresses {
             let host = address.description
             do {
-                for _ in 0..<sockets {
-                    let shard = processor()
-                    let ch = try await DatagramBootstrap(group: group)
+                for i in 0..<sockets {
+                    let shard = processor(i % loops.count)
+                    let ch = try await DatagramBootstrap(group: loops[i % loops.count])
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
                         .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                         .channelOption(.datagramVectorReadMessageCount, value: 32)
@@ -132,7 +139,7 @@ public final class ClusterDNSServer: Sendable {
                     if port == 0 { port = ch.localAddress?.port ?? 0 }
                     channels.append(ch)
                 }
-                let tcpProcessor = processor()
+                let tcpProcessor = processor(0)
                 let idle = TimeAmount.milliseconds(c.tcpIdleTimeoutMilliseconds)
                 let tcp = try await ServerBootstrap(group: group)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -60,8 +60,8 @@ enum Fixture {
 }
 
 extension ClusterZone {
-    func ask(_ name: String, _ type: RRType) -> ZoneResult? {
-        resolve(DNSQuestion(name: DNSName(name)!, type: type))
+    func ask(_ name: String, _ type: RRType, replica: Int = 0) -> ZoneResult? {
+        resolve(DNSQuestion(name: DNSName(name)!, type: type), replica: replica)
     }
 }
 

@@ -20,7 +20,7 @@ extension QueryProcessor {
             dnssecOK = opt.ttl & 0x8000 != 0
             if !overTCP { maxSize = udpLimit(EDNS(udpSize: UInt16(opt.rclass))) }
         }
-        guard let result = zone.resolve(DNSQuestion(name: name, type: RRType(type))), result.rcode == .noError || result.rcode == .nxDomain,
+        guard let result = zone.resolve(DNSQuestion(name: name, type: RRType(type)), replica: replica), result.rcode == .noError || result.rcode == .nxDomain,
               result.forwardTarget == nil, result.additional.isEmpty, result.authority.count == (result.answers.isEmpty ? 1 : 0) else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(questionEnd + result.answers.count * 28 + 11)

@@ -15,9 +15,12 @@ final class QueryProcessor: Sendable {
     let counters: DNSCounters
     let ttl: UInt32
     let maxUDPResponseSize: Int
+    /// Which zone replica this processor reads: the one of the event loop it runs on.
+    let replica: Int
 
-    init(zone: ClusterZone, forwarder: Forwarder?, counters: DNSCounters, configuration: DNSConfiguration) {
+    init(zone: ClusterZone, forwarder: Forwarder?, counters: DNSCounters, configuration: DNSConfiguration, replica: Int = 0) {
         self.zone = zone
+        self.replica = replica
         self.forwarder = forwarder
         self.counters = counters
         ttl = configuration.ttl
@@ -55,7 +58,7 @@ final class QueryProcessor: Sendable {
             return .reply(finish(r, maxSize))
         default: break
         }
-        if let result = zone.resolve(q) {
+        if let result = zone.resolve(q, replica: replica) {
             counters.bump(counters.zoneAnswers)
             if let target = result.forwardTarget {
                 if let hit = forwarder?.cached(DNSQuestion(name: target, type: q.type)) {

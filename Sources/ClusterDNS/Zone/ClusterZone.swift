@@ -5,14 +5,29 @@ import Synchronization
 
 /// The live cluster zone: lookup tables behind a mutex (held for a few hash lookups per
 /// query), kept current from the store's events by `follow(_:)`.
+///
+/// With several event loops the tables are replicated, one copy per loop: a mutex shared by
+/// all loops would move its cache line between cores on every query. Replicas share their
+/// storage (copy-on-write) after a rebuild; each pays one copy at its first incremental change.
 public final class ClusterZone: Sendable {
     let resolver: ZoneResolver
-    private let data = Mutex(ZoneData())
+    private let replicas: [Replica]
     private let syncedFlag = Atomic<Bool>(false)
 
-    public init(configuration: DNSConfiguration) {
+    public init(configuration: DNSConfiguration, replicas: Int = 1) {
         resolver = ZoneResolver(configuration: configuration)
+        self.replicas = (0..<max(1, replicas)).map { _ in Replica() }
     }
+
+    /// One copy of the tables. The trailing padding keeps the next replica's lock word off
+    /// the cache line that this one's readers touch.
+    private final class Replica: Sendable {
+        let data = Mutex(ZoneData())
+        let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    }
+
+    var replicaCount: Int { replicas.count }
+
 
     public var apex: DNSName { resolver.apex }
 
@@ -20,7 +35,7 @@ public final class ClusterZone: Sendable {
     public var isSynced: Bool { syncedFlag.load(ordering: .acquiring) }
 
     /// Answers a question; nil when the name is not ours (the caller forwards it).
-    func resolve(_ q: DNSQuestion) -> ZoneResult? {
+    func resolve(_ q: DNSQuestion, replica: Int = 0) -> ZoneResult? {
         if !isSynced {
             guard q.name.isSubdomain(of: resolver.apex) else {
                 // Reverse names fall through to the upstream until we know our own addresses.
@@ -28,10 +43,10 @@ public final class ClusterZone: Sendable {
             }
             return ZoneResult(rcode: .servFail)
         }
-        return data.withLock { resolver.resolve(q, in: $0) }
+        return replicas[replica % replicas.count].data.withLock { resolver.resolve(q, in: $0) }
     }
 
-    var serviceCount: Int { data.withLock { $0.services.count } }
+    var serviceCount: Int { replicas[0].data.withLock { $0.services.count } }
 
     // MARK: building
 
@@ -48,7 +63,7 @@ public final class ClusterZone: Sendable {
             for p in pods { fresh.setPodAddresses(p, s.addresses(of: p)) }
         }
         fresh.serial = UInt32(truncatingIfNeeded: s.version)
-        data.withLock { $0 = fresh }
+        for r in replicas { r.data.withLock { $0 = fresh } }
         if s.synced { syncedFlag.store(true, ordering: .releasing) }
     }
 
@@ -73,10 +88,12 @@ public final class ClusterZone: Sendable {
         // Compute outside the lock; publish under it.
         let entries = servicesTouched.map { id in (id, s.services[id].flatMap { ServiceEntry(service: $0, slices: s.endpointSlices(for: id)) }) }
         let pods = resolver.podMode == .verified ? podsTouched.map { ($0, s.addresses(of: $0)) } : []
-        data.withLock { d in
-            for (id, e) in entries { d.setService(id, e) }
-            for (p, a) in pods { d.setPodAddresses(p, a) }
-            for (n, present) in namespaces { if present { d.namespaceObjects.insert(n) } else { d.namespaceObjects.remove(n) } }
+        for r in replicas {
+            r.data.withLock { d in
+                for (id, e) in entries { d.setService(id, e) }
+                for (p, a) in pods { d.setPodAddresses(p, a) }
+                for (n, present) in namespaces { if present { d.namespaceObjects.insert(n) } else { d.namespaceObjects.remove(n) } }
+            }
         }
     }
 
