@@ -39,11 +39,11 @@ public final class ClusterDNSServer: Sendable {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        zone = ClusterZone(configuration: configuration, replicas: Self.threads)
+        zone = ClusterZone(configuration: configuration, replicas: Self.threads(configuration))
     }
 
-    /// Event loops: one per core.
-    static var threads: Int { max(1, System.coreCount) }
+    /// Event loops: as configured, else one per core.
+    static func threads(_ c: DNSConfiguration) -> Int { c.eventLoopThreads > 0 ? c.eventLoopThreads : max(1, System.coreCount) }
 
     /// Listening, zone synced and not shutting down.
     public var isReady: Bool { listening.load(ordering: .relaxed) && !lameDuck.load(ordering: .relaxed) && zone.isSynced }
@@ -69,7 +69,7 @@ public final class ClusterDNSServer: Sendable {
 
     public func run() async throws {
         let c = configuration
-        let threads = Self.threads
+        let threads = Self.threads(c)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let transport = UpstreamTransport(group: group)
         let upstreams = Self.upstreams(c.upstreams)

@@ -65,7 +65,9 @@ public struct DNSConfiguration: Sendable, Hashable {
     public var upstreamTimeoutMilliseconds: Int64
     /// How long to keep answering after shutdown starts (isReady is false meanwhile).
     public var lameDuckMilliseconds: Int64
-    /// UDP sockets per address (SO_REUSEPORT); 0 means one per core.
+    /// Event-loop threads; 0 means one per core.
+    public var eventLoopThreads: Int
+    /// UDP sockets per address (SO_REUSEPORT); 0 means one per event loop.
     public var udpSocketsPerAddress: Int
     public var maxTCPConnections: Int
     public var tcpIdleTimeoutMilliseconds: Int64
@@ -77,7 +79,7 @@ public struct DNSConfiguration: Sendable, Hashable {
                 upstreams: UpstreamSource = .resolvConf(path: "/etc/resolv.conf"), nameserverAddresses: [IPAddress] = [],
                 cacheCapacity: Int = 10_000, cacheMaxTTL: UInt32 = 3600, cacheMaxNegativeTTL: UInt32 = 300,
                 maxConcurrentForwards: Int = 1000, upstreamTimeoutMilliseconds: Int64 = 2000, lameDuckMilliseconds: Int64 = 5000,
-                udpSocketsPerAddress: Int = 0, maxTCPConnections: Int = 1000, tcpIdleTimeoutMilliseconds: Int64 = 10_000,
+                eventLoopThreads: Int = 0, udpSocketsPerAddress: Int = 0, maxTCPConnections: Int = 1000, tcpIdleTimeoutMilliseconds: Int64 = 10_000,
                 maxUDPResponseSize: Int = 4096) {
         self.listenAddresses = listenAddresses
         self.port = port
@@ -92,6 +94,7 @@ public struct DNSConfiguration: Sendable, Hashable {
         self.maxConcurrentForwards = maxConcurrentForwards
         self.upstreamTimeoutMilliseconds = upstreamTimeoutMilliseconds
         self.lameDuckMilliseconds = lameDuckMilliseconds
+        self.eventLoopThreads = eventLoopThreads
         self.udpSocketsPerAddress = udpSocketsPerAddress
         self.maxTCPConnections = maxTCPConnections
         self.tcpIdleTimeoutMilliseconds = tcpIdleTimeoutMilliseconds

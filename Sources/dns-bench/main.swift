@@ -59,7 +59,10 @@ let storeRSS = residentMB()
 
 var logger = Logger(label: "dns-bench")
 logger.logLevel = .notice
-let config = DNSConfiguration(listenAddresses: [address], port: port, upstreams: .servers(upstreams), lameDuckMilliseconds: 0)
+// DNS_BENCH_THREADS overrides the event-loop count (default: one per core).
+let threads = getenv("DNS_BENCH_THREADS").flatMap { Int(String(cString: $0)) } ?? 0
+let config = DNSConfiguration(listenAddresses: [address], port: port, upstreams: .servers(upstreams), lameDuckMilliseconds: 0,
+                              eventLoopThreads: threads)
 let server = ClusterDNSServer(configuration: config, store: store, logger: logger)
 let task = Task.detached { try await server.run() }
 // Runs until killed (SIGTERM/SIGINT end the process; the bench needs no graceful stop).
