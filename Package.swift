@@ -115,8 +115,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
-        ], swiftSettings: strict),
+        ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "ClusterDNSTests", dependencies: ["ClusterDNS"]),
+        // DNS benchmark server: loads N synthetic services into a store and serves them (bench/dns/run.sh).
+        .executableTarget(name: "dns-bench", dependencies: [
+            "ClusterDNS", "ClusterState", "IPAddressing",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
 
         // Composition: configuration, lifecycle, control API, status, metrics, systemd.
         .target(name: "Agent", dependencies: [

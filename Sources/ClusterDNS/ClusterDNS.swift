@@ -1,1 +1,0 @@
-// ClusterDNS: see ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,79 @@
+extension QueryProcessor {
+    /// The common cases, without building messages: one question (optionally with a plain
+    /// EDNS0 OPT) answered from the zone with A/AAAA records, or negatively (NXDOMAIN or
+    /// NODATA with the SOA). The reply copies the query's header and question bytes (so the
+    /// client's case is kept) and points owner names into the question (0xC00C, or the
+    /// apex suffix for the SOA). Anything else returns nil and takes the general path.
+    func fastZoneReply(_ bytes: [UInt8], overTCP: Bool) -> [UInt8]? {
+        guard bytes.count >= 17, bytes[2] & 0xF8 == 0, bytes[4] == 0, bytes[5] == 1,
+              bytes[6] == 0, bytes[7] == 0, bytes[8] == 0, bytes[9] == 0, bytes[10] == 0, bytes[11] <= 1 else { return nil }
+        var r = DNSReader(bytes)
+        r.pos = 12
+        guard let name = try? r.name(), let type = try? r.u16(), let qclass = try? r.u16(),
+              qclass == DNSClass.internet, ![RRType.any, .axfr, .ixfr, .opt].contains(RRType(type)) else { return nil }
+        let questionEnd = r.pos
+        var dnssecOK = false
+        var maxSize = overTCP ? 65535 : DNSLimits.classicUDPSize
+        let hasOPT = bytes[11] == 1
+        if hasOPT {
+            guard let opt = try? r.record(), opt.type == .opt, opt.name.wire == [0], opt.ttl & 0x00FF_0000 == 0 else { return nil }
+            dnssecOK = opt.ttl & 0x8000 != 0
+            if !overTCP { maxSize = udpLimit(EDNS(udpSize: UInt16(opt.rclass))) }
+        }
+        guard let result = zone.resolve(DNSQuestion(name: name, type: RRType(type)), replica: replica), result.rcode == .noError || result.rcode == .nxDomain,
+              result.forwardTarget == nil, result.additional.isEmpty, result.authority.count == (result.answers.isEmpty ? 1 : 0) else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(questionEnd + result.answers.count * 28 + 11)
+        out.append(contentsOf: bytes[0..<questionEnd])
+        out[2] = 0x84 | (bytes[2] & 0x01)   // QR, AA, RD echoed
+        out[3] = 0x80 | (bytes[3] & 0x10) | UInt8(result.rcode.rawValue)   // RA, CD echoed, rcode
+        let n = result.answers.count
+        out[6] = UInt8(n >> 8); out[7] = UInt8(n & 0xFF)
+        out[9] = UInt8(result.authority.count)
+        out[11] = hasOPT ? 1 : 0
+        for rec in result.answers {
+            out.append(0xC0); out.append(0x0C)
+            out.append(0); out.append(UInt8(type))
+            out.append(0); out.append(1)
+            out.append(UInt8(truncatingIfNeeded: rec.ttl >> 24)); out.append(UInt8(truncatingIfNeeded: rec.ttl >> 16))
+            out.append(UInt8(truncatingIfNeeded: rec.ttl >> 8)); out.append(UInt8(truncatingIfNeeded: rec.ttl))
+            switch rec.data {
+            case .a(let a):
+                out.append(0); out.append(4)
+                let v = a.value
+                out.append(UInt8(v >> 24)); out.append(UInt8((v >> 16) & 0xFF)); out.append(UInt8((v >> 8) & 0xFF)); out.append(UInt8(v & 0xFF))
+            case .aaaa(let a):
+                out.append(0); out.append(16)
+                out.append(contentsOf: a.bytes)
+            default:
+                return nil
+            }
+        }
+        if let soa = result.authority.first {
+            guard case .soa(_, _, let serial, let refresh, let retry, let expire, let minimum) = soa.data,
+                  let apexAt = DNSName.suffixOffset(name.key, zone.resolver.apexKey) else { return nil }
+            // Owner: the apex, which is a suffix of the question name.
+            let apex: [UInt8] = [0xC0 | UInt8((12 + apexAt) >> 8), UInt8((12 + apexAt) & 0xFF)]
+            out += apex
+            out += [0, 6, 0, 1]
+            appendU32(&out, soa.ttl)
+            let rdata: [UInt8] = [2, 110, 115, 3, 100, 110, 115] + apex + [10] + Array("hostmaster".utf8) + apex
+            let rdlen = rdata.count + 20
+            out += [UInt8(rdlen >> 8), UInt8(rdlen & 0xFF)]
+            out += rdata
+            for v in [serial, refresh, retry, expire, minimum] { appendU32(&out, v) }
+        }
+        if hasOPT {
+            let size = DNSWire.advertisedUDPSize
+            out += [0, 0, 41, UInt8(size >> 8), UInt8(size & 0xFF), 0, 0, dnssecOK ? 0x80 : 0, 0, 0, 0]
+        }
+        guard out.count <= maxSize else { return nil }  // needs truncation: the general path does it
+        counters.bump(counters.zoneAnswers)
+        counters.count(rcode: result.rcode.rawValue)
+        return out
+    }
+}
+
+private func appendU32(_ out: inout [UInt8], _ v: UInt32) {
+    out.append(UInt8(v >> 24)); out.append(UInt8((v >> 16) & 0xFF)); out.append(UInt8((v >> 8) & 0xFF)); out.append(UInt8(v & 0xFF))
+}

@@ -1,0 +1,133 @@
+/// What to do with one received datagram or TCP frame.
+enum QueryAction: Sendable {
+    case drop
+    case reply([UInt8])
+    /// Needs the upstream: `question` is the client's, or an ExternalName target whose answer
+    /// is appended after `prefix` (the CNAME).
+    case forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int)
+}
+
+/// Turns query bytes into response bytes. The synchronous part (parsing, zone answers,
+/// errors) runs on the event loop; only upstream work is asynchronous.
+final class QueryProcessor: Sendable {
+    let zone: ClusterZone
+    let forwarder: Forwarder?
+    let counters: DNSCounters
+    let ttl: UInt32
+    let maxUDPResponseSize: Int
+    /// Which zone replica this processor reads: the one of the event loop it runs on.
+    let replica: Int
+
+    init(zone: ClusterZone, forwarder: Forwarder?, counters: DNSCounters, configuration: DNSConfiguration, replica: Int = 0) {
+        self.zone = zone
+        self.replica = replica
+        self.forwarder = forwarder
+        self.counters = counters
+        ttl = configuration.ttl
+        maxUDPResponseSize = max(configuration.maxUDPResponseSize, DNSLimits.classicUDPSize)
+    }
+
+    func handle(_ bytes: [UInt8], overTCP: Bool, allowFastPath: Bool = true) -> QueryAction {
+        counters.bump(counters.queries)
+        if overTCP { counters.bump(counters.tcpQueries) } else { counters.bump(counters.udpQueries) }
+        // Too short for a header, or a response: never answer (no reflection of junk).
+        guard bytes.count >= 12, bytes[2] & 0x80 == 0 else { counters.bump(counters.dropped); return .drop }
+        if allowFastPath, let fast = fastZoneReply(bytes, overTCP: overTCP) { return .reply(fast) }
+        let query: DNSMessage
+        do { query = try DNSMessage(parsing: bytes) } catch {
+            return .reply(formErr(bytes))
+        }
+        let maxSize = overTCP ? 65535 : udpLimit(query.edns)
+        guard query.header.opcode == 0 else { return .reply(finish(DNSMessage.response(to: query, rcode: .notImp), maxSize)) }
+        guard query.questions.count == 1, let q = query.questions.first, q.type != .opt else {
+            return .reply(finish(DNSMessage.response(to: query, rcode: .formErr), maxSize))
+        }
+        if let e = query.edns, e.version > 0 {
+            var r = DNSMessage.response(to: query, rcode: .badVers)
+            r.questions = []
+            return .reply(finish(r, maxSize))
+        }
+        guard q.qclass == DNSClass.internet else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
+        switch q.type {
+        case .axfr, .ixfr:
+            return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize))
+        case .any:
+            // RFC 8482: one small synthesized record instead of everything (no amplification).
+            var r = DNSMessage.response(to: query, rcode: .noError)
+            r.answers = [DNSRecord(name: q.name, type: .hinfo, ttl: ttl, data: .hinfo(cpu: Array("RFC8482".utf8), os: []))]
+            return .reply(finish(r, maxSize))
+        default: break
+        }
+        if let result = zone.resolve(q, replica: replica) {
+            counters.bump(counters.zoneAnswers)
+            if let target = result.forwardTarget {
+                if let hit = forwarder?.cached(DNSQuestion(name: target, type: q.type)) {
+                    return .reply(compose(query, hit, prefix: result, maxSize))
+                }
+                guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
+                return .forward(query: query, question: DNSQuestion(name: target, type: q.type), prefix: result, maxSize: maxSize)
+            }
+            var r = DNSMessage.response(to: query, rcode: result.rcode)
+            r.header.authoritative = true
+            r.answers = result.answers
+            r.authority = result.authority
+            r.additional = result.additional
+            return .reply(finish(r, maxSize))
+        }
+        if let f = forwarder, f.isLoopProbe(q) {
+            return .reply(finish(DNSMessage.response(to: query, rcode: .servFail), maxSize))
+        }
+        if let hit = forwarder?.cached(q) { return .reply(compose(query, hit, prefix: nil, maxSize)) }
+        guard forwarder?.admit() ?? true else { return .reply(finish(DNSMessage.response(to: query, rcode: .refused), maxSize)) }
+        return .forward(query: query, question: q, prefix: nil, maxSize: maxSize)
+    }
+
+    /// Completes a `.forward` action.
+    func forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int) async -> [UInt8] {
+        defer { forwarder?.release() }
+        guard let upstream = await forwarder?.resolve(question) else {
+            return finish(DNSMessage.response(to: query, rcode: .servFail), maxSize)
+        }
+        return compose(query, upstream, prefix: prefix, maxSize)
+    }
+
+    /// The client's reply from an upstream answer, after the zone's CNAME when there is one.
+    private func compose(_ query: DNSMessage, _ upstream: DNSMessage, prefix: ZoneResult?, _ maxSize: Int) -> [UInt8] {
+        let code = RCode(rawValue: upstream.rcode) ?? .servFail
+        var r = DNSMessage.response(to: query, rcode: code)
+        r.header.authenticData = upstream.header.authenticData
+        if let prefix {
+            r.header.authoritative = true
+            r.answers = prefix.answers + upstream.answers
+            r.authority = upstream.answers.isEmpty ? upstream.authority : []
+        } else {
+            r.answers = upstream.answers
+            r.authority = upstream.authority
+            r.additional = upstream.additional
+        }
+        return finish(r, maxSize)
+    }
+
+    /// The client's UDP limit: 512 without EDNS0, else what it advertises within our cap.
+    func udpLimit(_ e: EDNS?) -> Int {
+        guard let e else { return DNSLimits.classicUDPSize }
+        return min(max(Int(e.udpSize), DNSLimits.classicUDPSize), maxUDPResponseSize)
+    }
+
+    private func finish(_ m: DNSMessage, _ maxSize: Int) -> [UInt8] {
+        let bytes = m.encode(maxSize: maxSize)
+        counters.count(rcode: m.rcode)
+        if bytes[2] & 0x02 != 0 { counters.bump(counters.truncated) }
+        return bytes
+    }
+
+    /// FORMERR for a message we could not parse: the id and opcode echoed, nothing else.
+    private func formErr(_ query: [UInt8]) -> [UInt8] {
+        counters.bump(counters.formErr)
+        var out = [UInt8](repeating: 0, count: 12)
+        out[0] = query[0]; out[1] = query[1]
+        out[2] = 0x80 | (query[2] & 0x79)  // QR, opcode, RD
+        out[3] = UInt8(RCode.formErr.rawValue)
+        return out
+    }
+}
