@@ -21,6 +21,7 @@ cleanup() {
     [ -f "$T/$n.pid" ] && kill "$(cat "$T/$n.pid")" 2>/dev/null || true
   done
   sleep 0.5
+  rm -rf /etc/netns/$P-*
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
@@ -52,12 +53,17 @@ for n in "${nodes[@]}"; do
   i=$((i+1))
 done
 
+say "a stub upstream DNS server on the fabric (never the machine's own resolver)"
+nsenter --net=/var/run/netns/$P-fabric dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces --listen-address=192.168.1.1 \
+  --port=53 --address=/example.test/192.0.2.10 --pid-file=$T/dnsmasq.pid > "$T/dnsmasq.log" 2>&1 &
+echo "  dnsmasq on 192.168.1.1:53 answers *.example.test"
+
 say "start one agent per node (embedded store, state in $T/<node>)"
 i=11
 for n in "${nodes[@]}"; do
   mkdir -p "$T/$n"
   nsenter --net=/var/run/netns/$P-$n "$bin" agent --node-name $n --node-ip 192.168.1.$i \
-    --state-dir "$T/$n/state" --run-dir "$T/$n/run" --dns-upstreams 127.0.0.1:53 > "$T/$n/agent.log" 2>&1 &
+    --state-dir "$T/$n/state" --run-dir "$T/$n/run" --dns-upstreams 192.168.1.1:53 > "$T/$n/agent.log" 2>&1 &
   echo $! > "$T/$n.pid"
   i=$((i+1))
 done
@@ -129,6 +135,12 @@ cni_add() {  # node pod
   nsenter --net=/var/run/netns/$P-$node env CNI_COMMAND=ADD CNI_CONTAINERID=$pod-0001 CNI_NETNS=/var/run/netns/$P-$pod \
     CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin CNI_ARGS="K8S_POD_NAMESPACE=apps;K8S_POD_NAME=$pod" "$bin" < "$T/$pod.conf" > "$T/$pod.result"
   ip=$(grep -o '"address":"[0-9.]*' "$T/$pod.result" | cut -d'"' -f4)
+  # The runtime writes the pod's resolv.conf from the result's dns block; `ip netns exec`
+  # shows /etc/netns/<ns>/resolv.conf to programs in the namespace.
+  mkdir -p /etc/netns/$P-$pod
+  { echo "search $(grep -o '"search":\[[^]]*' "$T/$pod.result" | cut -d'[' -f2 | tr -d '"' | tr ',' ' ')"
+    echo "nameserver $(grep -o '"nameservers":\["[^"]*' "$T/$pod.result" | cut -d'"' -f4)"
+    echo "options ndots:5"; } > /etc/netns/$P-$pod/resolv.conf
   eval "ip_${pod//-/_}=$ip"
   echo "  $pod on $node: $ip"
 }
@@ -153,18 +165,26 @@ done
 ok=0; fail=0
 check() {  # description command...
   local what=$1; shift
-  if out=$("$@" 2>&1); then echo "  ok    $what: $(echo "$out" | tail -1)"; ok=$((ok+1)); else echo "  FAIL  $what: $(echo "$out" | tail -1)"; fail=$((fail+1)); fi
+  if out=$("$@" 2>&1) && [ -n "$out" ]; then echo "  ok    $what: $(echo "$out" | tail -1)"; ok=$((ok+1)); else echo "  FAIL  $what: $(echo "$out" | tail -1)"; fail=$((fail+1)); fi
 }
 
 say "cross-node pod traffic, no NAT (routes: host-gw)"
 check "client (node1) -> web-1 (node2) ping" ip netns exec $P-client ping -c1 -W2 "$ip_web_1"
-check "client (node1) -> web-2 (node3) http" ip netns exec $P-client busybox wget -qO- -T 3 "http://$ip_web_2:8080/"
+check "client (node1) -> web-2 (node3) http" ip netns exec $P-client curl -s -m 3 "http://$ip_web_2:8080/"
 
 say "the service: ClusterIP and NodePort (nftables rules programmed by each agent)"
 for i in 1 2 3 4; do
-  check "client -> web-service ClusterIP 10.107.37.188:80" ip netns exec $P-client busybox wget -qO- -T 3 http://10.107.37.188/
+  check "client -> web-service ClusterIP 10.107.37.188:80" ip netns exec $P-client curl -s -m 3 http://10.107.37.188/
 done
-check "fabric host -> NodePort 192.168.1.11:30080" ip netns exec $P-fabric busybox wget -qO- -T 3 http://192.168.1.11:30080/
+check "fabric host -> NodePort 192.168.1.11:30080" ip netns exec $P-fabric curl -s -m 3 http://192.168.1.11:30080/
+
+say "cluster DNS on every node (169.254.20.10), from the same store"
+check "client: web-service.apps.svc.cluster.local" ip netns exec $P-client dig +short +time=2 web-service.apps.svc.cluster.local
+check "client: plain 'web-service' through the search path" ip netns exec $P-client dig +short +search +time=2 web-service
+pod_name="${ip_web_1//./-}.apps.pod.cluster.local"
+check "client: pod record $pod_name" ip netns exec $P-client dig +short +time=2 "$pod_name"
+check "client: www.example.test forwarded to the stub upstream" ip netns exec $P-client dig +short +time=2 www.example.test
+echo "  client's resolv.conf (from the CNI result):"; sed 's/^/    /' /etc/netns/$P-client/resolv.conf
 
 say "status of node1"
 nn node1 status

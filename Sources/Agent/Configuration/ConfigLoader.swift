@@ -209,7 +209,12 @@ public enum ConfigLoader {
             }
         }
         if let n = try int("dns.port", 1...65535) { c.dns.port = UInt16(n) }
-        if let list = v["dns.upstreams"] { c.dns.upstreams = list }
+        if let list = v["dns.upstreams"] {
+            for u in list where !u.hasPrefix("/") && !isUpstream(u) {
+                throw ConfigError(key: "dns.upstreams", "\"\(u)\" is neither a resolv.conf path nor IP[:PORT]")
+            }
+            c.dns.upstreams = list
+        }
         if let m = try choice("dns.pods", PodRecordMode.self) { c.dns.pods = m }
         if let n = try int("dns.ttl", 0...3600) { c.dns.ttl = UInt32(n) }
         if let s = one("dns.enabled") {
@@ -237,6 +242,13 @@ public enum ConfigLoader {
             c.metrics.listen = s
         }
         return c
+    }
+
+    static func isUpstream(_ s: String) -> Bool {
+        if IPAddress(s) != nil { return true }
+        if s.hasPrefix("[") { return parseHostPort(s) != nil }
+        let parts = s.split(separator: ":")
+        return parts.count == 2 && IPv4Address(parts[0]) != nil && UInt16(parts[1]).map { $0 > 0 } == true
     }
 
     static func isNodeName(_ s: String) -> Bool {

@@ -90,6 +90,7 @@ public final class NodeAgent: Sendable {
         services.append(.init(service: PodNetworkService(agent: self)))
         services.append(.init(service: NodeRoutesService(agent: self)))
         services.append(.init(service: ServiceProxyService(agent: self)))
+        services.append(.init(service: DNSService(agent: self)))
         services += extra.map { .init(service: $0) }
         if !config.metrics.listen.isEmpty {
             services.append(.init(service: MetricsService(agent: self), failureTerminationBehavior: .ignore))
