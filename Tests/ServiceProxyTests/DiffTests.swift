@@ -194,6 +194,19 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         #expect(RulesetDiff.operations(from: full, to: onlyV4) == [.deleteTable(.ip6)])
     }
 
+    @Test func desiredStateAlwaysHoldsBothFamilies() {
+        let model = DesiredState(configuration: testConfig).model
+        #expect(model.tables[.ip] != nil && model.tables[.ip6] != nil)
+    }
+
+    @Test func foreignChainsInTheKernelAreLeftAlone() {
+        let desired = DesiredState(configuration: testConfig).model
+        var kernel = desired
+        kernel.tables[.ip]?.chains["pod-egress"] = NFChain("pod-egress", base: nil, rules: [])
+        let ops = RulesetDiff.operations(from: kernel.without(["pod-egress"]), to: desired)
+        #expect(ops.isEmpty)
+    }
+
     @Test func oneServiceChangeAmong10000TouchesOnlyThatService() async throws {
         var services: [Service] = [], slices: [EndpointSlice] = []
         for i in 0..<10_000 {

@@ -83,6 +83,9 @@ public final class NodeAgent: Sendable {
         if config.source != .embedded {
             services.append(.init(service: SourceService(agent: self)))
         }
+        if config.source == .etcd {
+            services.append(.init(service: PodIPPublisher(agent: self)))
+        }
         if config.source != .kubernetes {
             services.append(.init(service: EndpointsService(agent: self)))
         }

@@ -104,8 +104,9 @@ extension PodNetwork {
             return CNIResult.DNS(nameservers: dns.servers, search: dns.searches, options: dns.options)
         }
         let zone = configuration.clusterDomain
-        var search = ["svc.\(zone)", zone]
-        if let ns = namespace { search.insert("\(ns).svc.\(zone)", at: 0) }
+        // A runtime outside Kubernetes (podman) names no namespace: such containers live in
+        // "default", as a pod without one would.
+        let search = ["\(namespace ?? "default").svc.\(zone)", "svc.\(zone)", zone]
         return CNIResult.DNS(nameservers: configuration.dnsServers.isEmpty ? nil : configuration.dnsServers,
                              search: search, options: ["ndots:5"])
     }

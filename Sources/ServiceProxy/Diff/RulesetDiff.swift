@@ -23,10 +23,10 @@ public enum RulesetDiff {
             let o = old?.tables[family], n = new.tables[family]
             switch (o, n) {
             case (nil, nil): continue
-            case (.some(let o), nil):
-                // The table is shared with other actors (NodeRoutes' pod-egress chain): remove
-                // what the proxy owns in it, never the table itself.
-                plan.diff(o, TableModel(family: family), scope: nil)
+            case (.some, nil):
+                // The desired model always holds both families' base chains, so this only
+                // happens when the proxy is told to remove everything.
+                plan.deleteTables.append(.deleteTable(family))
             case (nil, .some(let n)):
                 plan.addTables.append(.addTable(family))
                 plan.diff(TableModel(family: family), n, scope: nil)

@@ -1,0 +1,168 @@
+import Foundation
+import NodenetTestSupport
+import Testing
+
+/// Whole clusters of the built agent in namespaces: nodes on a fabric bridge, pods through the
+/// CNI path, real traffic, real DNS clients, real etcd.
+@Suite(.serialized, .enabled(if: isPrivileged && (try? Shell.which("socat")) != nil && (try? Shell.which("dig")) != nil,
+                             "needs root, socat and dig"))
+struct ClusterEndToEndTests {
+    static let service = """
+    apiVersion: v1
+    kind: Namespace
+    metadata: {name: apps}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web-service, namespace: apps}
+    spec:
+      type: NodePort
+      clusterIP: 10.107.37.188
+      selector: {app: web}
+      ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+    """
+
+    func dig(_ pod: TestCluster.Pod, _ args: String...) throws -> String {
+        try pod.ns.run(["dig", "+short", "+time=2", "+tries=2"] + args).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The embedded source's static cluster: the same manifest on every node.
+    @Test func threeNodesHostGWServicesAndDNS() throws {
+        let cluster = try TestCluster(nodes: 3)
+        defer { cluster.close() }
+        try cluster.dnsStub()
+        try cluster.startAgents()
+        try cluster.applyEverywhere(cluster.nodeManifest + "---\n" + Self.service)
+
+        let web1 = try cluster.addPod("web-1", on: 1)
+        let web2 = try cluster.addPod("web-2", on: 2)
+        let client = try cluster.addPod("client", on: 0)
+        try cluster.applyEverywhere(cluster.podManifest([web1, web2], labels: ["app": "web"]))
+        try cluster.applyEverywhere(cluster.podManifest([client], labels: ["app": "client"]))
+        try cluster.echoPeerServer(in: web1)
+        try cluster.echoPeerServer(in: web2)
+        usleep(300_000)
+
+        // Pod to pod across nodes, without NAT: the server sees the client's own address.
+        #expect(try cluster.ping(from: client.ns, web1.ip))
+        #expect(try cluster.ping(from: client.ns, web2.ip))
+        let direct = try cluster.request(from: client.ns, web2.ip, 8080)
+        #expect(direct.stdout.contains("from-web-2-peer-\(client.ip)"), "no NAT between pods: \(direct.stdout)\(direct.stderr)")
+
+        // The service: ClusterIP spreads over both endpoints and keeps the client's address.
+        var seen = Set<String>()
+        for _ in 0..<12 {
+            let r = try cluster.request(from: client.ns, "10.107.37.188", 80)
+            #expect(r.stdout.contains("peer-\(client.ip)"), "ClusterIP: \(r.stdout)\(r.stderr)")
+            if r.stdout.contains("from-web-1") { seen.insert("web-1") }
+            if r.stdout.contains("from-web-2") { seen.insert("web-2") }
+        }
+        #expect(seen == ["web-1", "web-2"], "both endpoints answer through the ClusterIP")
+        // NodePort from a host on the fabric, on every node.
+        for node in cluster.nodes {
+            let r = try cluster.request(from: cluster.fabric, node.ip, 30080)
+            #expect(r.stdout.contains("from-web-"), "NodePort on \(node.name): \(r.stdout)\(r.stderr)")
+        }
+
+        // DNS from the pod, through the resolv.conf its CNI result produced.
+        #expect(try dig(client, "web-service.apps.svc.cluster.local") == "10.107.37.188")
+        #expect(try dig(client, "+search", "web-service") == "10.107.37.188", "short name through the search path")
+        #expect(try dig(client, "\(web1.ip.replacingOccurrences(of: ".", with: "-")).apps.pod.cluster.local") == web1.ip)
+        #expect(try dig(client, "www.example.test") == "192.0.2.10", "forwarded to the stub upstream")
+        let tcp = try client.ns.run(["dig", "+tcp", "+short", "web-service.apps.svc.cluster.local"]).stdout
+        #expect(tcp.contains("10.107.37.188"), "DNS over TCP")
+        // A service applied now resolves at once.
+        try cluster.applyEverywhere("apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: apps}\nspec: {clusterIP: 10.96.7.7, ports: [{port: 80}]}\n")
+        #expect(try dig(client, "late.apps.svc.cluster.local") == "10.96.7.7")
+
+        // A route deleted behind the agent's back comes back.
+        let node1 = cluster.nodes[0].ns
+        try node1.check(["ip", "route", "del", "10.244.2.0/24"])
+        var back = false
+        for _ in 0..<50 where !back {
+            back = try node1.check(["ip", "route", "show", "10.244.2.0/24"]).stdout.contains("via 192.168.1.12")
+            if !back { usleep(20_000) }
+        }
+        #expect(back, "the deleted route was repaired")
+        #expect(try node1.check(["ip", "route", "show", "10.244.2.0/24"]).stdout.contains("proto 78") ||
+                (try node1.check(["ip", "route", "show", "10.244.2.0/24"]).stdout.contains("proto nodenet")))
+
+        // A peer removed from the store loses its routes on every node.
+        let node3 = "apiVersion: v1\nkind: Node\nmetadata: {name: node3}\n"
+        for n in cluster.nodes.prefix(2) { #expect(try n.agent.cli(["delete", "-f", "-"], stdin: node3).ok) }
+        usleep(300_000)
+        for n in cluster.nodes.prefix(2) {
+            #expect(!(try n.ns.check(["ip", "route"]).stdout.contains("10.244.3.0/24")), "\(n.name) still routes to the removed node3")
+        }
+    }
+
+    /// Several agents sharing their state through one real etcd (Debian's etcd-server),
+    /// running inside the fabric namespace: subnets leased from etcd, a service applied on one
+    /// node reachable and resolvable from another.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func threeNodesOnEtcd() throws {
+        let cluster = try TestCluster(nodes: 3) { _ in ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379"] }
+        defer { cluster.close() }
+        try cluster.dnsStub()
+        try cluster.spawn(in: cluster.fabric, ["etcd", "--data-dir", cluster.dir.file("etcd"), "--listen-client-urls", "http://192.168.1.1:2379",
+                                               "--advertise-client-urls", "http://192.168.1.1:2379", "--listen-peer-urls", "http://127.0.0.1:2380"])
+        var up = false
+        for _ in 0..<100 where !up {
+            up = (try? cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379", "endpoint", "health"]))?.ok == true
+            if !up { usleep(100_000) }
+        }
+        try #require(up, "etcd did not start")
+        try cluster.startAgents()
+
+        // Every node leased its own subnet and sees the others as Node objects.
+        var subnets = Set<String>()
+        for n in cluster.nodes {
+            var cidrs = ""
+            for _ in 0..<100 where cidrs.isEmpty {
+                let s = try n.agent.cli(["status", "--json"]).stdout
+                if s.contains("\"Node\" : 3"), let r = s.range(of: "\"podCIDRs\" : [\n      \"") {
+                    cidrs = String(s[r.upperBound...].prefix { $0 != "\"" })
+                } else {
+                    usleep(100_000)
+                }
+            }
+            #expect(!cidrs.isEmpty, "\(n.name) has no subnet and three nodes")
+            subnets.insert(cidrs)
+        }
+        #expect(subnets.count == 3, "three different subnets: \(subnets)")
+
+        let web = try cluster.addPod("web", on: 1)
+        let a = try cluster.addPod("client-a", on: 0)
+        let c = try cluster.addPod("client-c", on: 2)
+        try cluster.echoPeerServer(in: web)
+        // Routes follow the leases: pods on every node reach each other.
+        for (from, to) in [(a, web), (a, c), (c, web), (c, a)] {
+            var ok = false
+            for _ in 0..<20 where !ok { ok = try cluster.ping(from: from.ns, to.ip); if !ok { usleep(200_000) } }
+            #expect(ok, "\(from.name) cannot reach \(to.name)")
+        }
+        // A service applied on node1 only is reachable and resolvable from a pod on node3.
+        let applied = try cluster.nodes[0].agent.apply("""
+            apiVersion: v1
+            kind: Namespace
+            metadata: {name: apps}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: web, namespace: apps, labels: {app: web}}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web-service, namespace: apps}
+            spec: {clusterIP: 10.107.37.188, selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+            """)
+        #expect(applied.ok, "\(applied.stderr)")
+        var answered = ""
+        for _ in 0..<30 where !answered.contains("from-web") {
+            answered = (try? cluster.request(from: c.ns, "10.107.37.188", 80))?.stdout ?? ""
+            if !answered.contains("from-web") { usleep(200_000) }
+        }
+        #expect(answered.contains("from-web-peer-\(c.ip)"), "node3's pod reaches the service applied on node1: \(answered)")
+        #expect(try dig(c, "web-service.apps.svc.cluster.local") == "10.107.37.188")
+    }
+}
