@@ -1,0 +1,160 @@
+import ClusterState
+import IPAddressing
+import Netlink
+
+/// Programs nodenet's tables over nfnetlink, with no `nft` process: each `apply` is one
+/// nf_tables batch (atomic, however large), `currentState` dumps chains, sets and elements
+/// (rules are not decoded: chains come back with `rules == nil`, so after a restart the actor
+/// rewrites chains atomically; the table is never flushed and traffic keeps flowing), and
+/// `deleteConntrack` deletes flows over ctnetlink.
+public final class NetlinkRulesetBackend: RulesetBackend {
+    public let tableName: String
+    private let session: NetlinkSession
+    private let conntrack: NetlinkSession
+    private let encoder: NetlinkRuleEncoder
+
+    /// Sockets open in `namespace` (the current one when nil) and keep acting on it from any thread.
+    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet") throws {
+        self.tableName = tableName
+        encoder = NetlinkRuleEncoder(tableName: tableName)
+        if let namespace {
+            session = try NetlinkSession(protocol: Netlink.netfilter, namespace: namespace)
+            conntrack = try NetlinkSession(protocol: Netlink.netfilter, namespace: namespace)
+        } else {
+            session = try NetlinkSession(protocol: Netlink.netfilter)
+            conntrack = try NetlinkSession(protocol: Netlink.netfilter)
+        }
+    }
+
+    public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
+        guard !ops.isEmpty else { return }
+        let (requests, origin) = encoder.requests(ops)
+        let result: BatchResult
+        do {
+            result = try session.nftablesTransaction(requests)
+        } catch {
+            throw BackendError(operation: "nf_tables transaction (\(ops.count) operations, \(requests.count) messages)", message: "\(error)")
+        }
+        // The first failing message names the operation; later ones are often consequences.
+        if let index = result.failures.keys.min(), let e = result.failures[index] {
+            let op = ops[origin[index]]
+            let text = NftRenderer(tableName: tableName).lines(op).first ?? "\(op)"
+            throw BackendError(operation: String(text.prefix(300)), message: "\(e)",
+                               context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused")
+        }
+    }
+
+    public func currentState() async throws(BackendError) -> RulesetModel? {
+        var model = RulesetModel()
+        for family in TableFamily.allCases {
+            do {
+                if let t = try readTable(family) { model.tables[family] = t }
+            } catch {
+                throw BackendError(operation: "read \(family.rawValue) \(tableName)", message: "\(error)")
+            }
+        }
+        return model.tables.isEmpty ? nil : model
+    }
+
+    private func readTable(_ family: TableFamily) throws -> TableModel? {
+        let f = family.ipFamily
+        let chains = try session.nftablesChains(table: tableName, family: f)
+        let sets = try session.nftablesSets(table: tableName, family: f)
+        // Chain and set dumps of a missing table are just empty: ask for the table itself.
+        if chains.isEmpty, sets.isEmpty, try !tableExists(f) { return nil }
+        var t = TableModel(family: family)
+        for c in chains {
+            t.chains[c.name] = NFChain(c.name, base: c.hook.flatMap(Self.baseChain), rules: nil)
+        }
+        for s in sets {
+            guard let spec = Self.spec(s) else { throw BackendError(operation: "read set \(s.name)", message: "unknown key type \(s.keyType)") }
+            var set = NFSet(spec)
+            // Dynamic (affinity) sets: the kernel owns the elements, the model keeps none.
+            if spec.timeout == nil {
+                for e in try session.nftablesElements(table: tableName, set: s.name, family: f) {
+                    guard let key = Self.elementKey(e.key, spec.keyType) else {
+                        throw BackendError(operation: "read set \(s.name)", message: "element of \(e.key.count) bytes does not match its type")
+                    }
+                    set.elements[key] = .some(e.verdict.flatMap(Self.verdict))
+                }
+            }
+            t.sets[s.name] = set
+        }
+        return t
+    }
+
+    private func tableExists(_ f: IPFamily) throws(NetlinkError) -> Bool {
+        var b = NfnetlinkMessages.builder(message: 1 /* NFT_MSG_GETTABLE */, family: NFTablesMessages.family(f))
+        b.attribute(1 /* NFTA_TABLE_NAME */, string: tableName)
+        let request = NetlinkRequest(bytes: b.finish(), operation: "get nftables table", object: tableName)
+        // (`catch let e where ...` here crashes swift-frontend 6.3.1 in AllocBoxToStack.)
+        do {
+            _ = try session.execute(request)
+            return true
+        } catch {
+            if error.isNotFound { return false }
+            throw error
+        }
+    }
+
+    static func baseChain(_ h: NFTablesHook) -> BaseChainSpec? {
+        let hooks: [ChainHook] = [.prerouting, .input, .forward, .output, .postrouting]
+        guard let type = ChainType(rawValue: h.type), Int(h.hook) < hooks.count else { return nil }
+        return BaseChainSpec(type, hooks[Int(h.hook)], priority: Int(h.priority))
+    }
+
+    static func spec(_ s: NFTablesSetInfo) -> SetSpec? {
+        var types: [NFDataType] = []
+        var id = s.keyType
+        while id != 0 {
+            guard let t = NetlinkRuleEncoder.dataType(id: id & 63) else { return nil }
+            types.insert(t, at: 0)
+            id >>= 6
+        }
+        guard !types.isEmpty else { return nil }
+        let timeout = s.flags & NFTablesSet.flagTimeout != 0 ? Int((s.timeoutMilliseconds ?? 0) / 1000) : nil
+        return SetSpec(s.name, key: types, verdictMap: s.dataType == NFTablesSet.verdictData, timeout: timeout)
+    }
+
+    static func elementKey(_ bytes: [UInt8], _ types: [NFDataType]) -> ElementKey? {
+        var values: [NFValue] = []
+        var offset = 0
+        for t in types {
+            let length = NetlinkRuleEncoder.typeInfo(t).length
+            guard offset + length <= bytes.count else { return nil }
+            let b = Array(bytes[offset..<offset + length])
+            switch t {
+            case .ipv4Addr, .ipv6Addr:
+                guard let a = IPAddress(bytes: b) else { return nil }
+                values.append(.address(a))
+            case .inetProto:
+                guard let p = L4Protocol.allCases.first(where: { $0.number == b[0] }) else { return nil }
+                values.append(.proto(p))
+            case .inetService: values.append(.port(UInt16(b[0]) << 8 | UInt16(b[1])))
+            case .verdict: return nil
+            }
+            offset += types.count > 1 ? NetlinkRuleEncoder.roundUp4(length) : length
+        }
+        return offset == bytes.count ? ElementKey(values) : nil
+    }
+
+    static func verdict(_ v: NFTablesVerdict) -> Verdict? {
+        switch v {
+        case .accept: .accept
+        case .drop: .drop
+        case .return: .return
+        case .jump(let c): .jump(c)
+        case .goto(let c): .goto(c)
+        case .continue: nil
+        }
+    }
+
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
+        guard !filters.isEmpty else { return }
+        do {
+            try ConntrackDeleter(session: conntrack).delete(filters)
+        } catch {
+            throw BackendError(operation: "delete conntrack entries (\(filters.count) filters)", message: "\(error)")
+        }
+    }
+}
