@@ -23,6 +23,8 @@ public struct NFTablesSet: Sendable, Hashable {
     public var timeoutMilliseconds: UInt64?
     /// Field lengths of a concatenated interval key (NFTA_SET_DESC_CONCAT).
     public var concatLengths: [UInt32]
+    /// NFTA_SET_USERDATA: opaque to the kernel; nft reads it to print keys (`keyByteOrder`).
+    public var userData: [UInt8] = []
 
     public init(name: String, id: UInt32? = nil, keyType: UInt32, keyLength: UInt32, flags: UInt32 = 0, dataType: UInt32? = nil,
                 dataLength: UInt32 = 0, timeoutMilliseconds: UInt64? = nil, concatLengths: [UInt32] = []) {
@@ -43,6 +45,12 @@ public struct NFTablesSet: Sendable, Hashable {
     public static let flagMap = NFT_SET_MAP.rawValue
     public static let flagTimeout = NFT_SET_TIMEOUT.rawValue
     public static let flagEval = NFT_SET_EVAL.rawValue
+    /// nft's set user data saying how to print an integer key: TLV type 0
+    /// (NFTNL_UDATA_SET_KEYBYTEORDER), 4 bytes, nft's byteorder (1 host, 2 big endian).
+    public static func keyByteOrder(hostEndian: Bool) -> [UInt8] {
+        [0, 4] + withUnsafeBytes(of: UInt32(hostEndian ? 1 : 2)) { Array($0) }
+    }
+
     /// NFTA_SET_DATA_TYPE of a verdict map.
     public static let verdictData: UInt32 = 0xffff_ff00
 }
@@ -97,6 +105,7 @@ extension NFTablesMessages {
         }
         if let id = s.id { b.attribute(a(NFTA_SET_ID), be32: id) }
         if let t = s.timeoutMilliseconds { b.attribute(a(NFTA_SET_TIMEOUT), u64: t.bigEndian) }
+        if !s.userData.isEmpty { b.attribute(a(NFTA_SET_USERDATA), bytes: s.userData) }
         if !s.concatLengths.isEmpty {
             b.nested(a(NFTA_SET_DESC), nestedFlag: true) { desc in
                 desc.nested(a(NFTA_SET_DESC_CONCAT), nestedFlag: true) { c in

@@ -45,7 +45,11 @@ public struct NetlinkRuleEncoder: Sendable {
         case .addChain(_, let name, nil): return [NFTablesMessages.newChain(table: t, name: name, family: f)]
         case .flushChain(_, let name): return [NFTablesMessages.flushChain(table: t, name: name, family: f)]
         case .deleteChain(_, let name): return [NFTablesMessages.deleteChain(table: t, name: name, family: f)]
-        case .addSet(let family, let spec): return [NFTablesMessages.newSet(table: t, family: f, Self.set(spec, family))]
+        case .addSet(let family, let spec):
+            // The kernel requires NFTA_SET_ID on every new set, named ones included.
+            var set = Self.set(spec, family)
+            set.id = state.take()
+            return [NFTablesMessages.newSet(table: t, family: f, set)]
         case .deleteSet(_, let name): return [NFTablesMessages.deleteSet(table: t, name: name, family: f)]
         case .addElements(_, let set, let elements):
             let list = elements.sorted { $0.key < $1.key }.map { k, v in NFTablesElement(key: Self.key(k), verdict: v.map(Self.verdict)) }
@@ -200,6 +204,9 @@ public struct NetlinkRuleEncoder: Sendable {
             return NFTablesExpression.match(p, source: field == .saddr, negated: negated)
         case .match(let field, let value, let negated):
             return [Self.load(field, family, into: r1), .cmp(sreg: r1, equal: !negated, data: Self.bytes(value))]
+        case .matchAny(let field, let values, let negated) where values.count == 1:
+            // nft turns a one-element anonymous set into a plain match; do the same so both list alike.
+            return expressions(.match(field, values[0], negated: negated), family, &state, &pre)
         case .matchAny(let field, let values, let negated):
             let id = state.take()
             let key = Self.keyType([field == .l4proto ? .inetProto : field == .dport ? .inetService : .address(family)])
@@ -215,9 +222,11 @@ public struct NetlinkRuleEncoder: Sendable {
             return Self.loads(fields, family) + [.lookup(NFTablesSetReference(map), sreg: r1, dreg: NFTablesExpression.verdictRegister, inverted: false)]
         case .numgenVmap(let verdicts):
             let id = state.take()
-            let map = NFTablesSet(name: "__map%d", id: id, keyType: 4 /* integer */, keyLength: 4,
+            var map = NFTablesSet(name: "__map%d", id: id, keyType: 4 /* integer */, keyLength: 4,
                                   flags: NFTablesSet.flagAnonymous | NFTablesSet.flagConstant | NFTablesSet.flagMap,
                                   dataType: NFTablesSet.verdictData)
+            // numgen yields a host-order integer; tell nft so it prints 1 rather than 16777216.
+            map.userData = NFTablesSet.keyByteOrder(hostEndian: true)
             pre.append(NFTablesMessages.newSet(table: tableName, family: family.ipFamily, map))
             let elements = verdicts.enumerated().map { NFTablesElement(key: Self.host32(UInt32($0.offset)), verdict: Self.verdict($0.element)) }
             pre += NFTablesMessages.elements(add: true, table: tableName, set: map.name, setID: id, family: family.ipFamily, elements)

@@ -39,8 +39,12 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         if let index = result.failures.keys.min(), let e = result.failures[index] {
             let op = ops[origin[index]]
             let text = NftRenderer(tableName: tableName).lines(op).first ?? "\(op)"
+            let others = result.failures.keys.sorted().dropFirst().prefix(3).map { i in
+                "\(NftRenderer(tableName: tableName).lines(ops[origin[i]]).first?.prefix(120) ?? ""): \(result.failures[i]!.errnoName)"
+            }
             throw BackendError(operation: String(text.prefix(300)), message: "\(e)",
-                               context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused")
+                               context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused"
+                                   + (others.isEmpty ? "" : "; also: " + others.joined(separator: "; ")))
         }
     }
 
