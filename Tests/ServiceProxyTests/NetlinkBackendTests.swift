@@ -68,4 +68,71 @@ func netlinkBackend(in ns: TestNamespace) throws -> NetlinkRulesetBackend {
         // And the dump reads back as the model (chains, hooks, sets, elements).
         expectKernel(try await b.currentState(), equals: d.model)
     }
+
+    /// An incremental transaction on top of a full one, both ways, lists identically too;
+    /// and the netlink side then reads back as the planner's model.
+    @Test func incrementalTransactionListsLikeNftF() async throws {
+        let viaNetlink = try TestNamespace("nlbe"), viaNft = try TestNamespace("nftf")
+        defer { viaNetlink.delete(); viaNft.delete() }
+        let b = try netlinkBackend(in: viaNetlink), n = try backend(in: viaNft)
+        let (services, slices) = featureCluster()
+        let store = ClusterStore()
+        await store.apply(services.map { .upsert(.service($0)) } + slices.map { .upsert(.endpointSlice($0)) })
+        var planner = ServiceProxyPlanner(configuration: testConfig)
+        let first = planner.plan(snapshot: await store.snapshot(), applied: nil)
+        try await b.apply(first.operations)
+        try await n.apply(first.operations)
+        let events = await store.subscribe()
+        var web = services[0]
+        web.type = .nodePort
+        web.ports = [ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30081)]
+        await store.apply([
+            .upsert(.service(web)),
+            .upsert(.endpointSlice(slice("lb", ports: [EndpointPort(name: "https", port: 8443)], [EP(ip: "10.244.3.1", node: "node3")]))),
+            .delete(ObjectKey(.service, namespace: "ns1", name: "sctp")),
+        ])
+        planner.record(try #require(await events.nextEvent()))
+        let second = planner.plan(snapshot: await store.snapshot(), applied: nil)
+        #expect(!second.full && !second.operations.isEmpty)
+        try await b.apply(second.operations)
+        try await n.apply(second.operations)
+        expectSameListing(try normalizedListing(viaNetlink), try normalizedListing(viaNft))
+        expectKernel(try await b.currentState(), equals: planner.desired.model)
+    }
+
+    /// A refused message aborts the whole batch: nothing changes, and the error names the
+    /// operation (in nft syntax) and the kernel's reason.
+    @Test func failingTransactionNamesTheOperation() async throws {
+        let ns = try TestNamespace("nlbe")
+        defer { ns.delete() }
+        let b = try netlinkBackend(in: ns)
+        try await b.apply(RulesetDiff.operations(from: nil, to: DesiredState(configuration: testConfig).model))
+        let before = try normalizedListing(ns)
+        let bad: [RulesetOperation] = [
+            .addChain(.ip, name: "service-new", base: nil),
+            .addElements(.ip, set: "cluster-ips", [ElementKey([.address(ip("10.96.0.99"))]): nil]),
+            .addRule(.ip, chain: "service-new", NFRule([.verdict(.jump("no-such-chain"))])),
+        ]
+        do {
+            try await b.apply(bad)
+            Issue.record("a jump to a missing chain was accepted")
+        } catch {
+            #expect(error.operation == "add rule ip nodenet service-new jump no-such-chain", "\(error)")
+            #expect(error.message.contains("ENOENT"), "\(error)")
+        }
+        #expect(try normalizedListing(ns) == before)
+    }
+}
+
+/// The two ways rules reach the kernel; kernel and traffic tests run once with each.
+enum BackendKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case nft, netlink
+    var testDescription: String { rawValue }
+}
+
+func backend(_ kind: BackendKind, in ns: TestNamespace) throws -> any RulesetBackend {
+    switch kind {
+    case .nft: try backend(in: ns)
+    case .netlink: try netlinkBackend(in: ns)
+    }
 }
