@@ -26,6 +26,11 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         }
     }
 
+    /// In the namespace /var/run/netns/`name` (tools and benchmarks that do not import Netlink).
+    public convenience init(namespaceNamed name: String, tableName: String = "nodenet") throws {
+        try self.init(namespace: NetworkNamespace(named: name), tableName: tableName)
+    }
+
     public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
         guard !ops.isEmpty else { return }
         let (requests, origin) = encoder.requests(ops)

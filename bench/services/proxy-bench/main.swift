@@ -1,8 +1,10 @@
 // proxy-bench: how long the service proxy's pure part takes at scale: desired state for S
 // services x E endpoints, the full diff and its nft rendering, then a one-service change
 // (incremental plan) and a no-op full reconcile. With --netns NAME it also applies the full
-// ruleset and the one-service change with `nft -f` inside that (existing) namespace.
-// usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]
+// ruleset inside that (existing) namespace through the netlink backend (--backend nft: `nft -f`),
+// then times one service's endpoint change from store event to applied, and prints the RSS.
+// --apply-only: just program the full ruleset (for the first-packet benchmark) and exit.
+// usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME] [--backend netlink|nft] [--apply-only]
 import ClusterState
 import Foundation
 import IPAddressing
@@ -24,6 +26,7 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 func benchmark() async throws {
     var services = 10_000, endpoints = 5, repeats = 5
     var netns: String?
+    var useNft = false, applyOnly = false
     var args = CommandLine.arguments.dropFirst().makeIterator()
     while let a = args.next() {
         switch a {
@@ -31,6 +34,8 @@ func benchmark() async throws {
         case "--endpoints": endpoints = Int(args.next() ?? "") ?? endpoints
         case "--repeat": repeats = max(1, Int(args.next() ?? "") ?? repeats)
         case "--netns": netns = args.next()
+        case "--backend": useNft = args.next() == "nft"
+        case "--apply-only": applyOnly = true
         default:
             FileHandle.standardError.write(Data("usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]\n".utf8))
             exit(2)
@@ -63,6 +68,11 @@ func benchmark() async throws {
     }
     await store.apply(changes)
     let snapshot = await store.snapshot()
+    if applyOnly, let netns {
+        let backend = try NetlinkRulesetBackend(namespaceNamed: netns)
+        try await backend.apply(RulesetDiff.operations(from: nil, to: DesiredState(snapshot: snapshot, configuration: config).model))
+        return
+    }
     print("proxy-bench services=\(services) endpoints=\(endpoints) repeat=\(repeats)")
 
     let state = measure("desired state (full)") { DesiredState(snapshot: snapshot, configuration: config) }
@@ -96,16 +106,41 @@ func benchmark() async throws {
     print("  one-service operations=\(oneOps.count)")
 
     if let netns {
-        // Applies through the nft fallback backend inside the given namespace (created by run.sh).
         let ip = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
-        let backend = NftCommandBackend(commandPrefix: [ip, "netns", "exec", netns])
-        var start = ContinuousClock.now
+        let backend: any RulesetBackend = useNft ? NftCommandBackend(commandPrefix: [ip, "netns", "exec", netns])
+            : try NetlinkRulesetBackend(namespaceNamed: netns)
+        let name = useNft ? "nft -f" : "netlink"
+        let start = ContinuousClock.now
         try await backend.apply(fullOps)
-        print(String(format: "nft -f full ruleset (fallback backend)   %9.3f s", seconds(ContinuousClock.now - start)))
-        start = ContinuousClock.now
-        try await backend.apply(oneOps)
-        print(String(format: "nft -f one-service change               %9.3f s", seconds(ContinuousClock.now - start)))
+        print(String(format: "%@ full ruleset apply  %9.3f s", name, seconds(ContinuousClock.now - start)))
+
+        // Store event to applied: a persistent planner (as the actor keeps), one service's
+        // endpoints replaced each round (alternating sets, so every round is a real change).
+        var planner = ServiceProxyPlanner(configuration: config)
+        _ = planner.plan(snapshot: snapshot, applied: nil)
+        var eventTimes: [Double] = []
+        for r in 0..<max(repeats, 9) {
+            let base = r % 2 == 0 ? services * endpoints + endpoints : target * endpoints
+            let t0 = ContinuousClock.now
+            await store.apply([.upsert(.endpointSlice(slice(target, (0..<endpoints).map { address(base + $0, 10, 128) })))])
+            guard let e = await iterator.next() else { break }
+            planner.record(e)
+            let plan = planner.plan(snapshot: await store.snapshot(), applied: nil)
+            try await backend.apply(plan.operations)
+            eventTimes.append(seconds(ContinuousClock.now - t0))
+        }
+        eventTimes.sort()
+        print(String(format: "%@ one-service event to applied  best %7.3f ms  median %7.3f ms", name, eventTimes[0] * 1000,
+                     eventTimes[eventTimes.count / 2] * 1000))
     }
+    print("rss_mb=\(residentMegabytes()) (holding \(services) services, \(services * endpoints) endpoints: store, desired state, planner)")
+}
+
+/// VmRSS of this process, from /proc/self/status.
+func residentMegabytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return -1 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
 }
 
 try await benchmark()
