@@ -12,8 +12,14 @@ public struct NetlinkRuleEncoder: Sendable {
 
     /// The messages of one transaction, and for each message the index of the operation it
     /// came from (to name the operation when the kernel refuses a message).
-    public func requests(_ ops: [RulesetOperation]) -> (requests: [NetlinkRequest], origin: [Int]) {
-        var state = BatchState()
+    ///
+    /// `anonymousTag` nil: anonymous sets are named `__set%d` / `__map%d` as nft names them, and
+    /// the kernel picks the number, which costs a scan (one sscanf per set of the table) for
+    /// each: quadratic with one numgen map per service (10,000 services: most of a full load).
+    /// With a tag, anonymous sets get literal names `__map<tag><n>`, unique as long as the tag
+    /// is unique per transaction; the kernel then only checks the name is free.
+    public func requests(_ ops: [RulesetOperation], anonymousTag: String? = nil) -> (requests: [NetlinkRequest], origin: [Int]) {
+        var state = BatchState(tag: anonymousTag)
         var out: [NetlinkRequest] = [], origin: [Int] = []
         out.reserveCapacity(ops.count)
         origin.reserveCapacity(ops.count)
@@ -27,10 +33,15 @@ public struct NetlinkRuleEncoder: Sendable {
 
     /// Batch-local ids for anonymous sets (`__set%d`, `__map%d`), unique within a transaction.
     struct BatchState {
+        var tag: String?
         var nextSetID: UInt32 = 1
         mutating func take() -> UInt32 {
             defer { nextSetID += 1 }
             return nextSetID
+        }
+
+        func anonymousName(_ kind: String, _ id: UInt32) -> String {
+            tag.map { "__\(kind)\($0)\(id)" } ?? "__\(kind)%d"
         }
     }
 
@@ -210,7 +221,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .matchAny(let field, let values, let negated):
             let id = state.take()
             let key = Self.keyType([field == .l4proto ? .inetProto : field == .dport ? .inetService : .address(family)])
-            let set = NFTablesSet(name: "__set%d", id: id, keyType: key.id, keyLength: key.length,
+            let set = NFTablesSet(name: state.anonymousName("set", id), id: id, keyType: key.id, keyLength: key.length,
                                   flags: NFTablesSet.flagAnonymous | NFTablesSet.flagConstant | NFTablesSet.flagInterval)
             pre.append(NFTablesMessages.newSet(table: tableName, family: family.ipFamily, set))
             pre += NFTablesMessages.elements(add: true, table: tableName, set: set.name, setID: id, family: family.ipFamily,
@@ -222,7 +233,7 @@ public struct NetlinkRuleEncoder: Sendable {
             return Self.loads(fields, family) + [.lookup(NFTablesSetReference(map), sreg: r1, dreg: NFTablesExpression.verdictRegister, inverted: false)]
         case .numgenVmap(let verdicts):
             let id = state.take()
-            var map = NFTablesSet(name: "__map%d", id: id, keyType: 4 /* integer */, keyLength: 4,
+            var map = NFTablesSet(name: state.anonymousName("map", id), id: id, keyType: 4 /* integer */, keyLength: 4,
                                   flags: NFTablesSet.flagAnonymous | NFTablesSet.flagConstant | NFTablesSet.flagMap,
                                   dataType: NFTablesSet.verdictData)
             // numgen yields a host-order integer; tell nft so it prints 1 rather than 16777216.

@@ -1,6 +1,7 @@
 import ClusterState
 import IPAddressing
 import Netlink
+import Synchronization
 
 /// Programs nodenet's tables over nfnetlink, with no `nft` process: each `apply` is one
 /// nf_tables batch (atomic, however large), `currentState` dumps chains, sets and elements
@@ -12,6 +13,10 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     private let session: NetlinkSession
     private let conntrack: NetlinkSession
     private let encoder: NetlinkRuleEncoder
+    /// Makes anonymous set names unique: a random per-instance part (another process, or an
+    /// earlier run, may have left sets in the table) and a per-transaction counter.
+    private let instanceTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    private let transactions = Atomic<Int>(0)
 
     /// Sockets open in `namespace` (the current one when nil) and keep acting on it from any thread.
     public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet") throws {
@@ -33,7 +38,8 @@ public final class NetlinkRulesetBackend: RulesetBackend {
 
     public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
         guard !ops.isEmpty else { return }
-        let (requests, origin) = encoder.requests(ops)
+        let n = transactions.add(1, ordering: .relaxed).newValue
+        let (requests, origin) = encoder.requests(ops, anonymousTag: "\(instanceTag)_\(String(n, radix: 36))_")
         let result: BatchResult
         do {
             result = try session.nftablesTransaction(requests)

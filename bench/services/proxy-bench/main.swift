@@ -78,9 +78,11 @@ func benchmark() async throws {
     let state = measure("desired state (full)") { DesiredState(snapshot: snapshot, configuration: config) }
     let fullOps = measure("diff from nothing") { RulesetDiff.operations(from: nil, to: state.model) }
     let script = measure("render nft script") { NftRenderer().script(fullOps) }
+    let messages = measure("encode netlink messages") { NetlinkRuleEncoder().requests(fullOps).requests }
     _ = measure("full reconcile, nothing changed") { RulesetDiff.operations(from: state.model, to: state.model) }
     print("  chains=\(state.model.chainCount) rules=\(state.model.ruleCount) elements=\(state.model.elementCount) " +
-          "operations=\(fullOps.count) script_bytes=\(script.utf8.count)")
+          "operations=\(fullOps.count) script_bytes=\(script.utf8.count) " +
+          "netlink_messages=\(messages.count) netlink_bytes=\(messages.reduce(0) { $0 + $1.bytes.count })")
 
     // One service's endpoints change (all replaced), with everything else in place.
     let events = await store.subscribe()
