@@ -19,8 +19,9 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     private let transactions = Atomic<Int>(0)
 
     /// Sockets open in `namespace` (the current one when nil) and keep acting on it from any thread.
-    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet") throws {
+    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet", additionBatchLimit: Int = 10_000) throws {
         self.tableName = tableName
+        self.additionBatchLimit = max(1, additionBatchLimit)
         encoder = NetlinkRuleEncoder(tableName: tableName)
         if let namespace {
             session = try NetlinkSession(protocol: Netlink.netfilter, namespace: namespace)
@@ -32,14 +33,47 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     }
 
     /// In the namespace /var/run/netns/`name` (tools and benchmarks that do not import Netlink).
-    public convenience init(namespaceNamed name: String, tableName: String = "nodenet") throws {
-        try self.init(namespace: NetworkNamespace(named: name), tableName: tableName)
+    public convenience init(namespaceNamed name: String, tableName: String = "nodenet", additionBatchLimit: Int = 10_000) throws {
+        try self.init(namespace: NetworkNamespace(named: name), tableName: tableName, additionBatchLimit: additionBatchLimit)
     }
 
+    /// Messages per nf_tables batch when a transaction only adds (see `apply`).
+    public let additionBatchLimit: Int
+
+    /// One transaction, one nf_tables batch: all or nothing.
+    ///
+    /// The one exception, for speed: a transaction of only additions larger than
+    /// `additionBatchLimit` messages (a first full load) goes as several consecutive batches.
+    /// The kernel binds each anonymous set (one numgen map per service) by walking the whole
+    /// batch so far (`__nft_set_trans_bind`), which makes one 200k-message batch quadratic
+    /// (10,000 services: most of a minute). Splitting only additions is safe: every
+    /// intermediate state is a subset of the final one in which a new service is either not
+    /// yet reachable or reachable with its chains complete up to that point, and nothing that
+    /// already carried traffic is touched. Transactions that flush or delete are never split.
     public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
         guard !ops.isEmpty else { return }
         let n = transactions.add(1, ordering: .relaxed).newValue
         let (requests, origin) = encoder.requests(ops, anonymousTag: "\(instanceTag)_\(String(n, radix: 36))_")
+        let onlyAdditions = ops.allSatisfy {
+            switch $0 {
+            case .addTable, .addChain, .addRule, .addSet, .addElements: true
+            default: false
+            }
+        }
+        guard onlyAdditions, requests.count > additionBatchLimit else {
+            return try transaction(requests, origin, ops)
+        }
+        var start = 0
+        while start < requests.count {
+            var end = min(start + additionBatchLimit, requests.count)
+            // Cut between operations: a rule and its anonymous sets stay together.
+            while end < requests.count, origin[end] == origin[end - 1] { end += 1 }
+            try transaction(Array(requests[start..<end]), Array(origin[start..<end]), ops)
+            start = end
+        }
+    }
+
+    private func transaction(_ requests: [NetlinkRequest], _ origin: [Int], _ ops: [RulesetOperation]) throws(BackendError) {
         let result: BatchResult
         do {
             result = try session.nftablesTransaction(requests)
@@ -47,16 +81,15 @@ public final class NetlinkRulesetBackend: RulesetBackend {
             throw BackendError(operation: "nf_tables transaction (\(ops.count) operations, \(requests.count) messages)", message: "\(error)")
         }
         // The first failing message names the operation; later ones are often consequences.
-        if let index = result.failures.keys.min(), let e = result.failures[index] {
-            let op = ops[origin[index]]
-            let text = NftRenderer(tableName: tableName).lines(op).first ?? "\(op)"
-            let others = result.failures.keys.sorted().dropFirst().prefix(3).map { i in
-                "\(NftRenderer(tableName: tableName).lines(ops[origin[i]]).first?.prefix(120) ?? ""): \(result.failures[i]!.errnoName)"
-            }
-            throw BackendError(operation: String(text.prefix(300)), message: "\(e)",
-                               context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused"
-                                   + (others.isEmpty ? "" : "; also: " + others.joined(separator: "; ")))
+        guard let index = result.failures.keys.min(), let e = result.failures[index] else { return }
+        let render = NftRenderer(tableName: tableName)
+        let text = render.lines(ops[origin[index]]).first ?? "\(ops[origin[index]])"
+        let others = result.failures.keys.sorted().dropFirst().prefix(3).map { i in
+            "\(render.lines(ops[origin[i]]).first?.prefix(120) ?? ""): \(result.failures[i]?.errnoName ?? "")"
         }
+        throw BackendError(operation: String(text.prefix(300)), message: "\(e)",
+                           context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused"
+                               + (others.isEmpty ? "" : "; also: " + others.joined(separator: "; ")))
     }
 
     public func currentState() async throws(BackendError) -> RulesetModel? {

@@ -26,7 +26,7 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 func benchmark() async throws {
     var services = 10_000, endpoints = 5, repeats = 5
     var netns: String?
-    var useNft = false, applyOnly = false
+    var useNft = false, applyOnly = false, batchLimit = 10_000
     var args = CommandLine.arguments.dropFirst().makeIterator()
     while let a = args.next() {
         switch a {
@@ -36,6 +36,7 @@ func benchmark() async throws {
         case "--netns": netns = args.next()
         case "--backend": useNft = args.next() == "nft"
         case "--apply-only": applyOnly = true
+        case "--batch-limit": batchLimit = Int(args.next() ?? "") ?? batchLimit
         default:
             FileHandle.standardError.write(Data("usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]\n".utf8))
             exit(2)
@@ -69,7 +70,7 @@ func benchmark() async throws {
     await store.apply(changes)
     let snapshot = await store.snapshot()
     if applyOnly, let netns {
-        let backend = try NetlinkRulesetBackend(namespaceNamed: netns)
+        let backend = try NetlinkRulesetBackend(namespaceNamed: netns, additionBatchLimit: batchLimit)
         try await backend.apply(RulesetDiff.operations(from: nil, to: DesiredState(snapshot: snapshot, configuration: config).model))
         return
     }
@@ -110,7 +111,7 @@ func benchmark() async throws {
     if let netns {
         let ip = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
         let backend: any RulesetBackend = useNft ? NftCommandBackend(commandPrefix: [ip, "netns", "exec", netns])
-            : try NetlinkRulesetBackend(namespaceNamed: netns)
+            : try NetlinkRulesetBackend(namespaceNamed: netns, additionBatchLimit: batchLimit)
         let name = useNft ? "nft -f" : "netlink"
         let start = ContinuousClock.now
         try await backend.apply(fullOps)
