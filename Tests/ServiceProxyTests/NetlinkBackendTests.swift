@@ -47,20 +47,21 @@ func expectSameListing(_ got: [String], _ want: [String], sourceLocation: Source
     #expect(got.count == want.count, sourceLocation: sourceLocation)
 }
 
-func netlinkBackend(in ns: TestNamespace) throws -> NetlinkRulesetBackend {
-    try NetlinkRulesetBackend(namespace: NetworkNamespace(named: ns.name))
+func netlinkBackend(in ns: TestNamespace, additionBatchLimit: Int = 10_000) throws -> NetlinkRulesetBackend {
+    try NetlinkRulesetBackend(namespace: NetworkNamespace(named: ns.name), additionBatchLimit: additionBatchLimit)
 }
 
 @Suite(.serialized, .enabled(if: isPrivileged, "needs root and ip/nft")) struct NetlinkBackendTests {
     /// The oracle: the same model through netlink in one namespace and as `nft -f` text in
-    /// another must list identically.
-    @Test func fullModelListsLikeNftF() async throws {
+    /// another must list identically. With a tiny batch limit the load goes as many batches
+    /// (cut between operations), and must end the same.
+    @Test(arguments: [10_000, 7]) func fullModelListsLikeNftF(additionBatchLimit: Int) async throws {
         let viaNetlink = try TestNamespace("nlbe"), viaNft = try TestNamespace("nftf")
         defer { viaNetlink.delete(); viaNft.delete() }
         let (services, slices) = featureCluster()
         let d = await desired(services, slices)
         let ops = RulesetDiff.operations(from: nil, to: d.model)
-        let b = try netlinkBackend(in: viaNetlink)
+        let b = try netlinkBackend(in: viaNetlink, additionBatchLimit: additionBatchLimit)
         try await b.apply(ops)
         let file = TempDirectory()
         try viaNft.check(["nft", "-f", file.write("rules.nft", NftRenderer().script(ops))])

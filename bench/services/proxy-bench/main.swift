@@ -70,8 +70,14 @@ func benchmark() async throws {
     await store.apply(changes)
     let snapshot = await store.snapshot()
     if applyOnly, let netns {
+        // What the agent holds: the store, a planner (with its desired model) and the backend.
         let backend = try NetlinkRulesetBackend(namespaceNamed: netns, additionBatchLimit: batchLimit)
-        try await backend.apply(RulesetDiff.operations(from: nil, to: DesiredState(snapshot: snapshot, configuration: config).model))
+        var planner = ServiceProxyPlanner(configuration: config)
+        try await backend.apply(planner.plan(snapshot: snapshot, applied: nil).operations)
+        // Freed transaction buffers go back to the system, so RSS shows what stays live.
+        _ = mallocTrim(0)
+        print("rss_mb=\(residentMegabytes()) after a full sync, holding \(services) services, \(services * endpoints) endpoints " +
+              "(store \(await store.snapshot().services.count) services, planner model \(planner.desired.model.ruleCount) rules)")
         return
     }
     print("proxy-bench services=\(services) endpoints=\(endpoints) repeat=\(repeats)")
@@ -147,3 +153,7 @@ func residentMegabytes() -> Int {
 }
 
 try await benchmark()
+
+/// glibc's malloc_trim (malloc.h is not part of the Glibc module): returns freed heap pages to
+/// the system so RSS reflects live data. Benchmark only.
+@_silgen_name("malloc_trim") func mallocTrim(_ pad: Int) -> Int32
