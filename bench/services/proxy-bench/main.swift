@@ -26,7 +26,7 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 func benchmark() async throws {
     var services = 10_000, endpoints = 5, repeats = 5
     var netns: String?
-    var useNft = false, applyOnly = false, batchLimit = 10_000
+    var useNft = false, applyOnly = false, restart = false, batchLimit = 10_000, rounds = 9
     var args = CommandLine.arguments.dropFirst().makeIterator()
     while let a = args.next() {
         switch a {
@@ -36,7 +36,9 @@ func benchmark() async throws {
         case "--netns": netns = args.next()
         case "--backend": useNft = args.next() == "nft"
         case "--apply-only": applyOnly = true
+        case "--restart": restart = true
         case "--batch-limit": batchLimit = Int(args.next() ?? "") ?? batchLimit
+        case "--rounds": rounds = max(1, Int(args.next() ?? "") ?? rounds)
         default:
             FileHandle.standardError.write(Data("usage: proxy-bench [--services S] [--endpoints E] [--repeat R] [--netns NAME]\n".utf8))
             exit(2)
@@ -78,6 +80,19 @@ func benchmark() async throws {
         _ = mallocTrim(0)
         print("rss_mb=\(residentMegabytes()) after a full sync, holding \(services) services, \(services * endpoints) endpoints " +
               "(store \(await store.snapshot().services.count) services, planner model \(planner.desired.model.ruleCount) rules)")
+        if restart {
+            // An agent restart: a new backend and planner read the kernel back (rules unknown)
+            // and rewrite every chain in one transaction, never flushing the table.
+            let again = try NetlinkRulesetBackend(namespaceNamed: netns, additionBatchLimit: batchLimit)
+            var fresh = ServiceProxyPlanner(configuration: config)
+            var t0 = ContinuousClock.now
+            let kernel = try await again.currentState()
+            print(String(format: "restart: read back %.3f s", seconds(ContinuousClock.now - t0)))
+            let plan = fresh.plan(snapshot: snapshot, applied: kernel)
+            t0 = ContinuousClock.now
+            try await again.apply(plan.operations)
+            print(String(format: "restart: rewrite (%d operations, one batch) %.3f s", plan.operations.count, seconds(ContinuousClock.now - t0)))
+        }
         return
     }
     print("proxy-bench services=\(services) endpoints=\(endpoints) repeat=\(repeats)")
@@ -128,7 +143,7 @@ func benchmark() async throws {
         var planner = ServiceProxyPlanner(configuration: config)
         _ = planner.plan(snapshot: snapshot, applied: nil)
         var eventTimes: [Double] = []
-        for r in 0..<max(repeats, 9) {
+        for r in 0..<rounds {
             let base = r % 2 == 0 ? services * endpoints + endpoints : target * endpoints
             let t0 = ContinuousClock.now
             await store.apply([.upsert(.endpointSlice(slice(target, (0..<endpoints).map { address(base + $0, 10, 128) })))])
