@@ -33,6 +33,25 @@ public struct NFTablesRule: Sendable, Hashable {
     }
 }
 
+/// A rule of a table-wide dump: its chain, handle and raw user data TLVs.
+public struct NFTablesRuleRecord: Sendable, Hashable {
+    public var chain: String
+    public var handle: UInt64
+    public var userData: [UInt8]
+
+    /// The value of user data TLV `type` (nft's comment is type 0).
+    public func userDataValue(type: UInt8) -> ArraySlice<UInt8>? {
+        var i = 0
+        while i + 2 <= userData.count {
+            let t = userData[i], end = i + 2 + Int(userData[i + 1])
+            guard end <= userData.count else { return nil }
+            if t == type { return userData[(i + 2)..<end] }
+            i = end
+        }
+        return nil
+    }
+}
+
 public enum NFTablesMessages {
     /// NFPROTO_IPV4 / NFPROTO_IPV6: the table families nodenet uses.
     public static func family(_ f: IPFamily) -> UInt8 {
@@ -104,8 +123,9 @@ public enum NFTablesMessages {
 
     /// NFT_MSG_NEWRULE appending a rule at the end of the chain. `comment` becomes the user
     /// data nft shows as `comment "..."` (and what `rules` reads back to find it again).
+    /// `extraUserData`: more TLVs after the comment (nft ignores types it does not know).
     public static func newRule(table: String, chain: String, family f: IPFamily, expressions: [NFTablesExpression],
-                               comment: String?) -> NetlinkRequest {
+                               comment: String?, extraUserData: [UInt8] = []) -> NetlinkRequest {
         var b = NfnetlinkMessages.builder(message: message(NFT_MSG_NEWRULE), family: family(f),
                                           flags: Netlink.fCreate | UInt16(NLM_F_APPEND))
         b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
@@ -115,7 +135,8 @@ public enum NFTablesMessages {
                 list.nested(UInt16(NFTA_LIST_ELEM.rawValue), nestedFlag: true) { elem in e.encode(into: &elem) }
             }
         }
-        if let comment { b.attribute(UInt16(NFTA_RULE_USERDATA.rawValue), bytes: userData(comment: comment)) }
+        let udata = (comment.map(userData(comment:)) ?? []) + extraUserData
+        if !udata.isEmpty { b.attribute(UInt16(NFTA_RULE_USERDATA.rawValue), bytes: udata) }
         return NetlinkRequest(bytes: b.finish(), operation: "add nftables rule", object: "\(table) \(chain) \(comment ?? "")")
     }
 
@@ -126,6 +147,13 @@ public enum NFTablesMessages {
         b.attribute(UInt16(NFTA_RULE_CHAIN.rawValue), string: chain)
         b.attribute(UInt16(NFTA_RULE_HANDLE.rawValue), u64: handle.bigEndian)
         return NetlinkRequest(bytes: b.finish(), operation: "delete nftables rule", object: "\(table) \(chain) handle \(handle)")
+    }
+
+    /// NFT_MSG_GETRULE dump of every rule of a table.
+    public static func dumpRules(table: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_GETRULE), family: family(f), flags: Netlink.fDump)
+        b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
+        return NetlinkRequest(bytes: b.finish(), operation: "list nftables rules", object: table)
     }
 
     /// NFT_MSG_GETRULE dump of one chain (the kernel filters by table and chain).
@@ -166,9 +194,36 @@ public enum NFTablesMessages {
         let handle = raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         return NFTablesRule(handle: handle, comment: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).flatMap { comment(userData: $0) })
     }
+
+    /// Decodes one NFT_MSG_NEWRULE message of a table-wide dump.
+    public static func ruleRecord(_ m: NetlinkMessage) throws(NetlinkError) -> NFTablesRuleRecord? {
+        guard m.payload.count >= 4 else { throw .malformed("parse", "nftables rule", "nfgenmsg needs 4 bytes, have \(m.payload.count)") }
+        let attrs = try Attributes(m.payload.dropFirst(4))
+        guard let raw = attrs.bytes(UInt16(NFTA_RULE_HANDLE.rawValue)), raw.count == 8,
+              let chain = attrs.bytes(UInt16(NFTA_RULE_CHAIN.rawValue)) else { return nil }
+        return NFTablesRuleRecord(chain: String(decoding: chain.prefix { $0 != 0 }, as: UTF8.self),
+                                  handle: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
+                                  userData: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).map(Array.init) ?? [])
+    }
 }
 
 extension NetlinkSession {
+    /// Every rule of a table, chain by chain in rule order; empty when the table does not exist.
+    public func nftablesRules(table: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRuleRecord] {
+        let messages: [NetlinkMessage]
+        do {
+            messages = try dump(NFTablesMessages.dumpRules(table: table, family: family))
+        } catch let e where e.errno == ENOENT {
+            return []
+        }
+        let newRule = Netlink.nfnlSubsysNFTables << 8 | UInt16(NFT_MSG_NEWRULE.rawValue)
+        var out: [NFTablesRuleRecord] = []
+        for m in messages where m.type == newRule {
+            if let r = try NFTablesMessages.ruleRecord(m) { out.append(r) }
+        }
+        return out
+    }
+
     /// The rules of one chain; empty when the table or chain does not exist (yet).
     public func nftablesRules(table: String, chain: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRule] {
         let messages: [NetlinkMessage]

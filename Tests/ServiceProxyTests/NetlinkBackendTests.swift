@@ -101,6 +101,35 @@ func netlinkBackend(in ns: TestNamespace, additionBatchLimit: Int = 10_000) thro
         expectKernel(try await b.currentState(), equals: planner.desired.model)
     }
 
+    /// After a restart the planner rewrites every chain (rules unknown); chains whose kernel
+    /// rules carry the same digests are left alone: same rule handles, nothing rewritten. A
+    /// chain changed behind our back is still rewritten.
+    @Test func restartLeavesUnchangedChainsAlone() async throws {
+        let ns = try TestNamespace("nlbe")
+        defer { ns.delete() }
+        let (services, slices) = featureCluster()
+        let d = await desired(services, slices)
+        try await netlinkBackend(in: ns).apply(RulesetDiff.operations(from: nil, to: d.model))
+        // Someone adds a rule to one service chain: that chain must be rewritten.
+        try ns.check(["nft", "add", "rule", "ip", "nodenet", "service-ns1/web/tcp/http", "counter"])
+        let before = try ns.check(["nft", "-a", "list", "table", "ip", "nodenet"]).stdout
+        let restarted = try netlinkBackend(in: ns)
+        var planner = ServiceProxyPlanner(configuration: testConfig)
+        let plan = planner.plan(snapshot: await snapshot(services, slices), applied: try await restarted.currentState())
+        #expect(plan.operations.contains { if case .flushChain = $0 { true } else { false } }, "the plan rewrites chains")
+        try await restarted.apply(plan.operations)
+        let after = try ns.check(["nft", "-a", "list", "table", "ip", "nodenet"]).stdout
+        func chain(_ text: String, _ name: String) -> String {
+            text.components(separatedBy: "chain \(name) {").dropFirst().first?.components(separatedBy: "\n\t}").first ?? ""
+        }
+        #expect(chain(after, "service-ns1/np/udp/dns") == chain(before, "service-ns1/np/udp/dns"), "same handles: not rewritten")
+        #expect(chain(after, "services") == chain(before, "services"))
+        #expect(chain(before, "service-ns1/web/tcp/http").contains("counter"))
+        #expect(!chain(after, "service-ns1/web/tcp/http").contains("counter"), "the changed chain was rewritten")
+        let again = try netlinkBackend(in: ns)
+        expectKernel(try await again.currentState(), equals: d.model)
+    }
+
     /// A refused message aborts the whole batch: nothing changes, and the error names the
     /// operation (in nft syntax) and the kernel's reason.
     @Test func failingTransactionNamesTheOperation() async throws {

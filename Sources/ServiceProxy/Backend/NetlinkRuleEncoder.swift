@@ -71,8 +71,27 @@ public struct NetlinkRuleEncoder: Sendable {
             var pre: [NetlinkRequest] = []
             var exprs: [NFTablesExpression] = []
             for e in rule.expressions { exprs += expressions(e, family, &state, &pre) }
-            return pre + [NFTablesMessages.newRule(table: t, chain: chain, family: f, expressions: exprs, comment: rule.comment)]
+            return pre + [NFTablesMessages.newRule(table: t, chain: chain, family: f, expressions: exprs, comment: rule.comment,
+                                                   extraUserData: Self.digestUserData(family, chain, rule))]
         }
+    }
+
+    // MARK: rule digests
+
+    /// User data TLV type of nodenet's rule digest (nft ignores TLV types it does not know).
+    public static let digestType: UInt8 = 0x4e
+
+    /// A digest of the rule as nft text, in its chain: what `NetlinkRulesetBackend` compares
+    /// after a restart to leave chains whose rules are already right untouched.
+    public static func digest(_ family: TableFamily, _ chain: String, _ rule: NFRule) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a 64
+        for byte in "\(family.rawValue) \(chain) ".utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        for byte in NftRenderer().render(rule, family).utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    static func digestUserData(_ family: TableFamily, _ chain: String, _ rule: NFRule) -> [UInt8] {
+        [digestType, 8] + withUnsafeBytes(of: digest(family, chain, rule).bigEndian) { Array($0) }
     }
 
     // MARK: declarations
