@@ -85,6 +85,17 @@ public struct NFTablesSetInfo: Sendable, Hashable {
     public var flags: UInt32
     public var dataType: UInt32?
     public var timeoutMilliseconds: UInt64?
+
+    public init(table: String, name: String, keyType: UInt32, keyLength: UInt32, flags: UInt32, dataType: UInt32?,
+                timeoutMilliseconds: UInt64?) {
+        self.table = table
+        self.name = name
+        self.keyType = keyType
+        self.keyLength = keyLength
+        self.flags = flags
+        self.dataType = dataType
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
 }
 
 extension NFTablesMessages {
