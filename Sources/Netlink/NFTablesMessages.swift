@@ -208,17 +208,22 @@ public enum NFTablesMessages {
 }
 
 extension NetlinkSession {
-    /// Every rule of a table, chain by chain in rule order; empty when the table does not exist.
-    public func nftablesRules(table: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRuleRecord] {
+    /// The NEWRULE messages of a rule dump; none when the table or chain does not exist (yet).
+    private func ruleMessages(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
         let messages: [NetlinkMessage]
         do {
-            messages = try dump(NFTablesMessages.dumpRules(table: table, family: family))
+            messages = try dump(request)
         } catch let e where e.errno == ENOENT {
             return []
         }
         let newRule = Netlink.nfnlSubsysNFTables << 8 | UInt16(NFT_MSG_NEWRULE.rawValue)
+        return messages.filter { $0.type == newRule }
+    }
+
+    /// Every rule of a table, chain by chain in rule order; empty when the table does not exist.
+    public func nftablesRules(table: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRuleRecord] {
         var out: [NFTablesRuleRecord] = []
-        for m in messages where m.type == newRule {
+        for m in try ruleMessages(NFTablesMessages.dumpRules(table: table, family: family)) {
             if let r = try NFTablesMessages.ruleRecord(m) { out.append(r) }
         }
         return out
@@ -226,15 +231,8 @@ extension NetlinkSession {
 
     /// The rules of one chain; empty when the table or chain does not exist (yet).
     public func nftablesRules(table: String, chain: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRule] {
-        let messages: [NetlinkMessage]
-        do {
-            messages = try dump(NFTablesMessages.dumpRules(table: table, chain: chain, family: family))
-        } catch let e where e.errno == ENOENT {
-            return []
-        }
-        let newRule = Netlink.nfnlSubsysNFTables << 8 | UInt16(NFT_MSG_NEWRULE.rawValue)
         var out: [NFTablesRule] = []
-        for m in messages where m.type == newRule {
+        for m in try ruleMessages(NFTablesMessages.dumpRules(table: table, chain: chain, family: family)) {
             if let r = try NFTablesMessages.rule(m) { out.append(r) }
         }
         return out
