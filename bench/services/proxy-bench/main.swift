@@ -142,7 +142,7 @@ func benchmark() async throws {
         // endpoints replaced each round (alternating sets, so every round is a real change).
         var planner = ServiceProxyPlanner(configuration: config)
         _ = planner.plan(snapshot: snapshot, applied: nil)
-        var eventTimes: [Double] = []
+        var eventTimes: [Double] = [], applyTimes: [Double] = []
         for r in 0..<rounds {
             let base = r % 2 == 0 ? services * endpoints + endpoints : target * endpoints
             let t0 = ContinuousClock.now
@@ -150,12 +150,16 @@ func benchmark() async throws {
             guard let e = await iterator.next() else { break }
             planner.record(e)
             let plan = planner.plan(snapshot: await store.snapshot(), applied: nil)
+            let t1 = ContinuousClock.now
             try await backend.apply(plan.operations)
+            applyTimes.append(seconds(ContinuousClock.now - t1))
             eventTimes.append(seconds(ContinuousClock.now - t0))
         }
         eventTimes.sort()
+        applyTimes.sort()
         print(String(format: "%@ one-service event to applied  best %7.3f ms  median %7.3f ms", name, eventTimes[0] * 1000,
                      eventTimes[eventTimes.count / 2] * 1000))
+        print(String(format: "%@   of which backend.apply (kernel transaction)  median %7.3f ms", name, applyTimes[applyTimes.count / 2] * 1000))
     }
     print("rss_mb=\(residentMegabytes()) (holding \(services) services, \(services * endpoints) endpoints: store, desired state, planner)")
 }
