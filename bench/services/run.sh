@@ -3,6 +3,7 @@
 #  1+2+4: proxy-bench: model, diff, netlink full apply of S services x E endpoints into an empty
 #         namespace, one service's endpoints changed (store event to applied), RSS; alternated
 #         with /work/shared/bench/nft-reference.sh S E, ROUNDS times.
+#  restart: a full sync, then a second backend reads the kernel back and applies the restart plan.
 #  3:     first-packet cost: TCP connect latency client -> ClusterIP -> server through a node
 #         namespace programmed with 10 and with S services (alternated), median of CONNECTS.
 # usage: bench/services/run.sh [SERVICES] [ENDPOINTS] [ROUNDS] [CONNECTS]
@@ -23,6 +24,11 @@ for r in $(seq 1 "$ROUNDS"); do
   ip netns del ${P}apply
   /work/shared/bench/nft-reference.sh "$S" "$E"
 done
+
+# Restart: read back, then the planner's rewrite of every chain (digests let unchanged chains be skipped).
+ip netns add ${P}restart
+"$BIN" --services "$S" --endpoints "$E" --netns ${P}restart --apply-only --restart
+ip netns del ${P}restart
 
 # First packet: client 10.244.1.2 -> ClusterIP 10.96.0.1:80 (service s1) -> endpoints 10.128.0.5-9:8080,
 # all held by one server namespace. Every connection is a new flow, so each SYN walks the nat rules.
