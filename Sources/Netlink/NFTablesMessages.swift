@@ -1,49 +1,10 @@
-// A small nf_tables encoder: tables, base chains, and rules made of the few expressions that
-// a prefix match needs (payload load, bitwise mask, cmp) plus masquerade. Messages go out
-// through `NetlinkSession.transaction`; rule dumps come back as `NFTablesRule` values.
-// The full service-rules encoder lives with ServiceProxy; this is the part NodeRoutes needs
-// for pod egress masquerade, kept here because it is kernel encoding.
+// nf_tables messages: tables, chains, rules (expressions in NFTablesExpression.swift); sets,
+// maps and elements are in NFTablesSets.swift. Messages go out through
+// `NetlinkSession.nftablesTransaction` (or `transaction` for small ones); rule dumps come
+// back as `NFTablesRule` values.
 import CNetlink
 import Glibc
 import IPAddressing
-
-/// One nf_tables expression, as nft(8) would encode it.
-public enum NFTablesExpression: Sendable, Hashable {
-    /// Loads `length` bytes at `offset` of the network header into register 1.
-    case loadNetworkHeader(offset: UInt32, length: UInt32)
-    /// register 1 = (register 1 & mask) ^ 0.
-    case mask([UInt8])
-    /// Compares register 1 with `data`; the rule ends here unless it holds.
-    case compare(equal: Bool, data: [UInt8])
-    case masquerade
-
-    /// The expressions for "source (or destination) address in `prefix`" (or not in it), the
-    /// way nft encodes `ip saddr 10.244.0.0/16`: load only the bytes the prefix covers and
-    /// compare; when the prefix ends inside a byte, load the whole address and mask it first. A /0 prefix matches everything
-    /// and yields no expressions.
-    public static func match(_ prefix: IPPrefix, source: Bool, negated: Bool = false) -> [NFTablesExpression] {
-        let v4 = prefix.family == .v4
-        let offset: UInt32 = v4 ? (source ? 12 : 16) : (source ? 8 : 24)
-        let field = v4 ? 4 : 16
-        let bytes = (prefix.length + 7) / 8
-        guard bytes > 0 else { return [] }
-        let network = prefix.network.address.bytes
-        // Byte-aligned: load and compare just the prefix bytes. Otherwise the whole field,
-        // masked, compared whole (nft reads a shorter compare back as another prefix).
-        guard prefix.length % 8 != 0 else {
-            return [.loadNetworkHeader(offset: offset, length: UInt32(bytes)), .compare(equal: !negated, data: Array(network.prefix(bytes)))]
-        }
-        return [.loadNetworkHeader(offset: offset, length: UInt32(field)), .mask(maskBytes(prefixLength: prefix.length, byteCount: field)),
-                .compare(equal: !negated, data: network)]
-    }
-
-    static func maskBytes(prefixLength: Int, byteCount: Int) -> [UInt8] {
-        (0..<byteCount).map { i in
-            let bits = max(0, min(8, prefixLength - i * 8))
-            return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
-        }
-    }
-}
 
 /// A base chain's hook (netfilter hook number and priority).
 public struct NFTablesHook: Sendable, Hashable {
@@ -72,13 +33,32 @@ public struct NFTablesRule: Sendable, Hashable {
     }
 }
 
+/// A rule of a table-wide dump: its chain, handle and raw user data TLVs.
+public struct NFTablesRuleRecord: Sendable, Hashable {
+    public var chain: String
+    public var handle: UInt64
+    public var userData: [UInt8]
+
+    /// The value of user data TLV `type` (nft's comment is type 0).
+    public func userDataValue(type: UInt8) -> ArraySlice<UInt8>? {
+        var i = 0
+        while i + 2 <= userData.count {
+            let t = userData[i], end = i + 2 + Int(userData[i + 1])
+            guard end <= userData.count else { return nil }
+            if t == type { return userData[(i + 2)..<end] }
+            i = end
+        }
+        return nil
+    }
+}
+
 public enum NFTablesMessages {
     /// NFPROTO_IPV4 / NFPROTO_IPV6: the table families nodenet uses.
     public static func family(_ f: IPFamily) -> UInt8 {
         f == .v4 ? UInt8(NFPROTO_IPV4) : UInt8(NFPROTO_IPV6)
     }
 
-    private static func message(_ type: nf_tables_msg_types) -> UInt16 { UInt16(type.rawValue) }
+    static func message(_ type: nf_tables_msg_types) -> UInt16 { UInt16(type.rawValue) }
 
     /// NFT_MSG_NEWTABLE with NLM_F_CREATE and no flags attribute: creates the table, or leaves
     /// an existing one (and everything in it) exactly as it is.
@@ -103,20 +83,60 @@ public enum NFTablesMessages {
         return NetlinkRequest(bytes: b.finish(), operation: "add nftables chain", object: "\(table) \(name)")
     }
 
+    /// NFT_MSG_DELTABLE: the table and everything in it.
+    public static func deleteTable(_ name: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_DELTABLE), family: family(f))
+        b.attribute(UInt16(NFTA_TABLE_NAME.rawValue), string: name)
+        return NetlinkRequest(bytes: b.finish(), operation: "delete nftables table", object: "\(f == .v4 ? "ip" : "ip6") \(name)")
+    }
+
+    /// NFT_MSG_NEWCHAIN of a regular chain (no hook), NLM_F_CREATE: an existing one is kept.
+    public static func newChain(table: String, name: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_NEWCHAIN), family: family(f), flags: Netlink.fCreate)
+        b.attribute(UInt16(NFTA_CHAIN_TABLE.rawValue), string: table)
+        b.attribute(UInt16(NFTA_CHAIN_NAME.rawValue), string: name)
+        return NetlinkRequest(bytes: b.finish(), operation: "add nftables chain", object: "\(table) \(name)")
+    }
+
+    /// NFT_MSG_DELCHAIN (the chain must be empty and unreferenced at commit).
+    public static func deleteChain(table: String, name: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_DELCHAIN), family: family(f))
+        b.attribute(UInt16(NFTA_CHAIN_TABLE.rawValue), string: table)
+        b.attribute(UInt16(NFTA_CHAIN_NAME.rawValue), string: name)
+        return NetlinkRequest(bytes: b.finish(), operation: "delete nftables chain", object: "\(table) \(name)")
+    }
+
+    /// NFT_MSG_DELRULE without a handle: every rule of the chain (`nft flush chain`).
+    public static func flushChain(table: String, name: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_DELRULE), family: family(f))
+        b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
+        b.attribute(UInt16(NFTA_RULE_CHAIN.rawValue), string: name)
+        return NetlinkRequest(bytes: b.finish(), operation: "flush nftables chain", object: "\(table) \(name)")
+    }
+
+    /// NFT_MSG_GETCHAIN dump of one family (filtered to `table` here: older kernels ignore a
+    /// table attribute on chain dumps).
+    public static func dumpChains(family f: IPFamily) -> NetlinkRequest {
+        let b = NfnetlinkMessages.builder(message: message(NFT_MSG_GETCHAIN), family: family(f), flags: Netlink.fDump)
+        return NetlinkRequest(bytes: b.finish(), operation: "list nftables chains", object: f == .v4 ? "ip" : "ip6")
+    }
+
     /// NFT_MSG_NEWRULE appending a rule at the end of the chain. `comment` becomes the user
     /// data nft shows as `comment "..."` (and what `rules` reads back to find it again).
+    /// `extraUserData`: more TLVs after the comment (nft ignores types it does not know).
     public static func newRule(table: String, chain: String, family f: IPFamily, expressions: [NFTablesExpression],
-                               comment: String?) -> NetlinkRequest {
+                               comment: String?, extraUserData: [UInt8] = []) -> NetlinkRequest {
         var b = NfnetlinkMessages.builder(message: message(NFT_MSG_NEWRULE), family: family(f),
                                           flags: Netlink.fCreate | UInt16(NLM_F_APPEND))
         b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
         b.attribute(UInt16(NFTA_RULE_CHAIN.rawValue), string: chain)
         b.nested(UInt16(NFTA_RULE_EXPRESSIONS.rawValue), nestedFlag: true) { list in
             for e in expressions {
-                list.nested(UInt16(NFTA_LIST_ELEM.rawValue), nestedFlag: true) { elem in encode(e, into: &elem) }
+                list.nested(UInt16(NFTA_LIST_ELEM.rawValue), nestedFlag: true) { elem in e.encode(into: &elem) }
             }
         }
-        if let comment { b.attribute(UInt16(NFTA_RULE_USERDATA.rawValue), bytes: userData(comment: comment)) }
+        let udata = (comment.map(userData(comment:)) ?? []) + extraUserData
+        if !udata.isEmpty { b.attribute(UInt16(NFTA_RULE_USERDATA.rawValue), bytes: udata) }
         return NetlinkRequest(bytes: b.finish(), operation: "add nftables rule", object: "\(table) \(chain) \(comment ?? "")")
     }
 
@@ -129,48 +149,19 @@ public enum NFTablesMessages {
         return NetlinkRequest(bytes: b.finish(), operation: "delete nftables rule", object: "\(table) \(chain) handle \(handle)")
     }
 
+    /// NFT_MSG_GETRULE dump of every rule of a table.
+    public static func dumpRules(table: String, family f: IPFamily) -> NetlinkRequest {
+        var b = NfnetlinkMessages.builder(message: message(NFT_MSG_GETRULE), family: family(f), flags: Netlink.fDump)
+        b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
+        return NetlinkRequest(bytes: b.finish(), operation: "list nftables rules", object: table)
+    }
+
     /// NFT_MSG_GETRULE dump of one chain (the kernel filters by table and chain).
     public static func dumpRules(table: String, chain: String, family f: IPFamily) -> NetlinkRequest {
         var b = NfnetlinkMessages.builder(message: message(NFT_MSG_GETRULE), family: family(f), flags: Netlink.fDump)
         b.attribute(UInt16(NFTA_RULE_TABLE.rawValue), string: table)
         b.attribute(UInt16(NFTA_RULE_CHAIN.rawValue), string: chain)
         return NetlinkRequest(bytes: b.finish(), operation: "list nftables rules", object: "\(table) \(chain)")
-    }
-
-    static func encode(_ e: NFTablesExpression, into b: inout MessageBuilder) {
-        let name = UInt16(NFTA_EXPR_NAME.rawValue), data = UInt16(NFTA_EXPR_DATA.rawValue)
-        let register1 = UInt32(NFT_REG_1.rawValue)
-        func value(_ b: inout MessageBuilder, _ type: UInt16, _ bytes: [UInt8]) {
-            b.nested(type, nestedFlag: true) { $0.attribute(UInt16(NFTA_DATA_VALUE.rawValue), bytes: bytes) }
-        }
-        switch e {
-        case .loadNetworkHeader(let offset, let length):
-            b.attribute(name, string: "payload")
-            b.nested(data, nestedFlag: true) { d in
-                d.attribute(UInt16(NFTA_PAYLOAD_DREG.rawValue), be32: register1)
-                d.attribute(UInt16(NFTA_PAYLOAD_BASE.rawValue), be32: UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue))
-                d.attribute(UInt16(NFTA_PAYLOAD_OFFSET.rawValue), be32: offset)
-                d.attribute(UInt16(NFTA_PAYLOAD_LEN.rawValue), be32: length)
-            }
-        case .mask(let mask):
-            b.attribute(name, string: "bitwise")
-            b.nested(data, nestedFlag: true) { d in
-                d.attribute(UInt16(NFTA_BITWISE_SREG.rawValue), be32: register1)
-                d.attribute(UInt16(NFTA_BITWISE_DREG.rawValue), be32: register1)
-                d.attribute(UInt16(NFTA_BITWISE_LEN.rawValue), be32: UInt32(mask.count))
-                value(&d, UInt16(NFTA_BITWISE_MASK.rawValue), mask)
-                value(&d, UInt16(NFTA_BITWISE_XOR.rawValue), [UInt8](repeating: 0, count: mask.count))
-            }
-        case .compare(let equal, let bytes):
-            b.attribute(name, string: "cmp")
-            b.nested(data, nestedFlag: true) { d in
-                d.attribute(UInt16(NFTA_CMP_SREG.rawValue), be32: register1)
-                d.attribute(UInt16(NFTA_CMP_OP.rawValue), be32: UInt32((equal ? NFT_CMP_EQ : NFT_CMP_NEQ).rawValue))
-                value(&d, UInt16(NFTA_CMP_DATA.rawValue), bytes)
-            }
-        case .masquerade:
-            b.attribute(name, string: "masq")
-        }
     }
 
     /// nft's rule user data: TLVs of (type u8, length u8, value); type 0 is the comment,
@@ -203,20 +194,45 @@ public enum NFTablesMessages {
         let handle = raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         return NFTablesRule(handle: handle, comment: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).flatMap { comment(userData: $0) })
     }
+
+    /// Decodes one NFT_MSG_NEWRULE message of a table-wide dump.
+    public static func ruleRecord(_ m: NetlinkMessage) throws(NetlinkError) -> NFTablesRuleRecord? {
+        guard m.payload.count >= 4 else { throw .malformed("parse", "nftables rule", "nfgenmsg needs 4 bytes, have \(m.payload.count)") }
+        let attrs = try Attributes(m.payload.dropFirst(4))
+        guard let raw = attrs.bytes(UInt16(NFTA_RULE_HANDLE.rawValue)), raw.count == 8,
+              let chain = attrs.bytes(UInt16(NFTA_RULE_CHAIN.rawValue)) else { return nil }
+        return NFTablesRuleRecord(chain: String(decoding: chain.prefix { $0 != 0 }, as: UTF8.self),
+                                  handle: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
+                                  userData: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).map(Array.init) ?? [])
+    }
 }
 
 extension NetlinkSession {
-    /// The rules of one chain; empty when the table or chain does not exist (yet).
-    public func nftablesRules(table: String, chain: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRule] {
+    /// The NEWRULE messages of a rule dump; none when the table or chain does not exist (yet).
+    private func ruleMessages(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
         let messages: [NetlinkMessage]
         do {
-            messages = try dump(NFTablesMessages.dumpRules(table: table, chain: chain, family: family))
+            messages = try dump(request)
         } catch let e where e.errno == ENOENT {
             return []
         }
         let newRule = Netlink.nfnlSubsysNFTables << 8 | UInt16(NFT_MSG_NEWRULE.rawValue)
+        return messages.filter { $0.type == newRule }
+    }
+
+    /// Every rule of a table, chain by chain in rule order; empty when the table does not exist.
+    public func nftablesRules(table: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRuleRecord] {
+        var out: [NFTablesRuleRecord] = []
+        for m in try ruleMessages(NFTablesMessages.dumpRules(table: table, family: family)) {
+            if let r = try NFTablesMessages.ruleRecord(m) { out.append(r) }
+        }
+        return out
+    }
+
+    /// The rules of one chain; empty when the table or chain does not exist (yet).
+    public func nftablesRules(table: String, chain: String, family: IPFamily) throws(NetlinkError) -> [NFTablesRule] {
         var out: [NFTablesRule] = []
-        for m in messages where m.type == newRule {
+        for m in try ruleMessages(NFTablesMessages.dumpRules(table: table, chain: chain, family: family)) {
             if let r = try NFTablesMessages.rule(m) { out.append(r) }
         }
         return out

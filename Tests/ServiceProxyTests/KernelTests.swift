@@ -72,10 +72,10 @@ func expectKernel(_ kernel: RulesetModel?, equals model: RulesetModel, sourceLoc
         #expect(listing.contains("short-circuit pod traffic"))
     }
 
-    @Test func incrementalTransactionOnTopReadsBack() async throws {
+    @Test(arguments: BackendKind.allCases) func incrementalTransactionOnTopReadsBack(_ kind: BackendKind) async throws {
         let ns = try TestNamespace("proxy")
         defer { ns.delete() }
-        let b = try backend(in: ns)
+        let b = try backend(kind, in: ns)
         let (services, slices) = featureCluster()
         let store = ClusterStore()
         await store.apply(services.map { .upsert(.service($0)) } + slices.map { .upsert(.endpointSlice($0)) })
@@ -107,10 +107,10 @@ func expectKernel(_ kernel: RulesetModel?, equals model: RulesetModel, sourceLoc
         #expect(try await b.currentState() == nil)
     }
 
-    @Test func failedTransactionChangesNothingAndSaysWhy() async throws {
+    @Test(arguments: BackendKind.allCases) func failedTransactionChangesNothingAndSaysWhy(_ kind: BackendKind) async throws {
         let ns = try TestNamespace("proxy")
         defer { ns.delete() }
-        let b = try backend(in: ns)
+        let b = try backend(kind, in: ns)
         let d = DesiredState(configuration: testConfig)
         try await b.apply(RulesetDiff.operations(from: nil, to: d.model))
         let before = try await b.currentState()
@@ -127,10 +127,10 @@ func expectKernel(_ kernel: RulesetModel?, equals model: RulesetModel, sourceLoc
         #expect(try await b.currentState() == before)
     }
 
-    @Test func actorProgramsTheStoreAndFollowsChanges() async throws {
+    @Test(arguments: BackendKind.allCases) func actorProgramsTheStoreAndFollowsChanges(_ kind: BackendKind) async throws {
         let ns = try TestNamespace("proxy")
         defer { ns.delete() }
-        let b = try backend(in: ns)
+        let b = try backend(kind, in: ns)
         let store = ClusterStore()
         let (services, slices) = featureCluster()
         await store.apply(services.map { .upsert(.service($0)) } + slices.map { .upsert(.endpointSlice($0)) })
@@ -161,10 +161,10 @@ func expectKernel(_ kernel: RulesetModel?, equals model: RulesetModel, sourceLoc
         #expect(await actor.rulesText().contains("add chain ip nodenet service-ns1/np/udp/dns"))
     }
 
-    @Test func conntrackDeleteRunsInTheNamespace() async throws {
+    @Test(arguments: BackendKind.allCases) func conntrackDeleteRunsInTheNamespace(_ kind: BackendKind) async throws {
         let ns = try TestNamespace("proxy")
         defer { ns.delete() }
-        let b = try backend(in: ns)
+        let b = try backend(kind, in: ns)
         // Nothing matches in a fresh namespace: that is success, not an error.
         try await b.deleteConntrack([ConntrackFilter(family: .v4, originalDestination: ip("10.96.0.10"), originalDestinationPort: 53,
                                                      replySource: ip("10.244.1.1"))])

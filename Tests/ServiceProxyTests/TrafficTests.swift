@@ -6,7 +6,7 @@ import NodenetTestSupport
 import Testing
 @testable import ServiceProxy
 
-/// Real packets through the rules: a "node" namespace running the actor (nft backend), two pod
+/// Real packets through the rules: a "node" namespace running the actor (each test once per backend: nft and netlink), two pod
 /// namespaces with a TCP server each, a client pod and a "fabric" host for NodePorts.
 /// Every address exists only inside these namespaces.
 @Suite(.serialized, .enabled(if: isPrivileged && (try? Shell.which("socat")) != nil, "needs root, nft and socat"))
@@ -15,7 +15,10 @@ struct TrafficTests {
         let node: TestNamespace, pod1: TestNamespace, pod2: TestNamespace, client: TestNamespace, fabric: TestNamespace
         var all: [TestNamespace] { [pod1, pod2, client, fabric, node] }
 
-        init() throws {
+        let kind: BackendKind
+
+        init(_ kind: BackendKind) throws {
+            self.kind = kind
             node = try TestNamespace("node")
             pod1 = try TestNamespace("pod")
             pod2 = try TestNamespace("pod")
@@ -92,7 +95,7 @@ struct TrafficTests {
         func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
             let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
                                             coalesceDelay: .milliseconds(5))
-            let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(in: node), logger: Logger(label: "test"))
+            let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(kind, in: node), logger: Logger(label: "test"))
             let task = Task { await actor.run() }
             try await waitFor { await actor.status().syncs >= 1 }
             return (actor, task)
@@ -101,8 +104,8 @@ struct TrafficTests {
         func delete() { for ns in all { ns.delete() } }
     }
 
-    @Test func clusterIPNodePortRejectAndHairpin() async throws {
-        let t = try Topology()
+    @Test(arguments: BackendKind.allCases) func clusterIPNodePortRejectAndHairpin(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
         let web = service("web", type: .nodePort, ports: [ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)])
@@ -153,8 +156,8 @@ struct TrafficTests {
 }
 
 extension TrafficTests {
-    @Test func clientIPAffinitySticksToOneEndpoint() async throws {
-        let t = try Topology()
+    @Test(arguments: BackendKind.allCases) func clientIPAffinitySticksToOneEndpoint(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
         await store.apply([.upsert(.service(service("sticky", affinity: 300))),
@@ -169,13 +172,13 @@ extension TrafficTests {
         let listing = try t.node.check(["nft", "list", "set", "ip", "nodenet", set]).stdout
         #expect(listing.contains("10.244.3.5"), "\(listing)")
         // Reading the kernel back copes with the learned entries (they are not part of the model).
-        let kernel = try await backend(in: t.node).currentState()
+        let kernel = try await backend(t.kind, in: t.node).currentState()
         #expect(kernel?.tables[.ip]?.sets[set]?.spec.timeout == 300)
         #expect(kernel?.tables[.ip]?.sets[set]?.elements.isEmpty == true)
     }
 
-    @Test func staleUDPFlowsAreDeletedWhenTheirEndpointGoes() async throws {
-        let t = try Topology()
+    @Test(arguments: BackendKind.allCases) func staleUDPFlowsAreDeletedWhenTheirEndpointGoes(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
         let dns = service("dns", ips: ["10.96.0.20"], ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))])

@@ -1,0 +1,247 @@
+import ClusterState
+import IPAddressing
+import Netlink
+import Synchronization
+
+/// Programs nodenet's tables over nfnetlink, with no `nft` process: each `apply` is one
+/// nf_tables batch (atomic, however large), `currentState` dumps chains, sets and elements
+/// (rules are not decoded: chains come back with `rules == nil`, so after a restart the actor
+/// rewrites chains atomically; the table is never flushed and traffic keeps flowing), and
+/// `deleteConntrack` deletes flows over ctnetlink.
+public final class NetlinkRulesetBackend: RulesetBackend {
+    public let tableName: String
+    private let session: NetlinkSession
+    private let conntrack: NetlinkSession
+    private let encoder: NetlinkRuleEncoder
+    /// Makes anonymous set names unique: a random per-instance part (another process, or an
+    /// earlier run, may have left sets in the table) and a per-transaction counter.
+    private let instanceTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    private let transactions = Atomic<Int>(0)
+
+    /// Sockets open in `namespace` (the current one when nil) and keep acting on it from any thread.
+    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet", additionBatchLimit: Int = 10_000) throws {
+        self.tableName = tableName
+        self.additionBatchLimit = max(1, additionBatchLimit)
+        encoder = NetlinkRuleEncoder(tableName: tableName)
+        if let namespace {
+            session = try NetlinkSession(protocol: Netlink.netfilter, namespace: namespace)
+            conntrack = try NetlinkSession(protocol: Netlink.netfilter, namespace: namespace)
+        } else {
+            session = try NetlinkSession(protocol: Netlink.netfilter)
+            conntrack = try NetlinkSession(protocol: Netlink.netfilter)
+        }
+    }
+
+    /// In the namespace /var/run/netns/`name` (tools and benchmarks that do not import Netlink).
+    public convenience init(namespaceNamed name: String, tableName: String = "nodenet", additionBatchLimit: Int = 10_000) throws {
+        try self.init(namespace: NetworkNamespace(named: name), tableName: tableName, additionBatchLimit: additionBatchLimit)
+    }
+
+    /// Messages per nf_tables batch when a transaction only adds (see `apply`).
+    public let additionBatchLimit: Int
+
+    /// One transaction, one nf_tables batch: all or nothing.
+    ///
+    /// The one exception, for speed: a transaction of only additions larger than
+    /// `additionBatchLimit` messages (a first full load) goes as several consecutive batches.
+    /// The kernel binds each anonymous set (one numgen map per service) by walking the whole
+    /// batch so far (`__nft_set_trans_bind`), which makes one 200k-message batch quadratic
+    /// (10,000 services: most of a minute). Splitting only additions is safe: every
+    /// intermediate state is a subset of the final one in which a new service is either not
+    /// yet reachable or reachable with its chains complete up to that point, and nothing that
+    /// already carried traffic is touched. Transactions that flush or delete are never split.
+    public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
+        let ops = try skippingUnchangedRewrites(ops)
+        guard !ops.isEmpty else { return }
+        let n = transactions.add(1, ordering: .relaxed).newValue
+        let (requests, origin) = encoder.requests(ops, anonymousTag: "\(instanceTag)_\(String(n, radix: 36))_")
+        let onlyAdditions = ops.allSatisfy {
+            switch $0 {
+            case .addTable, .addChain, .addRule, .addSet, .addElements: true
+            default: false
+            }
+        }
+        guard onlyAdditions, requests.count > additionBatchLimit else {
+            return try transaction(requests, origin, ops)
+        }
+        var start = 0
+        while start < requests.count {
+            var end = min(start + additionBatchLimit, requests.count)
+            // Cut between operations: a rule and its anonymous sets stay together.
+            while end < requests.count, origin[end] == origin[end - 1] { end += 1 }
+            try transaction(Array(requests[start..<end]), Array(origin[start..<end]), ops)
+            start = end
+        }
+    }
+
+    /// Chains the diff flushes and rewrites because it could not know their rules (after a
+    /// restart `currentState` returns `rules == nil`): when the rules the kernel holds carry the
+    /// same digests, in order, as the ones about to be written, the flush and the rewrite are
+    /// dropped. Without this a restart rewrites every chain in one batch, which the kernel makes
+    /// quadratic (5,000 services: 17 s). Only worth a rule dump for large rewrites.
+    private func skippingUnchangedRewrites(_ ops: [RulesetOperation]) throws(BackendError) -> [RulesetOperation] {
+        struct Key: Hashable { var family: TableFamily; var chain: String }
+        var flushed = Set<Key>()
+        for case .flushChain(let f, let name) in ops { flushed.insert(Key(family: f, chain: name)) }
+        guard flushed.count >= 16 else { return ops }
+        var wanted: [Key: [UInt64]] = [:]
+        for case .addRule(let f, let chain, let rule) in ops where flushed.contains(Key(family: f, chain: chain)) {
+            wanted[Key(family: f, chain: chain), default: []].append(NetlinkRuleEncoder.digest(f, chain, rule))
+        }
+        var held: [Key: [UInt64]] = [:]
+        for family in Set(flushed.map(\.family)) {
+            let records: [NFTablesRuleRecord]
+            do {
+                records = try session.nftablesRules(table: tableName, family: family.ipFamily)
+            } catch {
+                throw BackendError(operation: "list rules of \(family.rawValue) \(tableName)", message: "\(error)")
+            }
+            for r in records {
+                let d = r.userDataValue(type: NetlinkRuleEncoder.digestType).map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } } ?? 0
+                held[Key(family: family, chain: r.chain), default: []].append(d)
+            }
+        }
+        let unchanged = flushed.filter { (wanted[$0] ?? []) == (held[$0] ?? []) }
+        guard !unchanged.isEmpty else { return ops }
+        return ops.filter { op in
+            switch op {
+            case .flushChain(let f, let name): !unchanged.contains(Key(family: f, chain: name))
+            case .addRule(let f, let chain, _): !unchanged.contains(Key(family: f, chain: chain))
+            default: true
+            }
+        }
+    }
+
+    private func transaction(_ requests: [NetlinkRequest], _ origin: [Int], _ ops: [RulesetOperation]) throws(BackendError) {
+        let result: BatchResult
+        do {
+            result = try session.nftablesTransaction(requests)
+        } catch {
+            throw BackendError(operation: "nf_tables transaction (\(ops.count) operations, \(requests.count) messages)", message: "\(error)")
+        }
+        // The first failing message names the operation; later ones are often consequences.
+        guard let index = result.failures.keys.min(), let e = result.failures[index] else { return }
+        let render = NftRenderer(tableName: tableName)
+        let text = render.lines(ops[origin[index]]).first ?? "\(ops[origin[index]])"
+        let others = result.failures.keys.sorted().dropFirst().prefix(3).map { i in
+            "\(render.lines(ops[origin[i]]).first?.prefix(120) ?? ""): \(result.failures[i]?.errnoName ?? "")"
+        }
+        throw BackendError(operation: String(text.prefix(300)), message: "\(e)",
+                           context: "transaction of \(ops.count) operations aborted; \(result.failures.count) messages refused"
+                               + (others.isEmpty ? "" : "; also: " + others.joined(separator: "; ")))
+    }
+
+    public func currentState() async throws(BackendError) -> RulesetModel? {
+        var model = RulesetModel()
+        for family in TableFamily.allCases {
+            do {
+                if let t = try readTable(family) { model.tables[family] = t }
+            } catch {
+                throw BackendError(operation: "read \(family.rawValue) \(tableName)", message: "\(error)")
+            }
+        }
+        return model.tables.isEmpty ? nil : model
+    }
+
+    private func readTable(_ family: TableFamily) throws -> TableModel? {
+        let f = family.ipFamily
+        let chains = try session.nftablesChains(table: tableName, family: f)
+        let sets = try session.nftablesSets(table: tableName, family: f)
+        // Chain and set dumps of a missing table are just empty: ask for the table itself.
+        if chains.isEmpty, sets.isEmpty, try !tableExists(f) { return nil }
+        var t = TableModel(family: family)
+        for c in chains {
+            t.chains[c.name] = NFChain(c.name, base: c.hook.flatMap(Self.baseChain), rules: nil)
+        }
+        for s in sets {
+            guard let spec = Self.spec(s) else { throw BackendError(operation: "read set \(s.name)", message: "unknown key type \(s.keyType)") }
+            var set = NFSet(spec)
+            // Dynamic (affinity) sets: the kernel owns the elements, the model keeps none.
+            if spec.timeout == nil {
+                for e in try session.nftablesElements(table: tableName, set: s.name, family: f) {
+                    guard let key = Self.elementKey(e.key, spec.keyType) else {
+                        throw BackendError(operation: "read set \(s.name)", message: "element of \(e.key.count) bytes does not match its type")
+                    }
+                    set.elements[key] = .some(e.verdict.flatMap(Self.verdict))
+                }
+            }
+            t.sets[s.name] = set
+        }
+        return t
+    }
+
+    private func tableExists(_ f: IPFamily) throws(NetlinkError) -> Bool {
+        var b = NfnetlinkMessages.builder(message: 1 /* NFT_MSG_GETTABLE */, family: NFTablesMessages.family(f))
+        b.attribute(1 /* NFTA_TABLE_NAME */, string: tableName)
+        let request = NetlinkRequest(bytes: b.finish(), operation: "get nftables table", object: tableName)
+        // (`catch let e where ...` here crashes swift-frontend 6.3.1 in AllocBoxToStack.)
+        do {
+            _ = try session.execute(request)
+            return true
+        } catch {
+            if error.isNotFound { return false }
+            throw error
+        }
+    }
+
+    static func baseChain(_ h: NFTablesHook) -> BaseChainSpec? {
+        let hooks: [ChainHook] = [.prerouting, .input, .forward, .output, .postrouting]
+        guard let type = ChainType(rawValue: h.type), Int(h.hook) < hooks.count else { return nil }
+        return BaseChainSpec(type, hooks[Int(h.hook)], priority: Int(h.priority))
+    }
+
+    static func spec(_ s: NFTablesSetInfo) -> SetSpec? {
+        var types: [NFDataType] = []
+        var id = s.keyType
+        while id != 0 {
+            guard let t = NetlinkRuleEncoder.dataType(id: id & 63) else { return nil }
+            types.insert(t, at: 0)
+            id >>= 6
+        }
+        guard !types.isEmpty else { return nil }
+        let timeout = s.flags & NFTablesSet.flagTimeout != 0 ? Int((s.timeoutMilliseconds ?? 0) / 1000) : nil
+        return SetSpec(s.name, key: types, verdictMap: s.dataType == NFTablesSet.verdictData, timeout: timeout)
+    }
+
+    static func elementKey(_ bytes: [UInt8], _ types: [NFDataType]) -> ElementKey? {
+        var values: [NFValue] = []
+        var offset = 0
+        for t in types {
+            let length = NetlinkRuleEncoder.typeInfo(t).length
+            guard offset + length <= bytes.count else { return nil }
+            let b = Array(bytes[offset..<offset + length])
+            switch t {
+            case .ipv4Addr, .ipv6Addr:
+                guard let a = IPAddress(bytes: b) else { return nil }
+                values.append(.address(a))
+            case .inetProto:
+                guard let p = L4Protocol.allCases.first(where: { $0.number == b[0] }) else { return nil }
+                values.append(.proto(p))
+            case .inetService: values.append(.port(UInt16(b[0]) << 8 | UInt16(b[1])))
+            case .verdict: return nil
+            }
+            offset += types.count > 1 ? NetlinkRuleEncoder.roundUp4(length) : length
+        }
+        return offset == bytes.count ? ElementKey(values) : nil
+    }
+
+    static func verdict(_ v: NFTablesVerdict) -> Verdict? {
+        switch v {
+        case .accept: .accept
+        case .drop: .drop
+        case .return: .return
+        case .jump(let c): .jump(c)
+        case .goto(let c): .goto(c)
+        case .continue: nil
+        }
+    }
+
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
+        guard !filters.isEmpty else { return }
+        do {
+            try ConntrackDeleter(session: conntrack).delete(filters)
+        } catch {
+            throw BackendError(operation: "delete conntrack entries (\(filters.count) filters)", message: "\(error)")
+        }
+    }
+}

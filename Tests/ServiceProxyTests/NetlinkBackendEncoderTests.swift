@@ -1,0 +1,94 @@
+import ClusterState
+import IPAddressing
+import Netlink
+import Testing
+@testable import ServiceProxy
+
+/// The model -> kernel expression mapping, without privileges. Each expected list is what
+/// `nft --debug=netlink` prints for the rule's nft text (nft 1.0.6), written as our cases.
+@Suite("netlink rule encoder") struct NetlinkBackendEncoderTests {
+    let enc = NetlinkRuleEncoder()
+
+    func exprs(_ e: NFExpression, _ f: TableFamily = .ip) -> [NFTablesExpression] {
+        var state = NetlinkRuleEncoder.BatchState(tag: nil)
+        var pre: [NetlinkRequest] = []
+        return enc.expressions(e, f, &state, &pre)
+    }
+
+    @Test func concatenatedVmapUsesConsecutiveRegisters() {
+        // ip daddr . meta l4proto . th dport vmap @service-ips:
+        // payload 4b @ network + 16 => reg 1; meta l4proto => reg 9; payload 2b @ transport + 2 => reg 10; lookup dreg 0
+        #expect(exprs(.vmap([.daddr, .l4proto, .dport], map: "service-ips")) == [
+            .payload(base: .network, offset: 16, length: 4, dreg: 1), .meta(.l4proto, dreg: 9),
+            .payload(base: .transport, offset: 2, length: 2, dreg: 10),
+            .lookup(NFTablesSetReference("service-ips"), sreg: 1, dreg: 0, inverted: false),
+        ])
+        // ip6: the address takes four 4-byte registers, so l4proto lands in reg 12.
+        #expect(exprs(.vmap([.daddr, .l4proto, .dport], map: "service-ips"), .ip6)[1] == .meta(.l4proto, dreg: 12))
+    }
+
+    @Test func statementsMatchNft() {
+        // meta l4proto tcp dnat to 10.244.1.5:8080 (the dnat part)
+        #expect(exprs(.dnat(ip("10.244.1.5"), 8080)) == [
+            .immediate(dreg: 1, data: [10, 244, 1, 5]), .immediate(dreg: 2, data: [0x1f, 0x90]),
+            .nat(destination: true, family: .v4, addressRegister: 1, portRegister: 2),
+        ])
+        // meta mark set meta mark or 0x4000: ( reg 1 & 0xffffbfff ) ^ 0x00004000
+        #expect(exprs(.markSetOr(0x4000)) == [
+            .meta(.mark, dreg: 1), .bitwise(sreg: 1, dreg: 1, mask: [0xff, 0xbf, 0xff, 0xff], xor: [0, 0x40, 0, 0]), .metaSet(.mark, sreg: 1),
+        ])
+        // ct state new: ( reg 1 & 0x00000008 ) ^ 0, cmp neq 0
+        #expect(exprs(.ctStateNew) == [
+            .ct(key: 0, dreg: 1), .bitwise(sreg: 1, dreg: 1, mask: [8, 0, 0, 0], xor: [0, 0, 0, 0]), .cmp(sreg: 1, equal: false, data: [0, 0, 0, 0]),
+        ])
+        // fib daddr type local: cmp eq reg 1 0x00000002
+        #expect(exprs(.fibTypeLocal(.daddr)) == [.fibAddressType(source: false, dreg: 1), .cmp(sreg: 1, equal: true, data: [2, 0, 0, 0])])
+        #expect(exprs(.reject(.portUnreachable), .ip6) == [.reject(tcpReset: false, icmpCode: 4)])
+        #expect(exprs(.masquerade) == [.masq(flags: 0x10)])
+        // ip saddr != 10.244.0.0/16: 2 bytes compared
+        #expect(exprs(.match(.saddr, .prefix(IPPrefix("10.244.0.0/16")!), negated: true))
+            == [.payload(base: .network, offset: 12, length: 2, dreg: 1), .cmp(sreg: 1, equal: false, data: [10, 244])])
+        #expect(exprs(.match(.dport, .port(80))) == [.payload(base: .transport, offset: 2, length: 2, dreg: 1), .cmp(sreg: 1, equal: true, data: [0, 80])])
+    }
+
+    @Test func anonymousSetsComeBeforeTheirRule() {
+        let rule = NFRule([.numgenVmap([.goto("a"), .goto("b")])])
+        let (requests, origin) = enc.requests([.addRule(.ip, chain: "c", rule)], anonymousTag: "x_1_")
+        #expect(requests.map(\.operation) == ["add nftables set", "add nftables elements", "add nftables rule"])
+        #expect(origin == [0, 0, 0])
+        #expect(requests[0].object == "nodenet __mapx_1_1")
+    }
+
+    @Test func intervalsAreSortedMergedAndEnded() {
+        // { 5.6.7.8, 1.2.3.0/24, 1.2.4.0/24 }: 0 (end), 1.2.3.0, 1.2.5.0 (end), 5.6.7.8, 5.6.7.9 (end)
+        let e = NetlinkRuleEncoder.intervals([.address(ip("5.6.7.8")), .prefix(IPPrefix("1.2.3.0/24")!), .prefix(IPPrefix("1.2.4.0/24")!)])
+        #expect(e == [NFTablesElement(key: [0, 0, 0, 0], intervalEnd: true), NFTablesElement(key: [1, 2, 3, 0]),
+                      NFTablesElement(key: [1, 2, 5, 0], intervalEnd: true), NFTablesElement(key: [5, 6, 7, 8]),
+                      NFTablesElement(key: [5, 6, 7, 9], intervalEnd: true)])
+        // Up to the top of the space: no end element.
+        #expect(NetlinkRuleEncoder.intervals([.prefix(IPPrefix("255.0.0.0/8")!)]).last == NFTablesElement(key: [255, 0, 0, 0]))
+    }
+
+    @Test func setSpecsAndKeysRoundTrip() {
+        let spec = SetSpec("service-ips", key: [.ipv4Addr, .inetProto, .inetService], verdictMap: true)
+        let s = NetlinkRuleEncoder.set(spec, .ip)
+        #expect(s.keyType == 0x730d && s.keyLength == 12 && s.flags == 8 && s.dataType == 0xffff_ff00)
+        let info = NFTablesSetInfo(table: "nodenet", name: "service-ips", keyType: s.keyType, keyLength: s.keyLength, flags: s.flags,
+                                   dataType: s.dataType, timeoutMilliseconds: nil)
+        #expect(NetlinkRulesetBackend.spec(info) == spec)
+        let key = ElementKey([.address(ip("10.96.0.10")), .proto(.tcp), .port(80)])
+        let bytes = NetlinkRuleEncoder.key(key)
+        #expect(bytes == [10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0])
+        #expect(NetlinkRulesetBackend.elementKey(bytes, spec.keyType) == key)
+        #expect(NetlinkRulesetBackend.elementKey(Array(bytes.dropLast()), spec.keyType) == nil)
+        let affinity = NetlinkRuleEncoder.set(SetSpec("a", key: [.ipv4Addr], timeout: 600), .ip)
+        #expect(affinity.flags == 0x30 && affinity.timeoutMilliseconds == 600_000 && affinity.keyLength == 4)
+    }
+
+    @Test func digestsFollowTheRuleText() {
+        let r = NFRule([.verdict(.goto("x"))])
+        #expect(NetlinkRuleEncoder.digest(.ip, "c", r) == NetlinkRuleEncoder.digest(.ip, "c", r))
+        #expect(NetlinkRuleEncoder.digest(.ip, "c", r) != NetlinkRuleEncoder.digest(.ip, "d", r))
+        #expect(NetlinkRuleEncoder.digest(.ip, "c", r) != NetlinkRuleEncoder.digest(.ip, "c", NFRule([.verdict(.goto("y"))])))
+    }
+}
