@@ -58,7 +58,14 @@ struct ServiceProxyService: AgentActor {
         let name = "services"
         agent.board.register(name)
         let config = agent.config
-        let backend: any RulesetBackend = NftCommandBackend()
+        // nftables over netlink; the nft-command backend is for tests and operators only.
+        let backend: any RulesetBackend
+        do {
+            backend = try NetlinkRulesetBackend()
+        } catch {
+            agent.board.failed(name, "cannot open nfnetlink: \(error)")
+            throw error
+        }
         let proxy = ServiceProxyActor(
             store: agent.store,
             configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: agent.nodeIP.map { [$0] } ?? [],
