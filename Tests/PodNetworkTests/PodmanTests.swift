@@ -11,7 +11,9 @@ struct PodmanTests {
     @Test func containersGetAddressesReachEachOtherAndReleaseOnRemoval() throws {
         let node = try TestNamespace("podman")
         let dir = TempDirectory()
-        let agent = AgentProcess(namespace: node, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
+        // DNS upstream: a dead local port, so nothing is ever forwarded to the machine's resolver.
+        let agent = AgentProcess(namespace: node, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24",
+                                                                        "--dns-upstreams", "127.0.0.1:5999"])
         try agent.start()
         defer { agent.stop(); node.delete() }
 
@@ -19,7 +21,7 @@ struct PodmanTests {
         let root = dir.file("root")
         try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root + "/bin/busybox")
-        for tool in ["sh", "ip", "ping", "sleep", "cat"] { try FileManager.default.createSymbolicLink(atPath: "\(root)/bin/\(tool)", withDestinationPath: "busybox") }
+        for tool in ["sh", "ip", "ping", "sleep", "cat", "nslookup"] { try FileManager.default.createSymbolicLink(atPath: "\(root)/bin/\(tool)", withDestinationPath: "busybox") }
         let bin = dir.file("cni-bin"), netd = dir.file("net.d")
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: netd, withIntermediateDirectories: true)
@@ -63,6 +65,14 @@ struct PodmanTests {
         let ping = try podman(["run", "--rm"] + runFlags + ["/bin/ping", "-c", "1", "-W", "2", ip])
         #expect(ping.ok, "a container reaches another: \(ping.stdout)\(ping.stderr)")
         #expect(try agent.cli(["status", "--json"]).stdout.contains("\"\(ip)/24\""))
+
+        // The container resolves a service by its short name through the search path the CNI
+        // result gave podman (no namespace from podman: "default"). podman also appends the
+        // machine's resolver, which the node namespace has no route to, so nothing leaves.
+        #expect(try agent.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web-svc, namespace: default}\nspec: {clusterIP: 10.96.5.5, ports: [{port: 80}]}\n").ok)
+        let lookup = try podman(["run", "--rm"] + runFlags + ["/bin/sh", "-c", "cat /etc/resolv.conf; nslookup web-svc"])
+        #expect(lookup.stdout.contains("search default.svc.cluster.local"), "\(lookup.stdout)")
+        #expect(lookup.stdout.contains("10.96.5.5"), "short name resolved in the container: \(lookup.stdout)\(lookup.stderr)")
 
         #expect(try podman(["rm", "-f", "-t", "0", name]).ok)
         let after = try agent.cli(["status", "--json"]).stdout
