@@ -82,6 +82,8 @@ public enum NFTablesExpression: Sendable, Hashable {
     case counter
     /// dynset update of the key in `sreg` (the set's own timeout applies).
     case dynsetUpdate(NFTablesSetReference, sreg: UInt32)
+    /// `notrack`: the packet skips connection tracking (raw-priority chains only).
+    case notrack
 
     public static let register1 = UInt32(NFT_REG_1.rawValue)
     public static let verdictRegister = UInt32(NFT_REG_VERDICT.rawValue)
@@ -102,6 +104,13 @@ public enum NFTablesExpression: Sendable, Hashable {
 
     /// Compares register 1 with `data`; the rule ends here unless it holds.
     public static func compare(equal: Bool, data: [UInt8]) -> Self { .cmp(sreg: register1, equal: equal, data: data) }
+
+    /// "meta l4proto P th dport|sport PORT", as nft encodes it.
+    public static func transportPort(_ l4proto: UInt8, port: UInt16, destination: Bool) -> [Self] {
+        [.meta(.l4proto, dreg: register1), .compare(equal: true, data: [l4proto]),
+         .payload(base: .transport, offset: destination ? 2 : 0, length: 2, dreg: register1),
+         .compare(equal: true, data: [UInt8(port >> 8), UInt8(port & 0xff)])]
+    }
 
     /// Plain masquerade (no flags).
     public static let masquerade = Self.masq(flags: 0)
@@ -142,6 +151,7 @@ public enum NFTablesExpression: Sendable, Hashable {
         // Expressions without attributes still carry an empty data nest in nft's encoding
         // only when they have something to say; masq with no flags has none.
         if case .masq(0) = self { return }
+        if case .notrack = self { return }
         b.nested(UInt16(NFTA_EXPR_DATA.rawValue), nestedFlag: true) { d in encodeData(into: &d) }
     }
 
@@ -161,6 +171,7 @@ public enum NFTablesExpression: Sendable, Hashable {
         case .reject: "reject"
         case .counter: "counter"
         case .dynsetUpdate: "dynset"
+        case .notrack: "notrack"
         }
     }
 
@@ -233,6 +244,8 @@ public enum NFTablesExpression: Sendable, Hashable {
             if let id = set.id { d.attribute(a(NFTA_DYNSET_SET_ID), be32: id) }
             d.attribute(a(NFTA_DYNSET_OP), be32: NFT_DYNSET_OP_UPDATE.rawValue)
             d.attribute(a(NFTA_DYNSET_SREG_KEY), be32: sreg)
+        case .notrack:
+            break
         }
     }
 

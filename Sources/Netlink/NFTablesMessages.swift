@@ -20,6 +20,10 @@ public struct NFTablesHook: Sendable, Hashable {
 
     /// `type nat hook postrouting priority srcnat`.
     public static let natPostrouting = NFTablesHook(type: "nat", hook: UInt32(NF_INET_POST_ROUTING.rawValue), priority: 100)
+    /// `type filter hook prerouting priority raw`: before connection tracking.
+    public static let rawPrerouting = NFTablesHook(type: "filter", hook: UInt32(NF_INET_PRE_ROUTING.rawValue), priority: -300)
+    /// `type filter hook output priority raw`.
+    public static let rawOutput = NFTablesHook(type: "filter", hook: UInt32(NF_INET_LOCAL_OUT.rawValue), priority: -300)
 }
 
 /// A rule read back from the kernel: its handle and the comment nft shows (user data).

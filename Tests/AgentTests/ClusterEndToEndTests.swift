@@ -71,6 +71,11 @@ struct ClusterEndToEndTests {
         #expect(try dig(client, "www.example.test") == "192.0.2.10", "forwarded to the stub upstream")
         let tcp = try client.ns.run(["dig", "+tcp", "+short", "web-service.apps.svc.cluster.local"]).stdout
         #expect(tcp.contains("10.107.37.188"), "DNS over TCP")
+        // Queries to the node-local DNS address are exempt from conntrack (no DNAT race).
+        let node1Conntrack = try cluster.nodes[0].ns.run(["conntrack", "-L"]).stdout
+        let trackedDNS = node1Conntrack.split(separator: "\n").filter { $0.contains("dst=169.254.20.10") && $0.contains("dport=53") }
+        #expect(trackedDNS.isEmpty, "a DNS query was tracked: \(trackedDNS)")
+        #expect(try cluster.nodes[0].ns.check(["nft", "list", "chain", "ip", "nodenet", "dns-notrack"]).stdout.contains("notrack"))
         // A service applied now resolves at once.
         try cluster.applyEverywhere("apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: apps}\nspec: {clusterIP: 10.96.7.7, ports: [{port: 80}]}\n")
         #expect(try dig(client, "late.apps.svc.cluster.local") == "10.96.7.7")

@@ -23,6 +23,14 @@ struct DNSService: AgentActor {
             agent.board.failed(name, "cannot put \(config.dns.listen.map(\.description)) on \(Self.deviceName): \(error)")
             throw error
         }
+        do {
+            let session = try NetlinkSession(protocol: Netlink.netfilter)
+            try DNSNotrack.ensure(session: session, addresses: config.dns.listen, port: config.dns.port)
+        } catch {
+            // DNS still works with conntrack; say so rather than refusing to serve.
+            agent.logger.warning("cannot exempt the DNS addresses from conntrack", metadata: ["error": "\(error)"])
+            agent.board.update(name) { $0.lastError = "notrack rules: \(error)" }
+        }
         let upstreams: UpstreamSource
         if let first = config.dns.upstreams.first, first.hasPrefix("/") {
             upstreams = .resolvConf(path: first)

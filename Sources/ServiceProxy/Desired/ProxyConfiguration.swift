@@ -22,7 +22,7 @@ public struct ProxyConfiguration: Hashable, Sendable {
     public var coalesceDelay: Duration
     /// Chains and sets in the shared tables that belong to other actors (NodeRoutes'
     /// `pod-egress`): read back from the kernel but never compared, flushed or deleted.
-    public var foreignObjects: Set<String> = ["pod-egress"]
+    public var foreignObjects: Set<String> = ["pod-egress", "dns-notrack", "dns-notrack-out"]
 
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
                 clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = 0x4000,

@@ -1,0 +1,54 @@
+import IPAddressing
+import Netlink
+
+/// The node-local DNS addresses are exempt from connection tracking, as NodeLocal DNSCache
+/// does: no conntrack entry means no insertion race on parallel UDP queries (the cause of the
+/// 5-second lookups) and no table pressure from DNS. Two raw-priority chains of their own in
+/// nodenet's tables; the service proxy leaves them alone (its `foreignObjects`).
+enum DNSNotrack {
+    static let table = "nodenet"
+    static let chains: [(name: String, hook: NFTablesHook, destination: Bool)] = [
+        ("dns-notrack", .rawPrerouting, true),   // queries arriving for the DNS addresses
+        ("dns-notrack-out", .rawOutput, false),  // answers leaving from them
+    ]
+
+    static func rules(addresses: [IPAddress], port: UInt16, family: IPFamily, destination: Bool) -> [(comment: String, expressions: [NFTablesExpression])] {
+        var out: [(String, [NFTablesExpression])] = []
+        for a in addresses where a.family == family {
+            let host = IPPrefix(address: a, length: a.family.bitWidth)
+            for (name, proto) in [("udp", UInt8(17)), ("tcp", UInt8(6))] {
+                let e = NFTablesExpression.match(host, source: !destination)
+                    + NFTablesExpression.transportPort(proto, port: port, destination: destination) + [.notrack]
+                out.append(("nodenet dns-notrack \(a) \(name)", e))
+            }
+        }
+        return out
+    }
+
+    /// Brings both chains to exactly the wanted rules; returns how many rules changed.
+    @discardableResult
+    static func ensure(session: NetlinkSession, addresses: [IPAddress], port: UInt16) throws(NetlinkError) -> Int {
+        var changed = 0
+        for family in IPFamily.allCases where addresses.contains(where: { $0.family == family }) {
+            for chain in chains {
+                let wanted = rules(addresses: addresses, port: port, family: family, destination: chain.destination)
+                let existing = (try? session.nftablesRules(table: table, chain: chain.name, family: family)) ?? []
+                var requests: [NetlinkRequest] = []
+                var seen = Set<String>()
+                for r in existing {
+                    if let c = r.comment, wanted.contains(where: { $0.comment == c }), seen.insert(c).inserted { continue }
+                    requests.append(NFTablesMessages.deleteRule(table: table, chain: chain.name, family: family, handle: r.handle))
+                }
+                for w in wanted where !seen.contains(w.comment) {
+                    requests.append(NFTablesMessages.newRule(table: table, chain: chain.name, family: family, expressions: w.expressions, comment: w.comment))
+                }
+                guard !requests.isEmpty else { continue }
+                let setup = [NFTablesMessages.newTable(table, family: family),
+                             NFTablesMessages.newChain(table: table, name: chain.name, family: family, hook: chain.hook)]
+                try session.transaction(setup + requests).check()
+                changed += requests.count
+            }
+        }
+        return changed
+    }
+}
