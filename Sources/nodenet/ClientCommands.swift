@@ -8,9 +8,17 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var socket: SocketOption
     @Flag(name: .long, help: "Print the stable JSON document instead of the table.") var json = false
+    @Flag(name: .long, help: "Print the service rules the agent programs, in nft syntax.") var rules = false
 
     func run() throws {
         let client = ControlClient(socketPath: socket.path, timeoutMilliseconds: 10_000)
+        if rules {
+            let r: ControlResponse
+            do { r = try client.get("/v1/rules") } catch { throw CLIError(error.description) }
+            guard r.status == 200 else { throw CLIError(apiMessage(r)) }
+            print(r.text, terminator: "")
+            return
+        }
         let response: ControlResponse
         do {
             response = try client.get("/v1/status")

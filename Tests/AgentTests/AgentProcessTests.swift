@@ -64,6 +64,10 @@ struct AgentProcessTests {
         #expect(s.node.nodeIP == "192.168.1.11")
         #expect(s.actors.contains { $0.name == "control" && $0.state == .inSync })
 
+        let rules = try agent.cli(["status", "--rules"])
+        #expect(rules.ok && rules.stdout.contains("table ip nodenet"), "status --rules: \(rules.stdout)\(rules.stderr)")
+        #expect(rules.stdout.contains("10.107.37.188"))
+
         let table = try agent.cli(["status"])
         #expect(table.stdout.contains("Pod CIDRs:    10.244.1.0/24"))
         #expect(table.stdout.contains("Service=1"))
