@@ -22,22 +22,17 @@ public enum Masquerade {
         return (commentPrefix + source.description, e)
     }
 
+    static let owned = NFTablesOwnedChain(table: table, chain: chain, hook: .natPostrouting)
+
     /// The requests that bring one family's chain to the wanted rules, given what it holds.
     /// Empty when nothing needs to change.
     public static func plan(family: IPFamily, clusterCIDRs: [IPPrefix], existing: [NFTablesRule]) -> [NetlinkRequest] {
+        owned.plan(family: family, wanted: wanted(family: family, clusterCIDRs: clusterCIDRs), existing: existing)
+    }
+
+    static func wanted(family: IPFamily, clusterCIDRs: [IPPrefix]) -> [(comment: String, expressions: [NFTablesExpression])] {
         let cidrs = clusterCIDRs.filter { $0.family == family }
-        let wanted = cidrs.map { rule(source: $0.network, clusterCIDRs: cidrs) }
-        var seen = Set<String>()
-        var requests: [NetlinkRequest] = []
-        // The chain is ours alone: anything not wanted (or a duplicate) goes.
-        for r in existing {
-            if let c = r.comment, wanted.contains(where: { $0.comment == c }), seen.insert(c).inserted { continue }
-            requests.append(NFTablesMessages.deleteRule(table: table, chain: chain, family: family, handle: r.handle))
-        }
-        for w in wanted where !seen.contains(w.comment) {
-            requests.append(NFTablesMessages.newRule(table: table, chain: chain, family: family, expressions: w.expressions, comment: w.comment))
-        }
-        return requests
+        return cidrs.map { rule(source: $0.network, clusterCIDRs: cidrs) }
     }
 
     /// Makes sure table, chain and rules exist; returns how many rules it added or removed.
@@ -45,15 +40,7 @@ public enum Masquerade {
     public static func ensure(session: NetlinkSession, clusterCIDRs: [IPPrefix]) throws(NetlinkError) -> Int {
         var changed = 0
         for family in IPFamily.allCases where clusterCIDRs.contains(where: { $0.family == family }) {
-            let existing = try session.nftablesRules(table: table, chain: chain, family: family)
-            let rules = plan(family: family, clusterCIDRs: clusterCIDRs, existing: existing)
-            // A chain with its rules in place needs nothing, not even the idempotent
-            // table/chain creation (which would still be a transaction and a ruleset generation).
-            if rules.isEmpty { continue }
-            let setup = [NFTablesMessages.newTable(table, family: family),
-                         NFTablesMessages.newChain(table: table, name: chain, family: family, hook: .natPostrouting)]
-            try session.transaction(setup + rules).check()
-            changed += rules.count
+            changed += try owned.ensure(session: session, family: family, wanted: wanted(family: family, clusterCIDRs: clusterCIDRs))
         }
         return changed
     }

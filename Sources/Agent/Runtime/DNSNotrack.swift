@@ -31,22 +31,9 @@ enum DNSNotrack {
         var changed = 0
         for family in IPFamily.allCases where addresses.contains(where: { $0.family == family }) {
             for chain in chains {
-                let wanted = rules(addresses: addresses, port: port, family: family, destination: chain.destination)
-                let existing = (try? session.nftablesRules(table: table, chain: chain.name, family: family)) ?? []
-                var requests: [NetlinkRequest] = []
-                var seen = Set<String>()
-                for r in existing {
-                    if let c = r.comment, wanted.contains(where: { $0.comment == c }), seen.insert(c).inserted { continue }
-                    requests.append(NFTablesMessages.deleteRule(table: table, chain: chain.name, family: family, handle: r.handle))
-                }
-                for w in wanted where !seen.contains(w.comment) {
-                    requests.append(NFTablesMessages.newRule(table: table, chain: chain.name, family: family, expressions: w.expressions, comment: w.comment))
-                }
-                guard !requests.isEmpty else { continue }
-                let setup = [NFTablesMessages.newTable(table, family: family),
-                             NFTablesMessages.newChain(table: table, name: chain.name, family: family, hook: chain.hook)]
-                try session.transaction(setup + requests).check()
-                changed += requests.count
+                changed += try NFTablesOwnedChain(table: table, chain: chain.name, hook: chain.hook)
+                    .ensure(session: session, family: family,
+                            wanted: rules(addresses: addresses, port: port, family: family, destination: chain.destination))
             }
         }
         return changed
