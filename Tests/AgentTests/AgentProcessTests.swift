@@ -168,6 +168,19 @@ struct AgentProcessTests {
         #expect(s.objects["Node"] == 2, "what was applied before is intact")
     }
 
+    /// A disabled actor must idle, not return: a ServiceGroup stops the agent when one does.
+    @Test func agentWithDNSDisabledKeepsRunning() throws {
+        let ns = try TestNamespace("nodns")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24", "--dns-enabled", "false"])
+        try agent.start()
+        defer { agent.stop() }
+        usleep(500_000)
+        #expect(agent.waitForExit(timeout: 0.5) == nil, "the agent exited: \(agent.log())")
+        #expect(try agent.cli(["status"]).ok)
+    }
+
     @Test func statusWithoutAgentSaysSo() throws {
         let r = try Shell.run([AgentProcess.binary, "status", "--socket", "/nonexistent/nodenet.sock"])
         #expect(!r.ok)

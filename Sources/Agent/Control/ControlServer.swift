@@ -70,21 +70,10 @@ public final class ControlServer: Sendable {
     public func bind() async throws -> any Channel {
         let dir = (socketPath as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let handler = self.handler
-        let logger = self.logger
-        let maxBody = self.maxBody
-        let allowedUID = getuid()
         let oldMask = umask(0o177)  // the socket is created 0600, with no window where others could connect
         defer { umask(oldMask) }
-        let channel = try await ServerBootstrap(group: group)
+        let channel = try await bootstrap(allowedUID: getuid())
             .serverChannelOption(.backlog, value: 256)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ControlHTTPHandler(handler: handler, logger: logger, maxBody: maxBody, allowedUID: allowedUID))
-                }
-            }
             .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true)
             .get()
         chmod(socketPath, 0o600)
@@ -93,20 +82,25 @@ public final class ControlServer: Sendable {
 
     /// Binds a TCP listener with the same request handling, no peer check (metrics).
     public func bind(host: String, port: Int) async throws -> any Channel {
+        try await bootstrap(allowedUID: nil)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port)
+            .get()
+    }
+
+    /// One HTTP pipeline for both listeners; `allowedUID` nil skips the peer check.
+    private func bootstrap(allowedUID: uid_t?) -> ServerBootstrap {
         let handler = self.handler
         let logger = self.logger
         let maxBody = self.maxBody
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        return ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        ControlHTTPHandler(handler: handler, logger: logger, maxBody: maxBody, allowedUID: nil))
+                        ControlHTTPHandler(handler: handler, logger: logger, maxBody: maxBody, allowedUID: allowedUID))
                 }
             }
-            .bind(host: host, port: port)
-            .get()
     }
 }
 

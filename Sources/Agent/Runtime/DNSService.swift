@@ -15,7 +15,8 @@ struct DNSService: AgentActor {
     func run() async throws {
         let name = "dns"
         let config = agent.config
-        guard config.dns.enabled else { return }
+        // A ServiceGroup stops the agent when any service returns: a disabled actor idles.
+        guard config.dns.enabled else { try? await gracefulShutdown(); return }
         agent.board.register(name)
         do {
             try Self.ensureDevice(addresses: config.dns.listen)

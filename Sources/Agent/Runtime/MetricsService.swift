@@ -22,7 +22,7 @@ struct MetricsService: AgentActor {
 
     func run() async throws {
         let listen = agent.config.metrics.listen
-        guard let (host, port) = ConfigLoader.parseHostPort(listen) else { return }
+        guard let (host, port) = ConfigLoader.parseHostPort(listen) else { try? await gracefulShutdown(); return }
         agent.board.register("metrics", gatesReadiness: false)
         let store = agent.store
         let server = ControlServer(socketPath: "", group: agent.group, logger: agent.logger) { request in
@@ -40,6 +40,7 @@ struct MetricsService: AgentActor {
         } catch {
             agent.board.failed("metrics", "cannot listen on \(listen): \(error)")
             agent.logger.error("metrics disabled: cannot listen", metadata: ["listen": "\(listen)", "error": "\(error)"])
+            try? await gracefulShutdown()  // the agent runs on without metrics
             return
         }
         agent.board.reconciled("metrics", seconds: 0, message: "http://\(listen)/metrics")
