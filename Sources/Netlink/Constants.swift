@@ -87,6 +87,10 @@ public enum Netlink {
     static let vxlanPort = UInt16(IFLA_VXLAN_PORT)
     static let brportMode = UInt16(IFLA_BRPORT_MODE)
     static let iffUp: UInt32 = 1  // IFF_UP (net/if.h, not in the uapi set)
+    static let iflaAfSpec = UInt16(IFLA_AF_SPEC)
+    static let iflaInetConf = UInt16(IFLA_INET_CONF)
+    /// IPV4_DEVCONF_ARP_NOTIFY (linux/ip.h, which clashes with netinet/ip.h in the shim).
+    static let ipv4DevconfArpNotify: UInt16 = 22
 
     // Addresses
     static let ifaAddress = UInt16(IFA_ADDRESS)

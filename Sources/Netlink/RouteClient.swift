@@ -58,9 +58,9 @@ public final class RouteClient: Sendable {
     /// Creates a veth pair. With `peerNamespace` the peer is created directly inside it.
     @discardableResult
     public func createVeth(name: String, peerName: String, peerNamespace: NetworkNamespace? = nil, mtu: UInt32? = nil,
-                           mac: MACAddress? = nil, peerMAC: MACAddress? = nil) throws(NetlinkError) -> Link {
+                           mac: MACAddress? = nil, peerMAC: MACAddress? = nil, masterIndex: Int32? = nil, up: Bool = false) throws(NetlinkError) -> Link {
         try session.execute(RouteMessages.createVeth(name: name, peerName: peerName, peerNamespaceFD: peerNamespace?.fileDescriptor,
-                                                     mtu: mtu, mac: mac, peerMAC: peerMAC))
+                                                     mtu: mtu, mac: mac, peerMAC: peerMAC, masterIndex: masterIndex, up: up))
         return try requireLink(named: name, for: "create veth")
     }
 

@@ -39,12 +39,13 @@ public enum RouteMessages {
     static let createFlags = Netlink.fCreate | Netlink.fExcl
 
     /// RTM_NEWLINK creating a link of `kind`; `data` fills IFLA_INFO_DATA when given.
-    static func newLink(kind: String, name: String, mtu: UInt32?, mac: MACAddress?, object: String,
-                        data: ((inout MessageBuilder) -> Void)? = nil) throws(NetlinkError) -> NetlinkRequest {
+    static func newLink(kind: String, name: String, mtu: UInt32?, mac: MACAddress?, object: String, up: Bool = false,
+                        masterIndex: Int32? = nil, data: ((inout MessageBuilder) -> Void)? = nil) throws(NetlinkError) -> NetlinkRequest {
         try InterfaceName.validate(name, operation: "create \(kind)")
         var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
-        ifinfomsg(&b)
+        ifinfomsg(&b, flags: up ? Netlink.iffUp : 0, change: up ? Netlink.iffUp : 0)
         commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
+        if let m = masterIndex { b.attribute(Netlink.iflaMaster, u32: UInt32(bitPattern: m)) }
         b.nested(Netlink.iflaLinkInfo) { info in
             info.attribute(Netlink.iflaInfoKind, string: kind)
             if let data { info.nested(Netlink.iflaInfoData, data) }
@@ -54,10 +55,13 @@ public enum RouteMessages {
 
     /// RTM_NEWLINK for a veth pair. With `peerNamespaceFD` the peer is created directly in that
     /// namespace (IFLA_NET_NS_FD inside VETH_INFO_PEER), so it never appears in ours.
+    /// `masterIndex` and `up` apply to the local side at creation (one request instead of three).
     public static func createVeth(name: String, peerName: String, peerNamespaceFD: Int32? = nil, mtu: UInt32? = nil,
-                                  mac: MACAddress? = nil, peerMAC: MACAddress? = nil) throws(NetlinkError) -> NetlinkRequest {
+                                  mac: MACAddress? = nil, peerMAC: MACAddress? = nil, masterIndex: Int32? = nil,
+                                  up: Bool = false) throws(NetlinkError) -> NetlinkRequest {
         try InterfaceName.validate(peerName, operation: "create veth peer")
-        return try newLink(kind: "veth", name: name, mtu: mtu, mac: mac, object: "\(name) (peer \(peerName))") { data in
+        return try newLink(kind: "veth", name: name, mtu: mtu, mac: mac, object: "\(name) (peer \(peerName))",
+                           up: up, masterIndex: masterIndex) { data in
             data.nested(Netlink.vethInfoPeer) { peer in
                 ifinfomsg(&peer)
                 commonLinkAttributes(&peer, name: peerName, mtu: mtu, mac: peerMAC)
@@ -101,6 +105,13 @@ public enum RouteMessages {
         if let mtu = c.mtu { b.attribute(Netlink.iflaMTU, u32: mtu) }
         if let mac = c.mac { b.attribute(Netlink.iflaAddress, bytes: mac.bytes) }
         if let m = c.masterIndex { b.attribute(Netlink.iflaMaster, u32: UInt32(bitPattern: m)) }
+        if let notify = c.arpNotify {
+            b.nested(Netlink.iflaAfSpec) { spec in
+                spec.nested(UInt16(Netlink.afInet)) { inet in
+                    inet.nested(Netlink.iflaInetConf) { conf in conf.attribute(Netlink.ipv4DevconfArpNotify, u32: notify ? 1 : 0) }
+                }
+            }
+        }
         return NetlinkRequest(bytes: b.finish(), operation: "set link", object: object ?? "index \(index)")
     }
 
@@ -156,6 +167,7 @@ public enum RouteMessages {
         ifaddrmsg(&b, family: family(a.prefix.family), prefixLength: UInt8(a.prefix.length), index: a.index)
         b.attribute(Netlink.ifaLocal, address: a.prefix.address)
         b.attribute(Netlink.ifaAddress, address: a.prefix.address)
+        if add, a.noDAD { b.attribute(Netlink.ifaFlags, u32: Netlink.ifaFNoDAD) }
         return NetlinkRequest(bytes: b.finish(), operation: add ? "add address" : "delete address",
                               object: "\(a.prefix) on index \(a.index)")
     }

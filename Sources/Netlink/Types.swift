@@ -94,8 +94,13 @@ public struct LinkChange: Sendable, Equatable {
     /// The bridge to enslave to; 0 releases it from its master.
     public var masterIndex: Int32?
     public var newName: String?
+    /// net.ipv4.conf.<link>.arp_notify, set over netlink (IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF)
+    /// rather than through /proc/sys, which needs a thread inside the link's namespace.
+    public var arpNotify: Bool?
 
-    public init(up: Bool? = nil, mtu: UInt32? = nil, mac: MACAddress? = nil, masterIndex: Int32? = nil, newName: String? = nil) {
+    public init(up: Bool? = nil, mtu: UInt32? = nil, mac: MACAddress? = nil, masterIndex: Int32? = nil, newName: String? = nil,
+                arpNotify: Bool? = nil) {
+        self.arpNotify = arpNotify
         self.up = up
         self.mtu = mtu
         self.mac = mac
@@ -108,10 +113,14 @@ public struct LinkChange: Sendable, Equatable {
 public struct InterfaceAddress: Sendable, Hashable {
     public var index: Int32
     public var prefix: IPPrefix
+    /// IPv6: usable at once, without duplicate address detection (IFA_F_NODAD), which is what
+    /// `accept_dad = 0` gives without a trip through /proc/sys inside the namespace.
+    public var noDAD: Bool
 
-    public init(index: Int32, prefix: IPPrefix) {
+    public init(index: Int32, prefix: IPPrefix, noDAD: Bool = false) {
         self.index = index
         self.prefix = prefix
+        self.noDAD = noDAD
     }
 }
 

@@ -58,6 +58,38 @@ struct PodInterfacesTests {
         #expect(!interfaces.check(spec(p1, "10.244.1.2")).isEmpty)
     }
 
+    /// IPv6 addresses skip DAD (no "tentative" window in which the pod cannot talk), the
+    /// loopback comes up, and a re-ADD of the same attachment replaces a leftover host side.
+    @Test func dualStackAddressesAreUsableAtOnce() throws {
+        let node = try TestNamespace("node")
+        let p1 = try TestNamespace("pod")
+        defer { p1.delete(); node.delete() }
+        let interfaces = PodInterfaces(host: try RouteClient(namespace: NetworkNamespace(path: node.path)), bridgeName: "nodenet0")
+        let bridge = try interfaces.ensureBridge(gateways: [IPPrefix("10.244.1.1/24")!, IPPrefix("fd00:10:244:1::1/64")!], mtu: nil)
+        var dual = spec(p1, "10.244.1.2")
+        dual.addresses.append((IPPrefix("fd00:10:244:1::2/64")!, IPAddress("fd00:10:244:1::1")!))
+        _ = try interfaces.setUp(dual, bridge: bridge)
+        let v6 = try p1.check(["ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"]).stdout
+        #expect(v6.contains("fd00:10:244:1::2/64") && !v6.contains("tentative"), "\(v6)")
+        #expect(try p1.check(["ip", "-o", "link", "show", "lo"]).stdout.contains("UP"))
+        #expect(try p1.check(["ip", "-6", "route", "show", "default"]).stdout.contains("via fd00:10:244:1::1 dev eth0"))
+        let ping6 = try p1.run(["ping", "-6", "-c", "1", "-W", "2", "fd00:10:244:1::1"])
+        #expect(ping6.ok, "pod to IPv6 gateway: \(ping6.stdout)\(ping6.stderr)")
+        #expect(interfaces.check(dual).isEmpty)
+
+        // The pod side gone (its namespace recreated, say) but the host side left: a new ADD
+        // for the same attachment replaces it.
+        try p1.check(["ip", "link", "del", "eth0"])
+        try node.check(["ip", "link", "add", dual.hostName, "type", "veth", "peer", "name", "leftover0"])
+        let again = try interfaces.setUp(dual, bridge: bridge)
+        #expect(again.host.kind == "veth" && again.host.masterIndex == bridge.index)
+        // An ifname already taken inside the pod is refused, and nothing is left behind.
+        var other = dual
+        other.hostName = "nnffffffff"
+        #expect(throws: PodInterfaceError.self) { try interfaces.setUp(other, bridge: bridge) }
+        #expect(try node.run(["ip", "link", "show", "nnffffffff"]).ok == false)
+    }
+
     @Test func failuresLeaveNothingBehind() throws {
         let node = try TestNamespace("node")
         let p1 = try TestNamespace("pod")

@@ -32,6 +32,7 @@ extension PodNetwork {
         guard let containerID = request.containerID, let ifname = request.ifname, let netns = request.netns else {
             throw CNIError(.invalidEnvironment, "ADD needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", version: version)
         }
+        let clock = ContinuousClock(), started = clock.now
         let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
         if await store.snapshot()[key] != nil {
             throw CNIError(.attachmentExists, "container \(containerID) already has \(ifname) on this network: DEL it first (CNI forbids a second ADD)",
@@ -58,6 +59,7 @@ extension PodNetwork {
         } catch {
             throw CNIError(error, version: request.replyVersion)
         }
+        let allocated = clock.now
         let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: hostName,
                                     addresses: allocations.map { ($0.address, $0.gateway) },
@@ -74,6 +76,7 @@ extension PodNetwork {
             throw CNIError(code, "\(error)", version: version)
         }
 
+        let wired = clock.now
         let attachment = PodAttachment(
             containerID: containerID, ifname: ifname, netns: netns,
             podNamespace: request.args.podNamespace, podName: request.args.podName, podUID: request.args.podUID,
@@ -89,6 +92,8 @@ extension PodNetwork {
         logger.info("pod attached", metadata: [
             "container": "\(containerID.prefix(12))", "pod": "\(attachment.pod?.description ?? "-")",
             "ips": "\(allocations.map(\.address.description))", "host": "\(hostName)",
+            // Where an ADD's time goes: checks and addresses, kernel interfaces, store record.
+            "ms": "\(Self.ms(allocated - started))/\(Self.ms(wired - allocated))/\(Self.ms(clock.now - wired))",
         ])
         return CNIResult.podAttachment(
             bridge: .init(name: created.bridge.name, mac: created.bridge.mac?.description),
@@ -96,6 +101,11 @@ extension PodNetwork {
             pod: .init(name: ifname, mac: created.container.mac?.description, sandbox: netns),
             allocations: allocations,
             dns: dnsBlock(namespace: request.args.podNamespace, request: request))
+    }
+
+    static func ms(_ d: Duration) -> String {
+        let us = d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
+        return "\(us / 1000).\(String(us % 1000 / 100))"
     }
 
     /// The pod's resolv.conf: the node-local DNS address and the Kubernetes search path.

@@ -87,7 +87,7 @@ public final class PodInterfaces: Sendable {
             let have = Set(try host.addresses(index: bridge.index).map(\.prefix))
             for gw in gateways where !have.contains(gw) {
                 do {
-                    try host.addAddress(InterfaceAddress(index: bridge.index, prefix: gw))
+                    try host.addAddress(InterfaceAddress(index: bridge.index, prefix: gw, noDAD: gw.family == .v6))  // gateways serve at once
                 } catch {
                     guard error.isExists else { throw error }
                 }
@@ -107,6 +107,12 @@ public final class PodInterfaces: Sendable {
     }
 
     /// Creates the pod's interface. On any failure everything this call created is removed.
+    ///
+    /// Every request here is on a pod's critical path, so the sequence is as short as the
+    /// kernel allows: the veth is created straight into the pod's namespace already enslaved,
+    /// up and with its MAC; `arp_notify` rides on the container side's "up" request; IPv6
+    /// addresses skip DAD by flag; the loopback is brought up by its fixed index. The only
+    /// thread that enters the namespace is the one opening the pod's netlink socket.
     public func setUp(_ spec: PodInterfaceSpec, bridge: Link) throws -> PodInterfaceResult {
         let ns: NetworkNamespace
         do {
@@ -115,67 +121,70 @@ public final class PodInterfaces: Sendable {
             throw PodInterfaceError.namespaceMissing(spec.netnsPath, error)
         }
         let pod = try wrap("open \(spec.netnsPath)") { try RouteClient(namespace: ns) }
-        if try wrap("look up \(spec.ifname)", { try pod.link(named: spec.ifname) }) != nil {
-            // A DEL in this namespace may still have its interface in the reaper's queue (DEL
-            // then ADD again, as a runtime retrying a sandbox does): let the queue finish first.
-            guard let reaper, reaper.hasPending else {
-                throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
-            }
-            reaper.drain()
-            if try wrap("look up \(spec.ifname)", { try pod.link(named: spec.ifname) }) != nil {
-                throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
-            }
-        }
-        let hostLink = try wrap("create veth \(spec.hostName)") { try createVeth(spec, ns) }
+        let hostLink = try createVeth(spec, ns, pod: pod, bridge: bridge)
         do {
-            return try configure(spec, ns: ns, pod: pod, hostLink: hostLink, bridge: bridge)
+            return try configure(spec, pod: pod, hostLink: hostLink, bridge: bridge)
         } catch {
             _ = try? host.deleteLink(named: spec.hostName)
             throw error
         }
     }
 
-    private func createVeth(_ spec: PodInterfaceSpec, _ ns: NetworkNamespace) throws -> Link {
+    private func createVeth(_ spec: PodInterfaceSpec, _ ns: NetworkNamespace, pod: RouteClient, bridge: Link) throws -> Link {
+        func create() throws(NetlinkError) -> Link {
+            try host.createVeth(name: spec.hostName, peerName: spec.ifname, peerNamespace: ns, mtu: spec.mtu, peerMAC: spec.mac,
+                                masterIndex: bridge.index, up: true)
+        }
+        let step = "create veth \(spec.hostName)"
         do {
-            return try host.createVeth(name: spec.hostName, peerName: spec.ifname, peerNamespace: ns, mtu: spec.mtu)
+            return try create()
         } catch {
-            guard error.isExists else { throw error }
+            guard error.isExists else { throw PodInterfaceError.kernel(step: step, error) }
+        }
+        // EEXIST: either the host name or the pod's ifname is taken.
+        if try wrap("look up \(spec.hostName)", { try host.link(named: spec.hostName) }) != nil {
             // A leftover of an attachment whose DEL never came: its name is derived from the
             // same (container, ifname), so it is ours to replace.
-            _ = try host.deleteLink(named: spec.hostName)
-            return try host.createVeth(name: spec.hostName, peerName: spec.ifname, peerNamespace: ns, mtu: spec.mtu)
+            return try wrap(step) {
+                _ = try host.deleteLink(named: spec.hostName)
+                return try create()
+            }
+        } else if let reaper, reaper.hasPending {
+            // A DEL in this namespace may still have its interface in the reaper's queue (DEL
+            // then ADD again, as a runtime retrying a sandbox does): let the queue finish first.
+            reaper.drain()
+            do {
+                return try create()
+            } catch {
+                guard error.isExists else { throw PodInterfaceError.kernel(step: step, error) }
+            }
         }
+        throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
     }
 
-    private func configure(_ spec: PodInterfaceSpec, ns: NetworkNamespace, pod: RouteClient, hostLink: Link, bridge: Link) throws -> PodInterfaceResult {
-        let step = "set up \(spec.ifname) in \(spec.netnsPath)"
-        try wrap(step) {
-            try host.setLink(index: hostLink.index, LinkChange(up: true, masterIndex: bridge.index))
-            if spec.hairpin { try host.setHairpin(portIndex: hostLink.index, enabled: true) }
+    private func configure(_ spec: PodInterfaceSpec, pod: RouteClient, hostLink: Link, bridge: Link) throws -> PodInterfaceResult {
+        if spec.hairpin {
+            try wrap("hairpin on \(spec.hostName)") { try host.setHairpin(portIndex: hostLink.index, enabled: true) }
         }
-        // Sysctls before addresses: DAD off means IPv6 addresses are usable at once.
-        var sysctls: [(key: String, value: String)] = [("net.ipv4.conf.\(spec.ifname).arp_notify", "1")]
-        if spec.addresses.contains(where: { $0.address.family == .v6 }) {
-            sysctls.append(("net.ipv6.conf.\(spec.ifname).accept_dad", "0"))
-        }
-        try wrap("sysctls in \(spec.netnsPath)") { try ns.setSysctls(sysctls) }
-        return try wrap(step) {
-            var container = try pod.requireLink(named: spec.ifname, for: "configure pod interface")
-            if let mac = spec.mac { try pod.setLink(index: container.index, LinkChange(mac: mac)) }
+        return try wrap("set up \(spec.ifname) in \(spec.netnsPath)") {
+            let container = try pod.requireLink(named: spec.ifname, for: "configure pod interface")
+            // Up with arp_notify in one request: a gratuitous ARP when it comes up tells the
+            // bridge and neighbours about a reused address at once.
+            try pod.setLink(index: container.index, LinkChange(up: true, arpNotify: true))
             for (address, _) in spec.addresses {
-                try pod.addAddress(InterfaceAddress(index: container.index, prefix: address))
+                try pod.addAddress(InterfaceAddress(index: container.index, prefix: address, noDAD: address.family == .v6))
             }
-            try pod.setLink(index: container.index, LinkChange(up: true))
-            if let lo = try pod.link(named: "lo"), !lo.isUp { try pod.setLink(index: lo.index, LinkChange(up: true)) }
+            try pod.setLink(index: Self.loopbackIndex, LinkChange(up: true))
             for (address, gateway) in spec.addresses {
                 let any = IPPrefix(address: address.family == .v4 ? IPAddress("0.0.0.0")! : IPAddress("::")!, length: 0)
                 try pod.replaceRoute(Route(destination: any, gateway: gateway, outputIndex: container.index, protocol: RouteProtocol.boot))
             }
-            container = try pod.link(index: container.index) ?? container
-            let hostNow = try host.link(index: hostLink.index) ?? hostLink
-            return PodInterfaceResult(bridge: bridge, host: hostNow, container: container)
+            return PodInterfaceResult(bridge: bridge, host: hostLink, container: container)
         }
     }
+
+    /// The loopback device is index 1 in every network namespace (LOOPBACK_IFINDEX).
+    static let loopbackIndex: Int32 = 1
 
     /// Runs a kernel step, turning its error into a PodInterfaceError that names the step.
     private func wrap<T>(_ step: String, _ body: () throws -> T) throws -> T {
