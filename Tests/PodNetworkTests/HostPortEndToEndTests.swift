@@ -36,19 +36,23 @@ struct HostPortEndToEndTests {
         /// Servers answering with the address they see the client at.
         func serve(in ns: TestNamespace, tcp: Int, udp: Int) throws {
             try cluster.spawn(in: ns, ["socat", "TCP-LISTEN:\(tcp),fork,reuseaddr", "SYSTEM:echo tcp-peer-$SOCAT_PEERADDR"])
-            try cluster.spawn(in: ns, ["socat", "UDP-RECVFROM:\(udp),fork", "SYSTEM:echo udp-peer-$SOCAT_PEERADDR"])
+            // One datagram per socat, in a bounded loop: with `fork` the parent waits for SIGCHLD,
+            // which the test process's spawn leaves blocked.
+            try cluster.spawn(in: ns, ["sh", "-c", "for i in $(seq 300); do socat -T1 UDP-RECVFROM:\(udp) 'SYSTEM:echo udp-peer-$SOCAT_PEERADDR'; done"])
         }
 
-        /// One TCP exchange; the answer's text, or "" (refused, timed out).
+        /// One TCP exchange: the server's answer ("tcp-peer-<client address>"), or "" (refused, timed out).
         func tcp(from ns: TestNamespace, port: Int) throws -> String {
-            try cluster.request(from: ns, HostPortEndToEndTests.nodeIP, port, timeout: 2).stdout
+            try cluster.request(from: ns, HostPortEndToEndTests.nodeIP, port, timeout: 2).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
         func udp(from ns: TestNamespace, port: Int) throws -> String {
-            try ns.run(["socat", "-T2", "-", "UDP:\(HostPortEndToEndTests.nodeIP):\(port)"], stdin: "ping\n", timeout: 8).stdout
+            try ns.run(["socat", "-t2", "-T2", "-", "UDP:\(HostPortEndToEndTests.nodeIP):\(port)"], stdin: "ping\n", timeout: 8).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
-        /// Retries a probe until it answers (servers start asynchronously), bounded.
+        /// Retries a probe until it answers (servers start asynchronously; the UDP server takes
+        /// one datagram per process), bounded.
         func eventually(_ probe: () throws -> String) rethrows -> String {
             for _ in 0..<20 {
                 let out = try probe()
@@ -86,15 +90,15 @@ struct HostPortEndToEndTests {
         let (client, _) = try f.pod("client", mappings: "[]")
 
         // From outside: DNAT to the pod, the client's address preserved.
-        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) }.contains("tcp-peer-192.168.1.1:"))
-        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) }.contains("udp-peer-192.168.1.1:"))
+        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) } == "tcp-peer-192.168.1.1")
+        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) } == "udp-peer-192.168.1.1")
         // Hairpin: a pod of this node, and the pod itself, through the node's address; the
         // replies come back through the node because the source was masqueraded.
-        #expect(try f.tcp(from: client, port: 8080).contains("tcp-peer-10.244.1.1:"), "another pod of the node")
-        #expect(try f.tcp(from: web, port: 8080).contains("tcp-peer-10.244.1.1:"), "the pod itself")
-        #expect(try f.udp(from: client, port: 9090).contains("udp-peer-10.244.1.1:"))
+        #expect(try f.tcp(from: client, port: 8080) == "tcp-peer-10.244.1.1", "another pod of the node")
+        #expect(try f.tcp(from: web, port: 8080) == "tcp-peer-10.244.1.1", "the pod itself")
+        #expect(try f.eventually { try f.udp(from: client, port: 9090) } == "udp-peer-10.244.1.1")
         // The node itself, through its own address (the output chain).
-        #expect(try f.tcp(from: f.node.ns, port: 8080).contains("tcp-peer-\(Self.nodeIP):"))
+        #expect(try f.tcp(from: f.node.ns, port: 8080) == "tcp-peer-\(Self.nodeIP)")
 
         let comments = try f.rules("hostports").map(\.comment)
         #expect(comments.sorted() == ["web/eth0 tcp *:8080>\(webIP):80", "web/eth0 udp *:9090>\(webIP):90"])
@@ -113,12 +117,12 @@ struct HostPortEndToEndTests {
 
         // The agent stopped: the rules stay (no flush on the way down), traffic keeps flowing.
         _ = f.node.agent.stop()
-        #expect(try f.udp(from: f.cluster.fabric, port: 9090).contains("udp-peer-192.168.1.1:"), "while the agent is down")
+        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) } == "udp-peer-192.168.1.1", "while the agent is down")
         // Started again: the deleted rule is repaired, the kept one is the same rule (same handle).
         try f.node.agent.start()
         #expect(try f.rules("hostports").first { $0.comment.contains(" udp ") }?.handle == udpRule.handle, "kept, not rewritten")
         #expect(try f.rules("hostports").count == 2)
-        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) }.contains("tcp-peer-192.168.1.1:"), "repaired at start")
+        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) } == "tcp-peer-192.168.1.1", "repaired at start")
         #expect(try f.node.cni.run("CHECK", containerID: "web", netns: web.path, stdin: prev).ok)
 
         // DEL removes the rules, twice is fine; the port answers no more.
