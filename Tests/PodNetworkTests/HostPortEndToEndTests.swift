@@ -158,5 +158,11 @@ struct HostPortEndToEndTests {
         #expect(try f.node.cni.run("DEL", containerID: "first", netns: f.pods[0].path).ok)
         let again = try f.node.cni.run("ADD", containerID: "second", netns: f.pods[1].path, stdin: f.config(#"[{"hostPort":8080,"containerPort":81}]"#))
         #expect(again.ok, "after the DEL of its holder the port is free: \(again.stdout)")
+
+        // GC keeping only "second": the mappings of "fourth" go with it.
+        let gc = try f.node.cni.run("GC", ifname: "", stdin: String(f.node.cni.config.dropLast())
+            + #","cni.dev/valid-attachments":[{"containerID":"second","ifname":"eth0"}]}"#)
+        #expect(gc.ok, "\(gc.stdout)")
+        #expect(try f.rules("hostports").map(\.comment) == ["second/eth0 tcp *:8080>10.244.1.4:81"])
     }
 }
