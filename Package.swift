@@ -10,6 +10,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "nodenet", targets: ["nodenet"]),
+        // The CNI plugin alone, installed as /opt/cni/bin/nodenet: the same code as `nodenet cni`
+        // without the agent's modules, so each pod's exec starts as fast as a Go plugin.
+        .executable(name: "nodenet-cni", targets: ["nodenet-cni"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -81,11 +84,19 @@ let package = Package(
         .target(name: "ControlClient", swiftSettings: strict),
         .testTarget(name: "ControlClientTests", dependencies: ["ControlClient"]),
 
+        // The CNI spec's types: config, env, results per version, errors, the shim-agent envelope.
+        // FoundationEssentials only (no ICU), because the plugin executable links it.
+        .target(name: "CNIProtocol", dependencies: ["IPAddressing"], exclude: ["README.md"], swiftSettings: strict),
+        .testTarget(name: "CNIProtocolTests", dependencies: ["CNIProtocol", "NodenetTestSupport"]),
+        // What the runtime executes: parse, forward to the agent, print; the agent-down paths.
+        .target(name: "CNIShim", dependencies: ["CNIProtocol", "ControlClient", "Netlink"], swiftSettings: strict),
+        .executableTarget(name: "nodenet-cni", dependencies: ["CNIShim"], swiftSettings: strict),
+
         .target(name: "PodNetwork", dependencies: [
-            "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
+            "CNIProtocol", "IPAddressing", "ControlClient", "Netlink", "IPAM", "ClusterState", "CShims",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),
-        ], exclude: ["CNI/README.md"], swiftSettings: strict),
+        ], swiftSettings: strict),
         .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
 
         .target(name: "NodeRoutes", dependencies: [
@@ -141,11 +152,11 @@ let package = Package(
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NodenetTestSupport", "ControlClient"]),
 
         // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
-        .target(name: "NodenetTestSupport", swiftSettings: strict),
+        .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing"], swiftSettings: strict),
 
         // The executable: argument parsing and the CNI entry point, nothing else.
         .executableTarget(name: "nodenet", dependencies: [
-            "Agent", "PodNetwork", "ControlClient",
+            "Agent", "PodNetwork", "ControlClient", "CNIShim",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
     ]

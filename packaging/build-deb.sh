@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds dist/nodenet_<version>_<arch>.deb from the release binary with dpkg-deb.
-# Usage: packaging/build-deb.sh [--binary PATH]   (default: builds the release binary first)
+# Usage: packaging/build-deb.sh [--binary PATH]   (default: builds the release binaries first;
+#   with --binary, nodenet-cni is taken from the same directory)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -8,6 +9,7 @@ binary=""
 [ "${1:-}" = "--binary" ] && binary=$2
 if [ -z "$binary" ]; then
   swift build -c release --static-swift-stdlib --product nodenet
+  swift build -c release --static-swift-stdlib --product nodenet-cni
   binary="$here/.build/release/nodenet"
 fi
 version=$("$binary" version | awk '{print $2}')
@@ -16,7 +18,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
 packaging/install.sh --destdir "$stage" --binary "$binary"
-strip --strip-unneeded "$stage/usr/bin/nodenet"
+strip --strip-unneeded "$stage/usr/bin/nodenet" "$stage/usr/bin/nodenet-cni"
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: nodenet

@@ -11,6 +11,7 @@ keep=0
 
 scripts/setup.sh
 bin=$(swift build --show-bin-path)/nodenet
+cni=$(swift build --show-bin-path)/nodenet-cni   # the plugin executable (/opt/cni/bin/nodenet on a node)
 
 P=nndemo                      # namespace prefix: fabric, node1..3
 T=$(mktemp -d /tmp/nodenet-demo.XXXX)
@@ -127,13 +128,13 @@ for n in "${nodes[@]}"; do
 done
 
 # A pod is a network namespace attached through the CNI path: the runtime's job, done here by
-# executing the plugin (the nodenet binary) from the node's namespace, as containerd would.
+# executing the plugin (nodenet-cni) from the node's namespace, as containerd would.
 cni_add() {  # node pod
   local node=$1 pod=$2
   ip netns add $P-$pod
   echo "{\"cniVersion\":\"1.1.0\",\"name\":\"nodenet\",\"type\":\"nodenet\",\"socket\":\"$T/$node/run/nodenet.sock\"}" > "$T/$pod.conf"
   nsenter --net=/var/run/netns/$P-$node env CNI_COMMAND=ADD CNI_CONTAINERID=$pod-0001 CNI_NETNS=/var/run/netns/$P-$pod \
-    CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin CNI_ARGS="K8S_POD_NAMESPACE=apps;K8S_POD_NAME=$pod" "$bin" < "$T/$pod.conf" > "$T/$pod.result"
+    CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin CNI_ARGS="K8S_POD_NAMESPACE=apps;K8S_POD_NAME=$pod" "$cni" < "$T/$pod.conf" > "$T/$pod.result"
   ip=$(grep -o '"address":"[0-9.]*' "$T/$pod.result" | cut -d'"' -f4)
   # The runtime writes the pod's resolv.conf from the result's dns block; `ip netns exec`
   # shows /etc/netns/<ns>/resolv.conf to programs in the namespace.

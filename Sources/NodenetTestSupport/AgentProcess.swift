@@ -25,6 +25,13 @@ public final class AgentProcess: @unchecked Sendable {
         return FileManager.default.currentDirectoryPath + "/.build/debug/nodenet"
     }
 
+    /// The CNI plugin executable built next to `binary` (override with NODENET_CNI_BIN): what a
+    /// runtime execs as /opt/cni/bin/nodenet.
+    public static var cniBinary: String {
+        if let b = ProcessInfo.processInfo.environment["NODENET_CNI_BIN"] { return b }
+        return URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("nodenet-cni").path
+    }
+
     public init(namespace: TestNamespace, directory: TempDirectory, args: [String] = [], environment: [String: String] = [:],
                 logName: String? = nil) {
         self.namespace = namespace

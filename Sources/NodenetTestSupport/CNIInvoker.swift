@@ -1,18 +1,22 @@
 import Foundation
 
-/// Executes the built binary as a CNI plugin, the way a runtime does: from inside the node's
-/// namespace, with CNI_* variables and the network configuration on stdin.
+/// Executes the built plugin the way a runtime does: from inside the node's namespace, with
+/// CNI_* variables and the network configuration on stdin. `plugin` is the nodenet-cni
+/// executable unless a test picks the full nodenet binary (which takes the same path).
 public struct CNIInvoker: Sendable {
     public let node: TestNamespace
     public let socket: String
     public var version: String
     public var network: String
+    public var plugin: String
 
-    public init(node: TestNamespace, socket: String, version: String = "1.1.0", network: String = "nodenet") {
+    public init(node: TestNamespace, socket: String, version: String = "1.1.0", network: String = "nodenet",
+                plugin: String = AgentProcess.cniBinary) {
         self.node = node
         self.socket = socket
         self.version = version
         self.network = network
+        self.plugin = plugin
     }
 
     public var config: String {
@@ -29,7 +33,7 @@ public struct CNIInvoker: Sendable {
         if !ifname.isEmpty { env["CNI_IFNAME"] = ifname }
         if !args.isEmpty { env["CNI_ARGS"] = args }
         env.merge(extraEnvironment) { _, new in new }
-        return try Shell.run(["/usr/bin/nsenter", "--net=\(node.path)", AgentProcess.binary], stdin: stdin ?? config,
+        return try Shell.run(["/usr/bin/nsenter", "--net=\(node.path)", plugin], stdin: stdin ?? config,
                              environment: env, timeout: timeout)
     }
 

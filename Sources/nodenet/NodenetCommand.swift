@@ -1,5 +1,6 @@
 import Agent
 import ArgumentParser
+import CNIShim
 
 @available(macOS 10.15, *)
 struct NodenetCommand: AsyncParsableCommand {

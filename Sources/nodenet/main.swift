@@ -1,5 +1,6 @@
 // The nodenet executable: argument parsing and the CNI entry point, nothing else.
 import ArgumentParser
+import CNIShim
 #if canImport(Glibc)
 import Glibc
 #endif

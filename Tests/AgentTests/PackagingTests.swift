@@ -24,12 +24,13 @@ import Testing
         let stage = dir.file("root")
         try Shell.check(["packaging/install.sh", "--destdir", stage, "--binary", AgentProcess.binary])
         let fm = FileManager.default
-        for f in ["usr/bin/nodenet", "etc/nodenet/config.yaml", "etc/cni/net.d/10-nodenet.conflist",
+        for f in ["usr/bin/nodenet", "usr/bin/nodenet-cni", "etc/nodenet/config.yaml", "etc/cni/net.d/10-nodenet.conflist",
                   "lib/systemd/system/nodenet.service", "etc/iproute2/rt_protos.d/nodenet.conf"] {
             #expect(fm.fileExists(atPath: "\(stage)/\(f)"), "missing /\(f)")
         }
-        #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/opt/cni/bin/nodenet") == "/usr/bin/nodenet")
+        #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/opt/cni/bin/nodenet") == "/usr/bin/nodenet-cni")
         #expect(fm.isExecutableFile(atPath: "\(stage)/usr/bin/nodenet"))
+        #expect(fm.isExecutableFile(atPath: "\(stage)/usr/bin/nodenet-cni"))
     }
 
     @Test func conflistIsValidJSONNamingThePlugin() throws {

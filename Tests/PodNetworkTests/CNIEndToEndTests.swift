@@ -76,10 +76,35 @@ struct CNIEndToEndTests {
 
         #expect(try node.cni.run("DEL", containerID: "c1", netns: p1.path).ok)
         #expect(try node.cni.run("DEL", containerID: "c1", netns: p1.path).ok, "DEL twice is fine")
-        #expect(try p1.run(["ip", "link", "show", "eth0"]).ok == false)
+        // The interface goes in the background, right after the reply (LinkReaper).
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = try p1.run(["ip", "link", "show", "eth0"]).ok == false
+            if !gone { usleep(20_000) }
+        }
+        #expect(gone, "DEL removes the pod's interface")
         // The released address is not handed out again at once (round-robin), but it is free.
         let add3 = try node.cni.run("ADD", containerID: "c3", netns: p1.path, args: "IP=\(ip)")
         #expect(CNIInvoker.address(add3) == ip, "a requested address is honoured once free")
+    }
+
+    /// /opt/cni/bin/nodenet is the lean nodenet-cni executable; the full nodenet binary takes
+    /// the same path when exec'd with CNI_COMMAND set, and as `nodenet cni`.
+    @Test func fullBinaryIsThePluginToo() throws {
+        let node = try Node()
+        defer { node.close() }
+        let full = CNIInvoker(node: node.ns, socket: node.agent.socket, plugin: AgentProcess.binary)
+        let version = try full.run("VERSION")
+        #expect(version.ok && (CNIInvoker.json(version)["supportedVersions"] as? [String])?.contains("1.1.0") == true, "\(version.stdout)")
+        let p1 = try node.pod()
+        let add = try full.run("ADD", containerID: "full1", netns: p1.path)
+        #expect(CNIInvoker.address(add) != nil, "ADD through the full binary: \(add.stdout)")
+        // The explicit subcommand, with the same environment.
+        let del = try Shell.run(["/usr/bin/nsenter", "--net=\(node.ns.path)", AgentProcess.binary, "cni"], stdin: full.config,
+                                environment: ["CNI_COMMAND": "DEL", "CNI_CONTAINERID": "full1", "CNI_NETNS": p1.path, "CNI_IFNAME": "eth0",
+                                              "CNI_PATH": "/opt/cni/bin"])
+        #expect(del.ok, "nodenet cni DEL: \(del.stdout) \(del.stderr)")
+        #expect(!(try node.agent.cli(["status", "--json"]).stdout.contains("full1")), "the attachment is gone")
     }
 
     @Test func delWithNamespaceGoneAndWithAgentDown() throws {

@@ -1,3 +1,4 @@
+import NodenetTestSupport
 import Testing
 @testable import PodNetwork
 

@@ -1,6 +1,7 @@
 import ClusterState
 import IPAddressing
 import Netlink
+import NodenetTestSupport
 import Testing
 @testable import PodNetwork
 

@@ -25,7 +25,7 @@ struct PodmanTests {
         let bin = dir.file("cni-bin"), netd = dir.file("net.d")
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: netd, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: bin + "/nodenet", withDestinationPath: AgentProcess.binary)
+        try FileManager.default.createSymbolicLink(atPath: bin + "/nodenet", withDestinationPath: AgentProcess.cniBinary)
         _ = dir.write("net.d/10-nodenet.conflist", """
             {"cniVersion":"1.0.0","name":"nodenet","plugins":[{"type":"nodenet","socket":"\(agent.socket)","capabilities":{"portMappings":true}}]}
             """)

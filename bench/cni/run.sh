@@ -3,14 +3,17 @@
 #   1. PODS serial ADDs then DELs, each plugin exec'd from a loop inside the node namespace
 #      (as a runtime does): ../shared/bench/cni-reference.sh for the reference, the same loop here.
 #   2. BURST ADDs started at once: ../shared/bench/cni-reference-concurrent.sh, the same here.
-# nodenet is the release binary (static Swift stdlib), its agent running in the node namespace.
+# The plugin is the release nodenet-cni executable (static Swift stdlib; installed as
+# /opt/cni/bin/nodenet), the agent the release nodenet binary running in the node namespace.
 # Usage (root): bench/cni/run.sh [PODS] [BURST] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-50}; B=${2:-100}; ROUNDS=${3:-3}
 REF=${REF:-../shared/bench}
 swift build -c release --static-swift-stdlib --product nodenet >/dev/null
-BIN=$PWD/.build/release/nodenet
+swift build -c release --static-swift-stdlib --product nodenet-cni >/dev/null
+AGENT=$PWD/.build/release/nodenet
+BIN=$PWD/.build/release/nodenet-cni
 P=cnibench$$
 DATA=$(mktemp -d)
 cleanup() {
@@ -23,9 +26,9 @@ trap cleanup EXIT
 
 start_agent() {  # $1 node ns, $2 cidr
   mkdir -p "$DATA/$1"
-  nsenter --net=/var/run/netns/$1 "$BIN" agent --node-name node1 --pod-cidrs "$2" --state-dir "$DATA/$1/state" \
+  nsenter --net=/var/run/netns/$1 "$AGENT" agent --node-name node1 --pod-cidrs "$2" --state-dir "$DATA/$1/state" \
     --run-dir "$DATA/$1/run" --metrics-listen "" > "$DATA/$1/agent.log" 2>&1 &
-  for _ in $(seq 100); do "$BIN" status --socket "$DATA/$1/run/nodenet.sock" >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do "$AGENT" status --socket "$DATA/$1/run/nodenet.sock" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "agent did not start" >&2; exit 1
 }
 

@@ -15,9 +15,12 @@ struct PodNetworkService: AgentActor {
         agent.board.register(name)
         let started = ContinuousClock.now
         let config = agent.config
-        let host: RouteClient
+        // Both in the agent's own namespace (the node's): one for the request path, one for
+        // removing DELs' interfaces in the background.
+        let host: RouteClient, reaper: RouteClient
         do {
             host = try RouteClient()
+            reaper = try RouteClient()
         } catch {
             agent.board.failed(name, "cannot open netlink: \(error)")
             throw error
@@ -36,7 +39,7 @@ struct PodNetworkService: AgentActor {
                 bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
                 dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
-            store: agent.store, database: agent.database.writer, host: host, nftables: nftables, logger: agent.logger)
+            store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
         @Sendable func applySubnets() {
             let cidrs = agent.podCIDRs
@@ -78,6 +81,7 @@ struct PodNetworkService: AgentActor {
                 await report((ContinuousClock.now - t).seconds)
             }
         }
+        pods.drainReleases()  // interfaces of DELs already answered are removed before exit
     }
 
     /// The underlay's MTU (the link that holds the node address), less 50 for vxlan.

@@ -1,3 +1,4 @@
+@_exported import CNIProtocol  // the agent side speaks the protocol types; users of PodNetwork get them too
 import ClusterState
 import Foundation
 import GRDB
@@ -45,14 +46,16 @@ public final class PodNetwork: Sendable {
         var bridge: Link?
     }
 
-    /// - Parameter nftables: a netfilter session for the host port chains; without one, ADDs
-    ///   that ask for port mappings fail.
+    /// `reaperClient`: a second rtnetlink client in the host's namespace; with it a DEL
+    /// replies before the kernel has finished unregistering the pod's veth (PodInterfaces).
+    /// `nftables`: a netfilter session for the host port chains; without one, ADDs that ask
+    /// for port mappings fail.
     public init(configuration: PodNetworkConfiguration, store: ClusterStore, database: any DatabaseWriter, host: RouteClient,
-                nftables: NetlinkSession? = nil, logger: Logger) {
+                reaperClient: RouteClient? = nil, nftables: NetlinkSession? = nil, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.database = database
-        interfaces = PodInterfaces(host: host, bridgeName: configuration.bridgeName)
+        interfaces = PodInterfaces(host: host, bridgeName: configuration.bridgeName, reaperClient: reaperClient)
         hostPorts = HostPortTable(session: nftables)
         self.logger = logger
     }
@@ -131,7 +134,7 @@ public final class PodNetwork: Sendable {
     func remove(containerID: String, ifname: String, reason: String) async -> Bool {
         let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
         var did = false
-        if (try? interfaces.tearDown(hostName: hostName)) == true { did = true }
+        if (try? interfaces.release(hostName: hostName)) == true { did = true }
         if let allocator = state.withLock({ $0.allocator }) {
             if let released = try? allocator.release(containerID: containerID, ifname: ifname), !released.isEmpty { did = true }
         }
@@ -146,6 +149,11 @@ public final class PodNetwork: Sendable {
         }
         if did { logger.info("attachment released", metadata: ["container": "\(containerID)", "ifname": "\(ifname)", "reason": "\(reason)"]) }
         return did
+    }
+
+    /// Waits until background interface removals have run (see `PodInterfaces.release`).
+    public func drainReleases() {
+        interfaces.drainReleases()
     }
 
     func current() -> (AddressAllocator?, Link?) {

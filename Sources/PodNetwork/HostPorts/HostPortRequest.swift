@@ -1,6 +1,7 @@
 // What an ADD's `runtimeConfig.portMappings` may ask for. The shim already refused ports
 // outside 1-65535, unknown protocols and unparsable hostIPs (NetworkConfigWire); this checks
 // what needs the node: the pod's address families and the host ports other pods hold.
+import CNIProtocol
 import ClusterState
 import IPAddressing
 

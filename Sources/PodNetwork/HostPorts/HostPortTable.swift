@@ -1,6 +1,7 @@
 // The host ports this node forwards, and the kernel chains that do it. The attachments in the
 // store are the record (PodAttachment.portMappings); this table mirrors them in memory so
 // that concurrent ADDs claim ports atomically and every rewrite sees every claim.
+import CNIProtocol
 import ClusterState
 import IPAddressing
 import Netlink

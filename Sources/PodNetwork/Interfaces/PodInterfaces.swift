@@ -57,10 +57,15 @@ public enum PodInterfaceError: Error, CustomStringConvertible, Sendable {
 public final class PodInterfaces: Sendable {
     public let host: RouteClient
     public let bridgeName: String
+    /// Set: `release(hostName:)` deletes in the background (see LinkReaper).
+    let reaper: LinkReaper?
 
-    public init(host: RouteClient, bridgeName: String) {
+    /// `reaperClient`, a second client in the same namespace as `host`, makes interface
+    /// removal on DEL asynchronous; without it removal happens before `release` returns.
+    public init(host: RouteClient, bridgeName: String, reaperClient: RouteClient? = nil) {
         self.host = host
         self.bridgeName = bridgeName
+        reaper = reaperClient.map(LinkReaper.init(client:))
     }
 
     /// The node bridge with the gateway address of every pod subnet, up.
@@ -111,7 +116,15 @@ public final class PodInterfaces: Sendable {
         }
         let pod = try wrap("open \(spec.netnsPath)") { try RouteClient(namespace: ns) }
         if try wrap("look up \(spec.ifname)", { try pod.link(named: spec.ifname) }) != nil {
-            throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
+            // A DEL in this namespace may still have its interface in the reaper's queue (DEL
+            // then ADD again, as a runtime retrying a sandbox does): let the queue finish first.
+            guard let reaper, reaper.hasPending else {
+                throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
+            }
+            reaper.drain()
+            if try wrap("look up \(spec.ifname)", { try pod.link(named: spec.ifname) }) != nil {
+                throw PodInterfaceError.interfaceExists(ifname: spec.ifname, netns: spec.netnsPath)
+            }
         }
         let hostLink = try wrap("create veth \(spec.hostName)") { try createVeth(spec, ns) }
         do {
@@ -186,6 +199,27 @@ public final class PodInterfaces: Sendable {
         } catch let e as NetlinkError {
             throw PodInterfaceError.kernel(step: "delete \(hostName)", e)
         }
+    }
+
+    /// Removes the pod's interface for a DEL: in the background when there is a reaper, else
+    /// as `tearDown`. True when there was an interface to remove.
+    @discardableResult
+    public func release(hostName: String) throws -> Bool {
+        guard let reaper else { return try tearDown(hostName: hostName) }
+        let link: Link?
+        do {
+            link = try host.link(named: hostName)
+        } catch {
+            throw PodInterfaceError.kernel(step: "look up \(hostName)", error)
+        }
+        guard let link else { return false }
+        reaper.delete(index: link.index)
+        return true
+    }
+
+    /// Waits for background removals queued so far (agent shutdown, tests).
+    public func drainReleases() {
+        reaper?.drain()
     }
 
     /// What CHECK verifies: the host side on the bridge, the container side up with its

@@ -1,6 +1,7 @@
 import IPAddressing
+import NodenetTestSupport
 import Testing
-@testable import PodNetwork
+@testable import CNIProtocol
 
 @Suite struct CNIEnvironmentTests {
     @Test func kubernetesAddParses() throws {

@@ -1,6 +1,7 @@
 import IPAddressing
+import NodenetTestSupport
 import Testing
-@testable import PodNetwork
+@testable import CNIProtocol
 
 /// Every case runs for every supported version, as the reference plugins' tests do.
 @Suite struct NetworkConfigTests {

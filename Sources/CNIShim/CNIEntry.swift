@@ -1,7 +1,6 @@
-import ArgumentParser
+import CNIProtocol
 import ControlClient
 import Netlink
-import PodNetwork
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,11 +10,11 @@ import Glibc
 /// answered here. When the agent is down: ADD waits a bounded time then says "try again
 /// later" (11), STATUS says "not available" (50), DEL tears the pod's interface down itself
 /// and queues the address release for the agent to finish when it starts.
-enum CNIEntry {
+public enum CNIEntry {
     /// How long ADD keeps trying to reach an agent that is (re)starting.
     static let addWaitMilliseconds: Int64 = 10_000
 
-    static func run() -> Int32 {
+    public static func run() -> Int32 {
         let environment = ProcessEnvironment.all()
         let stdin = readStdin()
         if environment["CNI_COMMAND"] == "VERSION" {
@@ -113,15 +112,5 @@ enum CNIEntry {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
-}
-
-/// `nodenet cni`: the same entry point, for runtimes or people that call it explicitly.
-struct CNICommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cni", abstract: "Act as the CNI plugin (reads CNI_* from the environment, config on stdin).")
-
-    func run() throws {
-        let code = CNIEntry.run()
-        if code != 0 { throw ExitCode(code) }
     }
 }

@@ -1,23 +1,7 @@
 import IPAddressing
+import NodenetTestSupport
 import Testing
-@testable import PodNetwork
-
-/// What an ADD on a dual-stack node returns: bridge, host veth, pod interface.
-let sampleResult = CNIResult(
-    interfaces: [
-        .init(name: "nodenet0", mac: "0a:58:0a:f4:01:01"),
-        .init(name: "veth1a2b3c4d", mac: "ee:11:22:33:44:55"),
-        .init(name: "eth0", mac: "0a:58:0a:f4:01:05", mtu: 1450, sandbox: "/var/run/netns/cni-1234"),
-    ],
-    ips: [
-        .init(address: IPPrefix("10.244.1.5/24")!, gateway: IPAddress("10.244.1.1"), interface: 2),
-        .init(address: IPPrefix("fd00:10:244:1::5/64")!, gateway: IPAddress("fd00:10:244:1::1"), interface: 2),
-    ],
-    routes: [
-        .init(dst: IPPrefix("0.0.0.0/0")!, gw: IPAddress("10.244.1.1")),
-        .init(dst: IPPrefix("::/0")!, gw: IPAddress("fd00:10:244:1::1"), mtu: 1400, priority: 100),
-    ],
-    dns: .init(nameservers: ["10.96.0.10"], search: ["apps.svc.cluster.local", "svc.cluster.local"], options: ["ndots:5"]))
+@testable import CNIProtocol
 
 private let dnsJSON = #""dns":{"nameservers":["10.96.0.10"],"options":["ndots:5"],"search":["apps.svc.cluster.local","svc.cluster.local"]}"#
 private let hostInterfacesJSON = #"{"mac":"0a:58:0a:f4:01:01","name":"nodenet0"},{"mac":"ee:11:22:33:44:55","name":"veth1a2b3c4d"}"#

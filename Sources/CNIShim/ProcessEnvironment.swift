@@ -2,13 +2,14 @@
 import Glibc
 #endif
 
-enum ProcessEnvironment {
-    static func get(_ name: String) -> String? {
+/// The process environment without Foundation (the shim's start-up stays lean).
+public enum ProcessEnvironment {
+    public static func get(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }
     }
 
     /// Every variable, for forwarding a CNI request.
-    static func all() -> [String: String] {
+    public static func all() -> [String: String] {
         var out: [String: String] = [:]
         var p = environ
         while let entry = p.pointee {

@@ -1,4 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// CNI DELs that could not reach the agent. The shim tears down the pod's interface itself
 /// and leaves one small file per attachment under `runDir/pending-deletes`; the agent releases
