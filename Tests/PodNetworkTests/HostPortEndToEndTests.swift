@@ -119,6 +119,8 @@ struct HostPortEndToEndTests {
         _ = f.node.agent.stop()
         #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) } == "udp-peer-192.168.1.1", "while the agent is down")
         // Started again: the deleted rule is repaired, the kept one is the same rule (same handle).
+        // This also proves the service proxy's start-up sync leaves the chains alone (without
+        // them in its foreignObjects it deletes them).
         try f.node.agent.start()
         #expect(try f.rules("hostports").first { $0.comment.contains(" udp ") }?.handle == udpRule.handle, "kept, not rewritten")
         #expect(try f.rules("hostports").count == 2)
