@@ -21,6 +21,8 @@ public struct CNIErrorCode: RawRepresentable, Hashable, Sendable, Codable, Custo
     public static let addressesExhausted = Self(rawValue: 101)
     /// nodenet: the attachment already exists (ADD without DEL).
     public static let attachmentExists = Self(rawValue: 102)
+    /// nodenet: a requested host port is mapped to another attachment already.
+    public static let hostPortTaken = Self(rawValue: 103)
 
     public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(UInt.self) }
     public func encode(to encoder: any Encoder) throws {

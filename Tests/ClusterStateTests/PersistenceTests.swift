@@ -202,4 +202,18 @@ func eventually(_ condition: @Sendable () async -> Bool) async throws {
             try PodSubnets.nextLease(node: "c", clusterCIDR: IPPrefix("10.244.0.0/24")!, maskSize: 25, in: snap)
         }
     }
+
+    @Test func attachmentsStoredBeforePortMappingsStillDecode() throws {
+        let old = #"{"containerID":"c1","hostInterface":"nn1","ifname":"eth0","ips":["10.244.1.5/24"],"netns":"/x","network":"nodenet"}"#
+        guard case .attachment(let a) = try ObjectCoding.decode(kind: .attachment, Data(old.utf8)) else {
+            Issue.record("not an attachment"); return
+        }
+        #expect(a.portMappings.isEmpty)
+        let mapped = PodAttachment(containerID: "c2", ifname: "eth0", netns: "/x", ips: [IPPrefix("10.244.1.6/24")!], hostInterface: "nn2",
+                                   portMappings: [.init(hostPort: 8080, containerPort: 80, protocol: .udp, hostIP: IPAddress("192.168.1.11"))])
+        guard case .attachment(let back) = try ObjectCoding.decode(kind: .attachment, try ObjectCoding.encode(.attachment(mapped))) else {
+            Issue.record("not an attachment"); return
+        }
+        #expect(back == mapped)
+    }
 }

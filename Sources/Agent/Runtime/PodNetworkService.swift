@@ -25,12 +25,21 @@ struct PodNetworkService: AgentActor {
             agent.board.failed(name, "cannot open netlink: \(error)")
             throw error
         }
+        // Host port chains (in nodenet's nftables tables); without netfilter netlink the pods
+        // still attach, only ADDs asking for port mappings fail.
+        let nftables: NetlinkSession?
+        do {
+            nftables = try NetlinkSession(protocol: Netlink.netfilter)
+        } catch {
+            agent.logger.error("no nftables session: host ports are unavailable", metadata: ["error": "\(error)"])
+            nftables = nil
+        }
         let pods = PodNetwork(
             configuration: PodNetworkConfiguration(
                 bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
                 dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
-            store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, logger: agent.logger)
+            store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
         @Sendable func applySubnets() {
             let cidrs = agent.podCIDRs

@@ -15,9 +15,12 @@ public struct PodAttachment: Hashable, Sendable, Codable {
     public var hostInterface: String
     public var mac: String?
     public var network: String
+    /// Host ports forwarded to this attachment (the CNI `portMappings` capability of its ADD).
+    public var portMappings: [PortMapping]
 
     public init(containerID: String, ifname: String, netns: String, podNamespace: String? = nil, podName: String? = nil,
-                podUID: String? = nil, ips: [IPPrefix], hostInterface: String, mac: String? = nil, network: String = "nodenet") {
+                podUID: String? = nil, ips: [IPPrefix], hostInterface: String, mac: String? = nil, network: String = "nodenet",
+                portMappings: [PortMapping] = []) {
         self.containerID = containerID
         self.ifname = ifname
         self.netns = netns
@@ -28,6 +31,43 @@ public struct PodAttachment: Hashable, Sendable, Codable {
         self.hostInterface = hostInterface
         self.mac = mac
         self.network = network
+        self.portMappings = portMappings
+    }
+
+    /// One host port: traffic for `hostIP` (any of the node's addresses when nil) on `hostPort`
+    /// goes to the attachment's address of the same family on `containerPort`.
+    public struct PortMapping: Hashable, Sendable, Codable {
+        public var hostPort: UInt16
+        public var containerPort: UInt16
+        public var `protocol`: L4Protocol
+        public var hostIP: IPAddress?
+
+        public init(hostPort: UInt16, containerPort: UInt16, protocol: L4Protocol = .tcp, hostIP: IPAddress? = nil) {
+            self.hostPort = hostPort
+            self.containerPort = containerPort
+            self.protocol = `protocol`
+            self.hostIP = hostIP
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case containerID, ifname, netns, podNamespace, podName, podUID, ips, hostInterface, mac, network, portMappings
+    }
+
+    // Written by hand only so that attachments stored before `portMappings` existed still decode.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        containerID = try c.decode(String.self, forKey: .containerID)
+        ifname = try c.decode(String.self, forKey: .ifname)
+        netns = try c.decode(String.self, forKey: .netns)
+        podNamespace = try c.decodeIfPresent(String.self, forKey: .podNamespace)
+        podName = try c.decodeIfPresent(String.self, forKey: .podName)
+        podUID = try c.decodeIfPresent(String.self, forKey: .podUID)
+        ips = try c.decode([IPPrefix].self, forKey: .ips)
+        hostInterface = try c.decode(String.self, forKey: .hostInterface)
+        mac = try c.decodeIfPresent(String.self, forKey: .mac)
+        network = try c.decode(String.self, forKey: .network)
+        portMappings = try c.decodeIfPresent([PortMapping].self, forKey: .portMappings) ?? []
     }
 
     /// The store key name: container id and ifname, which the CNI spec makes unique.

@@ -53,6 +53,12 @@ extension PodNetwork {
             mac = nil
         }
 
+        // Host ports are claimed before anything is made, so a conflict changes nothing; the
+        // claim is dropped on every failure below.
+        let mappings = try await claimHostPorts(request, key: key.name)
+        var attached = false
+        defer { if !attached, !mappings.isEmpty { hostPorts.release(key: key.name) } }
+
         let allocations: [Allocation]
         do {
             allocations = try allocator.allocate(containerID: containerID, ifname: ifname, requested: request.requestedIPs)
@@ -81,13 +87,22 @@ extension PodNetwork {
             containerID: containerID, ifname: ifname, netns: netns,
             podNamespace: request.args.podNamespace, podName: request.args.podName, podUID: request.args.podUID,
             ips: allocations.map(\.address), hostInterface: hostName, mac: created.container.mac?.description,
-            network: request.config?.name ?? "nodenet")
+            network: request.config?.name ?? "nodenet", portMappings: mappings)
         do {
             try await store.commit([.upsert(.attachment(attachment))])
         } catch {
             _ = try? interfaces.tearDown(hostName: hostName)
             _ = try? allocator.release(containerID: containerID, ifname: ifname)
             throw CNIError(.ioFailure, "cannot record the attachment: \(error)", version: version)
+        }
+        attached = true
+        if !mappings.isEmpty {
+            hostPorts.bind(key: key.name, ips: attachment.ips)
+            guard syncHostPorts(reason: "attachment \(key.name) added") else {
+                await remove(containerID: containerID, ifname: ifname, reason: "host ports could not be programmed")
+                throw CNIError(.agentFailure, "cannot program the host port rules of \(key.name) (see the agent's log); nothing was attached",
+                               version: version)
+            }
         }
         logger.info("pod attached", metadata: [
             "container": "\(containerID.prefix(12))", "pod": "\(attachment.pod?.description ?? "-")",
@@ -106,6 +121,26 @@ extension PodNetwork {
     static func ms(_ d: Duration) -> String {
         let us = d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
         return "\(us / 1000).\(String(us % 1000 / 100))"
+    }
+
+    /// The ADD's port mappings, validated and claimed for `key` (empty when it asks for none).
+    private func claimHostPorts(_ request: CNIRequest, key: String) async throws(CNIError) -> [PodAttachment.PortMapping] {
+        let version = request.replyVersion.rawValue
+        let requested = request.config?.runtimeConfig.portMappings ?? []
+        guard !requested.isEmpty else { return [] }
+        guard hostPorts.session != nil else {
+            throw CNIError(.agentFailure, "host ports are not available on this node (no nftables session)", version: version)
+        }
+        let mappings = try HostPortRequest.mappings(requested, podFamilies: Set(podCIDRs.map(\.family)), version: version)
+        try hostPorts.claim(key: key, mappings, version: version)
+        // The table mirrors the store; the store is checked too, after claiming (a concurrent ADD
+        // either still holds its claim or has already recorded its attachment).
+        let held = await store.snapshot().attachments.values.filter { $0.keyName != key && !$0.portMappings.isEmpty }
+        if let e = HostPortRequest.conflict(mappings, held: Dictionary(held.map { ($0.keyName, $0.portMappings) }) { a, _ in a }, version: version) {
+            hostPorts.release(key: key)
+            throw e
+        }
+        return mappings
     }
 
     /// The pod's resolv.conf: the node-local DNS address and the Kubernetes search path.
@@ -144,6 +179,7 @@ extension PodNetwork {
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: attachment.hostInterface,
                                     addresses: allocations.map { ($0.address, $0.gateway) }, mtu: configuration.mtu)
         let problems = interfaces.check(spec)
+            + hostPorts.missing(HostPortBinding(attachment), podCIDRs: podCIDRs).map { "host port rule missing: \($0)" }
         guard problems.isEmpty else {
             throw CNIError(.agentFailure, problems.joined(separator: "; "), version: version)
         }

@@ -36,6 +36,7 @@ public final class PodNetwork: Sendable {
     let store: ClusterStore
     let database: any DatabaseWriter
     let interfaces: PodInterfaces
+    let hostPorts: HostPortTable
     let logger: Logger
     private let state = Mutex<State>(State())
 
@@ -47,12 +48,15 @@ public final class PodNetwork: Sendable {
 
     /// `reaperClient`: a second rtnetlink client in the host's namespace; with it a DEL
     /// replies before the kernel has finished unregistering the pod's veth (PodInterfaces).
+    /// `nftables`: a netfilter session for the host port chains; without one, ADDs that ask
+    /// for port mappings fail.
     public init(configuration: PodNetworkConfiguration, store: ClusterStore, database: any DatabaseWriter, host: RouteClient,
-                reaperClient: RouteClient? = nil, logger: Logger) {
+                reaperClient: RouteClient? = nil, nftables: NetlinkSession? = nil, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.database = database
         interfaces = PodInterfaces(host: host, bridgeName: configuration.bridgeName, reaperClient: reaperClient)
+        hostPorts = HostPortTable(session: nftables)
         self.logger = logger
     }
 
@@ -66,11 +70,11 @@ public final class PodNetwork: Sendable {
         let allocator = try AddressAllocator(database: database, configuration: try IPAMConfiguration(subnets: cidrs))
         let gateways = cidrs.compactMap { c in c.address(at: 1).map { IPPrefix(address: $0, length: c.length) } }
         let bridge = try interfaces.ensureBridge(gateways: gateways, mtu: nil)
-        state.withLock { s in
-            s.allocator = allocator
-            s.podCIDRs = cidrs
-            s.bridge = bridge
+        let changed = state.withLock { s in
+            defer { s.allocator = allocator; s.podCIDRs = cidrs; s.bridge = bridge }
+            return s.podCIDRs != cidrs
         }
+        if changed { syncHostPorts(reason: "pod subnets changed") }  // the hairpin rules name them
         let outside = (try? allocator.reservationsOutsideSubnets()) ?? []
         if !outside.isEmpty {
             logger.warning("addresses outside the node's pod subnets are still reserved; they are released when their pods are deleted",
@@ -84,6 +88,7 @@ public final class PodNetwork: Sendable {
     @discardableResult
     public func reconcile() async -> Int {
         var released = 0
+        hostPorts.load(Array(await store.snapshot().attachments.values))
         let pending = PendingDeletes(runDir: configuration.runDir)
         for (path, entry) in pending.list() {
             if let entry {
@@ -104,7 +109,24 @@ public final class PodNetwork: Sendable {
                 released += await remove(containerID: id.containerID, ifname: id.ifname, reason: "reservation without attachment") ? 1 : 0
             }
         }
+        // Rules of pods attached before a restart are kept as they are (no flush); what
+        // drifted while the agent was away (a rule deleted, a pod gone) is repaired here.
+        syncHostPorts(reason: "start-up")
         return released
+    }
+
+    /// Rewrites the host port chains from the table; a failure is logged (the next change or
+    /// start-up repairs it). Returns false on failure.
+    @discardableResult
+    func syncHostPorts(reason: String) -> Bool {
+        do {
+            let changed = try hostPorts.sync(podCIDRs: podCIDRs)
+            if changed > 0 { logger.info("host port rules updated", metadata: ["changed": "\(changed)", "reason": "\(reason)"]) }
+            return true
+        } catch {
+            logger.error("cannot program the host port rules", metadata: ["error": "\(error)", "reason": "\(reason)"])
+            return false
+        }
     }
 
     /// Everything DEL does, without the CNI envelope. True when something was released.
@@ -115,6 +137,10 @@ public final class PodNetwork: Sendable {
         if (try? interfaces.release(hostName: hostName)) == true { did = true }
         if let allocator = state.withLock({ $0.allocator }) {
             if let released = try? allocator.release(containerID: containerID, ifname: ifname), !released.isEmpty { did = true }
+        }
+        if hostPorts.release(key: "\(containerID)/\(ifname)") {
+            did = true
+            syncHostPorts(reason: "attachment \(containerID)/\(ifname) released")
         }
         let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
         if await store.snapshot()[key] != nil {

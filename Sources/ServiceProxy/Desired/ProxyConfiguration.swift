@@ -21,8 +21,10 @@ public struct ProxyConfiguration: Hashable, Sendable {
     /// How long the planner waits after an event for more before it syncs (coalescing bursts).
     public var coalesceDelay: Duration
     /// Chains and sets in the shared tables that belong to other actors (NodeRoutes'
-    /// `pod-egress`): read back from the kernel but never compared, flushed or deleted.
-    public var foreignObjects: Set<String> = ["pod-egress", "dns-notrack", "dns-notrack-out"]
+    /// `pod-egress`, the DNS notrack chains, PodNetwork's host port chains): read back from
+    /// the kernel but never compared, flushed or deleted.
+    public var foreignObjects: Set<String> = ["pod-egress", "dns-notrack", "dns-notrack-out",
+                                              "hostports", "hostports-hairpin", "hostports-output"]
 
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
                 clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = 0x4000,

@@ -1,0 +1,106 @@
+// The host ports this node forwards, and the kernel chains that do it. The attachments in the
+// store are the record (PodAttachment.portMappings); this table mirrors them in memory so
+// that concurrent ADDs claim ports atomically and every rewrite sees every claim.
+import CNIProtocol
+import ClusterState
+import IPAddressing
+import Netlink
+import Synchronization
+
+/// One attachment's share of the host ports.
+public struct HostPortBinding: Sendable, Hashable {
+    public var key: String
+    /// Empty while the ADD that claimed the ports has not got its addresses yet (no rules).
+    public var ips: [IPPrefix]
+    public var mappings: [PodAttachment.PortMapping]
+
+    public init(key: String, ips: [IPPrefix], mappings: [PodAttachment.PortMapping]) {
+        self.key = key
+        self.ips = ips
+        self.mappings = mappings
+    }
+
+    public init(_ a: PodAttachment) { self.init(key: a.keyName, ips: a.ips, mappings: a.portMappings) }
+}
+
+final class HostPortTable: Sendable {
+    /// nil: no nftables here (ADDs with port mappings fail, nothing else changes).
+    let session: NetlinkSession?
+    private struct State {
+        var bindings: [String: HostPortBinding] = [:]
+        /// Until the table is loaded from the store, a rewrite would delete the rules of pods
+        /// attached before a restart: rewrites wait for it.
+        var loaded = false
+    }
+    private let state = Mutex(State())
+    /// One rewrite at a time, reading the bindings inside: the last rewrite always sees the
+    /// last change (a rewrite from an older view would undo a newer one).
+    private let writer = Mutex(())
+
+    init(session: NetlinkSession?) { self.session = session }
+
+    /// Takes the whole record from the store's attachments (start-up).
+    func load(_ attachments: [PodAttachment]) {
+        state.withLock { s in
+            for a in attachments where !a.portMappings.isEmpty { s.bindings[a.keyName] = HostPortBinding(a) }
+            s.loaded = true
+        }
+    }
+
+    /// Claims `mappings` for `key` unless another attachment holds one of them.
+    func claim(key: String, _ mappings: [PodAttachment.PortMapping], version: String) throws(CNIError) {
+        let conflict: CNIError? = state.withLock { s in
+            let others = s.bindings.filter { $0.key != key }.mapValues(\.mappings)
+            if let e = HostPortRequest.conflict(mappings, held: others, version: version) { return e }
+            s.bindings[key] = HostPortBinding(key: key, ips: [], mappings: mappings)
+            return nil
+        }
+        if let conflict { throw conflict }
+    }
+
+    /// The attachment got its addresses: its rules can be written.
+    func bind(key: String, ips: [IPPrefix]) {
+        state.withLock { s in s.bindings[key]?.ips = ips }
+    }
+
+    /// Drops the attachment's claim; true when it had one (a rewrite is due).
+    @discardableResult
+    func release(key: String) -> Bool {
+        state.withLock { s in s.bindings.removeValue(forKey: key) != nil }
+    }
+
+    var bindings: [HostPortBinding] { state.withLock { Array($0.bindings.values) } }
+
+    /// Brings every chain, both families, to the bindings; returns the rules added or removed.
+    @discardableResult
+    func sync(podCIDRs: [IPPrefix]) throws(NetlinkError) -> Int {
+        guard let session else { return 0 }
+        return try writer.withLock { (_: inout ()) throws(NetlinkError) -> Int in
+            let (bindings, loaded) = state.withLock { (Array($0.bindings.values), $0.loaded) }
+            guard loaded else { return 0 }
+            var changed = 0
+            for family in IPFamily.allCases {
+                for role in HostPortRules.Role.allCases {
+                    changed += try role.owned.ensure(session: session, family: family,
+                                                     wanted: HostPortRules.rules(role, family: family, bindings: bindings, podCIDRs: podCIDRs))
+                }
+            }
+            return changed
+        }
+    }
+
+    /// The rules of `binding` the kernel lacks, as "chain: comment" lines (CHECK).
+    func missing(_ binding: HostPortBinding, podCIDRs: [IPPrefix]) -> [String] {
+        guard let session, !binding.mappings.isEmpty else { return [] }
+        var out: [String] = []
+        for family in IPFamily.allCases {
+            for role in HostPortRules.Role.allCases {
+                let wanted = HostPortRules.rules(role, family: family, bindings: [binding], podCIDRs: podCIDRs)
+                guard !wanted.isEmpty else { continue }
+                let have = Set(((try? session.nftablesRules(table: HostPortRules.table, chain: role.chain, family: family)) ?? []).compactMap(\.comment))
+                out += wanted.filter { !have.contains($0.comment) }.map { "\(role.chain): \($0.comment)" }
+            }
+        }
+        return out
+    }
+}
