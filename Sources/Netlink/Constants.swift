@@ -22,6 +22,7 @@ public enum Netlink {
     public static let fReplace = UInt16(NLM_F_REPLACE)
     public static let fExcl = UInt16(NLM_F_EXCL)
     public static let fCreate = UInt16(NLM_F_CREATE)
+    public static let fEcho = UInt16(NLM_F_ECHO)
     public static let fCapped = UInt16(NLM_F_CAPPED)
     public static let fAckTLVs = UInt16(NLM_F_ACK_TLVS)
     public static let nlaNested = UInt16(NLA_F_NESTED)

@@ -59,9 +59,23 @@ public final class RouteClient: Sendable {
     @discardableResult
     public func createVeth(name: String, peerName: String, peerNamespace: NetworkNamespace? = nil, mtu: UInt32? = nil,
                            mac: MACAddress? = nil, peerMAC: MACAddress? = nil, masterIndex: Int32? = nil, up: Bool = false) throws(NetlinkError) -> Link {
-        try session.execute(RouteMessages.createVeth(name: name, peerName: peerName, peerNamespaceFD: peerNamespace?.fileDescriptor,
-                                                     mtu: mtu, mac: mac, peerMAC: peerMAC, masterIndex: masterIndex, up: up))
+        let replies = try session.execute(RouteMessages.createVeth(name: name, peerName: peerName, peerNamespaceFD: peerNamespace?.fileDescriptor,
+                                                                   mtu: mtu, mac: mac, peerMAC: peerMAC, masterIndex: masterIndex, up: up))
+        if let link = try created(name, replies, masterIndex: masterIndex) { return link }
         return try requireLink(named: name, for: "create veth")
+    }
+
+    /// The link a create request echoed back (NLM_F_ECHO), if the kernel sent it. The echo is
+    /// built when the link comes up, before the kernel enslaves it; the request succeeded, so
+    /// the master asked for is set.
+    private func created(_ name: String, _ replies: [NetlinkMessage], masterIndex: Int32?) throws(NetlinkError) -> Link? {
+        for m in replies where m.type == Netlink.newLink {
+            var link = try RouteDecoding.link(m)
+            guard link.name == name else { continue }
+            if let masterIndex { link.masterIndex = masterIndex }
+            return link
+        }
+        return nil
     }
 
     @discardableResult

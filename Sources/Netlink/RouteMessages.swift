@@ -40,9 +40,12 @@ public enum RouteMessages {
 
     /// RTM_NEWLINK creating a link of `kind`; `data` fills IFLA_INFO_DATA when given.
     static func newLink(kind: String, name: String, mtu: UInt32?, mac: MACAddress?, object: String, up: Bool = false,
-                        masterIndex: Int32? = nil, data: ((inout MessageBuilder) -> Void)? = nil) throws(NetlinkError) -> NetlinkRequest {
+                        masterIndex: Int32? = nil, echo: Bool = false,
+                        data: ((inout MessageBuilder) -> Void)? = nil) throws(NetlinkError) -> NetlinkRequest {
         try InterfaceName.validate(name, operation: "create \(kind)")
-        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags)
+        // NLM_F_ECHO: kernels from 6.1 send the new link back with the ACK, which saves a
+        // lookup on a pod's ADD; older ones ignore the flag (the client then asks).
+        var b = MessageBuilder(type: Netlink.newLink, flags: createFlags | (echo ? Netlink.fEcho : 0))
         ifinfomsg(&b, flags: up ? Netlink.iffUp : 0, change: up ? Netlink.iffUp : 0)
         commonLinkAttributes(&b, name: name, mtu: mtu, mac: mac)
         if let m = masterIndex { b.attribute(Netlink.iflaMaster, u32: UInt32(bitPattern: m)) }
@@ -61,7 +64,7 @@ public enum RouteMessages {
                                   up: Bool = false) throws(NetlinkError) -> NetlinkRequest {
         try InterfaceName.validate(peerName, operation: "create veth peer")
         return try newLink(kind: "veth", name: name, mtu: mtu, mac: mac, object: "\(name) (peer \(peerName))",
-                           up: up, masterIndex: masterIndex) { data in
+                           up: up, masterIndex: masterIndex, echo: true) { data in
             data.nested(Netlink.vethInfoPeer) { peer in
                 ifinfomsg(&peer)
                 commonLinkAttributes(&peer, name: peerName, mtu: mtu, mac: peerMAC)

@@ -12,7 +12,7 @@ struct GoldenBytesTests {
     @Test func vethWithPeerInAnotherNamespace() throws {
         let r = try RouteMessages.createVeth(name: "veth1", peerName: "eth0", peerNamespaceFD: 7, mtu: 1450)
         #expect(r.bytes == hex("""
-            78000000 1000 0006 00000000 00000000   // len 120, RTM_NEWLINK, CREATE|EXCL
+            78000000 1000 0806 00000000 00000000   // len 120, RTM_NEWLINK, ECHO|CREATE|EXCL (the new link comes back with the ACK)
             00 00 0000 00000000 00000000 00000000  // ifinfomsg AF_UNSPEC, index 0
             0a00 0300 7665746831 00 0000           // IFLA_IFNAME "veth1\\0" + pad
             0800 0400 aa050000                     // IFLA_MTU 1450
@@ -58,6 +58,14 @@ struct GoldenBytesTests {
             0800 0400 aa050000                     // IFLA_MTU 1450
             0800 0a00 03000000                     // IFLA_MASTER 3
             """))
+        #expect(try RouteMessages.setLink(index: 5, LinkChange(up: true, arpNotify: true)).bytes == hex("""
+            34000000 1000 0000 00000000 00000000
+            00 00 0000 05000000 01000000 01000000  // index 5, up
+            1400 1a00                              // IFLA_AF_SPEC
+              1000 0200                            //   AF_INET
+                0c00 0100                          //     IFLA_INET_CONF
+                  0800 1600 01000000               //       IPV4_DEVCONF_ARP_NOTIFY (22) = 1
+            """))
         #expect(try RouteMessages.setLink(index: 5, LinkChange(up: false)).bytes == hex("""
             20000000 1000 0000 00000000 00000000
             00 00 0000 05000000 00000000 01000000  // flags 0, change IFF_UP: down
@@ -94,6 +102,13 @@ struct GoldenBytesTests {
             02 18 00 00 03000000                   // ifaddrmsg AF_INET, /24, flags 0, scope 0, index 3
             0800 0200 0af40101                     // IFA_LOCAL 10.244.1.1
             0800 0100 0af40101                     // IFA_ADDRESS 10.244.1.1
+            """))
+        #expect(RouteMessages.address(InterfaceAddress(index: 3, prefix: IPPrefix("fd00::5/64")!, noDAD: true), add: true).bytes == hex("""
+            48000000 1400 0006 00000000 00000000   // RTM_NEWADDR, CREATE|EXCL
+            0a 40 00 00 03000000                   // AF_INET6, /64, index 3
+            1400 0200 fd000000000000000000000000000005  // IFA_LOCAL fd00::5
+            1400 0100 fd000000000000000000000000000005  // IFA_ADDRESS fd00::5
+            0800 0800 02000000                     // IFA_FLAGS IFA_F_NODAD: usable at once
             """))
         #expect(RouteMessages.address(InterfaceAddress(index: 3, prefix: IPPrefix("fd00::1/64")!), add: false).bytes == hex("""
             40000000 1500 0000 00000000 00000000   // RTM_DELADDR
