@@ -33,17 +33,37 @@ struct TrafficTests {
             // meet the reject rules) instead of failing routing with "network unreachable".
             try node.check(["ip", "route", "add", "default", "via", "192.168.1.1"])
             for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
-                try Self.background(ns, ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \(name)"])
-                try Self.background(ns, ["socat", "UDP-RECVFROM:5353,fork", "SYSTEM:echo \(name)"])
+                // Not socat UDP-RECVFROM,fork: its child lingers on the shared socket and swallows
+                // the next datagrams, so a pod would answer only once.
+                try Self.background(ns, ["python3", "-c", """
+                    import socket
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.bind(("", 5353))
+                    for _ in range(100000):
+                        _, peer = s.recvfrom(100)
+                        s.sendto(b"\(name)\\n", peer)
+                    """])
+                try serveTCP(ns, port: 8080, reply: name)
+                try Self.waitListening(ns, udp: true, port: 5353)
             }
-            // Wait until both servers listen (process start is slow when the machine is busy).
-            for ns in [pod1, pod2] {
-                for _ in 0..<100 {
-                    let tcp = try ns.run(["ss", "-H", "-ltn", "sport = :8080"]).stdout, udp = try ns.run(["ss", "-H", "-lun", "sport = :5353"]).stdout
-                    if !tcp.isEmpty && !udp.isEmpty { break }
-                    usleep(50_000)
-                }
+        }
+
+        /// A TCP server in `ns` answering each connection with one line (`sh` text, so
+        /// `$SOCAT_PEERADDR` is the client's address as the server sees it), once it listens.
+        func serveTCP(_ ns: TestNamespace, port: Int, reply: String) throws {
+            try Self.background(ns, ["socat", "TCP-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo \(reply)"])
+            try Self.waitListening(ns, udp: false, port: port)
+        }
+
+        struct NotListening: Error { var namespace: String, port: Int }
+
+        /// Polls `ss` until something listens (process start is slow when the machine is busy).
+        static func waitListening(_ ns: TestNamespace, udp: Bool, port: Int) throws {
+            for _ in 0..<200 {
+                if try !ns.run(["ss", "-H", udp ? "-lun" : "-ltn", "sport = :\(port)"]).stdout.isEmpty { return }
+                usleep(50_000)
             }
+            throw NotListening(namespace: ns.name, port: port)
         }
 
         /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24.
@@ -74,7 +94,8 @@ struct TrafficTests {
             return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
         }
 
-        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry).
+        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry):
+        /// the server's line, "refused" (ICMP port unreachable) or "timeout".
         func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
             // One datagram out, one reply back (socat would wait out its timeout after the reply).
             let (host, port) = (target.split(separator: ":")[0], target.split(separator: ":")[1])
@@ -84,8 +105,14 @@ struct TrafficTests {
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("", \(sourcePort)))
                 s.settimeout(3)
-                s.sendto(b"q\\n", ("\(host)", \(port)))
-                print(s.recv(100).decode().strip())
+                s.connect(("\(host)", \(port)))  # connected: an ICMP error is reported
+                try:
+                    s.send(b"q\\n")
+                    print(s.recv(100).decode().strip())
+                except ConnectionRefusedError:
+                    print("refused")
+                except socket.timeout:
+                    print("timeout")
                 """
             let r = try ns.run(["python3", "-c", script], timeout: 10)
             return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -99,6 +126,42 @@ struct TrafficTests {
             let task = Task { await actor.run() }
             try await waitFor { await actor.status().syncs >= 1 }
             return (actor, task)
+        }
+
+        /// Connects until every reply in `expected` was seen (at most `tries` times); every
+        /// connection must succeed. Returns the replies seen.
+        func distinct(from ns: TestNamespace, _ target: String, expected: Set<String>, tries: Int = 30,
+                      sourceLocation: SourceLocation = #_sourceLocation) throws -> Set<String> {
+            var seen = Set<String>()
+            for _ in 0..<tries where !seen.isSuperset(of: expected) {
+                let r = try connect(from: ns, target)
+                #expect(r.ok, "\(target): \(r.text)", sourceLocation: sourceLocation)
+                seen.insert(r.text)
+            }
+            return seen
+        }
+
+        /// `count` connections: each must succeed and reach `only`.
+        func expectOnly(_ only: String, from ns: TestNamespace, _ target: String, count: Int = 12,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws {
+            for _ in 0..<count {
+                let r = try connect(from: ns, target)
+                #expect(r.ok && r.text == only, "\(target): expected \(only), got \(r.text)", sourceLocation: sourceLocation)
+            }
+        }
+
+        /// A connection the rules drop: it times out, no refusal comes back.
+        func expectDropped(from ns: TestNamespace, _ target: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try connect(from: ns, target)
+            #expect(!r.ok && !r.text.contains("refused") && r.seconds > 2.5, "\(target): \(r.text) after \(r.seconds) s",
+                    sourceLocation: sourceLocation)
+        }
+
+        /// A connection refused at once (TCP RST or ICMP unreachable).
+        func expectRefused(from ns: TestNamespace, _ target: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try connect(from: ns, target)
+            #expect(!r.ok && r.text.contains("refused") && r.seconds < 2, "\(target): \(r.text) after \(r.seconds) s",
+                    sourceLocation: sourceLocation)
         }
 
         func delete() { for ns in all { ns.delete() } }
@@ -119,19 +182,10 @@ struct TrafficTests {
         #expect(await actor.status().lastError == nil)
 
         // ClusterIP from a pod: both endpoints answer, chosen at random.
-        var seen = Set<String>()
-        for _ in 0..<30 where seen.count < 2 {
-            let r = try t.connect(from: t.client, "10.96.0.10:80")
-            #expect(r.ok, "\(r.text)")
-            seen.insert(r.text)
-        }
-        #expect(seen == ["pod1", "pod2"])
+        #expect(try t.distinct(from: t.client, "10.96.0.10:80", expected: ["pod1", "pod2"]) == ["pod1", "pod2"])
 
         // No endpoints: refused at once, not a timeout.
-        let refused = try t.connect(from: t.client, "10.96.0.11:80")
-        #expect(!refused.ok)
-        #expect(refused.text.contains("refused"), "\(refused.text)")
-        #expect(refused.seconds < 2)
+        try t.expectRefused(from: t.client, "10.96.0.11:80")
 
         // NodePort from a host on the fabric.
         let np = try t.connect(from: t.fabric, "192.168.1.11:30080")
@@ -182,10 +236,7 @@ extension TrafficTests {
         defer { t.delete() }
         let store = ClusterStore()
         let dns = service("dns", ips: ["10.96.0.20"], ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))])
-        func dnsSlice(_ ips: [String]) -> StoreChange {
-            .upsert(.endpointSlice(slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
-        }
-        await store.apply([.upsert(.service(dns)), dnsSlice(["10.244.1.5"])])
+        await store.apply([.upsert(.service(dns)), udpSlice("dns", ["10.244.1.5"])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
@@ -195,12 +246,27 @@ extension TrafficTests {
 
         // pod1 stops being an endpoint but keeps answering: only the deleted entry makes the next
         // datagram from the same socket go to pod2.
-        await store.apply([dnsSlice(["10.244.2.5"])])
+        await store.apply([udpSlice("dns", ["10.244.2.5"])])
         try await waitFor { await actor.status().syncs >= 2 }
         #expect(try !entries().contains("dport=53"))
         let after = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053)
         #expect(after == "pod2", "got \"\(after)\"")
     }
+}
+
+/// The slice of a service whose one port "dns" is UDP 5353 on every endpoint.
+func udpSlice(_ service: String, _ ips: [String]) -> StoreChange {
+    .upsert(.endpointSlice(slice(service, ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
+}
+
+/// Applies `changes` to the store and waits for the actor's next sync, which must succeed.
+func applySynced(_ changes: [StoreChange], to store: ClusterStore, _ actor: ServiceProxyActor,
+                 sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let before = await actor.status().syncs
+    await store.apply(changes)
+    try await waitFor({ await actor.status().syncs > before }, sourceLocation: sourceLocation)
+    let error = await actor.status().lastError
+    #expect(error == nil, "\(error ?? "")", sourceLocation: sourceLocation)
 }
 
 enum IPPrefixValue {
