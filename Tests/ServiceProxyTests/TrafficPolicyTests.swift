@@ -15,8 +15,10 @@ extension TrafficTests {
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
-        // Only the local endpoint, however often: the remote one is never reached.
+        // Only the local endpoint, however often: the remote one is never reached; from a pod
+        // and from the node itself (a hostNetwork client).
         try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 20)
+        try t.expectOnly("pod1", from: t.node, "10.96.0.10:80", count: 8)
 
         // No local endpoint (the remote one still ready): dropped, not rejected.
         try await applySynced([endpoints([EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])], to: store, actor)
@@ -52,6 +54,10 @@ extension TrafficTests {
         let fromPod = try t.distinct(from: t.client, "192.168.1.11:30080", expected: ["pod1 10.244.3.5", "pod2 10.244.3.5"])
         #expect(fromPod == ["pod1 10.244.3.5", "pod2 10.244.3.5"])
 
+        // The node itself reaching its NodePort: every endpoint, masqueraded.
+        let fromNode = try t.distinct(from: t.node, "192.168.1.11:30080", expected: ["pod1 10.244.1.1", "pod2 10.244.2.1"])
+        #expect(fromNode == ["pod1 10.244.1.1", "pod2 10.244.2.1"])
+
         // No local endpoint left: external traffic is dropped, not rejected.
         try await applySynced([endpoints("local", [EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])],
                               to: store, actor)
@@ -78,5 +84,38 @@ extension TrafficTests {
         // Terminating and no longer serving, nothing else: no endpoint, refused.
         try await applySynced([endpoints([EP(ip: "10.244.1.5", ready: false, serving: false, terminating: true)])], to: store, actor)
         try t.expectRefused(from: t.client, "10.96.0.10:80")
+    }
+}
+
+extension TrafficTests {
+    /// e2e "connect to a service via ExternalIP when the external IP is not assigned to a node",
+    /// and loadBalancerSourceRanges on a LoadBalancer IP, from the fabric host (which routes
+    /// those addresses to the node).
+    @Test(arguments: BackendKind.allCases) func externalIPAndLoadBalancerSourceRanges(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
+        defer { t.delete() }
+        for address in ["203.0.113.9", "198.51.100.7"] {
+            try t.fabric.check(["ip", "route", "add", address, "via", "192.168.1.11"])
+        }
+        let store = ClusterStore()
+        let http = ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)
+        func lb(_ ranges: [String]) -> StoreChange {
+            .upsert(.service(service("lb", type: .loadBalancer, ips: ["10.96.0.11"], ports: [http], ingress: ["198.51.100.7"], sourceRanges: ranges)))
+        }
+        let eps = [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]
+        await store.apply([.upsert(.service(service("ext", externalIPs: ["203.0.113.9"]))), .upsert(.endpointSlice(slice("ext", eps))),
+                           lb(["192.0.2.0/24"]), .upsert(.endpointSlice(slice("lb", eps)))])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        let both: Set = ["pod1", "pod2"]
+
+        #expect(try t.distinct(from: t.fabric, "203.0.113.9:80", expected: both) == both)
+        // The fabric host is outside the source ranges: dropped before DNAT. Its NodePort is
+        // exempt (as kube-proxy).
+        try t.expectDropped(from: t.fabric, "198.51.100.7:80")
+        #expect(try t.distinct(from: t.fabric, "192.168.1.11:30080", expected: both) == both)
+        // Its network allowed: served.
+        try await applySynced([lb(["192.0.2.0/24", "192.168.1.0/24"])], to: store, actor)
+        #expect(try t.distinct(from: t.fabric, "198.51.100.7:80", expected: both) == both)
     }
 }

@@ -32,6 +32,35 @@ extension TrafficTests {
         #expect(chosen == ["pod1", "pod2"])
     }
 
+    /// e2e "should be able to switch session affinity": ClientIP -> None -> ClientIP, then a
+    /// shorter timeout (the affinity sets are re-created around the chains that use them).
+    @Test(arguments: BackendKind.allCases) func sessionAffinitySwitchesOffAndOn(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
+        defer { t.delete() }
+        let store = ClusterStore()
+        func sticky(_ timeout: Int?) -> StoreChange { .upsert(.service(service("sticky", affinity: timeout))) }
+        await store.apply([sticky(600), .upsert(.endpointSlice(slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")])))])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        let target = "10.96.0.10:80", both: Set = ["pod1", "pod2"]
+
+        try t.expectOnly(try t.connect(from: t.client, target).text, from: t.client, target, count: 8)
+        try await applySynced([sticky(nil)], to: store, actor)
+        #expect(try t.distinct(from: t.client, target, expected: both) == both)
+        try await applySynced([sticky(600)], to: store, actor)
+        try t.expectOnly(try t.connect(from: t.client, target).text, from: t.client, target, count: 8)
+
+        // 600 s -> 1 s: the entry learned under the old timeout is gone with its set, and new
+        // ones expire after a second (free choices again: both endpoints over the rounds).
+        try await applySynced([sticky(1)], to: store, actor)
+        var chosen = Set<String>()
+        for round in 0..<12 where chosen.count < 2 {
+            if round > 0 { try await Task.sleep(for: .seconds(2)) }
+            chosen.insert(try t.connect(from: t.client, target).text)
+        }
+        #expect(chosen == both)
+    }
+
     /// The agent restarts while a client connects in a loop: the new actor (new backend
     /// instance) reconciles against what the kernel holds, in place. No connection attempt may
     /// fail, the table and its chains are the same kernel objects before and after (same
@@ -41,11 +70,14 @@ extension TrafficTests {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
+        func retimed(_ timeout: Int) -> Service { service("retimed", ips: ["10.96.0.13"], affinity: timeout) }
         await store.apply([
             .upsert(.service(service("web"))),
             .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
             .upsert(.service(service("sticky", ips: ["10.96.0.12"], affinity: 600))),
             .upsert(.endpointSlice(slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
+            .upsert(.service(retimed(600))),
+            .upsert(.endpointSlice(slice("retimed", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
         ])
         let (_, first) = try await t.startProxy(store)
         let sticky = try t.connect(from: t.client, "10.96.0.12:80").text
@@ -59,7 +91,9 @@ extension TrafficTests {
         // The agent goes away; the kernel keeps serving on its own.
         try await stop(first)
         let stopped = loop.lines().count
-        await store.apply([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5")])))])
+        // Changes while no agent runs: an endpoint goes; an affinity timeout changes (its sets
+        // are re-created, so the chains that use them must be rewritten around that).
+        await store.apply([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5")]))), .upsert(.service(retimed(300)))])
         try await waitFor { loop.lines().count >= stopped + 20 }
 
         // A new agent: one full sync against the kernel.
@@ -77,8 +111,13 @@ extension TrafficTests {
         let status = await actor.status()
         #expect(status.lastError == nil && status.fullSyncs == 1, "\(status)")
 
-        // Reconciled: the endpoint removed while no agent ran gets no new connection.
+        // Reconciled: the endpoint removed while no agent ran gets no new connection; the new
+        // timeout is in the kernel and the service works.
         try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 8)
+        let retimedSet = try t.node.check(["nft", "list", "set", "ip", "nodenet", "affinity-ns1/retimed/tcp/http__10.244.1.5/8080"]).stdout
+        #expect(retimedSet.contains("timeout 5m"), "\(retimedSet)")
+        let r = try t.connect(from: t.client, "10.96.0.13:80")
+        try t.expectOnly(r.text, from: t.client, "10.96.0.13:80", count: 4)
         // Not flushed: same table and chain objects, the learned affinity entry still there.
         let learned = "affinity-ns1/sticky/tcp/http__\(sticky == "pod1" ? "10.244.1.5" : "10.244.2.5")/8080"
         let entries = try t.node.check(["nft", "list", "set", "ip", "nodenet", learned]).stdout
