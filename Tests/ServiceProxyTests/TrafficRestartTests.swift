@@ -133,6 +133,31 @@ extension TrafficTests {
         try t.expectOnly(sticky, from: t.client, "10.96.0.12:80", count: 4)
     }
 
+    /// A UDP flow steered to an endpoint that stopped being one while no agent ran (its pod
+    /// still answering): the restarted agent knows no history, yet must not leave the flow
+    /// stuck there (kubernetes#126468); flows to endpoints that remain are kept (#122740).
+    @Test(arguments: BackendKind.allCases) func restartMovesUDPFlowsOffEndpointsGoneMeanwhile(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
+        defer { t.delete() }
+        let store = ClusterStore()
+        let udp53 = [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))]
+        await store.apply([.upsert(.service(service("dns", ips: ["10.96.0.20"], ports: udp53))), udpSlice("dns", ["10.244.1.5"]),
+                           .upsert(.service(service("kept", ips: ["10.96.0.21"], ports: udp53))), udpSlice("kept", ["10.244.1.5"])])
+        let (_, first) = try await t.startProxy(store)
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40353) == "pod1")
+        #expect(try t.udp(from: t.client, "10.96.0.21:53", sourcePort: 40354) == "pod1")
+        try await stop(first)
+        await store.apply([udpSlice("dns", ["10.244.2.5"]), udpSlice("kept", ["10.244.1.5", "10.244.2.5"])])
+
+        let (actor, second) = try await t.startProxy(store)
+        defer { second.cancel() }
+        #expect(await actor.status().lastError == nil)
+        let moved = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40353)
+        #expect(moved == "pod2", "the flow stayed on the removed endpoint: \(moved)")
+        let entries = try t.node.check(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.21"]).stdout
+        #expect(entries.contains("sport=40354"), "the flow to a remaining endpoint was cut: \(entries)")
+    }
+
     /// Cancels an actor's run task and waits (bounded) until it has returned.
     private func stop(_ task: Task<Void, Never>) async throws {
         let done = Done()

@@ -10,8 +10,9 @@ public struct ServiceProxyPlanner: Sendable {
     public private(set) var dirtySlices: Set<NamespacedName> = []
     public private(set) var needsFullSync = true
     /// False until the first plan: what the kernel's flows were steered by before this process
-    /// is unknown, so the first plan deletes no conntrack entries (a restart must not cut every
-    /// UDP flow, kubernetes#122740).
+    /// is unknown, so the first plan deletes only UDP flows whose reply source is not a current
+    /// endpoint of their port (`StaleConntrack.startFilters`): a restart must neither cut every
+    /// UDP flow (kubernetes#122740) nor leave flows on endpoints gone while no agent ran.
     private var hasPlanned = false
 
     public struct Plan: Sendable {
@@ -71,8 +72,9 @@ public struct ServiceProxyPlanner: Sendable {
             desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
             let ops = RulesetDiff.operations(from: applied, to: desired.model)
             var filters: [ConntrackFilter] = []
-            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) where hasPlanned {
-                filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) {
+                filters += hasPlanned ? StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+                                      : StaleConntrack.startFilters(desired.udpPorts[id] ?? [:])
             }
             return Plan(operations: ops, conntrack: filters.sorted(), full: true, services: desired.model.contributions.count)
         }
