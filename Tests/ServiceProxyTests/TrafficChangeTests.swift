@@ -15,11 +15,13 @@ extension TrafficTests {
         let store = ClusterStore()
         let web = service("web", ports: [ServicePort(name: "http", port: 80, targetPort: .int(8080)),
                                          ServicePort(name: "alt", port: 81, targetPort: .int(8081))])
-        let udp53 = ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))
-        let tcp53 = ServicePort(name: "dns-tcp", protocol: .tcp, port: 53, targetPort: .int(5354))
+        // A NodePort service with the same node port number on both protocols (allowed).
+        let udp53 = ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353), nodePort: 30053)
+        let tcp53 = ServicePort(name: "dns-tcp", protocol: .tcp, port: 53, targetPort: .int(5354), nodePort: 30053)
+        func dns(_ ports: [ServicePort]) -> StoreChange { .upsert(.service(service("dns", type: .nodePort, ips: ["10.96.0.20"], ports: ports))) }
         let dnsPorts = [EndpointPort(name: "dns", protocol: .udp, port: 5353), EndpointPort(name: "dns-tcp", protocol: .tcp, port: 5354)]
         await store.apply([
-            .upsert(.service(web)), .upsert(.service(service("dns", ips: ["10.96.0.20"], ports: [udp53, tcp53]))),
+            .upsert(.service(web)), dns([udp53, tcp53]),
             .upsert(.endpointSlice(slice("web", ports: [EndpointPort(name: "http", port: 8080), EndpointPort(name: "alt", port: 8081)],
                                          [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
             .upsert(.endpointSlice(slice("dns", ports: dnsPorts, [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
@@ -36,10 +38,14 @@ extension TrafficTests {
         #expect(try t.distinct(from: t.client, "10.96.0.20:53", expected: ["pod1/tcp", "pod2/tcp"]) == ["pod1/tcp", "pod2/tcp"])
         let before = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40153)
         #expect(["pod1", "pod2"].contains(before), "got \"\(before)\"")
+        let tcpNodePort = try t.connect(from: t.fabric, "192.168.1.11:30053")
+        #expect(["pod1/tcp", "pod2/tcp"].contains(tcpNodePort.text), "\(tcpNodePort.text)")
+        let udpNodePort = try t.udp(from: t.fabric, "192.168.1.11:30053", sourcePort: 40154)
+        #expect(["pod1", "pod2"].contains(udpNodePort), "\(udpNodePort)")
 
         // Removing the UDP port stops UDP at once (its flow from the same socket included),
         // TCP on the same number keeps working.
-        try await applySynced([.upsert(.service(service("dns", ips: ["10.96.0.20"], ports: [tcp53])))], to: store, actor)
+        try await applySynced([dns([tcp53])], to: store, actor)
         let after = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40153)
         #expect(after == "refused", "UDP after its port went: \(after)")
         #expect(try t.distinct(from: t.client, "10.96.0.20:53", expected: ["pod1/tcp", "pod2/tcp"]) == ["pod1/tcp", "pod2/tcp"])
@@ -81,6 +87,34 @@ extension TrafficTests {
         try t.expectOnly("pod2", from: t.client, clusterIP, count: 4)
         let nodePorts = try t.node.check(["nft", "list", "map", "ip", "nodenet", SharedName.serviceNodePorts]).stdout
         #expect(!nodePorts.contains("30080"), "\(nodePorts)")
+    }
+
+    /// e2e: service-proxy-name label on and off; ClusterIP -> ExternalName -> ClusterIP. While
+    /// the service is not proxied nothing answers on its IP; after, it works again.
+    @Test(arguments: BackendKind.allCases) func serviceStopsAndResumesBeingProxied(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
+        defer { t.delete() }
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(service("web"))), .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5")])))])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        func unanswered(sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try t.connect(from: t.client, "10.96.0.10:80", timeout: 1)
+            #expect(!r.ok && !r.text.contains("pod"), "\(r.text)", sourceLocation: sourceLocation)
+        }
+
+        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 2)
+        try await applySynced([.upsert(.service(service("web", labels: [Service.serviceProxyNameLabel: "other-proxy"])))], to: store, actor)
+        try unanswered()
+        try await applySynced([.upsert(.service(service("web")))], to: store, actor)
+        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 2)
+
+        var external = service("web", type: .externalName, ips: [])
+        external.externalName = "web.example.test"
+        try await applySynced([.upsert(.service(external))], to: store, actor)
+        try unanswered()
+        try await applySynced([.upsert(.service(service("web")))], to: store, actor)
+        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 2)
     }
 
     /// kubernetes#48370 and the like: a UDP service whose endpoints come and change keeps

@@ -88,9 +88,9 @@ struct TrafficTests {
         }
 
         /// One TCP connection from `ns`: the server's line, or the error text.
-        func connect(from ns: TestNamespace, _ target: String) throws -> (ok: Bool, text: String, seconds: Double) {
+        func connect(from ns: TestNamespace, _ target: String, timeout: Int = 3) throws -> (ok: Bool, text: String, seconds: Double) {
             let start = Date()
-            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
+            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=\(timeout)"], stdin: "", timeout: 10)
             return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
         }
 
