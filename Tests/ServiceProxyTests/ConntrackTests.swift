@@ -59,9 +59,14 @@ import Testing
             "-f ipv4 -p udp --orig-dst 203.0.113.53 --orig-port-dst 53 --reply-src-not 10.244.1.9",
             "-f ipv4 -p udp --orig-port-dst 30053 --reply-src-not 10.244.1.9",
         ])
+        // A later full plan: the flows DNATed to the endpoint that went, and every flow off the
+        // current endpoints (none now).
         await store.apply([.delete(ObjectKey(.endpointSlice, namespace: "ns1", name: "dns-ipv4"))])
         planner.requestFullSync()
-        #expect(planner.plan(snapshot: await store.snapshot(), applied: nil).conntrack.count == 3)
+        let full = planner.plan(snapshot: await store.snapshot(), applied: nil).conntrack
+        #expect(full.count == 6)
+        #expect(full.filter { $0.replySource == ip("10.244.1.9") }.count == 3)
+        #expect(full.filter { $0.keepingReplySources == [] }.count == 3)
         let events = await store.subscribe()
         await store.apply([.upsert(.endpointSlice(dnsSlice(["10.244.1.1"])))])
         planner.record(try #require(await events.nextEvent()))
