@@ -149,3 +149,33 @@ extension TrafficTests {
         #expect(try t.udp(from: t.client, target, sourcePort: port) == "pod2")
     }
 }
+
+extension TrafficTests {
+    /// A dual-stack service: the ip6 table carries IPv6 traffic the same way (ClusterIP over
+    /// every endpoint, NodePort from outside, refused without endpoints).
+    @Test(arguments: BackendKind.allCases) func dualStackServiceServesIPv6(_ kind: BackendKind) async throws {
+        let t = try Topology(kind)
+        defer { t.delete() }
+        let store = ClusterStore()
+        let http = ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)
+        await store.apply([
+            .upsert(.service(service("web", type: .nodePort, ips: ["10.96.0.10", "fd00:96::10"], ports: [http]))),
+            .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
+            .upsert(.endpointSlice(slice("web", family: .ipv6, [EP(ip: "fd00:10:244:1::5"), EP(ip: "fd00:10:244:2::5")]))),
+            .upsert(.service(service("empty", ips: ["fd00:96::11"]))),
+        ])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        #expect(await actor.status().lastError == nil)
+        let both: Set = ["pod1", "pod2"]
+
+        #expect(try t.distinct(from: t.client, "[fd00:96::10]:80", expected: both) == both)
+        #expect(try t.distinct(from: t.client, "10.96.0.10:80", expected: both) == both)
+        #expect(try t.distinct(from: t.fabric, "[fd00:1::11]:30080", expected: both) == both)
+        try t.expectRefused(from: t.client, "[fd00:96::11]:80")
+        // Hairpin over IPv6.
+        var hairpin = false
+        for _ in 0..<30 where !hairpin { hairpin = try t.connect(from: t.pod1, "[fd00:96::10]:80").text == "pod1" }
+        #expect(hairpin)
+    }
+}

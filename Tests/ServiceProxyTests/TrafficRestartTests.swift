@@ -32,19 +32,24 @@ extension TrafficTests {
         #expect(chosen == ["pod1", "pod2"])
     }
 
-    /// e2e "should be able to switch session affinity": ClientIP -> None -> ClientIP, then a
-    /// shorter timeout (the affinity sets are re-created around the chains that use them).
+    /// e2e "should be able to switch session affinity" (and affinity on a NodePort): ClientIP ->
+    /// None -> ClientIP, then a shorter timeout (the affinity sets are re-created around the chains that use them).
     @Test(arguments: BackendKind.allCases) func sessionAffinitySwitchesOffAndOn(_ kind: BackendKind) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
-        func sticky(_ timeout: Int?) -> StoreChange { .upsert(.service(service("sticky", affinity: timeout))) }
+        func sticky(_ timeout: Int?) -> StoreChange {
+            .upsert(.service(service("sticky", type: .nodePort, ports: [ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)],
+                                     affinity: timeout)))
+        }
         await store.apply([sticky(600), .upsert(.endpointSlice(slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")])))])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
         let target = "10.96.0.10:80", both: Set = ["pod1", "pod2"]
 
         try t.expectOnly(try t.connect(from: t.client, target).text, from: t.client, target, count: 8)
+        // Through the NodePort from outside too (the entry is the client's address, before masquerade).
+        try t.expectOnly(try t.connect(from: t.fabric, "192.168.1.11:30080").text, from: t.fabric, "192.168.1.11:30080", count: 8)
         try await applySynced([sticky(nil)], to: store, actor)
         #expect(try t.distinct(from: t.client, target, expected: both) == both)
         try await applySynced([sticky(600)], to: store, actor)

@@ -25,13 +25,16 @@ struct TrafficTests {
             client = try TestNamespace("client")
             fabric = try TestNamespace("fabric")
             try node.check(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            try link(pod1, "10.244.1.5", gateway: "10.244.1.1", index: 1)
-            try link(pod2, "10.244.2.5", gateway: "10.244.2.1", index: 2)
-            try link(client, "10.244.3.5", gateway: "10.244.3.1", index: 3)
-            try link(fabric, "192.168.1.1", gateway: nil, nodeAddress: "192.168.1.11", index: 4)
+            try node.check(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            // Dual stack: pods fd00:10:244:N::5 behind the node's fd00:10:244:N::1, fabric fd00:1::1 / node fd00:1::11.
+            try link(pod1, "10.244.1.5", gateway: "10.244.1.1", index: 1, v6: ("fd00:10:244:1::5", "fd00:10:244:1::1"))
+            try link(pod2, "10.244.2.5", gateway: "10.244.2.1", index: 2, v6: ("fd00:10:244:2::5", "fd00:10:244:2::1"))
+            try link(client, "10.244.3.5", gateway: "10.244.3.1", index: 3, v6: ("fd00:10:244:3::5", "fd00:10:244:3::1"))
+            try link(fabric, "192.168.1.1", gateway: nil, nodeAddress: "192.168.1.11", index: 4, v6: ("fd00:1::1", "fd00:1::11"))
             // Like a real node: a default route, so service IPs without rules get forwarded (and
             // meet the reject rules) instead of failing routing with "network unreachable".
             try node.check(["ip", "route", "add", "default", "via", "192.168.1.1"])
+            try node.check(["ip", "-6", "route", "add", "default", "via", "fd00:1::1"])
             for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
                 // Not socat UDP-RECVFROM,fork: its child lingers on the shared socket and swallows
                 // the next datagrams, so a pod would answer only once.
@@ -50,32 +53,43 @@ struct TrafficTests {
 
         /// A TCP server in `ns` answering each connection with one line (`sh` text, so
         /// `$SOCAT_PEERADDR` is the client's address as the server sees it), once it listens.
+        /// On IPv4 and IPv6 (two listeners).
         func serveTCP(_ ns: TestNamespace, port: Int, reply: String) throws {
-            try Self.background(ns, ["socat", "TCP-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo \(reply)"])
-            try Self.waitListening(ns, udp: false, port: port)
+            try Self.background(ns, ["socat", "TCP4-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo \(reply)"])
+            try Self.background(ns, ["socat", "TCP6-LISTEN:\(port),fork,reuseaddr,ipv6only=1", "SYSTEM:echo \(reply)"])
+            try Self.waitListening(ns, udp: false, port: port, sockets: 2)
         }
 
         struct NotListening: Error { var namespace: String, port: Int }
 
-        /// Polls `ss` until something listens (process start is slow when the machine is busy).
-        static func waitListening(_ ns: TestNamespace, udp: Bool, port: Int) throws {
+        /// Polls `ss` until `sockets` listen on the port (process start is slow when the machine is busy).
+        static func waitListening(_ ns: TestNamespace, udp: Bool, port: Int, sockets: Int = 1) throws {
             for _ in 0..<200 {
-                if try !ns.run(["ss", "-H", udp ? "-lun" : "-ltn", "sport = :\(port)"]).stdout.isEmpty { return }
+                let listing = try ns.run(["ss", "-H", udp ? "-lun" : "-ltn", "sport = :\(port)"]).stdout
+                if listing.split(separator: "\n").count >= sockets { return }
                 usleep(50_000)
             }
             throw NotListening(namespace: ns.name, port: port)
         }
 
-        /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24.
-        private func link(_ ns: TestNamespace, _ address: String, gateway: String?, nodeAddress: String? = nil, index: Int) throws {
+        /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24;
+        /// `v6`: the two sides' addresses in a /64 (no duplicate detection: usable at once), the
+        /// node's being the namespace's IPv6 gateway when it has an IPv4 one.
+        private func link(_ ns: TestNamespace, _ address: String, gateway: String?, nodeAddress: String? = nil, index: Int,
+                          v6: (inside: String, node: String)) throws {
             let outside = "nn\(index)", inside = "eth\(index)"
             try node.check(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside])
             try node.check(["ip", "link", "set", inside, "netns", ns.name])
             try node.check(["ip", "addr", "add", (nodeAddress ?? gateway!) + "/24", "dev", outside])
+            try node.check(["ip", "addr", "add", v6.node + "/64", "dev", outside, "nodad"])
             try node.check(["ip", "link", "set", outside, "up"])
             try ns.check(["ip", "addr", "add", address + "/24", "dev", inside])
+            try ns.check(["ip", "addr", "add", v6.inside + "/64", "dev", inside, "nodad"])
             try ns.check(["ip", "link", "set", inside, "up"])
-            if let gateway { try ns.check(["ip", "route", "add", "default", "via", gateway]) }
+            if let gateway {
+                try ns.check(["ip", "route", "add", "default", "via", gateway])
+                try ns.check(["ip", "-6", "route", "add", "default", "via", v6.node])
+            }
         }
 
         static func background(_ ns: TestNamespace, _ argv: [String]) throws {
@@ -120,7 +134,7 @@ struct TrafficTests {
 
         /// The proxy actor programming the node namespace, after its first sync.
         func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
-            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: IPPrefixValue.pods,
                                             coalesceDelay: .milliseconds(5))
             let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(kind, in: node), logger: Logger(label: "test"))
             let task = Task { await actor.run() }
@@ -270,5 +284,5 @@ func applySynced(_ changes: [StoreChange], to store: ClusterStore, _ actor: Serv
 }
 
 enum IPPrefixValue {
-    static let pods = IPPrefix("10.244.0.0/16")!
+    static let pods = [IPPrefix("10.244.0.0/16")!, IPPrefix("fd00:10:244::/56")!]
 }
