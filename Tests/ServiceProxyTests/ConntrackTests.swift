@@ -77,7 +77,7 @@ import Testing
 
     /// A start filter keeps flows to current endpoints, deletes the others (also flows to the
     /// service IP never DNATed); without a destination (NodePort) only DNATed flows.
-    @Test func startFiltersSelectFlowsOffTheCurrentEndpoints() {
+    @Test func offEndpointFiltersSelectFlowsOffTheCurrentEndpoints() {
         let service = ConntrackFilter(family: .v4, originalDestination: ip("10.96.0.10"), originalDestinationPort: 53, replySource: nil,
                                       keepingReplySources: [ip("10.244.1.1")])
         #expect(!service.matches(originalDestination: ip("10.96.0.10"), port: 53, replySource: ip("10.244.1.1")))

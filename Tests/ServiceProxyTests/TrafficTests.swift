@@ -257,6 +257,17 @@ extension TrafficTests {
         #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
         let entries = { try t.node.run(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.20", "--reply-src", "10.244.1.5"]).stdout }
         #expect(try entries().contains("dport=53"))
+        // The backend itself (also through the conntrack tool): a filter keeping pod1 leaves the
+        // flow, one keeping nothing deletes it, and says how many it deleted.
+        let b = try backend(t.kind, in: t.node)
+        func off(_ keep: Set<IPAddress>) -> [ConntrackFilter] {
+            [ConntrackFilter(family: .v4, originalDestination: ip("10.96.0.20"), originalDestinationPort: 53, replySource: nil, keepingReplySources: keep)]
+        }
+        #expect(try await b.deleteConntrack(off([ip("10.244.1.5")])) == 0)
+        #expect(try entries().contains("dport=53"))
+        #expect(try await b.deleteConntrack(off([])) == 1)
+        #expect(try !entries().contains("dport=53"))
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
 
         // pod1 stops being an endpoint but keeps answering: only the deleted entry makes the next
         // datagram from the same socket go to pod2.

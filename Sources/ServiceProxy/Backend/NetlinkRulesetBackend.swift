@@ -261,10 +261,11 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         }
     }
 
-    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
-        guard !filters.isEmpty else { return }
+    @discardableResult
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
+        guard !filters.isEmpty else { return 0 }
         do {
-            try ConntrackDeleter(session: conntrack).delete(filters)
+            return try ConntrackDeleter(session: conntrack).delete(filters)
         } catch {
             throw BackendError(operation: "delete conntrack entries (\(filters.count) filters)", message: "\(error)")
         }

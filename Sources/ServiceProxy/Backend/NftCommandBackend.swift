@@ -48,32 +48,37 @@ public struct NftCommandBackend: RulesetBackend {
         return model.tables.isEmpty ? nil : model
     }
 
-    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
-        for f in filters where f.keepingReplySources == nil { try conntrack("-D", f.conntrackArguments) }
+    @discardableResult
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
+        var deleted = 0
+        for f in filters where f.keepingReplySources == nil { deleted += try conntrack("-D", f.conntrackArguments).count }
         // The tool cannot select "reply source none of": list the family's UDP flows once,
         // check each, delete the selected ones by their original tuple.
         for family in [IPFamily.v4, .v6] {
             let index = ConntrackFilterIndex(filters.filter { $0.family == family && $0.keepingReplySources != nil })
             guard !index.isEmpty else { continue }
             let name = family == .v4 ? "ipv4" : "ipv6"
-            for line in try conntrack("-L", ["-f", name, "-p", "udp"]).split(separator: "\n") {
+            for line in try conntrack("-L", ["-f", name, "-p", "udp"]).output.split(separator: "\n") {
                 guard let e = ConntrackLine(line), index.matches(originalDestination: e.destination, port: e.destinationPort, replySource: e.replySource)
                 else { continue }
-                try conntrack("-D", ["-f", name, "-p", "udp", "--orig-src", e.source.description, "--orig-dst", e.destination.description,
-                                     "--orig-port-src", String(e.sourcePort), "--orig-port-dst", String(e.destinationPort)])
+                deleted += try conntrack("-D", ["-f", name, "-p", "udp", "--orig-src", e.source.description, "--orig-dst", e.destination.description,
+                                                "--orig-port-src", String(e.sourcePort), "--orig-port-dst", String(e.destinationPort)]).count
             }
         }
+        return deleted
     }
 
-    /// Runs `conntrack <command> <arguments>`; returns its standard output.
-    @discardableResult
-    private func conntrack(_ command: String, _ arguments: [String]) throws(BackendError) -> String {
+    /// Runs `conntrack <command> <arguments>`: its standard output and the entry count it
+    /// reports ("conntrack v1.4.7 (conntrack-tools): 2 flow entries have been deleted.").
+    private func conntrack(_ command: String, _ arguments: [String]) throws(BackendError) -> (output: String, count: Int) {
         let r = try run([conntrackPath, command] + arguments, stdin: nil, what: "conntrack \(command)")
         // Exit status 1 with "0 flow entries" just means nothing matched.
         if r.status != 0, !r.stderr.contains("0 flow entries") {
             throw BackendError(operation: "conntrack \(command) \(arguments.joined(separator: " "))", message: r.stderr.trimmed)
         }
-        return r.stdout
+        let words = r.stderr.split(separator: " ")
+        let count = words.firstIndex(of: "flow").flatMap { $0 > 0 ? Int(words[$0 - 1]) : nil } ?? 0
+        return (r.stdout, count)
     }
 
     struct Output { var status: Int32; var stdout: String; var stderr: String }

@@ -117,12 +117,13 @@ public enum StaleConntrack {
         return out.sorted()
     }
 
-    /// Filters for the first sync after a start, when what steered the existing flows is
-    /// unknown (endpoints may have gone while no agent ran): flows to each UDP port whose reply
-    /// source is not one of its endpoints now. Flows to current endpoints are kept, so a restart
-    /// does not cut every UDP flow (kubernetes#122740), and none stays stuck on a gone endpoint
+    /// Filters that compare flows with the present rather than with a previous state (full
+    /// syncs; the first after a start, when what steered the existing flows is unknown and
+    /// endpoints may have gone while no agent ran): flows to each UDP port whose reply source is
+    /// not one of its endpoints now. Flows to current endpoints are kept, so a restart does not
+    /// cut every UDP flow (kubernetes#122740), and none stays stuck on a gone endpoint
     /// (kubernetes#126468).
-    public static func startFilters(_ ports: [String: UDPServicePort]) -> [ConntrackFilter] {
+    public static func offEndpointFilters(_ ports: [String: UDPServicePort]) -> [ConntrackFilter] {
         var out = Set<ConntrackFilter>()
         for p in ports.values {
             for d in p.destinations { out.insert(filter(d.family, d, p.port, nil, keeping: p.endpoints)) }

@@ -12,7 +12,7 @@ public struct ServiceProxyPlanner: Sendable {
     /// False until the first plan: what steered the kernel's flows before this process is
     /// unknown, so there is no old state to diff against. Every full plan (the first one, after
     /// a failure, periodically) compares flows with the present instead: it deletes UDP flows
-    /// whose reply source is not a current endpoint of their port (`StaleConntrack.startFilters`),
+    /// whose reply source is not a current endpoint of their port (`StaleConntrack.offEndpointFilters`),
     /// so a restart neither cuts every UDP flow (kubernetes#122740) nor leaves flows on
     /// endpoints removed while no agent ran (kubernetes#126468).
     private var hasPlanned = false
@@ -76,7 +76,7 @@ public struct ServiceProxyPlanner: Sendable {
             var filters: [ConntrackFilter] = []
             for id in Set(oldUDP.keys).union(desired.udpPorts.keys) {
                 if hasPlanned { filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:]) }
-                filters += StaleConntrack.startFilters(desired.udpPorts[id] ?? [:])
+                filters += StaleConntrack.offEndpointFilters(desired.udpPorts[id] ?? [:])
             }
             return Plan(operations: ops, conntrack: filters.sorted(), full: true, services: desired.model.contributions.count)
         }
