@@ -44,8 +44,9 @@ final class FakeBackend: RulesetBackend {
         }
     }
 
-    func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
+    func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
         state.withLock { $0.conntrack += filters }
+        return filters.count
     }
 }
 

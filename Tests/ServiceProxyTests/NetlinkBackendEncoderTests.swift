@@ -91,4 +91,34 @@ import Testing
         #expect(NetlinkRuleEncoder.digest(.ip, "c", r) != NetlinkRuleEncoder.digest(.ip, "d", r))
         #expect(NetlinkRuleEncoder.digest(.ip, "c", r) != NetlinkRuleEncoder.digest(.ip, "c", NFRule([.verdict(.goto("y"))])))
     }
+
+    /// After a restart every chain is flushed and rewritten (rules unknown), and the backend may
+    /// drop the rewrites whose digests the kernel already holds; never for a chain that uses a
+    /// set the transaction re-creates (the kernel refuses to delete a set in use: the restart
+    /// after an affinity timeout change failed with EBUSY, forever), nor for a chain it re-creates.
+    @Test func restartRewritesAroundRecreatedSetsAreNotSkippable() async throws {
+        let slices = [slice("sticky", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]), slice("web", [EP(ip: "10.244.1.6")])]
+        var kernel = (await desired([service("sticky", affinity: 600), service("web", ips: ["10.96.0.11"])], slices)).model
+        for (family, table) in kernel.tables {
+            for name in table.chains.keys { kernel.tables[family]?.chains[name]?.rules = nil }
+        }
+        var planner = ServiceProxyPlanner(configuration: testConfig)
+        let plan = planner.plan(snapshot: await snapshot([service("sticky", affinity: 300), service("web", ips: ["10.96.0.11"])], slices),
+                                applied: kernel)
+        #expect(plan.operations.contains(.deleteSet(.ip, name: "affinity-ns1/sticky/tcp/http__10.244.1.5/8080")))
+        let skippable = Set(NetlinkRulesetBackend.skippableRewrites(plan.operations).keys.map { "\($0.family.rawValue) \($0.chain)" })
+        for chain in ["service-ns1/sticky/tcp/http", "endpoint-ns1/sticky/tcp/http__10.244.1.5/8080",
+                      "endpoint-ns1/sticky/tcp/http__10.244.2.5/8080"] {
+            #expect(!skippable.contains("ip \(chain)"), "\(chain) uses a re-created set")
+        }
+        for chain in ["services", "service-ns1/web/tcp/http", "endpoint-ns1/web/tcp/http__10.244.1.6/8080"] {
+            #expect(skippable.contains("ip \(chain)"), "\(chain)")
+        }
+
+        let rule = NFRule([.verdict(.accept)])
+        let recreated: [RulesetOperation] = [.flushChain(.ip, name: "x"), .flushChain(.ip, name: "y"), .deleteChain(.ip, name: "x"),
+                                             .addChain(.ip, name: "x", base: BaseChainSpec(.filter, .input, priority: 0)),
+                                             .addRule(.ip, chain: "x", rule), .addRule(.ip, chain: "y", rule)]
+        #expect(NetlinkRulesetBackend.skippableRewrites(recreated) == [.init(family: .ip, chain: "y"): [NetlinkRuleEncoder.digest(.ip, "y", rule)]])
+    }
 }

@@ -25,37 +25,71 @@ struct TrafficTests {
             client = try TestNamespace("client")
             fabric = try TestNamespace("fabric")
             try node.check(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            try link(pod1, "10.244.1.5", gateway: "10.244.1.1", index: 1)
-            try link(pod2, "10.244.2.5", gateway: "10.244.2.1", index: 2)
-            try link(client, "10.244.3.5", gateway: "10.244.3.1", index: 3)
-            try link(fabric, "192.168.1.1", gateway: nil, nodeAddress: "192.168.1.11", index: 4)
+            try node.check(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            // Dual stack: pods fd00:10:244:N::5 behind the node's fd00:10:244:N::1, fabric fd00:1::1 / node fd00:1::11.
+            try link(pod1, "10.244.1.5", gateway: "10.244.1.1", index: 1, v6: ("fd00:10:244:1::5", "fd00:10:244:1::1"))
+            try link(pod2, "10.244.2.5", gateway: "10.244.2.1", index: 2, v6: ("fd00:10:244:2::5", "fd00:10:244:2::1"))
+            try link(client, "10.244.3.5", gateway: "10.244.3.1", index: 3, v6: ("fd00:10:244:3::5", "fd00:10:244:3::1"))
+            try link(fabric, "192.168.1.1", gateway: nil, nodeAddress: "192.168.1.11", index: 4, v6: ("fd00:1::1", "fd00:1::11"))
             // Like a real node: a default route, so service IPs without rules get forwarded (and
             // meet the reject rules) instead of failing routing with "network unreachable".
             try node.check(["ip", "route", "add", "default", "via", "192.168.1.1"])
+            try node.check(["ip", "-6", "route", "add", "default", "via", "fd00:1::1"])
             for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
-                try Self.background(ns, ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \(name)"])
-                try Self.background(ns, ["socat", "UDP-RECVFROM:5353,fork", "SYSTEM:echo \(name)"])
-            }
-            // Wait until both servers listen (process start is slow when the machine is busy).
-            for ns in [pod1, pod2] {
-                for _ in 0..<100 {
-                    let tcp = try ns.run(["ss", "-H", "-ltn", "sport = :8080"]).stdout, udp = try ns.run(["ss", "-H", "-lun", "sport = :5353"]).stdout
-                    if !tcp.isEmpty && !udp.isEmpty { break }
-                    usleep(50_000)
-                }
+                // Not socat UDP-RECVFROM,fork: its child lingers on the shared socket and swallows
+                // the next datagrams, so a pod would answer only once.
+                try Self.background(ns, ["python3", "-c", """
+                    import socket
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.bind(("", 5353))
+                    for _ in range(100000):
+                        _, peer = s.recvfrom(100)
+                        s.sendto(b"\(name)\\n", peer)
+                    """])
+                try serveTCP(ns, port: 8080, reply: name)
+                try Self.waitListening(ns, udp: true, port: 5353)
             }
         }
 
-        /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24.
-        private func link(_ ns: TestNamespace, _ address: String, gateway: String?, nodeAddress: String? = nil, index: Int) throws {
+        /// A TCP server in `ns` answering each connection with one line (`sh` text, so
+        /// `$SOCAT_PEERADDR` is the client's address as the server sees it), once it listens.
+        /// On IPv4 and IPv6 (two listeners).
+        func serveTCP(_ ns: TestNamespace, port: Int, reply: String) throws {
+            try Self.background(ns, ["socat", "TCP4-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo \(reply)"])
+            try Self.background(ns, ["socat", "TCP6-LISTEN:\(port),fork,reuseaddr,ipv6only=1", "SYSTEM:echo \(reply)"])
+            try Self.waitListening(ns, udp: false, port: port, sockets: 2)
+        }
+
+        struct NotListening: Error { var namespace: String, port: Int }
+
+        /// Polls `ss` until `sockets` listen on the port (process start is slow when the machine is busy).
+        static func waitListening(_ ns: TestNamespace, udp: Bool, port: Int, sockets: Int = 1) throws {
+            for _ in 0..<200 {
+                let listing = try ns.run(["ss", "-H", udp ? "-lun" : "-ltn", "sport = :\(port)"]).stdout
+                if listing.split(separator: "\n").count >= sockets { return }
+                usleep(50_000)
+            }
+            throw NotListening(namespace: ns.name, port: port)
+        }
+
+        /// A veth pair: `peer` side in `ns`, the other in the node with the .1 (or nodeAddress) of the /24;
+        /// `v6`: the two sides' addresses in a /64 (no duplicate detection: usable at once), the
+        /// node's being the namespace's IPv6 gateway when it has an IPv4 one.
+        private func link(_ ns: TestNamespace, _ address: String, gateway: String?, nodeAddress: String? = nil, index: Int,
+                          v6: (inside: String, node: String)) throws {
             let outside = "nn\(index)", inside = "eth\(index)"
             try node.check(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside])
             try node.check(["ip", "link", "set", inside, "netns", ns.name])
             try node.check(["ip", "addr", "add", (nodeAddress ?? gateway!) + "/24", "dev", outside])
+            try node.check(["ip", "addr", "add", v6.node + "/64", "dev", outside, "nodad"])
             try node.check(["ip", "link", "set", outside, "up"])
             try ns.check(["ip", "addr", "add", address + "/24", "dev", inside])
+            try ns.check(["ip", "addr", "add", v6.inside + "/64", "dev", inside, "nodad"])
             try ns.check(["ip", "link", "set", inside, "up"])
-            if let gateway { try ns.check(["ip", "route", "add", "default", "via", gateway]) }
+            if let gateway {
+                try ns.check(["ip", "route", "add", "default", "via", gateway])
+                try ns.check(["ip", "-6", "route", "add", "default", "via", v6.node])
+            }
         }
 
         static func background(_ ns: TestNamespace, _ argv: [String]) throws {
@@ -68,13 +102,14 @@ struct TrafficTests {
         }
 
         /// One TCP connection from `ns`: the server's line, or the error text.
-        func connect(from ns: TestNamespace, _ target: String) throws -> (ok: Bool, text: String, seconds: Double) {
+        func connect(from ns: TestNamespace, _ target: String, timeout: Int = 3) throws -> (ok: Bool, text: String, seconds: Double) {
             let start = Date()
-            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=3"], stdin: "", timeout: 10)
+            let r = try ns.run(["socat", "-t3", "-T3", "-", "TCP:\(target),connect-timeout=\(timeout)"], stdin: "", timeout: 10)
             return (r.ok, (r.stdout + r.stderr).trimmingCharacters(in: .whitespacesAndNewlines), Date().timeIntervalSince(start))
         }
 
-        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry).
+        /// One UDP exchange from a fixed source port (so a second one reuses the conntrack entry):
+        /// the server's line, "refused" (ICMP port unreachable) or "timeout".
         func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
             // One datagram out, one reply back (socat would wait out its timeout after the reply).
             let (host, port) = (target.split(separator: ":")[0], target.split(separator: ":")[1])
@@ -84,8 +119,14 @@ struct TrafficTests {
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("", \(sourcePort)))
                 s.settimeout(3)
-                s.sendto(b"q\\n", ("\(host)", \(port)))
-                print(s.recv(100).decode().strip())
+                s.connect(("\(host)", \(port)))  # connected: an ICMP error is reported
+                try:
+                    s.send(b"q\\n")
+                    print(s.recv(100).decode().strip())
+                except ConnectionRefusedError:
+                    print("refused")
+                except socket.timeout:
+                    print("timeout")
                 """
             let r = try ns.run(["python3", "-c", script], timeout: 10)
             return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -93,12 +134,48 @@ struct TrafficTests {
 
         /// The proxy actor programming the node namespace, after its first sync.
         func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
-            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: [IPPrefixValue.pods],
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: IPPrefixValue.pods,
                                             coalesceDelay: .milliseconds(5))
             let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(kind, in: node), logger: Logger(label: "test"))
             let task = Task { await actor.run() }
             try await waitFor { await actor.status().syncs >= 1 }
             return (actor, task)
+        }
+
+        /// Connects until every reply in `expected` was seen (at most `tries` times); every
+        /// connection must succeed. Returns the replies seen.
+        func distinct(from ns: TestNamespace, _ target: String, expected: Set<String>, tries: Int = 30,
+                      sourceLocation: SourceLocation = #_sourceLocation) throws -> Set<String> {
+            var seen = Set<String>()
+            for _ in 0..<tries where !seen.isSuperset(of: expected) {
+                let r = try connect(from: ns, target)
+                #expect(r.ok, "\(target): \(r.text)", sourceLocation: sourceLocation)
+                seen.insert(r.text)
+            }
+            return seen
+        }
+
+        /// `count` connections: each must succeed and reach `only`.
+        func expectOnly(_ only: String, from ns: TestNamespace, _ target: String, count: Int = 12,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws {
+            for _ in 0..<count {
+                let r = try connect(from: ns, target)
+                #expect(r.ok && r.text == only, "\(target): expected \(only), got \(r.text)", sourceLocation: sourceLocation)
+            }
+        }
+
+        /// A connection the rules drop: it times out, no refusal comes back.
+        func expectDropped(from ns: TestNamespace, _ target: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try connect(from: ns, target)
+            #expect(!r.ok && !r.text.contains("refused") && r.seconds > 2.5, "\(target): \(r.text) after \(r.seconds) s",
+                    sourceLocation: sourceLocation)
+        }
+
+        /// A connection refused at once (TCP RST or ICMP unreachable).
+        func expectRefused(from ns: TestNamespace, _ target: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try connect(from: ns, target)
+            #expect(!r.ok && r.text.contains("refused") && r.seconds < 2, "\(target): \(r.text) after \(r.seconds) s",
+                    sourceLocation: sourceLocation)
         }
 
         func delete() { for ns in all { ns.delete() } }
@@ -119,19 +196,10 @@ struct TrafficTests {
         #expect(await actor.status().lastError == nil)
 
         // ClusterIP from a pod: both endpoints answer, chosen at random.
-        var seen = Set<String>()
-        for _ in 0..<30 where seen.count < 2 {
-            let r = try t.connect(from: t.client, "10.96.0.10:80")
-            #expect(r.ok, "\(r.text)")
-            seen.insert(r.text)
-        }
-        #expect(seen == ["pod1", "pod2"])
+        #expect(try t.distinct(from: t.client, "10.96.0.10:80", expected: ["pod1", "pod2"]) == ["pod1", "pod2"])
 
         // No endpoints: refused at once, not a timeout.
-        let refused = try t.connect(from: t.client, "10.96.0.11:80")
-        #expect(!refused.ok)
-        #expect(refused.text.contains("refused"), "\(refused.text)")
-        #expect(refused.seconds < 2)
+        try t.expectRefused(from: t.client, "10.96.0.11:80")
 
         // NodePort from a host on the fabric.
         let np = try t.connect(from: t.fabric, "192.168.1.11:30080")
@@ -182,20 +250,28 @@ extension TrafficTests {
         defer { t.delete() }
         let store = ClusterStore()
         let dns = service("dns", ips: ["10.96.0.20"], ports: [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))])
-        func dnsSlice(_ ips: [String]) -> StoreChange {
-            .upsert(.endpointSlice(slice("dns", ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
-        }
-        await store.apply([.upsert(.service(dns)), dnsSlice(["10.244.1.5"])])
+        await store.apply([.upsert(.service(dns)), udpSlice("dns", ["10.244.1.5"])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
         #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
         let entries = { try t.node.run(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.20", "--reply-src", "10.244.1.5"]).stdout }
         #expect(try entries().contains("dport=53"))
+        // The backend itself (also through the conntrack tool): a filter keeping pod1 leaves the
+        // flow, one keeping nothing deletes it, and says how many it deleted.
+        let b = try backend(t.kind, in: t.node)
+        func off(_ keep: Set<IPAddress>) -> [ConntrackFilter] {
+            [ConntrackFilter(family: .v4, originalDestination: ip("10.96.0.20"), originalDestinationPort: 53, replySource: nil, keepingReplySources: keep)]
+        }
+        #expect(try await b.deleteConntrack(off([ip("10.244.1.5")])) == 0)
+        #expect(try entries().contains("dport=53"))
+        #expect(try await b.deleteConntrack(off([])) == 1)
+        #expect(try !entries().contains("dport=53"))
+        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053) == "pod1")
 
         // pod1 stops being an endpoint but keeps answering: only the deleted entry makes the next
         // datagram from the same socket go to pod2.
-        await store.apply([dnsSlice(["10.244.2.5"])])
+        await store.apply([udpSlice("dns", ["10.244.2.5"])])
         try await waitFor { await actor.status().syncs >= 2 }
         #expect(try !entries().contains("dport=53"))
         let after = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40053)
@@ -203,6 +279,21 @@ extension TrafficTests {
     }
 }
 
+/// The slice of a service whose one port "dns" is UDP 5353 on every endpoint.
+func udpSlice(_ service: String, _ ips: [String]) -> StoreChange {
+    .upsert(.endpointSlice(slice(service, ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
+}
+
+/// Applies `changes` to the store and waits for the actor's next sync, which must succeed.
+func applySynced(_ changes: [StoreChange], to store: ClusterStore, _ actor: ServiceProxyActor,
+                 sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let before = await actor.status().syncs
+    await store.apply(changes)
+    try await waitFor({ await actor.status().syncs > before }, sourceLocation: sourceLocation)
+    let error = await actor.status().lastError
+    #expect(error == nil, "\(error ?? "")", sourceLocation: sourceLocation)
+}
+
 enum IPPrefixValue {
-    static let pods = IPPrefix("10.244.0.0/16")!
+    static let pods = [IPPrefix("10.244.0.0/16")!, IPPrefix("fd00:10:244::/56")!]
 }

@@ -25,7 +25,7 @@ struct ConntrackDeleter {
     func delete(_ filters: [ConntrackFilter]) throws -> Int {
         var deleted = 0
         for family in [IPFamily.v4, .v6] {
-            let mine = filters.filter { $0.family == family }
+            let mine = ConntrackFilterIndex(filters.filter { $0.family == family })
             guard !mine.isEmpty else { continue }
             let nfFamily = family == .v4 ? Netlink.afInet : Netlink.afInet6
             let dump = NfnetlinkMessages.builder(subsystem: Self.subsystem, message: UInt16(IPCTNL_MSG_CT_GET.rawValue), family: nfFamily,
@@ -33,7 +33,9 @@ struct ConntrackDeleter {
             let messages = try session.dump(NetlinkRequest(bytes: dump.finish(), operation: "list conntrack", object: family == .v4 ? "ipv4" : "ipv6"))
             var requests: [NetlinkRequest] = []
             for m in messages where m.type == Self.subsystem << 8 | UInt16(IPCTNL_MSG_CT_NEW.rawValue) {
-                guard let e = try Self.entry(m), e.protocolNumber == 17, mine.contains(where: { Self.matches($0, e) }) else { continue }
+                guard let e = try Self.entry(m), e.protocolNumber == 17,
+                      mine.matches(originalDestination: e.originalDestination, port: e.originalDestinationPort, replySource: e.replySource)
+                else { continue }
                 var b = NfnetlinkMessages.builder(subsystem: Self.subsystem, message: UInt16(IPCTNL_MSG_CT_DELETE.rawValue), family: nfFamily)
                 b.attribute(Self.a(CTA_TUPLE_ORIG) | Netlink.nlaNested, bytes: e.tuple)
                 requests.append(NetlinkRequest(bytes: b.finish(), operation: "delete conntrack entry",
@@ -45,13 +47,6 @@ struct ConntrackDeleter {
             deleted += requests.count - result.failures.count
         }
         return deleted
-    }
-
-    static func matches(_ f: ConntrackFilter, _ e: Entry) -> Bool {
-        if let d = f.originalDestination, d != e.originalDestination { return false }
-        if f.originalDestinationPort != e.originalDestinationPort { return false }
-        if let r = f.replySource, r != e.replySource { return false }
-        return true
     }
 
     static func entry(_ m: NetlinkMessage) throws(NetlinkError) -> Entry? {

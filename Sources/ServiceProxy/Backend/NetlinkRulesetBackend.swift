@@ -80,16 +80,10 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     /// dropped. Without this a restart rewrites every chain in one batch, which the kernel makes
     /// quadratic (5,000 services: 17 s). Only worth a rule dump for large rewrites.
     private func skippingUnchangedRewrites(_ ops: [RulesetOperation]) throws(BackendError) -> [RulesetOperation] {
-        struct Key: Hashable { var family: TableFamily; var chain: String }
-        var flushed = Set<Key>()
-        for case .flushChain(let f, let name) in ops { flushed.insert(Key(family: f, chain: name)) }
-        guard flushed.count >= 16 else { return ops }
-        var wanted: [Key: [UInt64]] = [:]
-        for case .addRule(let f, let chain, let rule) in ops where flushed.contains(Key(family: f, chain: chain)) {
-            wanted[Key(family: f, chain: chain), default: []].append(NetlinkRuleEncoder.digest(f, chain, rule))
-        }
-        var held: [Key: [UInt64]] = [:]
-        for family in Set(flushed.map(\.family)) {
+        let candidates = Self.skippableRewrites(ops)
+        guard candidates.count >= 16 else { return ops }
+        var held: [ChainKey: [UInt64]] = [:]
+        for family in Set(candidates.keys.map(\.family)) {
             let records: [NFTablesRuleRecord]
             do {
                 records = try session.nftablesRules(table: tableName, family: family.ipFamily)
@@ -98,18 +92,49 @@ public final class NetlinkRulesetBackend: RulesetBackend {
             }
             for r in records {
                 let d = r.userDataValue(type: NetlinkRuleEncoder.digestType).map { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } } ?? 0
-                held[Key(family: family, chain: r.chain), default: []].append(d)
+                held[ChainKey(family: family, chain: r.chain), default: []].append(d)
             }
         }
-        let unchanged = flushed.filter { (wanted[$0] ?? []) == (held[$0] ?? []) }
+        let unchanged = Set(candidates.filter { held[$0.key] ?? [] == $0.value }.keys)
         guard !unchanged.isEmpty else { return ops }
         return ops.filter { op in
             switch op {
-            case .flushChain(let f, let name): !unchanged.contains(Key(family: f, chain: name))
-            case .addRule(let f, let chain, _): !unchanged.contains(Key(family: f, chain: chain))
+            case .flushChain(let f, let name): !unchanged.contains(ChainKey(family: f, chain: name))
+            case .addRule(let f, let chain, _): !unchanged.contains(ChainKey(family: f, chain: chain))
             default: true
             }
         }
+    }
+
+    struct ChainKey: Hashable { var family: TableFamily; var chain: String }
+
+    /// The chains `ops` flushes and refills whose rewrite may be dropped when the kernel already
+    /// holds rules with these digests (in order). Not a chain the transaction deletes (re-created
+    /// with another hook: its rules must be written again), nor one whose rules use a set the
+    /// transaction deletes (an affinity set re-created with a new timeout: the rules' text is
+    /// the same, but the kernel refuses to delete a set that rules still use, EBUSY).
+    static func skippableRewrites(_ ops: [RulesetOperation]) -> [ChainKey: [UInt64]] {
+        var flushed = Set<ChainKey>(), forced = Set<ChainKey>(), deletedSets: [TableFamily: Set<String>] = [:]
+        for op in ops {
+            switch op {
+            case .flushChain(let f, let name): flushed.insert(ChainKey(family: f, chain: name))
+            case .deleteChain(let f, let name): forced.insert(ChainKey(family: f, chain: name))
+            case .deleteSet(let f, let name): deletedSets[f, default: []].insert(name)
+            default: continue
+            }
+        }
+        var wanted: [ChainKey: [UInt64]] = [:]
+        for f in flushed.subtracting(forced) { wanted[f] = [] }
+        for case .addRule(let f, let chain, let rule) in ops {
+            let key = ChainKey(family: f, chain: chain)
+            guard wanted[key] != nil else { continue }
+            if let deleted = deletedSets[f], rule.expressions.contains(where: { !deleted.isDisjoint(with: $0.setReferences) }) {
+                forced.insert(key)
+            }
+            wanted[key]?.append(NetlinkRuleEncoder.digest(f, chain, rule))
+        }
+        for key in forced { wanted[key] = nil }
+        return wanted
     }
 
     private func transaction(_ requests: [NetlinkRequest], _ origin: [Int], _ ops: [RulesetOperation]) throws(BackendError) {
@@ -236,10 +261,11 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         }
     }
 
-    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
-        guard !filters.isEmpty else { return }
+    @discardableResult
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
+        guard !filters.isEmpty else { return 0 }
         do {
-            try ConntrackDeleter(session: conntrack).delete(filters)
+            return try ConntrackDeleter(session: conntrack).delete(filters)
         } catch {
             throw BackendError(operation: "delete conntrack entries (\(filters.count) filters)", message: "\(error)")
         }

@@ -48,14 +48,37 @@ public struct NftCommandBackend: RulesetBackend {
         return model.tables.isEmpty ? nil : model
     }
 
-    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) {
-        for f in filters {
-            // Exit status 1 with "0 flow entries" just means nothing matched.
-            let r = try run([conntrackPath, "-D"] + f.conntrackArguments, stdin: nil, what: "conntrack -D")
-            if r.status != 0, !r.stderr.contains("0 flow entries") {
-                throw BackendError(operation: "conntrack -D \(f.conntrackArguments.joined(separator: " "))", message: r.stderr.trimmed)
+    @discardableResult
+    public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
+        var deleted = 0
+        for f in filters where f.keepingReplySources == nil { deleted += try conntrack("-D", f.conntrackArguments).count }
+        // The tool cannot select "reply source none of": list the family's UDP flows once,
+        // check each, delete the selected ones by their original tuple.
+        for family in [IPFamily.v4, .v6] {
+            let index = ConntrackFilterIndex(filters.filter { $0.family == family && $0.keepingReplySources != nil })
+            guard !index.isEmpty else { continue }
+            let name = family == .v4 ? "ipv4" : "ipv6"
+            for line in try conntrack("-L", ["-f", name, "-p", "udp"]).output.split(separator: "\n") {
+                guard let e = ConntrackLine(line), index.matches(originalDestination: e.destination, port: e.destinationPort, replySource: e.replySource)
+                else { continue }
+                deleted += try conntrack("-D", ["-f", name, "-p", "udp", "--orig-src", e.source.description, "--orig-dst", e.destination.description,
+                                                "--orig-port-src", String(e.sourcePort), "--orig-port-dst", String(e.destinationPort)]).count
             }
         }
+        return deleted
+    }
+
+    /// Runs `conntrack <command> <arguments>`: its standard output and the entry count it
+    /// reports ("conntrack v1.4.7 (conntrack-tools): 2 flow entries have been deleted.").
+    private func conntrack(_ command: String, _ arguments: [String]) throws(BackendError) -> (output: String, count: Int) {
+        let r = try run([conntrackPath, command] + arguments, stdin: nil, what: "conntrack \(command)")
+        // Exit status 1 with "0 flow entries" just means nothing matched.
+        if r.status != 0, !r.stderr.contains("0 flow entries") {
+            throw BackendError(operation: "conntrack \(command) \(arguments.joined(separator: " "))", message: r.stderr.trimmed)
+        }
+        let words = r.stderr.split(separator: " ")
+        let count = words.firstIndex(of: "flow").flatMap { $0 > 0 ? Int(words[$0 - 1]) : nil } ?? 0
+        return (r.stdout, count)
     }
 
     struct Output { var status: Int32; var stdout: String; var stderr: String }
@@ -88,6 +111,25 @@ public struct NftCommandBackend: RulesetBackend {
         p.waitUntilExit()
         group.wait()
         return Output(status: p.terminationStatus, stdout: collected.stdout, stderr: collected.stderr)
+    }
+}
+
+/// One line of `conntrack -L` (`udp 17 29 src=A dst=B sport=a dport=b [UNREPLIED] src=C dst=D ...`):
+/// the first src/dst/ports are the original direction, the next src the reply's source.
+struct ConntrackLine {
+    var source: IPAddress, destination: IPAddress, sourcePort: UInt16, destinationPort: UInt16, replySource: IPAddress
+
+    init?(_ line: Substring) {
+        var values: [String: [String]] = [:]
+        for word in line.split(separator: " ") {
+            guard let eq = word.firstIndex(of: "=") else { continue }
+            values[String(word[..<eq]), default: []].append(String(word[word.index(after: eq)...]))
+        }
+        guard let src = values["src"], src.count >= 2, let dst = values["dst"]?.first,
+              let s = IPAddress(src[0]), let d = IPAddress(dst), let r = IPAddress(src[1]),
+              let sp = values["sport"]?.first.flatMap({ UInt16($0) }), let dp = values["dport"]?.first.flatMap({ UInt16($0) })
+        else { return nil }
+        (source, destination, sourcePort, destinationPort, replySource) = (s, d, sp, dp, r)
     }
 }
 

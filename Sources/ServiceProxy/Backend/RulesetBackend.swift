@@ -6,8 +6,9 @@ public protocol RulesetBackend: Sendable {
     /// What the kernel holds now in nodenet's tables (nil: neither table exists). Backends that
     /// cannot decode rules return chains with `rules == nil`.
     func currentState() async throws(BackendError) -> RulesetModel?
-    /// Deletes conntrack entries matching the filters (stale UDP flows).
-    func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError)
+    /// Deletes conntrack entries matching the filters (stale UDP flows); returns how many.
+    @discardableResult
+    func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int
 }
 
 public struct BackendError: Error, CustomStringConvertible, Sendable {

@@ -117,8 +117,7 @@ public actor ServiceProxyActor {
         believed = planner.desired.model
         if !plan.conntrack.isEmpty {
             do {
-                try await backend.deleteConntrack(plan.conntrack)
-                conntrackCounter.increment(by: plan.conntrack.count)
+                conntrackCounter.increment(by: try await backend.deleteConntrack(plan.conntrack))
             } catch {
                 // Rules are right; stale flows age out. Worth a line, not a resync.
                 logger.warning("stale UDP conntrack cleanup failed", metadata: ["error": "\(error)"])

@@ -9,9 +9,12 @@ public struct ServiceProxyPlanner: Sendable {
     public private(set) var dirtyServices: Set<NamespacedName> = []
     public private(set) var dirtySlices: Set<NamespacedName> = []
     public private(set) var needsFullSync = true
-    /// False until the first plan: what the kernel's flows were steered by before this process
-    /// is unknown, so the first plan deletes no conntrack entries (a restart must not cut every
-    /// UDP flow, kubernetes#122740).
+    /// False until the first plan: what steered the kernel's flows before this process is
+    /// unknown, so there is no old state to diff against. Every full plan (the first one, after
+    /// a failure, periodically) compares flows with the present instead: it deletes UDP flows
+    /// whose reply source is not a current endpoint of their port (`StaleConntrack.offEndpointFilters`),
+    /// so a restart neither cuts every UDP flow (kubernetes#122740) nor leaves flows on
+    /// endpoints removed while no agent ran (kubernetes#126468).
     private var hasPlanned = false
 
     public struct Plan: Sendable {
@@ -71,8 +74,9 @@ public struct ServiceProxyPlanner: Sendable {
             desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
             let ops = RulesetDiff.operations(from: applied, to: desired.model)
             var filters: [ConntrackFilter] = []
-            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) where hasPlanned {
-                filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+            for id in Set(oldUDP.keys).union(desired.udpPorts.keys) {
+                if hasPlanned { filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:]) }
+                filters += StaleConntrack.offEndpointFilters(desired.udpPorts[id] ?? [:])
             }
             return Plan(operations: ops, conntrack: filters.sorted(), full: true, services: desired.model.contributions.count)
         }
