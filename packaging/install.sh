@@ -24,7 +24,7 @@ done
 # The plugin is built next to the agent binary unless given.
 [ -n "$cni_binary" ] || cni_binary="$(dirname "$binary")/nodenet-cni"
 for b in "$binary" "$cni_binary"; do
-  [ -x "$b" ] || { echo "install.sh: no binary at $b (build with: swift build -c release --static-swift-stdlib --product nodenet --product nodenet-cni)" >&2; exit 1; }
+  [ -x "$b" ] || { echo "install.sh: no binary at $b (build both: swift build -c release --static-swift-stdlib --product nodenet, then --product nodenet-cni)" >&2; exit 1; }
 done
 
 install -D -m 0755 "$binary" "$destdir/usr/bin/nodenet"
