@@ -17,12 +17,18 @@ public enum CNIEntry {
     public static func run() -> Int32 {
         let environment = ProcessEnvironment.all()
         let stdin = readStdin()
-        if environment["CNI_COMMAND"] == "VERSION" {
-            return emit(CNILocal.versionReply(stdin: stdin))
-        }
-        if environment["CNI_COMMAND"] == nil {
+        guard let command = environment["CNI_COMMAND"] else {
             print("nodenet CNI plugin; supported versions: \(CNIVersion.supported.map(\.rawValue).joined(separator: ", "))")
             return 0
+        }
+        var firstAttempt: ControlClientError?
+        switch fastPath(command: command, environment: environment, stdin: stdin) {
+        case .done(let code): return code
+        case .notTaken: break
+        case .failed(let error): firstAttempt = error
+        }
+        if command == "VERSION" {
+            return emit(CNILocal.versionReply(stdin: stdin))
         }
         let request: CNIRequest
         do {
@@ -38,6 +44,9 @@ public enum CNIEntry {
         } catch {
             return emit(.failure(error))
         }
+        // The fast path's request reached the agent and then failed: sending it again could
+        // run an ADD twice.
+        if let firstAttempt { return emit(agentDown(request, socket: socket, error: firstAttempt)) }
         let client = ControlClient(socketPath: socket, timeoutMilliseconds: 120_000)
         let deadline = now() + (request.command == .add ? addWaitMilliseconds : 0)
         while true {
@@ -86,15 +95,49 @@ public enum CNIEntry {
         }
     }
 
+    enum FastOutcome {
+        case done(Int32)
+        /// Nothing was sent (agent not listening, route not up, or a config the scanner does
+        /// not follow): the full path decides.
+        case notTaken
+        /// The request was sent and the exchange failed.
+        case failed(ControlClientError)
+    }
+
+    /// VERSION, and one exchange with a running agent, without Codable (see CNIFastWire).
+    static func fastPath(command: String, environment: [String: String], stdin: [UInt8]) -> FastOutcome {
+        let scanned = stdin.isEmpty ? [:] : CNIConfigScan.strings(["cniVersion", "socket"], in: stdin)
+        if command == "VERSION" {
+            guard let scanned, let reply = CNIFastWire.versionReply(asked: scanned["cniVersion"]) else { return .notTaken }
+            return .done(emit(stdout: reply, exitCode: 0))
+        }
+        guard !stdin.isEmpty, let scanned else { return .notTaken }
+        let client = ControlClient(socketPath: scanned["socket"] ?? NetworkConfig.defaultSocket, timeoutMilliseconds: 120_000)
+        do {
+            let response = try client.post(CNIFastWire.path, body: CNIFastWire.envelope(environment: environment, stdin: stdin))
+            if response.status == 404 { return .notTaken }  // agent starting: its CNI routes are not up yet
+            guard response.status == 200, let reply = CNIFastWire.parseReply(response.body) else {
+                return .failed(.malformedResponse("HTTP \(response.status): \(response.text)"))
+            }
+            return .done(emit(stdout: reply.stdout, exitCode: reply.exitCode))
+        } catch {
+            if case .agentUnreachable = error { return .notTaken }
+            return .failed(error)
+        }
+    }
+
     static func emit(_ reply: CNIReply) -> Int32 {
-        let out = reply.stdout
+        emit(stdout: reply.stdout, exitCode: reply.exitCode)
+    }
+
+    static func emit(stdout out: [UInt8], exitCode: Int32) -> Int32 {
         var offset = 0
         while offset < out.count {
             let n = out[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
             if n <= 0 { break }
             offset += n
         }
-        return reply.exitCode
+        return exitCode
     }
 
     static func readStdin() -> [UInt8] {

@@ -52,16 +52,21 @@ struct PodNetworkService: AgentActor {
         }
         applySubnets()
         let released = await pods.reconcile()
-        agent.route("POST /v1/cni") { request in
+        @Sendable func answer(_ body: [UInt8]) async -> CNIReply {
             do {
-                let cni = try CNIRequest.fromEnvelope(request.body)
-                let reply = await pods.handle(cni)
-                return ControlReply(body: try reply.envelope())
-            } catch let error as CNIError {
-                return ControlReply(body: (try? CNIReply.failure(error).envelope()) ?? [])
+                return await pods.handle(try CNIRequest.fromEnvelope(body))
             } catch {
-                return ControlReply(body: (try? CNIReply.failure(CNIError(.agentFailure, "\(error)")).envelope()) ?? [])
+                return .failure(error)
             }
+        }
+        // The JSON envelope (`CNIReply.envelope`), and the raw form the shim's fast path reads
+        // without a JSON decoder: `<exit code>\n<stdout>` (CNIFastWire).
+        agent.route("POST /v1/cni") { request in
+            let reply = await answer(request.body)
+            return ControlReply(body: (try? reply.envelope()) ?? (try? CNIReply.failure(CNIError(.ioFailure, "cannot encode the reply")).envelope()) ?? [])
+        }
+        agent.route("POST \(CNIFastWire.path)") { request in
+            ControlReply(body: CNIFastWire.replyBody(await answer(request.body)))
         }
         let report: @Sendable (Double) async -> Void = { seconds in
             let count = await agent.attachmentCount
