@@ -168,17 +168,20 @@ public final class PodInterfaces: Sendable {
         }
         return try wrap("set up \(spec.ifname) in \(spec.netnsPath)") {
             let container = try pod.requireLink(named: spec.ifname, for: "configure pod interface")
-            // Up with arp_notify in one request: a gratuitous ARP when it comes up tells the
-            // bridge and neighbours about a reused address at once.
-            try pod.setLink(index: container.index, LinkChange(up: true, arpNotify: true))
+            // One datagram for the rest, processed in order by the kernel: up with arp_notify
+            // (a gratuitous ARP when it comes up tells the bridge and neighbours about a reused
+            // address at once), addresses, loopback, default routes.
+            var requests = [try RouteMessages.setLink(index: container.index, LinkChange(up: true, arpNotify: true), object: spec.ifname)]
             for (address, _) in spec.addresses {
-                try pod.addAddress(InterfaceAddress(index: container.index, prefix: address, noDAD: address.family == .v6))
+                requests.append(RouteMessages.address(InterfaceAddress(index: container.index, prefix: address, noDAD: address.family == .v6), add: true))
             }
-            try pod.setLink(index: Self.loopbackIndex, LinkChange(up: true))
+            requests.append(try RouteMessages.setLink(index: Self.loopbackIndex, LinkChange(up: true), object: "lo"))
             for (address, gateway) in spec.addresses {
                 let any = IPPrefix(address: address.family == .v4 ? IPAddress("0.0.0.0")! : IPAddress("::")!, length: 0)
-                try pod.replaceRoute(Route(destination: any, gateway: gateway, outputIndex: container.index, protocol: RouteProtocol.boot))
+                requests.append(RouteMessages.route(.replace(Route(destination: any, gateway: gateway, outputIndex: container.index,
+                                                                   protocol: RouteProtocol.boot))))
             }
+            try pod.session.batch(requests).check()
             return PodInterfaceResult(bridge: bridge, host: hostLink, container: container)
         }
     }
