@@ -159,13 +159,20 @@ public enum CNIFastWire {
         return (code, Array(body[(nl + 1)...]))
     }
 
-    /// The VERSION answer for a config asking `version` (nil: none asked), when it is one of
-    /// ours; nil otherwise, so the caller answers through the full path.
-    public static func versionReply(asked version: String?) -> [UInt8]? {
+    /// The VERSION answer for `stdin`, when it is simple: no config (the latest version), or a
+    /// config whose `cniVersion` is one of ours. Nil otherwise (no `cniVersion`, one we do not
+    /// support, JSON the scanner does not follow), so the caller answers through the full path.
+    public static func versionReply(stdin: [UInt8]) -> [UInt8]? {
+        let asked: String
+        if stdin.isEmpty {
+            asked = CNIVersion.latest.rawValue
+        } else {
+            guard let v = CNIConfigScan.strings(["cniVersion"], in: stdin)?["cniVersion"] else { return nil }
+            asked = v
+        }
         let supported = CNIVersion.supported.map(\.rawValue)
-        let answer = version ?? CNIVersion.latest.rawValue
-        guard supported.contains(answer) else { return nil }
-        return Array(#"{"cniVersion":"\#(answer)","supportedVersions":[\#(supported.map { "\"\($0)\"" }.joined(separator: ","))]}"#.utf8)
+        guard supported.contains(asked) else { return nil }
+        return Array(#"{"cniVersion":"\#(asked)","supportedVersions":[\#(supported.map { "\"\($0)\"" }.joined(separator: ","))]}"#.utf8)
     }
 
     /// A JSON string literal: quotes, backslashes and control characters escaped; other bytes

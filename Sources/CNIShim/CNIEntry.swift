@@ -106,12 +106,11 @@ public enum CNIEntry {
 
     /// VERSION, and one exchange with a running agent, without Codable (see CNIFastWire).
     static func fastPath(command: String, environment: [String: String], stdin: [UInt8]) -> FastOutcome {
-        let scanned = stdin.isEmpty ? [:] : CNIConfigScan.strings(["cniVersion", "socket"], in: stdin)
         if command == "VERSION" {
-            guard let scanned, let reply = CNIFastWire.versionReply(asked: scanned["cniVersion"]) else { return .notTaken }
+            guard let reply = CNIFastWire.versionReply(stdin: stdin) else { return .notTaken }
             return .done(emit(stdout: reply, exitCode: 0))
         }
-        guard !stdin.isEmpty, let scanned else { return .notTaken }
+        guard !stdin.isEmpty, let scanned = CNIConfigScan.strings(["socket"], in: stdin) else { return .notTaken }
         let client = ControlClient(socketPath: scanned["socket"] ?? NetworkConfig.defaultSocket, timeoutMilliseconds: 120_000)
         do {
             let response = try client.post(CNIFastWire.path, body: CNIFastWire.envelope(environment: environment, stdin: stdin))

@@ -47,11 +47,12 @@ import Testing
 
     @Test func versionAnswersMatchTheCodablePath() {
         for v in CNIVersion.supported {
-            let config = minimalConfig(v)
-            let asked = CNIConfigScan.strings(["cniVersion"], in: config)?["cniVersion"]
-            #expect(CNIFastWire.versionReply(asked: asked) == CNILocal.versionReply(stdin: config).stdout)
+            #expect(CNIFastWire.versionReply(stdin: minimalConfig(v)) == CNILocal.versionReply(stdin: minimalConfig(v)).stdout)
         }
-        #expect(CNIFastWire.versionReply(asked: nil) == CNILocal.versionReply(stdin: []).stdout)
-        #expect(CNIFastWire.versionReply(asked: "0.2.0") == nil, "unsupported versions take the full path")
+        #expect(CNIFastWire.versionReply(stdin: []) == CNILocal.versionReply(stdin: []).stdout)
+        // Not decided here: the full path answers (no cniVersion means 0.1.0 there).
+        for text in [#"{"name":"x","type":"nodenet"}"#, #"{"cniVersion":"0.2.0"}"#, #"{"cniVersion": 1}"#, "not json"] {
+            #expect(CNIFastWire.versionReply(stdin: bytes(text)) == nil, "\(text)")
+        }
     }
 }
