@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <linux/netlink.h>
 
@@ -21,4 +22,8 @@ int nodenet_peer_credentials(int fd, uid_t *uid, pid_t *pid) {
     *uid = cred.uid;
     *pid = cred.pid;
     return 0;
+}
+
+int nodenet_memfd_create(const char *name) {
+    return memfd_create(name, 0);
 }

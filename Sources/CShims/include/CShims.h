@@ -8,6 +8,8 @@
 
 /// setns(2) for a network namespace fd; returns 0 or -1 with errno set.
 int nodenet_setns(int fd, int nstype);
+/// memfd_create(2) (not exported by Swift's Glibc module); returns an fd or -1 with errno set.
+int nodenet_memfd_create(const char *name);
 /// unshare(2); returns 0 or -1 with errno set.
 int nodenet_unshare(int flags);
 /// CLONE_NEWNET and CLONE_NEWNS as plain ints (the macros need _GNU_SOURCE).
