@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 packages=(
   # build: libmnl and libsystemd (the design's two system libraries), SQLite for GRDB
   libmnl-dev libsystemd-dev libsqlite3-dev pkg-config
+  # static C libraries: the CNI plugin executable (nodenet-cni) links statically
+  libc6-dev libstdc++-12-dev
   # kernel-facing tools the tests and the demo use to look at what nodenet did
   iproute2 nftables conntrack iputils-ping util-linux procps curl
+  # test peers: TCP/UDP servers and clients inside the test namespaces
+  socat python3
   # real peers: DNS clients and the servers we benchmark against, etcd, a container runtime
   dnsutils dnsperf unbound dnsmasq-base etcd-server etcd-client
   podman runc busybox-static containernetworking-plugins
