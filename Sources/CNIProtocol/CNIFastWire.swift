@@ -170,9 +170,22 @@ public enum CNIFastWire {
             guard let v = CNIConfigScan.strings(["cniVersion"], in: stdin)?["cniVersion"] else { return nil }
             asked = v
         }
-        let supported = CNIVersion.supported.map(\.rawValue)
-        guard supported.contains(asked) else { return nil }
-        return Array(#"{"cniVersion":"\#(asked)","supportedVersions":[\#(supported.map { "\"\($0)\"" }.joined(separator: ","))]}"#.utf8)
+        guard CNIVersion.supported.contains(where: { $0.rawValue == asked }) else { return nil }
+        return versionJSON(asked)
+    }
+
+    /// `{"cniVersion":"<version>","supportedVersions":[...]}`: the one encoding of the VERSION
+    /// answer, for this path and the full one (`CNILocal.versionReply`).
+    static func versionJSON(_ version: String) -> [UInt8] {
+        var out = Array(#"{"cniVersion":"#.utf8)
+        appendString(Array(version.utf8), to: &out)
+        out += Array(#","supportedVersions":["#.utf8)
+        for (i, v) in CNIVersion.supported.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendString(Array(v.rawValue.utf8), to: &out)
+        }
+        out += Array("]}".utf8)
+        return out
     }
 
     /// A JSON string literal: quotes, backslashes and control characters escaped; other bytes

@@ -182,10 +182,8 @@ extension CNIReply: Codable {
 public enum CNILocal {
     /// VERSION: `{"cniVersion": <the request's, else latest>, "supportedVersions": [...]}`.
     public static func versionReply(stdin: [UInt8]) -> CNIReply {
-        struct Reply: Encodable { var cniVersion: String; var supportedVersions: [String] }
         let asked = (try? NetworkConfig.version(of: stdin)).flatMap { stdin.isEmpty ? nil : $0 }
-        let reply = Reply(cniVersion: asked ?? CNIVersion.latest.rawValue, supportedVersions: CNIVersion.supported.map(\.rawValue))
-        do { return .success(try CNIJSON.encode(reply)) } catch { return .failure(error) }
+        return .success(CNIFastWire.versionJSON(asked ?? CNIVersion.latest.rawValue))
     }
 
     /// The reply when the request itself was invalid: the error in the config's version if it

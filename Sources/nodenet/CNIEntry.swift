@@ -1,5 +1,6 @@
 import CNIProtocol
 import CNIShim
+import PodNetwork
 import ControlClient
 import Netlink
 #if canImport(Glibc)

@@ -22,6 +22,8 @@ import Testing
         #expect(text(CNILocal.versionReply(stdin: bytes(#"{"cniVersion":"0.4.0"}"#)).stdout)
                 == #"{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#)
         #expect(text(CNILocal.versionReply(stdin: []).stdout).hasPrefix(#"{"cniVersion":"1.1.0","#))
+        // An unsupported version is echoed, escaped: the answer stays valid JSON.
+        #expect(text(CNILocal.versionReply(stdin: bytes(#"{"cniVersion":"0.2\"x"}"#)).stdout).hasPrefix(#"{"cniVersion":"0.2\"x","#))
     }
 
     @Test func requestEnvelopeRoundTrip() throws {

@@ -90,6 +90,33 @@ struct PodInterfacesTests {
         #expect(try node.run(["ip", "link", "show", "nnffffffff"]).ok == false)
     }
 
+    /// With a reaper, `release` returns before the veth is deleted; a new attachment in the
+    /// same namespace set up at once (a runtime retrying a sandbox under another container id:
+    /// DEL then ADD) waits for the queued delete instead of failing with "eth0 already exists".
+    /// (The same attachment again needs no wait: its leftover host side is replaced.)
+    @Test func releaseThenSetUpAnotherAtOnce() throws {
+        let node = try TestNamespace("node")
+        let p1 = try TestNamespace("pod")
+        defer { p1.delete(); node.delete() }
+        let ns = try NetworkNamespace(path: node.path)
+        let interfaces = PodInterfaces(host: try RouteClient(namespace: ns), bridgeName: "nodenet0", reaperClient: try RouteClient(namespace: ns))
+        let bridge = try interfaces.ensureBridge(gateways: [IPPrefix("10.244.1.1/24")!], mtu: nil)
+        func attachment(_ round: Int) -> PodInterfaceSpec {
+            var s = spec(p1, "10.244.1.2")
+            s.hostName = HostInterfaceName.forAttachment(containerID: "sandbox\(round)", ifname: "eth0")
+            return s
+        }
+        for round in 0..<5 {
+            _ = try interfaces.setUp(attachment(round), bridge: bridge)
+            #expect(try interfaces.release(hostName: attachment(round).hostName), "round \(round)")
+        }
+        _ = try interfaces.setUp(attachment(5), bridge: bridge)
+        #expect(interfaces.check(attachment(5)).isEmpty)
+        #expect(try interfaces.release(hostName: attachment(5).hostName))
+        interfaces.drainReleases()
+        #expect(try p1.run(["ip", "link", "show", "eth0"]).ok == false, "the queued delete ran")
+    }
+
     @Test func failuresLeaveNothingBehind() throws {
         let node = try TestNamespace("node")
         let p1 = try TestNamespace("pod")
