@@ -91,6 +91,16 @@ struct AgentProcessTests {
         #expect(!r.ok)
         #expect(r.stderr.contains("document 5 (Service apps/broken): spec.ports[0].port: port 70000 is out of range"))
         #expect(try status(agent).objects.isEmpty, "the valid documents before it were not written either")
+        // A YAML syntax error (an unclosed flow mapping) in the middle document: nothing is
+        // written, not even the valid document before it, and the parser's error names it.
+        let unclosed = "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n---\n"
+            + "apiVersion: v1\nkind: Service\nmetadata: {name: web-service, namespace: apps\nspec: {ports: [{port: 80}]}\n---\n"
+            + "apiVersion: v1\nkind: Node\nmetadata: {name: node1}\n"
+        let syntax = try agent.apply(unclosed)
+        #expect(!syntax.ok, "exit status: \(syntax.stdout)")
+        #expect(!syntax.stdout.contains("created"), "\(syntax.stdout)")
+        #expect(syntax.stderr.contains("document 2: not valid YAML or JSON"), "\(syntax.stderr)")
+        #expect(try status(agent).objects.isEmpty, "no document of a file with a syntax error is written")
         let unknown = try agent.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
         #expect(unknown.stderr.contains("unsupported kind \"ConfigMap\""))
         let dry = try agent.cli(["apply", "-f", "-", "--dry-run"], stdin: Self.manifest)

@@ -129,4 +129,30 @@ import Testing
             #expect(error.description.contains(input.1), "got: \(error.description)")
         }
     }
+
+    /// A syntax error in a later document fails the whole file, naming that document;
+    /// the valid documents around it are not returned.
+    @Test func yamlSyntaxErrorInALaterDocumentFailsTheWholeFile() {
+        let yaml = """
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: apps}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web-service, namespace: apps
+        spec: {clusterIP: 10.107.37.188, ports: [{port: 80}]}
+        ---
+        apiVersion: v1
+        kind: Node
+        metadata: {name: node1}
+        """
+        do {
+            let objects = try ManifestDecoder.decode(yaml)
+            Issue.record("accepted \(objects.count) object(s) from a file with a syntax error")
+        } catch {
+            #expect(error.document == 2, "got: \(error.description)")
+            #expect(error.description.hasPrefix("document 2: not valid YAML or JSON"), "got: \(error.description)")
+        }
+    }
 }

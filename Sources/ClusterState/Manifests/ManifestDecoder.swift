@@ -29,12 +29,7 @@ public struct ManifestError: Error, CustomStringConvertible, Sendable, Equatable
 public enum ManifestDecoder {
     /// Decodes every document in `text`. Empty documents are skipped.
     public static func decode(_ text: String) throws(ManifestError) -> [ClusterObject] {
-        let nodes: [Yams.Node]
-        do {
-            nodes = try Array(Yams.compose_all(yaml: text))
-        } catch {
-            throw ManifestError(document: 1, message: "not valid YAML or JSON: \(error)")
-        }
+        let nodes = try parseDocuments(text)
         var out: [ClusterObject] = []
         var index = 0
         for node in nodes {
@@ -54,6 +49,25 @@ public enum ManifestDecoder {
             out.append(try decodeOne(node, document: index))
         }
         return out
+    }
+
+    /// Every document's tree, or the parser's error naming the document it stopped in.
+    /// `compose_all` is lazy and its iterator ends quietly on a parse error (the error is
+    /// left on the sequence), so the documents before a syntax error would pass for the
+    /// whole file: the sequence's error is checked after the last document.
+    static func parseDocuments(_ text: String) throws(ManifestError) -> [Yams.Node] {
+        var documents: YamlSequence<Yams.Node>
+        do {
+            documents = try Yams.compose_all(yaml: text)
+        } catch {
+            throw ManifestError(document: 1, message: "not valid YAML or JSON: \(error)")
+        }
+        var nodes: [Yams.Node] = []
+        while let node = documents.next() { nodes.append(node) }
+        if let error = documents.error {
+            throw ManifestError(document: nodes.count + 1, message: "not valid YAML or JSON: \(error)")
+        }
+        return nodes
     }
 
     /// Decodes one object from Kubernetes JSON (the watch/list wire format).
