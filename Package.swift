@@ -154,7 +154,13 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "NodenetTestSupport", "ControlClient", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "AgentTests", dependencies: [
+            "Agent", "NodenetTestSupport", "ControlClient", .product(name: "Logging", package: "swift-log"),
+            // The control API's HTTP handler on a test channel.
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
 
         // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
         .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing"], swiftSettings: strict),

@@ -108,6 +108,25 @@ struct AgentProcessTests {
         #expect(try status(agent).objects.isEmpty)
     }
 
+    /// runDir and stateDir that exist before the agent (made by hand, a package, an older
+    /// version) with a loose mode are made the agent's alone at start.
+    @Test func preexistingDirectoriesAreMadePrivate() throws {
+        let ns = try TestNamespace("agent")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
+        for path in [agent.runDir, agent.stateDir] {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            chmod(path, 0o755)  // whatever the umask made of it
+        }
+        try agent.start()
+        defer { agent.stop() }
+        for path in [agent.runDir, agent.stateDir] {
+            let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+            #expect(mode == 0o700, "\(path) is \(String(mode ?? 0, radix: 8))")
+        }
+    }
+
     @Test func stateSurvivesRestartAndSecondAgentIsRefused() throws {
         let ns = try TestNamespace("agent")
         defer { ns.delete() }

@@ -117,44 +117,73 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// Reads the connection's peer credentials; nil when the channel has none to read.
+    typealias PeerCredentialLookup = @Sendable (any Channel) -> EventLoopFuture<PeerCredentials>?
+
+    /// SO_PEERCRED of a socket channel.
+    static let socketPeerCredentials: PeerCredentialLookup = { channel in
+        guard let provider = channel as? any SocketOptionProvider else { return nil }
+        return provider.unsafeGetSocketOption(level: .init(SOL_SOCKET), name: .init(SO_PEERCRED))
+    }
+
+    /// Where the peer check stands. Requests run only once it is `.allowed`: one that arrives
+    /// while the check is `.pending` waits for it, and nothing runs on a `.refused` connection.
+    enum Peer { case pending, allowed, refused }
+
     private let handler: ControlHandler
     private let logger: Logger
     private let maxBody: Int
     /// nil: no peer credential check (TCP listeners).
     private let allowedUID: uid_t?
+    private let peerCredentials: PeerCredentialLookup
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
-    private var peerChecked: Bool?
+    private(set) var peer: Peer
+    /// Complete requests that arrived before the peer check finished.
+    private var waiting: [(HTTPRequestHead, ControlRequest)] = []
 
-    init(handler: @escaping ControlHandler, logger: Logger, maxBody: Int, allowedUID: uid_t?) {
+    init(handler: @escaping ControlHandler, logger: Logger, maxBody: Int, allowedUID: uid_t?,
+         peerCredentials: @escaping PeerCredentialLookup = ControlHTTPHandler.socketPeerCredentials) {
         self.handler = handler
         self.logger = logger
         self.maxBody = maxBody
         self.allowedUID = allowedUID
+        self.peerCredentials = peerCredentials
+        peer = allowedUID == nil ? .allowed : .pending
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        if allowedUID != nil, let provider = context.channel as? any SocketOptionProvider {
-            let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(level: .init(SOL_SOCKET), name: .init(SO_PEERCRED))
+        if allowedUID != nil {
+            guard let future = peerCredentials(context.channel) else {
+                refuse(context, "control connection refused: no peer credentials on this channel", [:])
+                return
+            }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             future.whenComplete { result in
                 let (me, context) = loopBound.value
                 switch result {
                 case .success(let cred) where cred.uid == 0 || cred.uid == me.allowedUID:
-                    me.peerChecked = true
+                    me.peer = .allowed
+                    let waiting = me.waiting
+                    me.waiting = []
+                    for (head, request) in waiting { me.run(context: context, head: head, request: request) }
                 case .success(let cred):
-                    me.peerChecked = false
-                    me.logger.warning("control connection refused", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
-                    context.close(promise: nil)
+                    me.refuse(context, "control connection refused", ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
                 case .failure(let error):
-                    me.peerChecked = false
-                    me.logger.warning("control connection refused: no peer credentials", metadata: ["error": "\(error)"])
-                    context.close(promise: nil)
+                    me.refuse(context, "control connection refused: no peer credentials", ["error": "\(error)"])
                 }
             }
         }
         context.fireChannelActive()
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, _ message: Logger.Message, _ metadata: Logger.Metadata) {
+        peer = .refused
+        waiting = []
+        body = []
+        logger.warning(message, metadata: metadata)
+        context.close(promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -172,7 +201,7 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let head else { return }
             self.head = nil
-            if peerChecked == false { context.close(promise: nil); return }
+            if peer == .refused { context.close(promise: nil); return }
             if tooLarge {
                 write(context: context, head: head, reply: .error(.payloadTooLarge, "request body over \(maxBody) bytes"))
                 return
@@ -180,14 +209,22 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
             let (path, query) = Self.split(head.uri)
             let request = ControlRequest(method: head.method, path: path, query: query, body: body)
             body = []
-            let handler = self.handler
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let promise = context.eventLoop.makePromise(of: ControlReply.self)
-            promise.completeWithTask { await handler(request) }
-            promise.futureResult.whenSuccess { reply in
-                let (me, context) = loopBound.value
-                me.write(context: context, head: head, reply: reply)
+            guard peer == .allowed else {
+                waiting.append((head, request))  // runs when (and if) the peer check allows it
+                return
             }
+            run(context: context, head: head, request: request)
+        }
+    }
+
+    private func run(context: ChannelHandlerContext, head: HTTPRequestHead, request: ControlRequest) {
+        let handler = self.handler
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let promise = context.eventLoop.makePromise(of: ControlReply.self)
+        promise.completeWithTask { await handler(request) }
+        promise.futureResult.whenSuccess { reply in
+            let (me, context) = loopBound.value
+            me.write(context: context, head: head, reply: reply)
         }
     }
 

@@ -51,6 +51,9 @@ public final class NodeAgent: Sendable {
         self.overrides = overrides
         self.logger = logger
         configuration = Mutex(config)
+        // The control socket, pending deletes and the state database are the agent's alone:
+        // a directory that existed with a looser mode (made by hand, by a package) is tightened.
+        for dir in [config.runDir, config.stateDir] { try Self.makePrivate(directory: dir) }
         do {
             lock = try AgentLock(path: config.lockPath)
         } catch {
@@ -69,6 +72,18 @@ public final class NodeAgent: Sendable {
         resolvedNodeIP = Mutex(config.nodeIP ?? DefaultInterface.nodeIP())
         group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, ProcessInfo.processInfo.activeProcessorCount))
         logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)"])
+    }
+
+    /// Creates `dir` mode 0700, or sets that mode when it exists.
+    static func makePrivate(directory dir: String) throws(AgentStartError) {
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw AgentStartError(message: "cannot create \(dir): \(error)")
+        }
+        guard chmod(dir, 0o700) == 0 else {
+            throw AgentStartError(message: "cannot make \(dir) private (mode 0700): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Runs until SIGTERM/SIGINT, then shuts the actors down in reverse order. The dataplane
