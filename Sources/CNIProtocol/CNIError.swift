@@ -73,4 +73,14 @@ public struct CNIError: Error, Hashable, Sendable, Codable, CustomStringConverti
     public var description: String {
         details.isEmpty ? "CNI error \(code): \(msg)" : "CNI error \(code): \(msg) (\(details))"
     }
+
+    /// The answer of a plugin executed without CNI_COMMAND (a runtime or a person running it
+    /// wrongly): an error in CNI form, so that no caller takes a banner and exit 0 for success.
+    public static var commandNotSet: CNIError {
+        CNIError(.invalidEnvironment, "CNI_COMMAND is not set",
+                 details: "nodenet is a CNI plugin: run it with CNI_COMMAND set to one of "
+                     + CNICommand.allCases.map(\.rawValue).joined(separator: ", ")
+                     + " and the network configuration on stdin; CNI versions "
+                     + CNIVersion.supported.map(\.rawValue).joined(separator: ", "))
+    }
 }

@@ -9,6 +9,7 @@ import CNIProtocol
 import CNIShim
 
 let environment = ProcessEnvironment.all()
+guard environment["CNI_COMMAND"] != nil else { exit(CNIFastPath.emit(.failure(.commandNotSet))) }
 let stdin = CNIFastPath.readStdin()
 if let command = environment["CNI_COMMAND"] {
     switch CNIFastPath.attempt(command: command, environment: environment, stdin: stdin) {

@@ -20,11 +20,8 @@ enum CNIEntry {
 
     static func run() -> Int32 {
         let environment = ProcessEnvironment.all()
+        guard let command = environment["CNI_COMMAND"] else { return CNIFastPath.emit(.failure(.commandNotSet)) }
         let stdin = CNIFastPath.readStdin()
-        guard let command = environment["CNI_COMMAND"] else {
-            print("nodenet CNI plugin; supported versions: \(CNIVersion.supported.map(\.rawValue).joined(separator: ", "))")
-            return 0
-        }
         var firstAttempt: ControlClientError?
         switch CNIFastPath.attempt(command: command, environment: environment, stdin: stdin) {
         case .done(let code): return code
