@@ -128,7 +128,8 @@ extension CNIRequest: Codable {
 
 /// The agent's answer: the exact stdout bytes for success, or an error.
 public enum CNIReply: Hashable, Sendable {
-    /// Result JSON in the requested version; empty for DEL, GC and STATUS.
+    /// Result JSON in the requested version (ADD); empty for DEL, CHECK, GC and STATUS, which
+    /// print nothing on success (the spec; libcni reads no result for them).
     case success([UInt8])
     case failure(CNIError)
 

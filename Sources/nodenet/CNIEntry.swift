@@ -91,7 +91,7 @@ enum CNIEntry {
         case .status:
             return .failure(CNIError(.notAvailable, "\(error)", version: version))
         case .del:
-            guard let containerID = request.containerID, let ifname = request.ifname else { return .result(CNIResult(), for: request.replyVersion) }
+            guard let containerID = request.containerID, let ifname = request.ifname else { return .success([]) }
             // Tear down what we can here (the runtime runs us in the node's namespace), then
             // queue the release for the agent.
             let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
@@ -103,7 +103,7 @@ enum CNIEntry {
             } catch {
                 return .failure(CNIError(.ioFailure, "agent down and the release could not be queued under \(runDir): \(error)", version: version))
             }
-            return .result(CNIResult(), for: request.replyVersion)
+            return .success([])  // DEL prints nothing on success
         default:
             return .failure(CNIError(.tryAgainLater, "\(error)", version: version))
         }

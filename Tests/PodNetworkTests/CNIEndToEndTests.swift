@@ -65,6 +65,7 @@ struct CNIEndToEndTests {
         if version != "0.3.1" {
             let check = try node.cni.run("CHECK", containerID: "c1", netns: p1.path, stdin: withPrevResult(node.cni.config, add1.stdout))
             #expect(check.ok, "\(check.stdout)")
+            #expect(check.stdout.isEmpty, "a successful CHECK prints nothing: \(check.stdout)")
         }
         // A second ADD of the same attachment is an error, as the spec requires.
         let again = try node.cni.run("ADD", containerID: "c1", netns: p1.path)
@@ -74,8 +75,10 @@ struct CNIEndToEndTests {
         let status = try node.agent.cli(["status", "--json"]).stdout
         #expect(status.contains("\"name\" : \"web-1\""), "the pod is in the store at once")
 
-        #expect(try node.cni.run("DEL", containerID: "c1", netns: p1.path).ok)
-        #expect(try node.cni.run("DEL", containerID: "c1", netns: p1.path).ok, "DEL twice is fine")
+        let del = try node.cni.run("DEL", containerID: "c1", netns: p1.path)
+        #expect(del.ok && del.stdout.isEmpty, "a successful DEL prints nothing: \(del.stdout)")
+        let delAgain = try node.cni.run("DEL", containerID: "c1", netns: p1.path)
+        #expect(delAgain.ok && delAgain.stdout.isEmpty, "DEL twice is fine: \(delAgain.stdout)")
         // The interface goes in the background, right after the reply (LinkReaper).
         var gone = false
         for _ in 0..<100 where !gone {
@@ -104,6 +107,13 @@ struct CNIEndToEndTests {
                                 environment: ["CNI_COMMAND": "DEL", "CNI_CONTAINERID": "full1", "CNI_NETNS": p1.path, "CNI_IFNAME": "eth0",
                                               "CNI_PATH": "/opt/cni/bin"])
         #expect(del.ok, "nodenet cni DEL: \(del.stdout) \(del.stderr)")
+        #expect(del.stdout.isEmpty, "a successful DEL prints nothing: \(del.stdout)")
+        // The agent's Codable route (what the full plugin uses when the fast path does not
+        // decide) answers an empty result for DEL too.
+        let envelope = #"{"environment":{"CNI_COMMAND":"DEL","CNI_CONTAINERID":"full1","CNI_IFNAME":"eth0","CNI_PATH":"/opt/cni/bin"},"stdin":"\#(full.config.replacingOccurrences(of: "\"", with: "\\\""))"}"#
+        let viaControl = try Shell.run(["curl", "-s", "--unix-socket", node.agent.socket, "--data-binary", "@-", "http://nodenet/v1/cni"],
+                                       stdin: envelope)
+        #expect(viaControl.stdout.replacingOccurrences(of: " ", with: "").contains(#""result":"""#), "\(viaControl.stdout)")
         #expect(!(try node.agent.cli(["status", "--json"]).stdout.contains("full1")), "the attachment is gone")
     }
 
@@ -196,11 +206,13 @@ struct CNIEndToEndTests {
         #expect(!status.ok && CNIInvoker.json(status)["code"] as? Int == 50)
         let del = try node.cni.run("DEL", containerID: "down", netns: p2.path)
         #expect(del.ok, "DEL with the agent down succeeds: \(del.stdout)")
+        #expect(del.stdout.isEmpty, "and prints nothing: \(del.stdout)")
         #expect(try p2.run(["ip", "link", "show", "eth0"]).ok == false, "the shim tore the interface down itself")
         try node.agent.start()
         let s = try node.agent.cli(["status", "--json"]).stdout
         #expect(!s.contains("\"containerID\" : \"down\""), "the agent finished the queued release at start")
-        #expect(try node.cni.run("STATUS").ok)
+        let ready = try node.cni.run("STATUS")
+        #expect(ready.ok && ready.stdout.isEmpty, "a successful STATUS prints nothing: \(ready.stdout)")
         // Both addresses are free again: a /29 has 5 usable addresses; take them all.
         _ = ip1
     }
@@ -219,6 +231,7 @@ struct CNIEndToEndTests {
         """
         let gc = try node.cni.run("GC", ifname: "", stdin: gcConfig)
         #expect(gc.ok, "\(gc.stdout)")
+        #expect(gc.stdout.isEmpty, "a successful GC prints nothing: \(gc.stdout)")
         let status = try node.agent.cli(["status", "--json"]).stdout
         #expect(status.contains("\"containerID\" : \"g1\""))
         #expect(!status.contains("\"containerID\" : \"g0\"") && !status.contains("\"containerID\" : \"g2\""))

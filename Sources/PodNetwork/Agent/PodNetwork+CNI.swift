@@ -13,10 +13,11 @@ extension PodNetwork {
         do {
             switch request.command {
             case .add: return .result(try await add(request, namespace: namespace), for: version)
-            case .del: try await del(request); return .result(CNIResult(), for: version)
-            case .check: try await check(request, namespace: namespace); return .result(CNIResult(), for: version)
-            case .gc: try await gc(request); return .result(CNIResult(), for: version)
-            case .status: try status(request); return .result(CNIResult(), for: version)
+            // The other commands print nothing on success (spec; what the reference plugins do).
+            case .del: try await del(request); return .success([])
+            case .check: try await check(request, namespace: namespace); return .success([])
+            case .gc: try await gc(request); return .success([])
+            case .status: try status(request); return .success([])
             case .version: return CNILocal.versionReply(stdin: request.rawConfig)
             }
         } catch let e as CNIError {
