@@ -23,6 +23,9 @@ public struct CNIErrorCode: RawRepresentable, Hashable, Sendable, Codable, Custo
     public static let attachmentExists = Self(rawValue: 102)
     /// nodenet: a requested host port is mapped to another attachment already.
     public static let hostPortTaken = Self(rawValue: 103)
+    /// nodenet: CHECK's prevResult is not what the agent gave the attachment (details name
+    /// each difference).
+    public static let prevResultMismatch = Self(rawValue: 104)
 
     public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(UInt.self) }
     public func encode(to encoder: any Encoder) throws {

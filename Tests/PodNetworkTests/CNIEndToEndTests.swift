@@ -66,6 +66,15 @@ struct CNIEndToEndTests {
             let check = try node.cni.run("CHECK", containerID: "c1", netns: p1.path, stdin: withPrevResult(node.cni.config, add1.stdout))
             #expect(check.ok, "\(check.stdout)")
             #expect(check.stdout.isEmpty, "a successful CHECK prints nothing: \(check.stdout)")
+            // A prevResult that is not this attachment's (another pod's address, interface
+            // and sandbox) fails CHECK, naming the differences.
+            let foreign = try node.cni.run("CHECK", containerID: "c1", netns: p1.path, stdin: withPrevResult(node.cni.config, add2.stdout))
+            #expect(!foreign.ok, "CHECK with another pod's prevResult passed: \(foreign.stdout)")
+            let error = CNIInvoker.json(foreign)
+            #expect(error["code"] as? Int == 104, "\(foreign.stdout)")
+            let msg = error["msg"] as? String ?? ""
+            #expect(msg.contains(ip2) && msg.contains(ip), "names both addresses: \(msg)")
+            #expect(msg.contains(p2.path), "names the other sandbox: \(msg)")
         }
         // A second ADD of the same attachment is an error, as the spec requires.
         let again = try node.cni.run("ADD", containerID: "c1", netns: p1.path)

@@ -189,6 +189,14 @@ extension PodNetwork {
         guard let allocations, Set(allocations.map(\.address)) == Set(attachment.ips) else {
             throw CNIError(.agentFailure, "the address reservation of \(containerID)/\(ifname) does not match its interface", version: version)
         }
+        // The runtime's record of the ADD (spec 1.1.0 CHECK): it must describe this attachment.
+        if let prev = request.config?.prevResult {
+            let differences = prev.differences(ifname: ifname, sandbox: netns, mac: attachment.mac, allocations: allocations)
+            guard differences.isEmpty else {
+                throw CNIError(.prevResultMismatch, "prevResult does not match attachment \(containerID)/\(ifname): "
+                               + differences.joined(separator: "; "), version: version)
+            }
+        }
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: attachment.hostInterface,
                                     addresses: allocations.map { ($0.address, $0.gateway) }, mtu: configuration.mtu,
                                     namespace: namespace)
