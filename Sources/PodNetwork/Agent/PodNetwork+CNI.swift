@@ -12,7 +12,12 @@ extension PodNetwork {
         let version = request.replyVersion
         do {
             switch request.command {
-            case .add: return .result(try await add(request, namespace: namespace), for: version)
+            case .add:
+                guard let containerID = request.containerID, let ifname = request.ifname else {
+                    return .result(try await add(request, namespace: namespace), for: version)  // refused: names what is missing
+                }
+                let id = AttachmentID(containerID: containerID, ifname: ifname)
+                return .result(try await inFlight(id) { try await add(request, namespace: namespace) }, for: version)
             // The other commands print nothing on success (spec; what the reference plugins do).
             case .del: try await del(request); return .success([])
             case .check: try await check(request, namespace: namespace); return .success([])
@@ -75,6 +80,7 @@ extension PodNetwork {
         } catch {
             throw CNIError(error, version: request.replyVersion)
         }
+        if let hook = testHooks.withLock({ $0.afterAllocation }) { await hook(AttachmentID(containerID: containerID, ifname: ifname)) }
         let allocated = clock.now
         let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: hostName,
@@ -109,7 +115,7 @@ extension PodNetwork {
         if !mappings.isEmpty {
             hostPorts.bind(key: key.name, ips: attachment.ips)
             guard syncHostPorts(reason: "attachment \(key.name) added") else {
-                await remove(containerID: containerID, ifname: ifname, reason: "host ports could not be programmed")
+                _ = await removeLogged(containerID: containerID, ifname: ifname, reason: "host ports could not be programmed")
                 throw CNIError(.agentFailure, "cannot program the host port rules of \(key.name) (see the agent's log); nothing was attached",
                                version: version)
             }
@@ -173,7 +179,12 @@ extension PodNetwork {
         guard let containerID = request.containerID, let ifname = request.ifname else {
             throw CNIError(.invalidEnvironment, "DEL needs CNI_CONTAINERID and CNI_IFNAME", version: request.replyVersion.rawValue)
         }
-        await remove(containerID: containerID, ifname: ifname, reason: "CNI DEL")
+        do {
+            try await remove(containerID: containerID, ifname: ifname, reason: "CNI DEL")
+        } catch {
+            throw CNIError(.ioFailure, "DEL of \(containerID)/\(ifname): \(error); its addresses stay reserved, retry DEL",
+                           version: request.replyVersion.rawValue)
+        }
     }
 
     private func check(_ request: CNIRequest, namespace: NetworkNamespace?) async throws {
@@ -208,11 +219,21 @@ extension PodNetwork {
     }
 
     private func gc(_ request: CNIRequest) async throws {
+        // ADDs this GC cannot see keep their addresses: those already between allocation and
+        // record are read before the store (so each is either in flight or in the snapshot),
+        // and reservations made after the GC started are spared by time.
+        let started = Int64(Date().timeIntervalSince1970)
+        let addsInFlight = addsInProgress
         let valid = Set((request.config?.validAttachments ?? []).map { "\($0.containerID)/\($0.ifname)" })
         let network = request.config?.name ?? "nodenet"
         let snapshot = await store.snapshot()
+        var failures: [String] = []
         for attachment in snapshot.attachments.values where attachment.network == network && !valid.contains(attachment.keyName) {
-            await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "CNI GC")
+            do {
+                try await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "CNI GC")
+            } catch {
+                failures.append("\(attachment.keyName): \(error)")
+            }
         }
         // Reservations without any attachment record (an ADD cut short) go too.
         if let allocator = current().0 {
@@ -220,7 +241,16 @@ extension PodNetwork {
                 let parts = k.split(separator: "/", maxSplits: 1)
                 return parts.count == 2 ? AttachmentID(containerID: String(parts[0]), ifname: String(parts[1])) : nil
             }).union(snapshot.attachments.values.filter { $0.network != network }.map { AttachmentID(containerID: $0.containerID, ifname: $0.ifname) })
-            _ = try? allocator.garbageCollect(keeping: keep)
+                .union(addsInFlight)
+            do {
+                _ = try allocator.garbageCollect(keeping: keep, allocatedBefore: started)
+            } catch {
+                failures.append("reservations: \(error)")
+            }
+        }
+        guard failures.isEmpty else {
+            throw CNIError(.ioFailure, "GC could not release everything: " + failures.joined(separator: "; "),
+                           version: request.replyVersion.rawValue)
         }
     }
 

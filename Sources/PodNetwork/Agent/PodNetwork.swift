@@ -39,6 +39,17 @@ public final class PodNetwork: Sendable {
     let hostPorts: HostPortTable
     let logger: Logger
     private let state = Mutex<State>(State())
+    /// ADDs between their address allocation and their attachment record (counted: a repeated
+    /// ADD of the same attachment may overlap). A GC must leave their addresses alone: no
+    /// valid list and no store snapshot can name them yet.
+    private let addsInFlight = Mutex<[AttachmentID: Int]>([:])
+    /// Test seams; nil in the agent.
+    let testHooks = Mutex<TestHooks>(TestHooks())
+
+    struct TestHooks {
+        /// Runs in ADD right after its addresses are allocated (before the interfaces and the record).
+        var afterAllocation: (@Sendable (AttachmentID) async -> Void)?
+    }
 
     struct State {
         var allocator: AddressAllocator?
@@ -92,7 +103,9 @@ public final class PodNetwork: Sendable {
         let pending = PendingDeletes(runDir: configuration.runDir)
         for (path, entry) in pending.list() {
             if let entry {
-                released += await remove(containerID: entry.containerID, ifname: entry.ifname, reason: "queued DEL") ? 1 : 0
+                // A release that fails stays queued for the next start.
+                guard let did = await removeLogged(containerID: entry.containerID, ifname: entry.ifname, reason: "queued DEL") else { continue }
+                released += did ? 1 : 0
             } else {
                 logger.warning("unreadable pending delete removed", metadata: ["file": "\(path)"])
             }
@@ -107,14 +120,14 @@ public final class PodNetwork: Sendable {
             let present = Set(links.map(\.name))
             for attachment in snapshot.attachments.values
             where !present.contains(attachment.hostInterface) && !FileManager.default.fileExists(atPath: attachment.netns) {
-                released += await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "network namespace gone") ? 1 : 0
+                released += await removeLogged(containerID: attachment.containerID, ifname: attachment.ifname, reason: "network namespace gone") == true ? 1 : 0
             }
         }
         if let allocator = state.withLock({ $0.allocator }) {
             let known = Set(await store.snapshot().attachments.values.map { AttachmentID(containerID: $0.containerID, ifname: $0.ifname) })
             let orphans = Set(((try? allocator.allocations()) ?? []).map(\.attachment)).subtracting(known)
             for id in orphans {
-                released += await remove(containerID: id.containerID, ifname: id.ifname, reason: "reservation without attachment") ? 1 : 0
+                released += await removeLogged(containerID: id.containerID, ifname: id.ifname, reason: "reservation without attachment") == true ? 1 : 0
             }
         }
         // Rules of pods attached before a restart are kept as they are (no flush); what
@@ -138,26 +151,69 @@ public final class PodNetwork: Sendable {
     }
 
     /// Everything DEL does, without the CNI envelope. True when something was released.
+    /// The record goes first: when it cannot be deleted, nothing else is released and the
+    /// error is thrown (the runtime retries DEL), so an address is never free while a record
+    /// still names it. An address release that fails is thrown too (the retry finishes it).
     @discardableResult
-    func remove(containerID: String, ifname: String, reason: String) async -> Bool {
+    func remove(containerID: String, ifname: String, reason: String) async throws -> Bool {
         let hostName = HostInterfaceName.forAttachment(containerID: containerID, ifname: ifname)
         var did = false
-        if (try? interfaces.release(hostName: hostName)) == true { did = true }
+        let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
+        if await store.snapshot()[key] != nil {
+            do {
+                try await store.commit([.delete(key)])
+            } catch {
+                throw RemoveError(step: "delete the attachment record", underlying: "\(error)")
+            }
+            did = true
+        }
         if let allocator = state.withLock({ $0.allocator }) {
-            if let released = try? allocator.release(containerID: containerID, ifname: ifname), !released.isEmpty { did = true }
+            do {
+                if !(try allocator.release(containerID: containerID, ifname: ifname)).isEmpty { did = true }
+            } catch {
+                throw RemoveError(step: "release the addresses", underlying: "\(error)")
+            }
         }
         if hostPorts.release(key: "\(containerID)/\(ifname)") {
             did = true
             syncHostPorts(reason: "attachment \(containerID)/\(ifname) released")
         }
-        let key = ObjectKey(.attachment, name: "\(containerID)/\(ifname)")
-        if await store.snapshot()[key] != nil {
-            _ = try? await store.commit([.delete(key)])
-            did = true
-        }
+        if (try? interfaces.release(hostName: hostName)) == true { did = true }
         if did { logger.info("attachment released", metadata: ["container": "\(containerID)", "ifname": "\(ifname)", "reason": "\(reason)"]) }
         return did
     }
+
+    /// `remove` for start-up repair: a failure is logged and answered nil.
+    func removeLogged(containerID: String, ifname: String, reason: String) async -> Bool? {
+        do {
+            return try await remove(containerID: containerID, ifname: ifname, reason: reason)
+        } catch {
+            logger.error("cannot release attachment", metadata: [
+                "container": "\(containerID)", "ifname": "\(ifname)", "reason": "\(reason)", "error": "\(error)",
+            ])
+            return nil
+        }
+    }
+
+    struct RemoveError: Error, CustomStringConvertible {
+        var step: String
+        var underlying: String
+        var description: String { "cannot \(step): \(underlying)" }
+    }
+
+    /// Marks an ADD of `id` as between allocation and record until `body` returns.
+    func inFlight<T>(_ id: AttachmentID, _ body: () async throws -> T) async rethrows -> T {
+        addsInFlight.withLock { $0[id, default: 0] += 1 }
+        defer {
+            addsInFlight.withLock { s in
+                if let n = s[id], n > 1 { s[id] = n - 1 } else { s[id] = nil }
+            }
+        }
+        return try await body()
+    }
+
+    /// The ADDs now between allocation and record.
+    var addsInProgress: Set<AttachmentID> { addsInFlight.withLock { Set($0.keys) } }
 
     /// Waits until background interface removals have run (see `PodInterfaces.release`).
     public func drainReleases() {
