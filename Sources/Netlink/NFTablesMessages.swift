@@ -26,14 +26,17 @@ public struct NFTablesHook: Sendable, Hashable {
     public static let rawOutput = NFTablesHook(type: "filter", hook: UInt32(NF_INET_LOCAL_OUT.rawValue), priority: -300)
 }
 
-/// A rule read back from the kernel: its handle and the comment nft shows (user data).
+/// A rule read back from the kernel: its handle, the comment nft shows and nodenet's digest
+/// (both user data; see `NFTablesRuleDigest`).
 public struct NFTablesRule: Sendable, Hashable {
     public var handle: UInt64
     public var comment: String?
+    public var digest: UInt64?
 
-    public init(handle: UInt64, comment: String?) {
+    public init(handle: UInt64, comment: String?, digest: UInt64? = nil) {
         self.handle = handle
         self.comment = comment
+        self.digest = digest
     }
 }
 
@@ -196,7 +199,9 @@ public enum NFTablesMessages {
         let attrs = try Attributes(m.payload.dropFirst(4))
         guard let raw = attrs.bytes(UInt16(NFTA_RULE_HANDLE.rawValue)), raw.count == 8 else { return nil }
         let handle = raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return NFTablesRule(handle: handle, comment: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).flatMap { comment(userData: $0) })
+        let userData = attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue))
+        return NFTablesRule(handle: handle, comment: userData.flatMap { comment(userData: $0) },
+                            digest: userData.flatMap { NFTablesRuleDigest.read(userData: $0) })
     }
 
     /// Decodes one NFT_MSG_NEWRULE message of a table-wide dump.

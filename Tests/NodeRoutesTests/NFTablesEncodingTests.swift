@@ -51,6 +51,13 @@ struct NFTablesEncodingTests {
         b.attribute(ruleUserData, bytes: NFTablesMessages.userData(comment: "nodenet pod-egress fd00::/56"))
         let m = try #require(try NetlinkMessage.parse(b.finish()).first)
         #expect(try NFTablesMessages.rule(m) == NFTablesRule(handle: 7, comment: "nodenet pod-egress fd00::/56"))
+        // With nodenet's digest after the comment, both are read back.
+        var d = NfnetlinkMessages.builder(message: 6, family: 2)
+        d.attribute(ruleHandle, u64: UInt64(8).bigEndian)
+        d.attribute(ruleUserData, bytes: NFTablesMessages.userData(comment: String(repeating: "c", count: 200)) + NFTablesRuleDigest.userData(0x0102_0304_0506_0708))
+        let withDigest = try NFTablesMessages.rule(try #require(try NetlinkMessage.parse(d.finish()).first))
+        #expect(withDigest?.digest == 0x0102_0304_0506_0708)
+        #expect(withDigest?.comment?.utf8.count == 127, "a comment is written cut at 127 bytes")
         // User data with other TLVs first (nft may add more), and truncated user data.
         #expect(NFTablesMessages.comment(userData: [1, 2, 9, 9, 0, 3, 0x61, 0x62, 0][...]) == "ab")
         #expect(NFTablesMessages.comment(userData: [0, 30, 0x61][...]) == nil)

@@ -212,13 +212,21 @@ struct NamingTests {
     @Test func masqueradePlanIsIdempotentAndRemovesForeignRulesInItsChain() {
         let cidrs = [IPPrefix("10.244.0.0/16")!]
         #expect(Masquerade.plan(family: .v4, clusterCIDRs: cidrs, existing: []).count == 1)
-        let ours = NFTablesRule(handle: 4, comment: "nodenet pod-egress 10.244.0.0/16")
+        let wanted = Masquerade.wanted(family: .v4, clusterCIDRs: cidrs)[0]
+        let ours = NFTablesRule(handle: 4, comment: wanted.comment, digest: NFTablesRuleDigest.of(wanted))
         #expect(Masquerade.plan(family: .v4, clusterCIDRs: cidrs, existing: [ours]).isEmpty)
-        let dup = NFTablesRule(handle: 5, comment: ours.comment)
+        let dup = NFTablesRule(handle: 5, comment: ours.comment, digest: ours.digest)
         let other = NFTablesRule(handle: 6, comment: nil)
         let p = Masquerade.plan(family: .v4, clusterCIDRs: cidrs, existing: [ours, dup, other])
         #expect(p.map(\.operation) == ["delete nftables rule", "delete nftables rule"])
         #expect(Masquerade.plan(family: .v6, clusterCIDRs: cidrs, existing: []).isEmpty)
+        // Rules are keyed by digest, not comment: the same comment over other expressions (or
+        // a rule written before digests) is replaced.
+        let stale = NFTablesRule(handle: 7, comment: wanted.comment, digest: NFTablesRuleDigest.of((wanted.comment, [.masquerade])))
+        let unkeyed = NFTablesRule(handle: 8, comment: wanted.comment)
+        for old in [stale, unkeyed] {
+            #expect(Masquerade.plan(family: .v4, clusterCIDRs: cidrs, existing: [old]).map(\.operation) == ["delete nftables rule", "add nftables rule"])
+        }
     }
 }
 

@@ -89,7 +89,8 @@ final class HostPortTable: Sendable {
         }
     }
 
-    /// The rules of `binding` the kernel lacks, as "chain: comment" lines (CHECK).
+    /// The rules of `binding` the kernel lacks, as "chain: comment" lines (CHECK). Rules are
+    /// found by digest, as the reconcile writes them (a comment the kernel cut is no key).
     func missing(_ binding: HostPortBinding, podCIDRs: [IPPrefix]) -> [String] {
         guard let session, !binding.mappings.isEmpty else { return [] }
         var out: [String] = []
@@ -97,8 +98,14 @@ final class HostPortTable: Sendable {
             for role in HostPortRules.Role.allCases {
                 let wanted = HostPortRules.rules(role, family: family, bindings: [binding], podCIDRs: podCIDRs)
                 guard !wanted.isEmpty else { continue }
-                let have = Set(((try? session.nftablesRules(table: HostPortRules.table, chain: role.chain, family: family)) ?? []).compactMap(\.comment))
-                out += wanted.filter { !have.contains($0.comment) }.map { "\(role.chain): \($0.comment)" }
+                let existing: [NFTablesRule]
+                do {
+                    existing = try session.nftablesRules(table: HostPortRules.table, chain: role.chain, family: family)
+                } catch {
+                    out.append("\(role.chain): cannot be read: \(error)")
+                    continue
+                }
+                out += role.owned.missing(wanted: wanted, existing: existing).map { "\(role.chain): \($0.comment)" }
             }
         }
         return out

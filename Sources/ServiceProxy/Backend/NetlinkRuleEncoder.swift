@@ -79,7 +79,7 @@ public struct NetlinkRuleEncoder: Sendable {
     // MARK: rule digests
 
     /// User data TLV type of nodenet's rule digest (nft ignores TLV types it does not know).
-    public static let digestType: UInt8 = 0x4e
+    public static let digestType: UInt8 = NFTablesRuleDigest.userDataType
 
     /// A digest of the rule as nft text, in its chain: what `NetlinkRulesetBackend` compares
     /// after a restart to leave chains whose rules are already right untouched.
