@@ -46,9 +46,11 @@ public struct NFTablesOwnedChain: Sendable {
     }
 
     /// Makes the chain hold `wanted` in `family`; returns how many rules it added or removed.
+    /// A chain that cannot be read fails the call and changes nothing: taken for empty, every
+    /// rule it holds would be added a second time.
     @discardableResult
     public func ensure(session: NetlinkSession, family: IPFamily, wanted: [Rule]) throws(NetlinkError) -> Int {
-        let existing = (try? session.nftablesRules(table: table, chain: chain, family: family)) ?? []
+        let existing = try session.nftablesRules(table: table, chain: chain, family: family)
         let rules = plan(family: family, wanted: wanted, existing: existing)
         if rules.isEmpty { return 0 }
         let setup = [NFTablesMessages.newTable(table, family: family),

@@ -1,5 +1,6 @@
 // nftablesTransaction on a scripted transport: one datagram BEGIN..END with no per-message
 // ACKs, a GETGEN barrier after it, kernel errors mapped back to the request that caused them.
+import Glibc
 import Testing
 @testable import Netlink
 
@@ -46,5 +47,28 @@ struct NFTablesTransactionTests {
         #expect(result.failures.keys.sorted() == [2])
         #expect(result.failures[2]?.object == "t b")
         #expect(result.failures[2]?.errno == 2)
+    }
+
+    /// A chain dump that fails (here EPERM) is not an empty chain: the owned-chain reconcile
+    /// fails with the dump's error and adds nothing (adding would duplicate every rule the
+    /// chain already holds).
+    @Test func ownedChainFailsWhenItsDumpFails() {
+        let getRule = UInt16(10 << 8 | 7), newRule = UInt16(10 << 8 | 6)
+        let transport = ScriptedTransport { datagram in
+            let messages = sentMessages(datagram)
+            if messages.count == 1, messages[0].type == getRule {
+                return [ackReply(for: datagram, seq: messages[0].seq, errno: EPERM, message: "Operation not permitted")]
+            }
+            return messages.count == 1 ? [ackReply(for: datagram, seq: messages[0].seq)] : []
+        }
+        let chain = NFTablesOwnedChain(table: "nodenet", chain: "pod-egress", hook: .natPostrouting)
+        let e = #expect(throws: NetlinkError.self) {
+            try chain.ensure(session: NetlinkSession(transport: transport), family: .v4,
+                             wanted: [(comment: "masquerade 10.244.1.0/24", expressions: [.masquerade])])
+        }
+        #expect(e?.errnoName == "EPERM")
+        #expect(e?.operation == "list nftables rules")
+        let sent = transport.sent.flatMap(sentMessages)
+        #expect(!sent.contains { $0.type == newRule }, "rules were added after a failed dump")
     }
 }
