@@ -86,7 +86,15 @@ public struct ControlClient: Sendable {
 
         var head = "\(method) \(path) HTTP/1.1\r\nHost: nodenet\r\nConnection: close\r\n"
         head += "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n"
-        try sendAll(fd, Array(head.utf8) + body, passing: descriptor)
+        do {
+            try sendAll(fd, Array(head.utf8) + body, passing: descriptor)
+        } catch {
+            // The server may answer and close before taking the whole body (a body over its
+            // limit is refused from the header): its answer is the one to report.
+            guard case .io(_, let e) = error, e == EPIPE || e == ECONNRESET,
+                  let early = try? Self.parse(try receiveAll(fd)) else { throw error }
+            return early
+        }
         return try Self.parse(try receiveAll(fd))
     }
 

@@ -101,6 +101,15 @@ struct AgentProcessTests {
         #expect(!syntax.stdout.contains("created"), "\(syntax.stdout)")
         #expect(syntax.stderr.contains("document 2: not valid YAML or JSON"), "\(syntax.stderr)")
         #expect(try status(agent).objects.isEmpty, "no document of a file with a syntax error is written")
+        // Kubernetes' limits: a 300 KiB annotation is refused by validation; a 20 MB one by the
+        // control socket's body limit, before the agent reads it.
+        let bigAnnotation = "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps, annotations: {note: \(String(repeating: "x", count: 300 * 1024))}}\n"
+        let annotated = try agent.apply(bigAnnotation)
+        #expect(!annotated.ok && annotated.stderr.contains("metadata.annotations: 307204 bytes in all, over the 262144"), "\(annotated.stderr.prefix(300))")
+        let huge = "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps, annotations: {note: \(String(repeating: "x", count: 20 << 20))}}\n"
+        let refused = try agent.apply(huge)
+        #expect(!refused.ok && refused.stderr.contains("is over the 8388608 bytes the agent takes"), "\(refused.stderr.prefix(300))")
+        #expect(try status(agent).objects.isEmpty)
         let unknown = try agent.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
         #expect(unknown.stderr.contains("unsupported kind \"ConfigMap\""))
         let dry = try agent.cli(["apply", "-f", "-", "--dry-run"], stdin: Self.manifest)

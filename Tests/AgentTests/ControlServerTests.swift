@@ -93,4 +93,33 @@ import Testing
             #expect(calls.value == 0)
         }
     }
+
+    /// A body over the limit is refused from its Content-Length, before any of it is sent or
+    /// buffered: 413 and the connection closed at once.
+    @Test func bodyOverTheLimitIsRefusedFromItsHeader() async throws {
+        let calls = Calls()
+        let channel = try await Self.channel(calls: calls, allowedUID: nil, maxBody: 8 << 20)
+        // The close while the request is unfinished is an error the HTTP decoder reports.
+        _ = try? await channel.writeInbound(ByteBuffer(string: "POST /v1/apply HTTP/1.1\r\nHost: nodenet\r\nContent-Length: 20971520\r\n\r\n"))
+        let outcome = try await Self.outcome(channel)
+        guard case .replied(let text) = outcome else { Issue.record("no answer before the body: \(outcome)"); return }
+        #expect(text.hasPrefix("HTTP/1.1 413"), "\(text)")
+        #expect(text.contains("20971520 bytes is over the 8388608 bytes"), "\(text)")
+        #expect(calls.value == 0)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!channel.isActive, "closed: the rest of the body is never read")
+    }
+
+    /// A chunked body (no Content-Length) is refused as soon as it passes the limit.
+    @Test func chunkedBodyOverTheLimitIsRefusedWhenItPassesIt() async throws {
+        let calls = Calls()
+        let channel = try await Self.channel(calls: calls, allowedUID: nil, maxBody: 4096)
+        try await channel.writeInbound(ByteBuffer(string: "POST /v1/apply HTTP/1.1\r\nHost: nodenet\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        let chunk = String(repeating: "a", count: 3000)
+        _ = try? await channel.writeInbound(ByteBuffer(string: "bb8\r\n\(chunk)\r\nbb8\r\n\(chunk)\r\n"))
+        let outcome = try await Self.outcome(channel)
+        guard case .replied(let text) = outcome else { Issue.record("no answer: \(outcome)"); return }
+        #expect(text.hasPrefix("HTTP/1.1 413"), "\(text)")
+        #expect(calls.value == 0)
+    }
 }

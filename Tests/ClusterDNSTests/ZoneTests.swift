@@ -48,6 +48,20 @@ import Testing
         #expect(z.ask("_http._tcp.svc1.testns.svc.cluster.local", .a)?.isNoData == true)
     }
 
+    /// Kubernetes allows 63-character port names; "_" + such a name is no DNS label, so that
+    /// port has no SRV record (rather than a record whose name is not valid wire).
+    @Test func portNameTooLongForAnSRVLabel() async {
+        let long = "service-port-" + String(repeating: "tcp-80-", count: 7) + "x"
+        #expect(long.utf8.count == 63)
+        let store = await Fixture.store()
+        await store.apply([.upsert(.service(Fixture.service("long-ports", ips: ["10.0.0.7"],
+                                                            ports: Fixture.http + [ServicePort(name: long, protocol: .tcp, port: 8080)])))])
+        let z = ClusterZone(configuration: DNSConfiguration())
+        z.rebuild(from: await store.snapshot())
+        #expect(z.ask("long-ports.testns.svc.cluster.local", .srv)?.answerText == ["SRV 0 100 80 long-ports.testns.svc.cluster.local."])
+        #expect(z.ask("_http._tcp.long-ports.testns.svc.cluster.local", .srv)?.answers.count == 1)
+    }
+
     @Test func headless() async {
         let z = await Fixture.zone()
         #expect(z.ask("hdls1.testns.svc.cluster.local", .a)?.answerText == ["A 172.0.0.2", "A 172.0.0.3", "A 172.0.0.4", "A 172.0.0.5"]) // 13

@@ -155,4 +155,69 @@ import Testing
             #expect(error.description.hasPrefix("document 2: not valid YAML or JSON"), "got: \(error.description)")
         }
     }
+
+    // MARK: Kubernetes' size limits
+
+    static let half = String(repeating: "x", count: 150 * 1024)
+    static let longIPv6Text = "fd00:10:244:1:" + String(repeating: "0", count: 291)  // 305 characters
+    static let fqdn305 = (0..<5).map { _ in String(repeating: "a", count: 59) }.joined(separator: ".") + ".testa"  // 305 characters
+
+    @Test(arguments: [
+        ("apiVersion: v1\nkind: Namespace\nmetadata: {name: apps, annotations: {a: \(ModelDecodingTests.half), b: \(ModelDecodingTests.half)}}",
+         "document 1 (Namespace apps): metadata.annotations: 307202 bytes in all, over the 262144 (256 KiB) Kubernetes allows"),
+        ("apiVersion: v1\nkind: Namespace\nmetadata: {name: apps, annotations: {\"bad key!\": x}}",
+         "metadata.annotations: key \"bad key!\" is not a valid annotation key"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: apps, labels: {app: \(String(repeating: "w", count: 64))}}",
+         "metadata.labels: value of \"app\""),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: apps, labels: {app.kubernetes.io/\(String(repeating: "n", count: 64)): web}}",
+         "is not a valid label key"),
+        ("apiVersion: v1\nkind: Node\nmetadata: {name: \(String(repeating: "n", count: 254))}",
+         "metadata.name: "),
+        ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-abc12, namespace: apps}\naddressType: IPv6\nendpoints: [{addresses: [\"\(ModelDecodingTests.longIPv6Text)\"]}]",
+         "endpoints[0].addresses: \"\(ModelDecodingTests.longIPv6Text.prefix(40))...\" (305 bytes) is not an IP address"),
+        ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-abc12, namespace: apps}\naddressType: FQDN\nendpoints: [{addresses: [\"\(ModelDecodingTests.fqdn305)\"]}]",
+         "endpoints[0].addresses: \"\(ModelDecodingTests.fqdn305.prefix(40))...\" (305 bytes) is not a valid FQDN"),
+        ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-abc12, namespace: apps}\naddressType: IPv4\nports: [{name: \(String(repeating: "p", count: 64)), port: 80}]",
+         "ports[0].name: "),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: apps}\nspec: {ports: [{name: \(String(repeating: "p", count: 64)), port: 80}]}",
+         "spec.ports[0].name: "),
+    ])
+    func refusesWhatKubernetesRefusesBySize(_ input: (String, String)) {
+        do {
+            _ = try ManifestDecoder.decode(input.0)
+            Issue.record("accepted: \(input.0.prefix(200))")
+        } catch {
+            #expect(error.description.contains(input.1), "got: \(error.description.prefix(400))")
+            #expect(error.description.utf8.count < 1000, "the message quotes no huge value")
+        }
+    }
+
+    /// Right at Kubernetes' limits: accepted. Port names as the upstream conformance tests
+    /// name them (service-port-tcp-80) and up to 63 characters.
+    @Test func acceptsWhatKubernetesAcceptsAtTheLimits() throws {
+        let port63 = "service-port-" + String(repeating: "tcp-80-", count: 7) + "x"
+        let label63 = String(repeating: "v", count: 62) + "1"
+        let annotations = String(repeating: "y", count: 256 * 1024 - 200)
+        let yaml = """
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: web
+          namespace: apps
+          labels: {app.kubernetes.io/name: \(label63), tier: ""}
+          annotations: {kubectl.kubernetes.io/last-applied-configuration: \(annotations)}
+        spec: {clusterIP: 10.96.0.20, ports: [{name: service-port-tcp-80, port: 80}, {name: \(port63), port: 8080}]}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: web-abc12, namespace: apps, labels: {kubernetes.io/service-name: web}}
+        addressType: FQDN
+        endpoints: [{addresses: [\((0..<4).map { _ in String(repeating: "a", count: 61) }.joined(separator: ".") + ".test")]}]
+        ports: [{name: \(port63), port: 8080}]
+        """
+        let objects = try ManifestDecoder.decode(yaml)
+        guard case .service(let service) = objects.first else { Issue.record("not a service"); return }
+        #expect(service.ports.map(\.name) == ["service-port-tcp-80", port63])
+        #expect(objects.count == 2)
+    }
 }

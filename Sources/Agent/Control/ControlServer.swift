@@ -57,7 +57,11 @@ public final class ControlServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let maxBody: Int
 
-    public init(socketPath: String, group: MultiThreadedEventLoopGroup, logger: Logger, maxBody: Int = 64 << 20,
+    /// The largest request body the API takes (`nodenet apply` of a manifest file): bounded so
+    /// that memory is, and refused from the Content-Length before any of the body is read.
+    public static let defaultMaxBody = 8 << 20
+
+    public init(socketPath: String, group: MultiThreadedEventLoopGroup, logger: Logger, maxBody: Int = ControlServer.defaultMaxBody,
                 handler: @escaping ControlHandler) {
         self.socketPath = socketPath
         self.group = group
@@ -138,6 +142,7 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     private let peerCredentials: PeerCredentialLookup
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
+    /// The request was refused for its size; its remaining parts are dropped unread.
     private var tooLarge = false
     private(set) var peer: Peer
     /// Complete requests that arrived before the peer check finished.
@@ -192,20 +197,22 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
             head = h
             body = []
             tooLarge = false
+            // Refused from the header, before a byte of the body is read or buffered.
+            if let declared = h.headers.first(name: "content-length").flatMap({ Int($0) }), declared > maxBody {
+                refuseTooLarge(context: context, head: h, size: "\(declared) bytes")
+            }
         case .body(var buf):
+            guard !tooLarge, let head else { return }
             if body.count + buf.readableBytes > maxBody {
-                tooLarge = true
+                body = []
+                refuseTooLarge(context: context, head: head, size: "more than \(maxBody) bytes")  // no Content-Length (chunked)
             } else if let bytes = buf.readBytes(length: buf.readableBytes) {
                 body += bytes
             }
         case .end:
             guard let head else { return }
             self.head = nil
-            if peer == .refused { context.close(promise: nil); return }
-            if tooLarge {
-                write(context: context, head: head, reply: .error(.payloadTooLarge, "request body over \(maxBody) bytes"))
-                return
-            }
+            if peer == .refused || tooLarge { context.close(promise: nil); return }
             let (path, query) = Self.split(head.uri)
             let request = ControlRequest(method: head.method, path: path, query: query, body: body)
             body = []
@@ -228,11 +235,19 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func write(context: ChannelHandlerContext, head: HTTPRequestHead, reply: ControlReply) {
+    /// 413 at once, and the connection closed: the rest of the body is never read.
+    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead, size: String) {
+        tooLarge = true
+        logger.warning("control request refused: body too large", metadata: ["uri": "\(head.uri)", "size": "\(size)"])
+        write(context: context, head: head, reply: .error(.payloadTooLarge,
+              "request body of \(size) is over the \(maxBody) bytes the agent takes; split the manifest into several files"), close: true)
+    }
+
+    private func write(context: ChannelHandlerContext, head: HTTPRequestHead, reply: ControlReply, close: Bool = false) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: "\(reply.body.count)")
-        let keepAlive = head.isKeepAlive
+        let keepAlive = head.isKeepAlive && !close
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: reply.body.count)

@@ -36,7 +36,7 @@ struct ServiceEntry: Sendable, Hashable {
         var eps: [EndpointAddress] = []
         var slicePorts: [NamedPort] = []
         for slice in slices where slice.addressType != .fqdn {
-            for p in slice.ports where !p.name.isEmpty {
+            for p in slice.ports where Self.hasSRVLabel(p.name) {
                 guard let port = p.port else { continue }
                 let np = NamedPort(name: "_" + p.name.lowercased(), proto: "_" + p.protocol.rawValue.lowercased(), port: port)
                 if !slicePorts.contains(np) { slicePorts.append(np) }
@@ -59,10 +59,16 @@ struct ServiceEntry: Sendable, Hashable {
             ports = slicePorts
         } else {
             kind = .clusterIP(service.clusterIPs)
-            ports = service.ports.filter { !$0.name.isEmpty }.map {
+            ports = service.ports.filter { Self.hasSRVLabel($0.name) }.map {
                 NamedPort(name: "_" + $0.name.lowercased(), proto: "_" + $0.protocol.rawValue.lowercased(), port: $0.port)
             }
         }
+    }
+
+    /// Whether a port of this name has SRV records: named, and "_" + name fits a DNS label
+    /// (a 63-character port name, which Kubernetes allows, does not).
+    static func hasSRVLabel(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count < DNSLimits.maxLabelLength
     }
 
     /// CoreDNS's endpoint label for an address without hostname: dots or colons become dashes.

@@ -111,7 +111,12 @@ public struct EndpointSlice: Hashable, Sendable, Codable {
         endpoints = try raw.enumerated().map { i, e in
             let field = "endpoints[\(i)]"
             var addrs: [IPAddress] = []
-            if parsed != .fqdn {
+            if parsed == .fqdn {
+                // Not served (no IPs), but kept: an address must still be a DNS subdomain.
+                if let bad = e.addresses.first(where: { !isDNSSubdomain($0) }) {
+                    throw invalid(decoder, field + ".addresses", "\(excerpt(bad)) is not a valid FQDN (a DNS subdomain: 253 characters at most)")
+                }
+            } else {
                 addrs = try parseAddresses(e.addresses, decoder, field + ".addresses")
                 let want: IPFamily = parsed == .ipv4 ? .v4 : .v6
                 guard addrs.allSatisfy({ $0.family == want }) else {
@@ -128,8 +133,11 @@ public struct EndpointSlice: Hashable, Sendable, Codable {
         }
         let rawPorts = try c.decodeIfPresent([RawPort].self, forKey: AnyKey("ports")) ?? []
         ports = try rawPorts.enumerated().map { i, p in
-            EndpointPort(name: p.name ?? "", protocol: try parseProtocol(p.protocol, decoder, "ports[\(i)].protocol"),
-                         port: try parsePort(p.port, decoder, "ports[\(i)].port"))
+            if let name = p.name, !name.isEmpty, !isDNSLabel(name) {
+                throw invalid(decoder, "ports[\(i)].name", "\(excerpt(name)) is not a valid port name (a DNS label: 63 lower-case letters, digits or '-' at most)")
+            }
+            return EndpointPort(name: p.name ?? "", protocol: try parseProtocol(p.protocol, decoder, "ports[\(i)].protocol"),
+                                port: try parsePort(p.port, decoder, "ports[\(i)].port"))
         }
     }
 

@@ -76,7 +76,7 @@ func parsePort(_ v: Int?, _ decoder: any Decoder, _ field: String, allowZero: Bo
 
 func parseAddresses(_ list: [String]?, _ decoder: any Decoder, _ field: String) throws -> [IPAddress] {
     try (list ?? []).map { s in
-        guard let a = IPAddress(s) else { throw invalid(decoder, field, "\"\(s)\" is not an IP address") }
+        guard let a = IPAddress(s) else { throw invalid(decoder, field, "\(excerpt(s)) is not an IP address") }
         return a
     }
 }
@@ -111,7 +111,61 @@ func decodeMeta(_ c: KeyedDecodingContainer<AnyKey>, _ decoder: any Decoder, kin
     } else {
         meta.namespace = nil
     }
+    try checkLabelsAndAnnotations(meta, decoder)
     return meta
+}
+
+/// The API server's size of all annotations of an object (keys and values), in bytes.
+let maxAnnotationBytes = 256 * 1024
+
+/// Labels and annotations as the API server takes them (apimachinery ValidateObjectMeta):
+/// keys are qualified names, label values 63 characters of a small alphabet, all annotations
+/// together 256 KiB.
+func checkLabelsAndAnnotations(_ meta: ObjectMeta, _ decoder: any Decoder) throws {
+    for (key, value) in (meta.labels ?? [:]).sorted(by: { $0.key < $1.key }) {
+        guard isQualifiedName(key) else {
+            throw invalid(decoder, "metadata.labels", "key \(excerpt(key)) is not a valid label key (an optional DNS subdomain prefix and '/', then 63 letters, digits, '-', '_' or '.' at most)")
+        }
+        guard isLabelValue(value) else {
+            throw invalid(decoder, "metadata.labels", "value of \(excerpt(key)), \(excerpt(value)), is not a valid label value (63 letters, digits, '-', '_' or '.' at most, beginning and ending with a letter or digit)")
+        }
+    }
+    var bytes = 0
+    for (key, value) in (meta.annotations ?? [:]).sorted(by: { $0.key < $1.key }) {
+        guard isQualifiedName(key) else {
+            throw invalid(decoder, "metadata.annotations", "key \(excerpt(key)) is not a valid annotation key")
+        }
+        bytes += key.utf8.count + value.utf8.count
+    }
+    guard bytes <= maxAnnotationBytes else {
+        throw invalid(decoder, "metadata.annotations", "\(bytes) bytes in all, over the \(maxAnnotationBytes) (256 KiB) Kubernetes allows")
+    }
+}
+
+/// A qualified name (label and annotation keys): `[prefix/]name`, the prefix a DNS subdomain,
+/// the name 63 letters, digits, '-', '_' or '.' at most, beginning and ending alphanumeric.
+func isQualifiedName(_ s: String) -> Bool {
+    let parts = s.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 1 || (parts.count == 2 && isDNSSubdomain(String(parts[0]))) else { return false }
+    let name = parts[parts.count - 1]
+    return !name.isEmpty && isLabelValue(String(name))
+}
+
+/// A label value: empty, or 63 letters, digits, '-', '_' or '.' at most, beginning and ending
+/// with a letter or digit.
+func isLabelValue(_ s: String) -> Bool {
+    let u = Array(s.utf8)
+    guard !u.isEmpty else { return true }
+    guard u.count <= 63 else { return false }
+    func alnum(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) }
+    guard alnum(u.first!), alnum(u.last!) else { return false }
+    return u.allSatisfy { alnum($0) || $0 == 45 || $0 == 95 || $0 == 46 }
+}
+
+/// A value for an error message: quoted, and cut (with its size) when long.
+func excerpt(_ s: String) -> String {
+    let n = s.utf8.count
+    return n <= 64 ? "\"\(s)\"" : "\"\(s.prefix(40))...\" (\(n) bytes)"
 }
 
 func checkKind(_ c: KeyedDecodingContainer<AnyKey>, _ decoder: any Decoder, _ kind: ObjectKind) throws {

@@ -144,8 +144,10 @@ public struct Service: Hashable, Sendable, Codable {
             }
             let proto = try parseProtocol(p.protocol, decoder, field + ".protocol")
             let name = p.name ?? ""
-            if !name.isEmpty, !isDNSLabel(name, maxLength: 15) {
-                throw invalid(decoder, field + ".name", "\"\(name)\" is not a valid port name")
+            // A DNS label (63 characters), as the API server checks Service port names; the
+            // 15-character IANA service name limit is for container ports.
+            if !name.isEmpty, !isDNSLabel(name) {
+                throw invalid(decoder, field + ".name", "\(excerpt(name)) is not a valid port name (a DNS label: 63 lower-case letters, digits or '-' at most)")
             }
             guard seen.insert("\(name)").inserted || name.isEmpty else {
                 throw invalid(decoder, field + ".name", "duplicate port name \"\(name)\"")
