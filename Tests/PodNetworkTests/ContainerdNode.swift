@@ -57,13 +57,14 @@ final class ContainerdNode: @unchecked Sendable {
         dir = tmp.path
         socket = dir + "/containerd.sock"
         logPath = dir + "/containerd.log"
+        _ = Self.leftoversRemoved
         cgroupRoot = "nodenet-test-\(TestNamespace.runPrefix)-\(Self.counter.next())"
         let fm = FileManager.default
         for sub in ["cni-bin", "net.d", "gen", "pause", "logs"] { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
 
         let packaged = try String(contentsOfFile: Self.packagedConflist, encoding: .utf8)
         let conflist = packaged.replacingOccurrences(of: "\"/run/nodenet/nodenet.sock\"", with: "\"\(agentSocket)\"")
-        guard conflist != packaged else { throw Shell.Failure(command: "conflist", result: .init(status: 1, stdout: "", stderr: "no socket key to change in \(Self.packagedConflist)")) }
+        guard conflist != packaged else { throw ContainerdFailure("no socket key to change in \(Self.packagedConflist)") }
         try conflist.write(toFile: dir + "/net.d/10-nodenet.conflist", atomically: true, encoding: .utf8)
         // As the package installs it: the plugin symlinked; it finds `nodenet` beside its real path.
         try fm.createSymbolicLink(atPath: dir + "/cni-bin/nodenet", withDestinationPath: AgentProcess.cniBinary)
@@ -78,13 +79,13 @@ final class ContainerdNode: @unchecked Sendable {
         var argv = ["/usr/bin/nsenter", "--net=\(node.path)", try Shell.which("containerd"), "--config", dir + "/config.toml"]
         if privateMountNamespace { argv = ["/usr/bin/unshare", "--mount", "--propagation", "private"] + argv }
         pid = try spawn(argv, log: logPath)
-        var version = Shell.Result(status: -1, stdout: "", stderr: "")
-        for _ in 0..<100 where !version.ok {
+        var answered = false
+        for _ in 0..<100 where !answered {
             guard !exited(pid) else { break }
-            if fm.fileExists(atPath: socket) { version = try cri(["version"], timeout: 5) }
-            if !version.ok { usleep(100_000) }
+            if fm.fileExists(atPath: socket) { answered = try cri(["version"], timeout: 5).ok }
+            if !answered { usleep(100_000) }
         }
-        guard version.ok else { throw Shell.Failure(command: "containerd (no CRI answer)", result: .init(status: -1, stdout: "", stderr: log(tail: 20))) }
+        guard answered else { throw ContainerdFailure("containerd gave no CRI answer:\n\(log(tail: 20))") }
         try Shell.check(["ctr", "--address", socket, "-n", "k8s.io", "images", "import", "--snapshotter", "native", dir + "/pause.tar"])
     }
 
@@ -140,9 +141,9 @@ final class ContainerdNode: @unchecked Sendable {
     }
 
     /// RunPodSandbox: the sandbox id containerd made, or the call's result when it failed.
-    func run(_ pod: PodSandboxConfig) throws -> Result<String, Shell.Failure> {
+    func run(_ pod: PodSandboxConfig) throws -> Result<String, ContainerdFailure> {
         let r = try cri(["run"], stdin: pod.json(logRoot: dir + "/logs", cgroupRoot: cgroupRoot))
-        guard r.ok, let id = Self.object(r.stdout)["id"] as? String else { return .failure(.init(command: "RunPodSandbox \(pod.name)", result: r)) }
+        guard r.ok, let id = Self.object(r.stdout)["id"] as? String else { return .failure(.init("RunPodSandbox \(pod.name): \(r.stderr)\(r.stdout)")) }
         sandboxes.append(id)
         return .success(id)
     }
@@ -153,7 +154,7 @@ final class ContainerdNode: @unchecked Sendable {
     /// PodSandboxStatus (verbose) as JSON: status fields plus containerd's `info` document.
     func status(_ id: String) throws -> [String: Any] {
         let r = try cri(["status", id])
-        guard r.ok else { throw Shell.Failure(command: "PodSandboxStatus \(id)", result: r) }
+        guard r.ok else { throw ContainerdFailure("PodSandboxStatus \(id): \(r.stderr)") }
         return Self.object(r.stdout)
     }
 
@@ -228,7 +229,7 @@ final class ContainerdNode: @unchecked Sendable {
         defer { cargs.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, argv[0], &actions, &attr, &cargs, environ)
-        guard rc == 0 else { throw Shell.Failure(command: argv.joined(separator: " "), result: .init(status: rc, stdout: "", stderr: "posix_spawn: \(String(cString: strerror(rc)))")) }
+        guard rc == 0 else { throw ContainerdFailure("posix_spawn \(argv.joined(separator: " ")): \(String(cString: strerror(rc)))") }
         children.append(child)
         return child
     }
@@ -277,22 +278,32 @@ final class ContainerdNode: @unchecked Sendable {
             if !sandboxes.contains(id) { sandboxes.append(id) }
         }
         for mount in Self.mountPoints().filter({ $0.hasPrefix(dir + "/") }).reversed() { umount2(mount, Int32(MNT_DETACH)) }
-        for hierarchy in (try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
-            let top = "/sys/fs/cgroup/\(hierarchy)/\(cgroupRoot)"
-            guard fm.fileExists(atPath: top) else { continue }
-            // Depth first: a cgroup directory goes with rmdir once its children are gone.
-            let subdirs = ((fm.subpaths(atPath: top) ?? []).map { "\(top)/\($0)" }.filter { path in
-                var isDir: ObjCBool = false
-                return fm.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
-            }).sorted { $0.count > $1.count }
-            for d in subdirs + [top] { rmdir(d) }
-        }
+        Self.removeCgroups { $0 == cgroupRoot }
         for id in sandboxes {
             for name in (try? fm.contentsOfDirectory(atPath: "/var/lib/cni/results")) ?? [] where name.hasSuffix("-\(id)-eth0") || name.hasSuffix("-\(id)-lo") {
                 try? fm.removeItem(atPath: "/var/lib/cni/results/\(name)")
             }
         }
     }
+
+    /// Removes the cgroup subtrees named `matching` in every hierarchy, depth first (rmdir only
+    /// takes an empty cgroup: one still in use stays).
+    static func removeCgroups(matching: (String) -> Bool) {
+        let fm = FileManager.default
+        for hierarchy in (try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            for top in ((try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup/\(hierarchy)")) ?? []).filter(matching) {
+                let root = "/sys/fs/cgroup/\(hierarchy)/\(top)"
+                let subdirs = ((fm.subpaths(atPath: root) ?? []).map { "\(root)/\($0)" }.filter { path in
+                    var isDir: ObjCBool = false
+                    return fm.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+                }).sorted { $0.count > $1.count }
+                for d in subdirs + [root] { rmdir(d) }
+            }
+        }
+    }
+
+    /// Empty cgroup subtrees of crashed earlier runs (this suite's prefix only).
+    private static let leftoversRemoved: Void = removeCgroups { $0.hasPrefix("nodenet-test-nnt") }
 
     deinit { close() }
 
@@ -302,6 +313,11 @@ final class ContainerdNode: @unchecked Sendable {
         private var value = 0
         func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
     }
+}
+
+struct ContainerdFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// What the kubelet sends in RunPodSandbox for a pod with a pod network (kubelet's

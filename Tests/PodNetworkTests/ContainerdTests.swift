@@ -94,7 +94,8 @@ struct ContainerdTests {
         #expect(try f.containerd.inPod(a.pid, ["ping", "-c", "1", "-W", "2", b.ip]).ok, "one pod reaches the other")
 
         // The attachment record carries the pod's identity from containerd's CNI_ARGS.
-        let record = try #require(try f.attachment(webID), "\(try f.attachments())")
+        let records = try f.attachments()
+        let record = try #require(records.first { $0["containerID"] as? String == webID }, "\(records)")
         #expect(record["podNamespace"] as? String == web.namespace)
         #expect(record["podName"] as? String == web.name)
         #expect(record["podUID"] as? String == web.uid)
@@ -173,7 +174,7 @@ struct ContainerdTests {
         #expect(!(try hostVeths()).isEmpty)
         #expect(try f.containerd.stop(id).ok)
         #expect(try f.attachment(id) == nil)
-        #expect(try f.until { try hostVeths().isEmpty }, "the pod's veth is gone: \(try hostVeths())")
+        #expect(try f.until { try hostVeths().isEmpty }, "the pod's veth is gone")
         #expect(try f.containerd.remove(id).ok)
     }
 }
