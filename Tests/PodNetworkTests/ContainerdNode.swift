@@ -21,10 +21,22 @@ final class ContainerdNode: @unchecked Sendable {
     /// containerd 1.6 runs the loopback plugin from its bin_dir for every sandbox itself.
     static let loopbackPlugin = "/usr/lib/cni/loopback"
 
+    /// Where containerd, ctr and containerd-shim-runc-v2 come from: PATH (Debian's package), or
+    /// NODENET_CONTAINERD_DIR to try another release's binaries (e.g. a newer Debian package
+    /// unpacked with `dpkg -x`, never installed).
+    static let binaryDirectory = ProcessInfo.processInfo.environment["NODENET_CONTAINERD_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+    static func tool(_ name: String) -> String? {
+        if let d = binaryDirectory { return FileManager.default.isExecutableFile(atPath: "\(d)/\(name)") ? "\(d)/\(name)" : nil }
+        return try? Shell.which(name)
+    }
+
     /// Why containerd cannot run here at all, or nil when it can (the suite's skip condition).
     static let unavailable: String? = {
         guard getuid() == 0 else { return "needs root" }
-        for tool in ["containerd", "ctr", "containerd-shim-runc-v2", "runc"] where (try? Shell.which(tool)) == nil {
+        for name in ["containerd", "ctr", "containerd-shim-runc-v2"] where tool(name) == nil {
+            return "needs \(name) (Debian's containerd: scripts/setup.sh)"
+        }
+        for tool in ["runc"] where (try? Shell.which(tool)) == nil {
             return "needs \(tool) (Debian's containerd and runc: scripts/setup.sh)"
         }
         guard FileManager.default.isExecutableFile(atPath: venv + "/bin/python"),
@@ -76,9 +88,12 @@ final class ContainerdNode: @unchecked Sendable {
                          "--grpc_python_out=\(dir)/gen", Self.fixtures + "/runtime.proto"])
         try config().write(toFile: dir + "/config.toml", atomically: true, encoding: .utf8)
 
-        var argv = ["/usr/bin/nsenter", "--net=\(node.path)", try Shell.which("containerd"), "--config", dir + "/config.toml"]
+        var argv = ["/usr/bin/nsenter", "--net=\(node.path)", Self.tool("containerd")!, "--config", dir + "/config.toml"]
         if privateMountNamespace { argv = ["/usr/bin/unshare", "--mount", "--propagation", "private"] + argv }
-        pid = try spawn(argv, log: logPath)
+        // containerd finds its shim on PATH.
+        var environment = ProcessInfo.processInfo.environment
+        if let d = Self.binaryDirectory { environment["PATH"] = d + ":" + (environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin") }
+        pid = try spawn(argv, log: logPath, environment: environment)
         var answered = false
         for _ in 0..<100 where !answered {
             guard !exited(pid) else { break }
@@ -86,7 +101,7 @@ final class ContainerdNode: @unchecked Sendable {
             if !answered { usleep(100_000) }
         }
         guard answered else { throw ContainerdFailure("containerd gave no CRI answer:\n\(log(tail: 20))") }
-        try Shell.check(["ctr", "--address", socket, "-n", "k8s.io", "images", "import", "--snapshotter", "native", dir + "/pause.tar"])
+        try Shell.check([Self.tool("ctr")!, "--address", socket, "-n", "k8s.io", "images", "import", "--snapshotter", "native", dir + "/pause.tar"])
     }
 
     /// containerd 1.6's config (version 2) for a node of its own under `dir`.
@@ -96,7 +111,7 @@ final class ContainerdNode: @unchecked Sendable {
         root = "\(dir)/root"
         state = "\(dir)/state"
         disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
-                            "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.overlayfs", "io.containerd.tracing.processor.v1.otlp",
+                            "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
                             "io.containerd.internal.v1.tracing"]
         [grpc]
           address = "\(socket)"
@@ -109,6 +124,10 @@ final class ContainerdNode: @unchecked Sendable {
           address = ""
         [plugins."io.containerd.internal.v1.opt"]
           path = "\(dir)/opt"
+        # containerd 2.x unpacks imports through its transfer service (1.6 has none and ignores this).
+        [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+          platform = "linux/amd64"
+          snapshotter = "native"
         [plugins."io.containerd.grpc.v1.cri"]
           sandbox_image = "\(Self.pauseImage)"
           # The sandbox network namespaces under the state dir, not /var/run/netns.
@@ -208,7 +227,7 @@ final class ContainerdNode: @unchecked Sendable {
     /// posix_spawn (Foundation's Process stalls later calls while a long-lived child runs),
     /// with a clean signal mask and default handlers: the test process blocks some signals,
     /// and a child inheriting that would ignore SIGTERM or never see SIGCHLD.
-    private func spawn(_ argv: [String], log: String) throws -> pid_t {
+    private func spawn(_ argv: [String], log: String, environment: [String: String]? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -228,7 +247,10 @@ final class ContainerdNode: @unchecked Sendable {
         var cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, argv[0], &actions, &attr, &cargs, environ)
+        var cenv = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { cenv?.forEach { free($0) } }
+        let rc = cenv == nil ? posix_spawn(&child, argv[0], &actions, &attr, &cargs, environ)
+                             : posix_spawn(&child, argv[0], &actions, &attr, &cargs, &cenv!)
         guard rc == 0 else { throw ContainerdFailure("posix_spawn \(argv.joined(separator: " ")): \(String(cString: strerror(rc)))") }
         children.append(child)
         return child
