@@ -79,7 +79,8 @@ struct ContainerdTests {
 
         let webRun = try f.containerd.run(web)
         let webID = try #require(try? webRun.get(), "RunPodSandbox: \(webRun)\n\(f.containerd.log(tail: 15))\n\(f.node.agent.log(tail: 15))")
-        let clientID = try #require(try? f.containerd.run(client).get())
+        let clientRun = try f.containerd.run(client)
+        let clientID = try #require(try? clientRun.get(), "RunPodSandbox: \(clientRun)")
         #expect(webID.count == 64 && webID.allSatisfy(\.isHexDigit), "containerd's own sandbox id: \(webID)")
         let a = try f.containerd.sandbox(webID), b = try f.containerd.sandbox(clientID)
 
@@ -129,6 +130,7 @@ struct ContainerdTests {
         let removedTwice = try f.containerd.remove(webID)
         #expect(removedTwice.ok, "a second remove is a no-op: \(removedTwice.stderr)")
         #expect(try f.containerd.cri(["status", webID]).stderr.hasPrefix("NOT_FOUND"))
+        #expect(try f.attachment(clientID)?["podName"] as? String == client.name, "the other pod is untouched")
         #expect(try f.containerd.stop(clientID).ok)
         #expect(try f.containerd.remove(clientID).ok)
 
