@@ -73,6 +73,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     }
 
     public var socketPath: String { runDir + "/nodenet.sock" }
+    /// The CNI plugin's socket (requests with the pod's namespace as a descriptor), beside the
+    /// control socket: the plugin finds it from the `socket` key of its network config.
+    public var cniSocketPath: String { runDir + "/cni.sock" }
     public var lockPath: String { runDir + "/nodenet.lock" }
     public var pendingDeletesDir: String { runDir + "/pending-deletes" }
 
