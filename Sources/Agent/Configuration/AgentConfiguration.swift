@@ -1,14 +1,12 @@
 import IPAddressing
+import NodeRoutes
 
 public enum SourceKind: String, Sendable, Codable, CaseIterable {
     case embedded, etcd, kubernetes
 }
 
-public enum RoutingMode: String, Sendable, Codable, CaseIterable {
-    case hostGW = "host-gw"
-    case vxlan
-    case auto
-}
+/// The `routing` key: NodeRoutes' modes (one enum, so the agent and the routes never disagree).
+public typealias RoutingMode = NodeRoutes.RoutingMode
 
 public enum PodRecordMode: String, Sendable, Codable, CaseIterable {
     case disabled, insecure, verified
