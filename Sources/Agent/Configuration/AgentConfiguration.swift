@@ -1,14 +1,12 @@
 import IPAddressing
+import NodeRoutes
 
 public enum SourceKind: String, Sendable, Codable, CaseIterable {
     case embedded, etcd, kubernetes
 }
 
-public enum RoutingMode: String, Sendable, Codable, CaseIterable {
-    case hostGW = "host-gw"
-    case vxlan
-    case auto
-}
+/// The `routing` key: NodeRoutes' modes (one enum, so the agent and the routes never disagree).
+public typealias RoutingMode = NodeRoutes.RoutingMode
 
 public enum PodRecordMode: String, Sendable, Codable, CaseIterable {
     case disabled, insecure, verified
@@ -77,6 +75,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     }
 
     public var socketPath: String { runDir + "/nodenet.sock" }
+    /// The CNI plugin's socket (requests with the pod's namespace as a descriptor), beside the
+    /// control socket: the plugin finds it from the `socket` key of its network config.
+    public var cniSocketPath: String { runDir + "/cni.sock" }
     public var lockPath: String { runDir + "/nodenet.lock" }
     public var pendingDeletesDir: String { runDir + "/pending-deletes" }
 
