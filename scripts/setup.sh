@@ -15,6 +15,8 @@ packages=(
   socat python3
   # real peers: DNS clients and the servers we benchmark against, etcd, a container runtime
   dnsutils dnsperf unbound dnsmasq-base etcd-server etcd-client
+  # the stub resolvers pods run, built at test time: musl's getaddrinfo (musl-gcc), Go's resolver
+  musl-tools golang-go
   podman runc busybox-static containernetworking-plugins
   # a Kubernetes runtime for the CRI end-to-end test (containerd 1.6 from bookworm; it runs the
   # reference `loopback` plugin from containernetworking-plugins), and the venv for its client

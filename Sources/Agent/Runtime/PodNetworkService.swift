@@ -38,7 +38,7 @@ struct PodNetworkService: AgentActor {
         let pods = PodNetwork(
             configuration: PodNetworkConfiguration(
                 bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
-                dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
+                dnsServers: config.dns.enabled ? config.dns.podNameservers.map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
             store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
