@@ -102,7 +102,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
-        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
+        // Fixtures: the containerd test's CRI proto, Python client, pause program and image packer.
+        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"], exclude: ["Fixtures"]),
 
         .target(name: "NodeRoutes", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",

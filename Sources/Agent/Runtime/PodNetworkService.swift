@@ -2,6 +2,7 @@ import ClusterState
 import Foundation
 import IPAddressing
 import Netlink
+import NodeRoutes
 import PodNetwork
 import ServiceLifecycle
 
@@ -37,7 +38,7 @@ struct PodNetworkService: AgentActor {
         let pods = PodNetwork(
             configuration: PodNetworkConfiguration(
                 bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
-                dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
+                dnsServers: config.dns.enabled ? config.dns.podNameservers.map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
             store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
@@ -110,13 +111,14 @@ struct PodNetworkService: AgentActor {
         pods.drainReleases()  // interfaces of DELs already answered are removed before exit
     }
 
-    /// The underlay's MTU (the link that holds the node address), less 50 for vxlan.
+    /// The underlay's MTU (the link that holds the node address), less the vxlan overhead of
+    /// the underlay's family where pods' packets may be encapsulated (VTEPAddress.podMTU).
     static func podMTU(host: RouteClient, nodeIP: IPAddress?, routing: RoutingMode) -> UInt32 {
         var mtu: UInt32 = 1500
         if let nodeIP, let address = try? host.addresses().first(where: { $0.prefix.address == nodeIP }),
            let link = try? host.link(index: address.index) {
             mtu = link.mtu
         }
-        return routing == .vxlan ? mtu - 50 : mtu
+        return VTEPAddress.podMTU(underlayMTU: mtu, underlayFamily: nodeIP?.family ?? .v4, routing: routing)
     }
 }

@@ -131,7 +131,7 @@ extension PodNetwork {
             hostVeth: .init(name: created.host.name, mac: created.host.mac?.description),
             pod: .init(name: ifname, mac: created.container.mac?.description, sandbox: netns),
             allocations: allocations,
-            dns: dnsBlock(namespace: request.args.podNamespace, request: request))
+            dns: dnsBlock(namespace: request.args.podNamespace, request: request, families: Set(allocations.map(\.address.family))))
     }
 
     static func ms(_ d: Duration) -> String {
@@ -159,8 +159,9 @@ extension PodNetwork {
         return mappings
     }
 
-    /// The pod's resolv.conf: the node-local DNS address and the Kubernetes search path.
-    func dnsBlock(namespace: String?, request: CNIRequest) -> CNIResult.DNS {
+    /// The pod's resolv.conf: the node-local DNS address of each of the pod's families and the
+    /// Kubernetes search path.
+    func dnsBlock(namespace: String?, request: CNIRequest, families: Set<IPFamily>) -> CNIResult.DNS {
         // The runtime's own DNS settings (the kubelet's dnsConfig, passed by containerd and CRI-O
         // as the `dns` capability) are what it writes into the pod's resolv.conf: report those.
         if let dns = request.config?.runtimeConfig.dns,
@@ -171,8 +172,14 @@ extension PodNetwork {
         // A runtime outside Kubernetes (podman) names no namespace: such containers live in
         // "default", as a pod without one would.
         let search = ["\(namespace ?? "default").svc.\(zone)", "svc.\(zone)", zone]
-        return CNIResult.DNS(nameservers: configuration.dnsServers.isEmpty ? nil : configuration.dnsServers,
-                             search: search, options: ["ndots:5"])
+        let servers = Self.nameservers(configuration.dnsServers, podFamilies: families)
+        return CNIResult.DNS(nameservers: servers.isEmpty ? nil : servers, search: search, options: ["ndots:5"])
+    }
+
+    /// The node-local nameservers a pod can reach: those of its own address families (an
+    /// IPv6-only pod has no IPv4 address to reach 169.254.20.10 from), in configured order.
+    static func nameservers(_ servers: [String], podFamilies: Set<IPFamily>) -> [String] {
+        servers.filter { s in IPAddress(s).map { podFamilies.contains($0.family) } ?? false }
     }
 
     private func del(_ request: CNIRequest) async throws {

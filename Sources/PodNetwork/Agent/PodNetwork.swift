@@ -12,7 +12,8 @@ public struct PodNetworkConfiguration: Sendable {
     public var bridgeName: String
     /// The pod interfaces' MTU (the underlay's, less the overlay's overhead).
     public var mtu: UInt32
-    /// The node-local DNS address(es) pods get in resolv.conf.
+    /// The node-local DNS addresses, at most one per family; each pod gets those of its own
+    /// families in resolv.conf.
     public var dnsServers: [String]
     public var clusterDomain: String
     public var runDir: String
