@@ -107,6 +107,64 @@ struct ClusterEndToEndTests {
         }
     }
 
+    /// An agent that starts while etcd is down serves the full sync it stored in an earlier
+    /// run: it gets ready at once, the cluster DNS answers from that state (not SERVFAIL), and
+    /// status says the source is not synced yet; once etcd is back it syncs.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func etcdDownAtStartServesThePersistedSync() throws {
+        let cluster = try TestCluster(nodes: 1) { _ in ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379"] }
+        defer { cluster.close() }
+        let etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
+                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
+                        "--listen-peer-urls", "http://127.0.0.1:2380"]
+        func startEtcd() throws -> pid_t {
+            let pid = try Shell.spawn(etcdArgs)
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379", "endpoint", "health"]))?.ok == true
+                if !up { usleep(100_000) }
+            }
+            try #require(up, "etcd did not start")
+            return pid
+        }
+        var etcd = try startEtcd()
+        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
+        let node = cluster.nodes[0]
+        try node.agent.start()
+        let applied = try node.agent.apply("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: ledger-api, namespace: payments}
+            spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
+            """)
+        #expect(applied.ok, "\(applied.stderr)")
+        func resolve() throws -> String {
+            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        var answer = ""
+        for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
+        #expect(answer == "10.96.41.17", "resolves while etcd is up")
+
+        _ = node.agent.stop()
+        kill(etcd, SIGKILL)
+        waitpid(etcd, nil, 0)
+        // Well under the source's 30 s first-sync wait: ready from the persisted sync.
+        try node.agent.start(timeout: 15)
+        #expect(try resolve() == "10.96.41.17", "DNS answers from the persisted state while etcd is down")
+        let status = try node.agent.cli(["status", "--json"]).stdout
+        #expect(status.contains("serving the persisted state"), "status says where the view comes from: \(status)")
+
+        etcd = try startEtcd()
+        var synced = false
+        for _ in 0..<100 where !synced {
+            synced = (try node.agent.cli(["status", "--json"]).stdout).contains("synced from etcd")
+            if !synced { usleep(100_000) }
+        }
+        #expect(synced, "synced once etcd is back: \(node.agent.log(tail: 20))")
+        #expect(try resolve() == "10.96.41.17")
+    }
+
     /// Several agents sharing their state through one real etcd (Debian's etcd-server),
     /// running inside the fabric namespace: subnets leased from etcd, a service applied on one
     /// node reachable and resolvable from another.
