@@ -16,8 +16,8 @@ packages=(
   # real peers: DNS clients and the servers we benchmark against, etcd, a container runtime
   dnsutils dnsperf unbound dnsmasq-base etcd-server etcd-client
   podman runc busybox-static containernetworking-plugins
-  # packaging checks
-  systemd dpkg-dev hyperfine
+  # packaging checks; a booted Debian container to test the .deb under a real systemd
+  systemd dpkg-dev hyperfine systemd-container debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do
