@@ -45,7 +45,36 @@ cat > "$stage/DEBIAN/postinst" <<'POSTINST'
 set -e
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTINST
-chmod 0755 "$stage/DEBIAN/postinst"
+# Removal. prerm "remove" (also the first step of a purge; never on upgrade): stop and disable
+# the agent, then take its dataplane off the node with `nodenet reset --keep-state`: without the
+# agent and the plugin nothing would keep the bridge, routes and service rules true, and stale
+# service rules would steer traffic to gone endpoints. This has to happen in prerm because postrm
+# runs after dpkg removed /usr/bin/nodenet. postrm "purge" then deletes the state and run
+# directories (stored objects, addresses), which need no binary.
+cat > "$stage/DEBIAN/prerm" <<'PRERM'
+#!/bin/sh
+set -e
+if [ "$1" = remove ]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now nodenet.service >/dev/null 2>&1 || systemctl stop nodenet.service || true
+  else
+    systemctl disable nodenet.service >/dev/null 2>&1 || true
+  fi
+  /usr/bin/nodenet reset --keep-state || echo "nodenet: reset failed; see above, or run nodenet reset again before removing" >&2
+fi
+PRERM
+cat > "$stage/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+case "$1" in
+  remove)
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi ;;
+  purge)
+    rm -rf /var/lib/nodenet /run/nodenet
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi ;;
+esac
+POSTRM
+chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 mkdir -p dist
 out="dist/nodenet_${version}_${arch}.deb"
 dpkg-deb --root-owner-group --build "$stage" "$out" >/dev/null
