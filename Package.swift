@@ -81,7 +81,8 @@ let package = Package(
         .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
 
         // Blocking HTTP over the control socket: for the CLI and the CNI shim (no event loop, fast start).
-        .target(name: "ControlClient", swiftSettings: strict),
+        // CShims: SCM_RIGHTS (the CNI plugin hands the pod's network namespace to the agent).
+        .target(name: "ControlClient", dependencies: ["CShims"], swiftSettings: strict),
         .testTarget(name: "ControlClientTests", dependencies: ["ControlClient"]),
 
         // The CNI spec's types: config, env, results per version, errors, the shim-agent envelope.
@@ -104,7 +105,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
-        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"]),
+        // Fixtures: the containerd test's CRI proto, Python client, pause program and image packer.
+        .testTarget(name: "PodNetworkTests", dependencies: ["PodNetwork", "NodenetTestSupport"], exclude: ["Fixtures"]),
 
         .target(name: "NodeRoutes", dependencies: [
             "IPAddressing", "Netlink", "ClusterState",
@@ -156,7 +158,7 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "NodenetTestSupport", "ControlClient"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NodenetTestSupport", "ControlClient", .product(name: "Logging", package: "swift-log")]),
 
         // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
         .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing"], swiftSettings: strict),

@@ -15,7 +15,12 @@ packages=(
   socat python3
   # real peers: DNS clients and the servers we benchmark against, etcd, a container runtime
   dnsutils dnsperf unbound dnsmasq-base etcd-server etcd-client
+  # the stub resolvers pods run, built at test time: musl's getaddrinfo (musl-gcc), Go's resolver
+  musl-tools golang-go
   podman runc busybox-static containernetworking-plugins
+  # a Kubernetes runtime for the CRI end-to-end test (containerd 1.6 from bookworm; it runs the
+  # reference `loopback` plugin from containernetworking-plugins), and the venv for its client
+  containerd python3-venv
   # packaging checks; a booted Debian container to test the .deb under a real systemd
   systemd dpkg-dev hyperfine systemd-container debootstrap
 )
@@ -31,6 +36,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # unbound's package enables a system service we do not want answering anything here.
 if [ -d /run/systemd/system ]; then systemctl disable --now unbound >/dev/null 2>&1 || true; fi
+
+# The containerd test's CRI client: Python gRPC generated at test time from the project's own
+# runtime.proto. From PyPI in a venv under a fixed path, not Debian's python3-grpc-tools: that
+# is 1.14 (2018), whose bundled protoc predates the protobuf 3.21 runtime Debian pairs it with.
+# Debian's own python3 (python3-venv), whatever `python3` PATH finds first. Pinned versions
+# that work together; skipped when the venv already has them.
+venv=/opt/nodenet-test/venv
+pins=(grpcio==1.85.4 grpcio-tools==1.85.4 protobuf==7.36.2)
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, google.protobuf' 2>/dev/null; then
+  echo "setup: creating $venv (${pins[*]})"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
+fi
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6.x is required)" >&2; exit 1; }
 echo "setup: building (debug)"

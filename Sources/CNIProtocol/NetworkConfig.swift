@@ -55,6 +55,23 @@ public struct NetworkConfig: Hashable, Sendable {
         public var servers: [String]?
         public var searches: [String]?
         public var options: [String]?
+
+        public init(servers: [String]? = nil, searches: [String]? = nil, options: [String]? = nil) {
+            self.servers = servers
+            self.searches = searches
+            self.options = options
+        }
+
+        enum CodingKeys: String, CodingKey { case servers, searches, options }
+
+        /// containerd sends `{"Servers":..,"Searches":..,"Options":..}` (Go field names): keys
+        /// are matched as Go matches them.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: AnyCodingKey.self)
+            servers = try c.goDecode([String].self, "servers")
+            searches = try c.goDecode([String].self, "searches")
+            options = try c.goDecode([String].self, "options")
+        }
     }
 
     /// nodenet allocates addresses itself; this section may only narrow what it does.

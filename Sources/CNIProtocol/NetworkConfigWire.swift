@@ -24,11 +24,21 @@ extension NetworkConfig {
             case attachmentsTypo = "cni.dev/attachments"
         }
 
+        // What runtimes inject (`runtimeConfig`, `args`) is marshalled from Go structs, often
+        // without JSON tags: keys are matched as Go matches them (GoJSONKeys.swift).
         struct RuntimeWire: Decodable {
             var portMappings: [PortMappingWire]?
             var ips: [String]?
             var mac: String?
             var dns: DNSCapability?
+
+            init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: AnyCodingKey.self)
+                portMappings = try c.goDecode([PortMappingWire].self, "portMappings")
+                ips = try c.goDecode([String].self, "ips")
+                mac = try c.goDecode(String.self, "mac")
+                dns = try c.goDecode(DNSCapability.self, "dns")
+            }
         }
 
         struct PortMappingWire: Decodable {
@@ -36,11 +46,33 @@ extension NetworkConfig {
             var containerPort: Int
             var `protocol`: String?
             var hostIP: String?
+
+            init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: AnyCodingKey.self)
+                // Go leaves a missing number at 0, which validation then refuses with the mapping named.
+                hostPort = try c.goDecode(Int.self, "hostPort") ?? 0
+                containerPort = try c.goDecode(Int.self, "containerPort") ?? 0
+                `protocol` = try c.goDecode(String.self, "protocol")
+                hostIP = try c.goDecode(String.self, "hostIP")
+            }
         }
 
         struct ArgsWire: Decodable {
-            struct CNI: Decodable { var ips: [String]?; var mac: String? }
+            struct CNI: Decodable {
+                var ips: [String]?
+                var mac: String?
+
+                init(from decoder: any Decoder) throws {
+                    let c = try decoder.container(keyedBy: AnyCodingKey.self)
+                    ips = try c.goDecode([String].self, "ips")
+                    mac = try c.goDecode(String.self, "mac")
+                }
+            }
             var cni: CNI?
+
+            init(from decoder: any Decoder) throws {
+                cni = try decoder.container(keyedBy: AnyCodingKey.self).goDecode(CNI.self, "cni")
+            }
         }
 
         struct IPAMWire: Decodable {

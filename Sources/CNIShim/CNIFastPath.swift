@@ -24,9 +24,15 @@ public enum CNIFastPath {
             return .done(emit(stdout: reply, exitCode: 0))
         }
         guard !stdin.isEmpty, let scanned = CNIConfigScan.strings(["socket"], in: stdin) else { return .notTaken }
-        let client = ControlClient(socketPath: scanned["socket"] ?? NetworkConfig.defaultSocket, timeoutMilliseconds: 120_000)
+        // The agent's CNI socket, with the pod's namespace handed over. An agent without it
+        // (starting, or older) is the full path's case.
+        let control = scanned["socket"] ?? NetworkConfig.defaultSocket
+        let client = ControlClient(socketPath: CNIAgentSocket.path(besides: control), timeoutMilliseconds: 120_000)
+        let namespace = CNIAgentSocket.openNamespace(command: command, environment: environment)
+        defer { if let namespace { close(namespace) } }
         do {
-            let response = try client.post(CNIFastWire.path, body: CNIFastWire.envelope(environment: environment, stdin: stdin))
+            let response = try client.post(CNIFastWire.path, body: CNIFastWire.envelope(environment: environment, stdin: stdin),
+                                           passing: namespace)
             if response.status == 404 { return .notTaken }  // agent starting: its CNI routes are not up yet
             guard response.status == 200, let reply = CNIFastWire.parseReply(response.body) else {
                 return .failed(.malformedResponse("HTTP \(response.status): \(response.text)"))

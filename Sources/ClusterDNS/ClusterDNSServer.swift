@@ -32,6 +32,7 @@ public final class ClusterDNSServer: Sendable {
     /// One counter shard per socket (see `DNSCounters`).
     private let shards = Mutex<[DNSCounters]>([])
     private let listening = Atomic<Bool>(false)
+    private let listeners: Mutex<Listeners>
     private let lameDuck = Atomic<Bool>(false)
     private let port = Atomic<Int>(0)
 
@@ -40,12 +41,13 @@ public final class ClusterDNSServer: Sendable {
         self.store = store
         self.logger = logger
         zone = ClusterZone(configuration: configuration, replicas: Self.threads(configuration))
+        listeners = Mutex(Listeners(wanted: configuration.listenAddresses))
     }
 
     /// Event loops: as configured, else one per core.
     static func threads(_ c: DNSConfiguration) -> Int { c.eventLoopThreads > 0 ? c.eventLoopThreads : max(1, System.coreCount) }
 
-    /// Listening, zone synced and not shutting down.
+    /// Listening on at least one address, zone synced and not shutting down.
     public var isReady: Bool { listening.load(ordering: .relaxed) && !lameDuck.load(ordering: .relaxed) && zone.isSynced }
 
     /// The port actually bound (useful with port 0); nil until listening.
@@ -75,25 +77,29 @@ public final class ClusterDNSServer: Sendable {
         let upstreams = Self.upstreams(c.upstreams)
         if upstreams.isEmpty { logger.warning("\(ClusterDNSError.noUpstreams("\(c.upstreams)"))") }
         let forwarder = Forwarder(upstreams: upstreams, configuration: c, transport: transport, counters: counters, logger: logger)
-        let processor = { [zone] (loop: Int) in
+        let processor: @Sendable (Int) -> QueryProcessor = { [zone] loop in
             QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c, replica: loop)
         }
         let follower = Task { [zone, store, logger] in await zone.follow(store, logger: logger) }
-        var channels: [any Channel] = []
-        do {
-            channels = try await bind(group: group, processor: processor, sockets: c.udpSocketsPerAddress > 0 ? c.udpSocketsPerAddress : threads)
-        } catch {
-            follower.cancel()
-            await transport.close()
-            try? await group.shutdownGracefully()
-            throw error
+        let binder = Binder(group: group, processor: processor, sockets: c.udpSocketsPerAddress > 0 ? c.udpSocketsPerAddress : threads,
+                            limiter: ConnectionLimiter(limit: c.maxTCPConnections))
+        listeners.withLock { $0.binder = binder }
+        await bindPending()
+        // Addresses that could not be bound (not yet on the device, IPv6 still tentative, taken)
+        // are retried with backoff; the others serve meanwhile.
+        let retry = Task {
+            var delay: Int64 = 250
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(delay))
+                if listeners.withLock({ $0.pending.isEmpty }) { delay = 250; continue }
+                await bindPending()
+                delay = min(delay * 2, max(c.listenerRetryMaxMilliseconds, 250))
+            }
         }
-        listening.store(true, ordering: .relaxed)
-        logger.info("dns serving", metadata: ["addresses": "\(c.listenAddresses)", "port": "\(boundPort ?? 0)",
-                                              "zone": "\(zone.apex)", "upstreams": "\(upstreams)"])
         if !upstreams.isEmpty { Task { await forwarder.sendLoopProbe() } }
 
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        retry.cancel()
 
         // Lame duck: keep answering while load balancers and clients notice we are going.
         lameDuck.store(true, ordering: .relaxed)
@@ -101,6 +107,11 @@ public final class ClusterDNSServer: Sendable {
         if c.lameDuckMilliseconds > 0 {
             // Not Task.sleep: our task is already cancelled and would not wait at all.
             try? await group.next().scheduleTask(in: .milliseconds(c.lameDuckMilliseconds)) {}.futureResult.get()
+        }
+        _ = await retry.value
+        let channels = listeners.withLock { l in
+            defer { l.bound = [:]; l.binder = nil }
+            return l.bound.values.flatMap { $0 }
         }
         for ch in channels { try? await ch.close() }
         follower.cancel()
@@ -110,61 +121,123 @@ public final class ClusterDNSServer: Sendable {
         logger.info("dns stopped")
     }
 
-    private func bind(group: MultiThreadedEventLoopGroup, processor: (Int) -> QueryProcessor, sockets: Int) async throws -> [any Channel] {
-        let c = configuration
-        var channels: [any Channel] = []
-        var port = Int(c.port)
-        let limiter = ConnectionLimiter(limit: c.maxTCPConnections)
-        let counters = counters
-        // Sockets are pinned to loops explicitly so socket i reads zone replica i % loops.
-        let loops = Array(group.makeIterator())
-        for address in c.listenAddresses {
-            let host = address.description
+    /// Serves on more addresses too (an IPv6 pod subnet appeared): bound now when the server
+    /// runs, else at its start; one that fails is retried like the configured ones.
+    public func listen(on addresses: [IPAddress]) async {
+        let added = listeners.withLock { l in
+            let new = addresses.filter { !l.wanted.contains($0) }
+            l.wanted += new
+            return !new.isEmpty && l.binder != nil
+        }
+        if added { await bindPending() }
+    }
+
+    /// Every address the server is meant to serve on, bound or not.
+    public var listenAddresses: [IPAddress] { listeners.withLock { $0.wanted } }
+
+    /// Addresses that could not be bound yet, with the last error (retried until they bind).
+    public var failedListeners: [IPAddress: String] { listeners.withLock { $0.errors } }
+
+    /// What one bind attempt needs; set while `run()` serves.
+    struct Binder: Sendable {
+        let group: MultiThreadedEventLoopGroup
+        let processor: @Sendable (Int) -> QueryProcessor
+        let sockets: Int
+        let limiter: ConnectionLimiter
+    }
+
+    struct Listeners: Sendable {
+        var wanted: [IPAddress]
+        var bound: [IPAddress: [any Channel]] = [:]
+        var errors: [IPAddress: String] = [:]
+        var binder: Binder?
+        /// Serialises attempts (the retry loop and `listen(on:)`).
+        var binding = false
+        var pending: [IPAddress] { wanted.filter { bound[$0] == nil } }
+    }
+
+    /// Tries every address not bound yet, once. One address failing never affects the others.
+    private func bindPending() async {
+        let work: (Binder, [IPAddress])? = listeners.withLock { l in
+            guard let b = l.binder, !l.binding, !l.pending.isEmpty else { return nil }
+            l.binding = true
+            return (b, l.pending)
+        }
+        guard let work else { return }
+        let (binder, pending) = work
+        for address in pending {
             do {
-                for i in 0..<sockets {
-                    let shard = processor(i % loops.count)
-                    let ch = try await DatagramBootstrap(group: loops[i % loops.count])
-                        .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                        .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-                        .channelOption(.datagramVectorReadMessageCount, value: 32)
-                        // One recvmmsg per readiness event (epoll is level-triggered here): NIO's
-                        // default of 4 spends a second syscall per wakeup just to hear EAGAIN.
-                        .channelOption(.maxMessagesPerRead, value: 1)
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
-                        .channelInitializer { ch in
-                            ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard)) }
-                        }
-                        .bind(host: host, port: port).get()
-                    // Port 0: the first socket picks the port, the others share it.
-                    if port == 0 { port = ch.localAddress?.port ?? 0 }
-                    channels.append(ch)
-                }
-                let tcpProcessor = processor(0)
-                let idle = TimeAmount.milliseconds(c.tcpIdleTimeoutMilliseconds)
-                let tcp = try await ServerBootstrap(group: group)
-                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .serverChannelOption(.backlog, value: 256)
-                    .childChannelInitializer { ch in
-                        guard limiter.admit() else {
-                            counters.bump(counters.tcpConnectionsRejected)
-                            return ch.close()
-                        }
-                        ch.closeFuture.whenComplete { _ in limiter.release() }
-                        return ch.eventLoop.makeCompletedFuture {
-                            let ops = ch.pipeline.syncOperations
-                            try ops.addHandler(IdleStateHandler(readTimeout: idle))
-                            try ops.addHandler(ByteToMessageHandler(DNSFrameDecoder()))
-                            try ops.addHandler(TCPQueryHandler(processor: tcpProcessor))
-                        }
-                    }
-                    .bind(host: host, port: port).get()
-                channels.append(tcp)
+                let channels = try await bind(address, binder)
+                listeners.withLock { l in l.bound[address] = channels; l.errors[address] = nil }
+                listening.store(true, ordering: .relaxed)
+                logger.info("dns serving", metadata: ["address": "\(address)", "port": "\(boundPort ?? 0)", "zone": "\(zone.apex)"])
             } catch {
-                for ch in channels { try? await ch.close() }
-                throw ClusterDNSError.bindFailed(address: host, port: port, underlying: error)
+                let message = "\(error)"
+                let repeated = listeners.withLock { l in
+                    defer { l.errors[address] = message }
+                    return l.errors[address] == message
+                }
+                if !repeated { logger.warning("\(message); retrying", metadata: ["address": "\(address)"]) }
             }
         }
-        self.port.store(port, ordering: .relaxed)
+        listeners.withLock { $0.binding = false }
+    }
+
+    /// UDP sockets (SO_REUSEPORT, one per loop) and a TCP listener on one address; nothing stays
+    /// open when any of them fails.
+    private func bind(_ address: IPAddress, _ b: Binder) async throws -> [any Channel] {
+        let c = configuration
+        var channels: [any Channel] = []
+        var port = boundPort ?? Int(c.port)
+        let counters = counters
+        let limiter = b.limiter
+        // Sockets are pinned to loops explicitly so socket i reads zone replica i % loops.
+        let loops = Array(b.group.makeIterator())
+        let host = address.description
+        do {
+            for i in 0..<b.sockets {
+                let shard = b.processor(i % loops.count)
+                let ch = try await DatagramBootstrap(group: loops[i % loops.count])
+                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+                    .channelOption(.datagramVectorReadMessageCount, value: 32)
+                    // One recvmmsg per readiness event (epoll is level-triggered here): NIO's
+                    // default of 4 spends a second syscall per wakeup just to hear EAGAIN.
+                    .channelOption(.maxMessagesPerRead, value: 1)
+                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
+                    .channelInitializer { ch in
+                        ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard)) }
+                    }
+                    .bind(host: host, port: port).get()
+                // Port 0: the first socket picks the port, the others share it.
+                if port == 0 { port = ch.localAddress?.port ?? 0 }
+                channels.append(ch)
+            }
+            let tcpProcessor = b.processor(0)
+            let idle = TimeAmount.milliseconds(c.tcpIdleTimeoutMilliseconds)
+            let tcp = try await ServerBootstrap(group: b.group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelInitializer { ch in
+                    guard limiter.admit() else {
+                        counters.bump(counters.tcpConnectionsRejected)
+                        return ch.close()
+                    }
+                    ch.closeFuture.whenComplete { _ in limiter.release() }
+                    return ch.eventLoop.makeCompletedFuture {
+                        let ops = ch.pipeline.syncOperations
+                        try ops.addHandler(IdleStateHandler(readTimeout: idle))
+                        try ops.addHandler(ByteToMessageHandler(DNSFrameDecoder()))
+                        try ops.addHandler(TCPQueryHandler(processor: tcpProcessor))
+                    }
+                }
+                .bind(host: host, port: port).get()
+            channels.append(tcp)
+        } catch {
+            for ch in channels { try? await ch.close() }
+            throw ClusterDNSError.bindFailed(address: host, port: port, underlying: error)
+        }
+        if boundPort == nil { self.port.store(port, ordering: .relaxed) }
         return channels
     }
 }

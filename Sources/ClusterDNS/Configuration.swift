@@ -73,6 +73,8 @@ public struct DNSConfiguration: Sendable, Hashable {
     public var tcpIdleTimeoutMilliseconds: Int64
     /// Largest UDP response regardless of what the client advertises.
     public var maxUDPResponseSize: Int
+    /// A listen address that cannot be bound is retried, backing off from 250 ms to this.
+    public var listenerRetryMaxMilliseconds: Int64
 
     public init(listenAddresses: [IPAddress] = [IPAddress("127.0.0.1")!], port: UInt16 = 53,
                 clusterDomain: String = "cluster.local", ttl: UInt32 = 5, podMode: PodRecordMode = .insecure,
@@ -80,7 +82,7 @@ public struct DNSConfiguration: Sendable, Hashable {
                 cacheCapacity: Int = 10_000, cacheMaxTTL: UInt32 = 3600, cacheMaxNegativeTTL: UInt32 = 300,
                 maxConcurrentForwards: Int = 1000, upstreamTimeoutMilliseconds: Int64 = 2000, lameDuckMilliseconds: Int64 = 5000,
                 eventLoopThreads: Int = 0, udpSocketsPerAddress: Int = 0, maxTCPConnections: Int = 1000, tcpIdleTimeoutMilliseconds: Int64 = 10_000,
-                maxUDPResponseSize: Int = 4096) {
+                maxUDPResponseSize: Int = 4096, listenerRetryMaxMilliseconds: Int64 = 5000) {
         self.listenAddresses = listenAddresses
         self.port = port
         self.clusterDomain = clusterDomain
@@ -99,5 +101,6 @@ public struct DNSConfiguration: Sendable, Hashable {
         self.maxTCPConnections = maxTCPConnections
         self.tcpIdleTimeoutMilliseconds = tcpIdleTimeoutMilliseconds
         self.maxUDPResponseSize = maxUDPResponseSize
+        self.listenerRetryMaxMilliseconds = listenerRetryMaxMilliseconds
     }
 }

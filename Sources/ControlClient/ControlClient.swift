@@ -2,6 +2,7 @@
 // Used by `nodenet status/apply/delete` and by the CNI shim, which the runtime execs for
 // every pod: so no Foundation, no event loop, no threads; one connection per request.
 
+import CShims
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -50,11 +51,15 @@ public struct ControlClient: Sendable {
         try request(method: "GET", path: path, body: [])
     }
 
-    public func post(_ path: String, body: [UInt8], contentType: String = "application/json") throws(ControlClientError) -> ControlResponse {
-        try request(method: "POST", path: path, body: body, contentType: contentType)
+    /// `passing`: a descriptor sent along with the request (SCM_RIGHTS), for a server that
+    /// receives them (the agent's CNI socket: the pod's network namespace).
+    public func post(_ path: String, body: [UInt8], contentType: String = "application/json",
+                     passing descriptor: Int32? = nil) throws(ControlClientError) -> ControlResponse {
+        try request(method: "POST", path: path, body: body, contentType: contentType, passing: descriptor)
     }
 
-    public func request(method: String, path: String, body: [UInt8], contentType: String = "application/json") throws(ControlClientError) -> ControlResponse {
+    public func request(method: String, path: String, body: [UInt8], contentType: String = "application/json",
+                        passing descriptor: Int32? = nil) throws(ControlClientError) -> ControlResponse {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .io(operation: "socket", errno: errno) }
         defer { close(fd) }
@@ -81,19 +86,25 @@ public struct ControlClient: Sendable {
 
         var head = "\(method) \(path) HTTP/1.1\r\nHost: nodenet\r\nConnection: close\r\n"
         head += "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n"
-        try sendAll(fd, Array(head.utf8) + body)
+        try sendAll(fd, Array(head.utf8) + body, passing: descriptor)
         return try Self.parse(try receiveAll(fd))
     }
 
-    private func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(ControlClientError) {
+    /// Sends `bytes`; `descriptor` rides on the first chunk the kernel takes.
+    private func sendAll(_ fd: Int32, _ bytes: [UInt8], passing descriptor: Int32?) throws(ControlClientError) {
         var offset = 0
+        var attached = descriptor
         while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[offset...].withUnsafeBytes { raw in
+                if let d = attached { return nodenet_send_with_fd(fd, raw.baseAddress, raw.count, d) }
+                return send(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN { throw .timeout(path: socketPath) }
                 throw .io(operation: "send", errno: errno)
             }
+            attached = nil
             offset += n
         }
     }

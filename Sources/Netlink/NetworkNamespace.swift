@@ -21,6 +21,14 @@ public final class NetworkNamespace: Sendable {
         self.path = path
     }
 
+    /// Takes ownership of `descriptor`, an open network namespace handed over by another
+    /// process (the CNI plugin passes the pod's over SCM_RIGHTS); `path` is its name there,
+    /// for messages. Nothing is checked here: entering it fails if it is not a namespace.
+    public init(adopting descriptor: Int32, path: String) {
+        fileDescriptor = descriptor
+        self.path = path
+    }
+
     public convenience init(named name: String) throws(NetlinkError) {
         try Self.validate(name: name)
         try self.init(path: Self.runDirectory + "/" + name)

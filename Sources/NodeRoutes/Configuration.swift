@@ -71,4 +71,11 @@ public enum VTEPAddress {
     public static func overlayMTU(underlayMTU: UInt32, underlayFamily: IPFamily) -> UInt32 {
         underlayMTU - (underlayFamily == .v4 ? 50 : 70)
     }
+
+    /// The pods' MTU: the underlay's, or the overlay's wherever a packet may take the vxlan
+    /// device (`vxlan`, and `auto`, whose off-link peers go through it). One computation for
+    /// the device and the pods, so the two never disagree.
+    public static func podMTU(underlayMTU: UInt32, underlayFamily: IPFamily, routing: RoutingMode) -> UInt32 {
+        routing == .hostGW ? underlayMTU : overlayMTU(underlayMTU: underlayMTU, underlayFamily: underlayFamily)
+    }
 }

@@ -49,6 +49,22 @@ public enum Shell {
         return Result(status: p.terminationStatus, stdout: outData.string, stderr: errData.string)
     }
 
+    /// Starts `argv` (an absolute path first) in the background with its standard streams on
+    /// /dev/null and returns its pid; the caller stops it. posix_spawn, not Process: Foundation's
+    /// Process stalls later Process calls while a long-lived child it started still runs.
+    public static func spawn(_ argv: [String]) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        var cargs = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, environ)
+        guard rc == 0 else { throw Failure(command: argv.joined(separator: " "), result: .init(status: rc, stdout: "", stderr: "posix_spawn failed")) }
+        return pid
+    }
+
     /// Like `run`, but throws unless the command exits 0.
     @discardableResult
     public static func check(_ argv: [String], stdin: String? = nil, timeout: Double = 60) throws -> Result {

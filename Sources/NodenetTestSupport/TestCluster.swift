@@ -104,17 +104,7 @@ public final class TestCluster: @unchecked Sendable {
     /// Foundation's Process: the latter's child monitoring stalls later Process calls while a
     /// long-lived child it started is still running.
     public func spawn(in ns: TestNamespace, _ argv: [String]) throws {
-        let full = ["/usr/bin/nsenter", "--net=\(ns.path)"] + argv
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
-        var cargs = full.map { strdup($0) } + [nil]
-        defer { cargs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, full[0], &actions, nil, &cargs, environ)
-        guard rc == 0 else { throw Shell.Failure(command: full.joined(separator: " "), result: .init(status: rc, stdout: "", stderr: "posix_spawn failed")) }
-        background.append(pid)
+        background.append(try Shell.spawn(["/usr/bin/nsenter", "--net=\(ns.path)"] + argv))
     }
 
     /// An HTTP-ish TCP server in a pod that answers every connection with the client's address.

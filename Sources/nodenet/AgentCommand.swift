@@ -25,6 +25,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long) var nodePortRange: String?
     @Option(name: .long) var logLevel: String?
     @Option(name: .customLong("dns-listen")) var dnsListen: String?
+    @Option(name: .customLong("dns-listen-ipv6"), help: "The IPv6 node-local DNS address for nodes with IPv6 pods; none to disable.")
+    var dnsListenIPv6: String?
     @Option(name: .customLong("dns-port")) var dnsPort: String?
     @Option(name: .customLong("dns-upstreams"), help: "A resolv.conf path, or ip[:port] list.") var dnsUpstreams: String?
     @Option(name: .customLong("dns-pods"), help: "disabled | insecure | verified") var dnsPods: String?
@@ -43,7 +45,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("clusterCIDR", clusterCIDR), ("nodeCIDRMaskSize", nodeCIDRMaskSize), ("podCIDRs", podCIDRs),
             ("serviceCIDR", serviceCIDR), ("clusterDomain", clusterDomain), ("nodeIP", nodeIP), ("routing", routing),
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
-            ("dns.listen", dnsListen), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
+            ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),

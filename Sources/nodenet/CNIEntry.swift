@@ -51,11 +51,24 @@ enum CNIEntry {
         // The fast path's request reached the agent and then failed: sending it again could
         // run an ADD twice.
         if let firstAttempt { return CNIFastPath.emit(agentDown(request, socket: socket, error: firstAttempt)) }
+        // The agent's CNI socket with the pod's namespace handed over; an agent without it
+        // (older, or starting up) through the control socket, where it opens CNI_NETNS itself.
+        let cniSocket = ControlClient(socketPath: CNIAgentSocket.path(besides: socket), timeoutMilliseconds: 120_000)
         let client = ControlClient(socketPath: socket, timeoutMilliseconds: 120_000)
+        let namespace = CNIAgentSocket.openNamespace(command: command, environment: environment)
+        defer { if let namespace { close(namespace) } }
+        func exchange() throws(ControlClientError) -> ControlResponse {
+            do {
+                return try cniSocket.post("/v1/cni", body: body, passing: namespace)
+            } catch {
+                guard case .agentUnreachable = error else { throw error }
+                return try client.post("/v1/cni", body: body)
+            }
+        }
         let deadline = now() + (request.command == .add ? addWaitMilliseconds : 0)
         while true {
             do {
-                let response = try client.post("/v1/cni", body: body)
+                let response = try exchange()
                 if response.status == 200, let reply = try? CNIReply.fromEnvelope(response.body) {
                     return CNIFastPath.emit(reply)
                 }

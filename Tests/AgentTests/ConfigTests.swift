@@ -124,4 +124,37 @@ import Testing
         #expect(ConfigLoader.parseHostPort("127.0.0.1") == nil)
         #expect(ConfigLoader.parseHostPort("127.0.0.1:0") == nil)
     }
+
+    @Test func flagNameOfTheIPv6DNSAddress() {
+        #expect(ConfigLoader.flagName("dns.listenIPv6") == "dns-listen-ipv6")
+    }
+
+    /// Which addresses the DNS server binds, and which nameservers pods are offered, per node kind.
+    @Test func dnsAddressesFollowThePodFamilies() throws {
+        let v4 = IPAddress("169.254.20.10")!, kubeDNS = IPAddress("10.96.0.10")!, v6 = IPAddress("fd5f:8dcc:e9bf::a")!
+        let c = try ConfigLoader.parse(yaml: "", defaultNodeName: "n")
+        #expect(c.dns.listenIPv6 == v6)
+        // The default is a ULA outside the default ranges and kind's common IPv6 ones.
+        for range in c.clusterCIDRs + c.serviceCIDRs + [IPPrefix("fd00:10:244::/56")!, IPPrefix("fd00:10:96::/112")!] {
+            #expect(!range.contains(v6), "\(range)")
+        }
+        #expect(IPPrefix("fc00::/7")!.contains(v6))
+        let ipv4Node = [IPPrefix("10.244.1.0/24")!], ipv6Node = [IPPrefix("fd00:10:244:1::/64")!]
+        let dualNode = ipv4Node + ipv6Node
+        #expect(c.dns.listenAddresses(podCIDRs: ipv4Node) == [v4, kubeDNS])
+        #expect(c.dns.listenAddresses(podCIDRs: []) == [v4, kubeDNS], "no subnet yet: IPv6 follows when one appears")
+        #expect(c.dns.listenAddresses(podCIDRs: ipv6Node) == [v4, kubeDNS, v6])
+        #expect(c.dns.listenAddresses(podCIDRs: dualNode) == [v4, kubeDNS, v6])
+        #expect(c.dns.podNameservers == [v4, v6], "one per family; pods get those of their own families")
+
+        // Disabled, or an IPv6 address in dns.listen itself (that one is the pods').
+        let off = try ConfigLoader.parse(yaml: "dns: {listenIPv6: none}", defaultNodeName: "n")
+        #expect(off.dns.listenIPv6 == nil && off.dns.listenAddresses(podCIDRs: ipv6Node) == [v4, kubeDNS] && off.dns.podNameservers == [v4])
+        let own = try ConfigLoader.parse(yaml: "", overrides: ["dns.listen": "169.254.20.10,fd00:10:96::a"], defaultNodeName: "n")
+        #expect(own.dns.listenAddresses(podCIDRs: ipv6Node) == [v4, IPAddress("fd00:10:96::a")!])
+        #expect(own.dns.podNameservers == [v4, IPAddress("fd00:10:96::a")!])
+        let custom = try ConfigLoader.parse(yaml: "", overrides: ["dns.listenIPv6": "fd12:3456:789a::53"], defaultNodeName: "n")
+        #expect(custom.dns.podNameservers == [v4, IPAddress("fd12:3456:789a::53")!])
+        #expect(throws: ConfigError.self) { try ConfigLoader.parse(yaml: "dns: {listenIPv6: 169.254.20.11}", defaultNodeName: "n") }
+    }
 }

@@ -58,7 +58,11 @@ import Testing
     @Test func conflistIsValidJSONNamingThePlugin() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: "etc/cni/net.d/10-nodenet.conflist"))
         let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-        #expect(obj?["cniVersion"] as? String == "1.1.0")
+        // libcni before 1.2 (containerd 1.6 and 1.7, CRI-O before 1.30) reads only the top-level
+        // version and cannot parse a 1.1.0 result: every pod would fail. Newer libcni picks the
+        // highest of `cniVersions` it knows, so GC and STATUS (1.1.0) still reach those runtimes.
+        #expect(obj?["cniVersion"] as? String == "1.0.0")
+        #expect((obj?["cniVersions"] as? [String])?.contains("1.1.0") == true)
         let plugins = obj?["plugins"] as? [[String: Any]]
         #expect(plugins?.first?["type"] as? String == "nodenet")
     }

@@ -47,6 +47,39 @@ import Testing
         #expect(c.argsIPs == [IPAddress("10.244.1.60")!])
     }
 
+    /// The stdin containerd 1.6's CRI plugin gives the plugin for a pod with a hostPort and the
+    /// kubelet's dnsConfig: go-cni marshals its PortMapping and DNS structs without JSON tags,
+    /// so the keys are Go field names, and an unset HostIP is "". Go's decoder matches keys
+    /// in any case (the portmap plugin reads this), so nodenet must too.
+    @Test func containerdRuntimeConfigWithGoFieldNames() throws {
+        let json = #"""
+        {"cniVersion":"1.0.0","name":"nodenet","type":"nodenet","socket":"/run/nodenet/nodenet.sock","bridge":"nodenet0",
+         "capabilities":{"dns":true,"ips":true,"mac":true,"portMappings":true},
+         "runtimeConfig":{
+            "dns":{"Servers":["169.254.20.10"],"Searches":["web-frontend.svc.cluster.local","svc.cluster.local","cluster.local"],"Options":["ndots:5"]},
+            "portMappings":[{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""},
+                            {"HostPort":5353,"ContainerPort":53,"Protocol":"udp","HostIP":"192.168.1.11"},
+                            {"hostport":9090,"CONTAINERPORT":90,"protocol":"sctp"}]},
+         "args":{"cni":{"IPs":["10.244.1.60"],"Mac":"02:42:ac:11:00:09"}}}
+        """#
+        let c = try NetworkConfig.parse(bytes(json), for: .add)
+        #expect(c.runtimeConfig.portMappings == [
+            .init(hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: nil),
+            .init(hostPort: 5353, containerPort: 53, protocol: "udp", hostIP: IPAddress("192.168.1.11")),
+            .init(hostPort: 9090, containerPort: 90, protocol: "sctp", hostIP: nil),
+        ])
+        #expect(c.runtimeConfig.dns == NetworkConfig.DNSCapability(
+            servers: ["169.254.20.10"], searches: ["web-frontend.svc.cluster.local", "svc.cluster.local", "cluster.local"], options: ["ndots:5"]))
+        #expect(c.argsIPs == [IPAddress("10.244.1.60")!])
+        #expect(c.argsMAC == "02:42:ac:11:00:09")
+        // An exact key wins over one that differs only in case, as in Go.
+        let both = try NetworkConfig.parse(minimalConfig(.v1_0_0, extra: #","runtimeConfig":{"MAC":"02:00:00:00:00:02","mac":"02:00:00:00:00:01"}"#), for: .add)
+        #expect(both.runtimeConfig.mac == "02:00:00:00:00:01")
+        // A mapping without a host port is refused with the mapping named, whatever the key case.
+        let err = cniError { _ = try NetworkConfig.parse(minimalConfig(.v1_0_0, extra: #","runtimeConfig":{"portMappings":[{"ContainerPort":80}]}"#), for: .add) }
+        #expect(err?.code == .invalidConfig && err?.msg.contains("0->80") == true, "\(err?.msg ?? "no error")")
+    }
+
     @Test(arguments: CNIVersion.supported)
     func malformedJSONIsCode6(version: CNIVersion) {
         for bad in [#"{"cniVersion":"\#(version.rawValue)","name":"#, "[1,2]", "\"text\"", ""] {

@@ -60,13 +60,22 @@ import Testing
         #expect(back.answers[0].name.wire == DNSName("SvC1.TeStNs.svc.cluster.local")!.wire)
     }
 
-    @Test func truncationSetsTCAndKeepsOPT() throws {
+    @Test func truncationKeepsWholeRecordsSetsTCAndKeepsOPT() throws {
         var m = query("big.example", .a, edns: 512)
         m.answers = (0..<100).map { DNSRecord(name: DNSName("big.example")!, type: .a, ttl: 5, data: .a(IPv4Address(UInt32($0)))) }
-        let small = try DNSMessage(parsing: m.encode(maxSize: 512))
+        let bytes = m.encode(maxSize: 512)
+        let small = try DNSMessage(parsing: bytes)
         #expect(small.header.truncated)
-        #expect(small.answers.isEmpty)
+        #expect(bytes.count <= 512)
+        // Header 12, question 17, OPT 11; each answer 16 bytes (compressed owner): 29 fit.
+        #expect(small.answers.count == (512 - 12 - 17 - 11) / 16)
+        #expect(small.answers == Array(m.answers.prefix(small.answers.count)), "the first records, whole and in order")
         #expect(small.edns != nil)
+        // Without EDNS the OPT's 11 bytes go to the answers: one record more.
+        var plain = m
+        plain.edns = nil
+        let noOpt = try DNSMessage(parsing: plain.encode(maxSize: 512))
+        #expect(noOpt.header.truncated && noOpt.answers.count == (512 - 12 - 17) / 16)
         let full = try DNSMessage(parsing: m.encode(maxSize: 4096))
         #expect(!full.header.truncated)
         #expect(full.answers.count == 100)

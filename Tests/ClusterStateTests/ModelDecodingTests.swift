@@ -130,3 +130,49 @@ import Testing
         }
     }
 }
+
+/// The JSON fast path of `nodenet apply` gives exactly the objects the YAML path gives, and
+/// leaves errors to the YAML path (same messages as before).
+@Suite struct JSONFastPathTests {
+    static let fixtures = [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice,
+                           Fixtures.pod, Fixtures.namespace]
+
+    @Test(arguments: fixtures)
+    func sameObjectsAsTheYAMLPath(_ json: String) throws {
+        let fast = try #require(ManifestDecoder.decodeJSON(json), "the fixture takes the JSON path")
+        #expect(fast == (try ManifestDecoder.decodeYAML(json)))
+        // Re-encoded (sorted keys, the store's shape) it still agrees.
+        let encoded = String(decoding: try ObjectCoding.encode(fast[0]), as: UTF8.self)
+        #expect(ManifestDecoder.decodeJSON(encoded) == (try ManifestDecoder.decodeYAML(encoded)))
+    }
+
+    @Test func listsOfEveryKind() throws {
+        let items = Self.fixtures.joined(separator: ",\n")
+        for kind in ["List", "ServiceList"] {
+            let list = #"{"apiVersion": "v1", "kind": "\#(kind)", "items": [\#(items)]}"#
+            let fast = try #require(ManifestDecoder.decodeJSON(list))
+            #expect(fast.count == Self.fixtures.count)
+            #expect(fast == (try ManifestDecoder.decodeYAML(list)))
+            #expect(try ManifestDecoder.decode(list) == fast)
+        }
+    }
+
+    @Test func anythingUnusualFallsBackWithTheSameErrors() throws {
+        let bad = [
+            #"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "apps"}, "spec": {"ports": [{"port": 70000}]}}"#,
+            #"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"}}"#,
+            #"{"kind": "Namespace", "metadata": {"name": "apps"}}"#,
+            #"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ok"}}, {"apiVersion": "v1", "kind": "Pod"}]}"#,
+        ]
+        for text in bad {
+            #expect(ManifestDecoder.decodeJSON(text) == nil, "\(text)")
+            var yamlError: ManifestError?, error: ManifestError?
+            do { _ = try ManifestDecoder.decodeYAML(text) } catch { yamlError = error }
+            do { _ = try ManifestDecoder.decode(text) } catch let e { error = e }
+            #expect(error != nil && error == yamlError, "\(text): \(String(describing: error))")
+        }
+        // YAML (and JSON streams) take the YAML path as before.
+        #expect(ManifestDecoder.decodeJSON("apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n") == nil)
+        #expect(try ManifestDecoder.decode("apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n").count == 1)
+    }
+}

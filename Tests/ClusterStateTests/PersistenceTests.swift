@@ -217,3 +217,96 @@ func eventually(_ condition: @Sendable () async -> Bool) async throws {
         #expect(back == mapped)
     }
 }
+
+/// Cluster IP allocation by `ipFamilyPolicy` and `ipFamilies`, as the API server does it, on a
+/// dual-stack cluster and on single-stack ones of either family. The manifests go through the
+/// decoder, so the fields are read as users write them.
+@Suite struct IPFamilyAdmissionTests {
+    static let dual = Admission(serviceCIDRs: [IPPrefix("10.96.0.0/12")!, IPPrefix("fd00:10:96::/112")!], nodePortRange: 30000...32767)
+    static let v4only = Admission(serviceCIDRs: [IPPrefix("10.96.0.0/12")!], nodePortRange: 30000...32767)
+    static let v6only = Admission(serviceCIDRs: [IPPrefix("fd00:10:96::/112")!], nodePortRange: 30000...32767)
+
+    func admitted(_ spec: String, _ admission: Admission, in snapshot: ClusterSnapshot = ClusterSnapshot()) throws(ManifestError) -> Service {
+        let yaml = """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: checkout-payments-gateway, namespace: payments}
+            spec: {selector: {app: gateway}, ports: [{name: https, port: 443, targetPort: 8443}]\(spec.isEmpty ? "" : ", " + spec)}
+            """
+        let objects = try ManifestDecoder.decode(yaml)
+        guard case .service(let s)? = try admission.admit(objects, in: snapshot).first else {
+            throw ManifestError(document: 1, message: "not a service")
+        }
+        return s
+    }
+
+    func refusal(_ spec: String, _ admission: Admission) -> ManifestError? {
+        do {
+            _ = try admitted(spec, admission)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func policiesOnADualStackCluster() throws {
+        let single = try admitted("", Self.dual)
+        #expect(single.clusterIPs == [IPAddress("10.96.0.11")!] && single.ipFamilies == [.v4] && single.ipFamilyPolicy == .singleStack)
+        let v6 = try admitted("ipFamilies: [IPv6]", Self.dual)
+        #expect(v6.clusterIPs == [IPAddress("fd00:10:96::b")!] && v6.ipFamilies == [.v6] && v6.ipFamilyPolicy == .singleStack)
+        let prefer = try admitted("ipFamilyPolicy: PreferDualStack", Self.dual)
+        #expect(prefer.clusterIPs == [IPAddress("10.96.0.11")!, IPAddress("fd00:10:96::b")!] && prefer.ipFamilies == [.v4, .v6])
+        let require6 = try admitted("ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv6, IPv4]", Self.dual)
+        #expect(require6.clusterIPs.map(\.family) == [.v6, .v4] && require6.ipFamilies == [.v6, .v4])
+        // Two families without a policy: the API server defaults it to RequireDualStack.
+        let two = try admitted("ipFamilies: [IPv4, IPv6]", Self.dual)
+        #expect(two.ipFamilyPolicy == .requireDualStack && two.clusterIPs.count == 2)
+        // A given primary keeps its address; the secondary is allocated.
+        let given = try admitted("clusterIP: 10.96.44.7, ipFamilyPolicy: RequireDualStack", Self.dual)
+        #expect(given.clusterIPs == [IPAddress("10.96.44.7")!, IPAddress("fd00:10:96::b")!])
+        // Headless services get families too (their endpoints follow them), no addresses.
+        let headless = try admitted("clusterIP: None, ipFamilyPolicy: PreferDualStack", Self.dual)
+        #expect(headless.clusterIPs.isEmpty && headless.isHeadless && headless.ipFamilies == [.v4, .v6])
+    }
+
+    @Test func singleStackClustersOfEitherFamily() throws {
+        let prefer4 = try admitted("ipFamilyPolicy: PreferDualStack", Self.v4only)
+        #expect(prefer4.clusterIPs == [IPAddress("10.96.0.11")!] && prefer4.ipFamilyPolicy == .preferDualStack)
+        let prefer6 = try admitted("ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv6, IPv4]", Self.v6only)
+        #expect(prefer6.clusterIPs == [IPAddress("fd00:10:96::b")!] && prefer6.ipFamilies == [.v6])
+        let primary6 = try admitted("", Self.v6only)
+        #expect(primary6.clusterIPs == [IPAddress("fd00:10:96::b")!] && primary6.ipFamilies == [.v6])
+    }
+
+    @Test func refusalsNameTheField() {
+        let cases: [(String, Admission, String, String)] = [
+            ("ipFamilyPolicy: RequireDualStack", Self.v4only, "spec.ipFamilyPolicy", "RequireDualStack needs an IPv4 and an IPv6"),
+            ("ipFamilies: [IPv6]", Self.v4only, "spec.ipFamilies[0]", "IPv6 has no service range"),
+            ("ipFamilies: [IPv4]", Self.v6only, "spec.ipFamilies[0]", "IPv4 has no service range"),
+            ("ipFamilies: [IPv5]", Self.dual, "spec.ipFamilies[0]", "unknown IP family"),
+            ("ipFamilies: [IPv4, IPv4]", Self.dual, "spec.ipFamilies", "at most one entry per family"),
+            ("ipFamilyPolicy: Sometimes", Self.dual, "spec.ipFamilyPolicy", "unknown policy"),
+            ("ipFamilyPolicy: SingleStack, ipFamilies: [IPv4, IPv6]", Self.dual, "spec.ipFamilyPolicy", "SingleStack allows one family"),
+            ("clusterIPs: [10.96.0.50], ipFamilies: [IPv6]", Self.dual, "spec.ipFamilies[0]", "does not match spec.clusterIPs[0]"),
+        ]
+        for (spec, admission, field, message) in cases {
+            let error = refusal(spec, admission)
+            #expect(error?.description.contains(field) == true && error?.description.contains(message) == true,
+                    "\(spec): \(error?.description ?? "accepted")")
+        }
+    }
+
+    @Test func updateToDualStackKeepsTheAddressAndAddsOne() async throws {
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(try admitted("", Self.dual)))])
+        let upgraded = try admitted("ipFamilyPolicy: PreferDualStack", Self.dual, in: await store.snapshot())
+        #expect(upgraded.clusterIPs == [IPAddress("10.96.0.11")!, IPAddress("fd00:10:96::b")!])
+    }
+
+    @Test func serializedShapeRoundTrips() throws {
+        let s = try admitted("ipFamilyPolicy: PreferDualStack", Self.dual)
+        let back = try ManifestDecoder.decode(String(decoding: try JSONEncoder().encode(s), as: UTF8.self))
+        guard case .service(let again)? = back.first else { Issue.record("not a service"); return }
+        #expect(again == s)
+    }
+}

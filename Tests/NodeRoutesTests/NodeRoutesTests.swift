@@ -286,3 +286,19 @@ struct StatusRowTests {
         #expect(rows[2].state == .error && rows[2].message == "boom" && rows[2].nextHop == "10.244.3.0 dev nodenet.1 onlink")
     }
 }
+
+@Suite("pod MTU")
+struct PodMTUTests {
+    /// The pods' MTU follows every path their packets may take: with `auto`, off-link peers go
+    /// through the vxlan device, so pods get the overlay MTU as with `vxlan`; an IPv6 underlay
+    /// costs 20 bytes more of outer header than an IPv4 one.
+    @Test(arguments: [(RoutingMode.hostGW, IPFamily.v4, UInt32(1500)), (.vxlan, .v4, 1450), (.auto, .v4, 1450),
+                      (.hostGW, .v6, 1500), (.vxlan, .v6, 1430), (.auto, .v6, 1430)])
+    func podMTUMatchesTheVxlanDevice(routing: RoutingMode, family: IPFamily, expected: UInt32) {
+        #expect(VTEPAddress.podMTU(underlayMTU: 1500, underlayFamily: family, routing: routing) == expected)
+        if routing != .hostGW {
+            #expect(VTEPAddress.podMTU(underlayMTU: 9000, underlayFamily: family, routing: routing)
+                    == VTEPAddress.overlayMTU(underlayMTU: 9000, underlayFamily: family))
+        }
+    }
+}

@@ -5,6 +5,16 @@ import Testing
 @testable import PodNetwork
 
 @Suite struct CNIBridgeIPAMTests {
+    /// A pod is given the node-local nameservers of its own address families only.
+    @Test func nameserversFollowThePodFamilies() {
+        let node = ["169.254.20.10", "fd5f:8dcc:e9bf::a"]
+        #expect(PodNetwork.nameservers(node, podFamilies: [.v4]) == ["169.254.20.10"])
+        #expect(PodNetwork.nameservers(node, podFamilies: [.v6]) == ["fd5f:8dcc:e9bf::a"])
+        #expect(PodNetwork.nameservers(node, podFamilies: [.v4, .v6]) == node)
+        #expect(PodNetwork.nameservers(["169.254.20.10"], podFamilies: [.v6]) == [], "none it could reach: the runtime's default")
+        #expect(PodNetwork.nameservers(node, podFamilies: []) == [])
+    }
+
     @Test func errorsCarryTheConfigVersion() {
         let err = cniError { _ = try CNIRequest.parse(environment: addEnvironment(["CNI_IFNAME": "a/b"]), stdin: minimalConfig(.v0_4_0)) }
         #expect(err?.cniVersion == "0.4.0" && err?.code == .invalidEnvironment)

@@ -107,6 +107,81 @@ struct CNIEndToEndTests {
         #expect(!(try node.agent.cli(["status", "--json"]).stdout.contains("full1")), "the attachment is gone")
     }
 
+    /// The runtime's network namespace mounts are not visible to the agent (containerd with a
+    /// private mount namespace, an agent in a DaemonSet without /run/netns propagation): the
+    /// plugin opens CNI_NETNS itself and hands the descriptor over, so the pod gets its network.
+    /// Through the control socket with the path alone (what a plugin that cannot pass it does)
+    /// the agent answers code 4 naming what the deployment must share. A restart keeps the pod
+    /// (its veth is there, though its path is not visible); once the namespace is gone, the
+    /// next start releases it.
+    @Test(arguments: [AgentProcess.cniBinary, AgentProcess.binary])
+    func namespaceInvisibleToTheAgentIsHandedOver(plugin: String) throws {
+        let node = try Node()
+        defer { node.close() }
+        let id = String(repeating: "7c3f9a01e5d2b84f", count: 4)
+        let dir = node.dir.file("runtime-mounts")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let netns = dir + "/cni-4d1f0c2e-9b7a-4c55-a3e1-6f2b8d9e0a17"
+        let envelope = #"{"environment":{"CNI_COMMAND":"ADD","CNI_CONTAINERID":"\#(id)","CNI_IFNAME":"eth1","CNI_NETNS":"\#(netns)","CNI_PATH":"/opt/cni/bin"},"stdin":"\#(node.cni.config.replacingOccurrences(of: "\"", with: "\\\""))"}"#
+        let envelopeFile = node.dir.write("envelope.json", envelope)
+        let config = node.dir.write("config.json", node.cni.config)
+        let out = node.dir.file("out")
+        // A private mount namespace, as a runtime with its own has: a tmpfs the agent never
+        // sees, holding the pod's namespace mount. The script ends as a process inside the pod's
+        // namespace, which keeps both alive until the test kills it.
+        let script = """
+            set -e
+            mount -t tmpfs runtime-state \(dir)
+            touch \(netns)
+            unshare --net=\(netns) true
+            curl -s --unix-socket \(node.agent.socket) --data-binary @\(envelopeFile) http://nodenet/v1/cni > \(out).path
+            env CNI_COMMAND=ADD CNI_CONTAINERID=\(id) CNI_NETNS=\(netns) CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
+                CNI_ARGS='K8S_POD_NAMESPACE=payments;K8S_POD_NAME=ledger-writer-7f9c6d5b8-x2kqp' \
+                nsenter --net=\(node.ns.path) \(plugin) < \(config) > \(out).add
+            nsenter --net=\(netns) ip -o -4 addr show eth0 > \(out).addr.tmp
+            mv \(out).addr.tmp \(out).addr
+            exec nsenter --net=\(netns) sleep 300
+            """
+        let holder = try Shell.spawn(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script])
+        var holderRunning = true
+        defer { if holderRunning { kill(holder, SIGKILL); waitpid(holder, nil, 0) } }
+        var done = false
+        for _ in 0..<600 where !done {  // bounded: 60 s
+            done = FileManager.default.fileExists(atPath: out + ".addr")
+            if !done { usleep(100_000) }
+        }
+        #expect(done, "the runtime-side script finished")
+        #expect(!FileManager.default.fileExists(atPath: netns), "the agent's side cannot see the runtime's mount")
+
+        let byPath = (try? String(contentsOfFile: out + ".path", encoding: .utf8)) ?? ""
+        #expect(byPath.contains(#""code":4"#) || byPath.contains(#"\"code\":4"#), "by path alone: code 4: \(byPath)")
+        #expect(byPath.contains("mountPropagation"), "the error says what to share: \(byPath)")
+
+        let add = (try? String(contentsOfFile: out + ".add", encoding: .utf8)) ?? ""
+        #expect(add.contains(#""address":"10.244.1."#), "handed over: the pod is attached: \(add)\n\(node.agent.log())")
+        let addr = (try? String(contentsOfFile: out + ".addr", encoding: .utf8)) ?? ""
+        #expect(addr.contains("inet 10.244.1."), "eth0 has its address in the pod: \(addr)")
+
+        // Restart: the path is invisible, the veth is there: the pod keeps its address.
+        _ = node.agent.stop()
+        try node.agent.start()
+        #expect(try node.agent.cli(["status", "--json"]).stdout.contains("ledger-writer-7f9c6d5b8-x2kqp"), "kept across a restart")
+
+        // The namespace goes (its last process ends, its veth with it): the next start releases it.
+        kill(holder, SIGKILL)
+        waitpid(holder, nil, 0)
+        holderRunning = false
+        _ = node.agent.stop()
+        var vethGone = false
+        for _ in 0..<100 where !vethGone {
+            vethGone = !(try node.hostLinks()).contains { $0.hasPrefix("nn") }
+            if !vethGone { usleep(50_000) }
+        }
+        #expect(vethGone, "the kernel removed the pod's veth with its namespace")
+        try node.agent.start()
+        #expect(try !node.agent.cli(["status", "--json"]).stdout.contains("ledger-writer-7f9c6d5b8-x2kqp"), "released at start")
+    }
+
     @Test func delWithNamespaceGoneAndWithAgentDown() throws {
         let node = try Node()
         defer { node.close() }

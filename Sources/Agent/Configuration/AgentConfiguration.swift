@@ -1,14 +1,12 @@
 import IPAddressing
+import NodeRoutes
 
 public enum SourceKind: String, Sendable, Codable, CaseIterable {
     case embedded, etcd, kubernetes
 }
 
-public enum RoutingMode: String, Sendable, Codable, CaseIterable {
-    case hostGW = "host-gw"
-    case vxlan
-    case auto
-}
+/// The `routing` key: NodeRoutes' modes (one enum, so the agent and the routes never disagree).
+public typealias RoutingMode = NodeRoutes.RoutingMode
 
 public enum PodRecordMode: String, Sendable, Codable, CaseIterable {
     case disabled, insecure, verified
@@ -39,7 +37,11 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var logLevel: String = "info"
 
     public struct DNS: Sendable, Equatable {
+        /// Always served, whatever the node's pod subnets.
         public var listen: [IPAddress] = [IPAddress("169.254.20.10")!, IPAddress("10.96.0.10")!]
+        /// The IPv6 node-local address: served (and given to IPv6 pods) once this node has an IPv6
+        /// pod subnet, unless `listen` already holds an IPv6 address. nil: none.
+        public var listenIPv6: IPAddress? = DNS.defaultListenIPv6
         public var port: UInt16 = 53
         /// A resolv.conf path, or a list of ip[:port].
         public var upstreams: [String] = ["/etc/resolv.conf"]
@@ -73,8 +75,42 @@ public struct AgentConfiguration: Sendable, Equatable {
     }
 
     public var socketPath: String { runDir + "/nodenet.sock" }
+    /// The CNI plugin's socket (requests with the pod's namespace as a descriptor), beside the
+    /// control socket: the plugin finds it from the `socket` key of its network config.
+    public var cniSocketPath: String { runDir + "/cni.sock" }
     public var lockPath: String { runDir + "/nodenet.lock" }
     public var pendingDeletesDir: String { runDir + "/pending-deletes" }
 
     public static let defaultPath = "/etc/nodenet/config.yaml"
+}
+
+extension AgentConfiguration.DNS {
+    /// A unique local address (RFC 4193) whose 40-bit global ID is the start of
+    /// SHA-1("nodenet node-local dns"), as §3.2.2 asks for a pseudo-random one: it cannot meet
+    /// the fd00::/48 ranges clusters commonly pick for pods and services (kind's fd00:10:244::/56
+    /// and fd00:10:96::/112) nor any IPv4 default. `::a` echoes 10.96.0.10. Not a link-local
+    /// (fe80::) address: those need a zone index (`%eth0`) that a pod's resolv.conf cannot carry.
+    public static let defaultListenIPv6 = IPAddress("fd5f:8dcc:e9bf::a")!
+
+    /// Whether this node's pod subnets call for the IPv6 address.
+    func servesIPv6(podCIDRs: [IPPrefix]) -> Bool {
+        listenIPv6 != nil && !listen.contains { $0.family == .v6 } && podCIDRs.contains { $0.family == .v6 }
+    }
+
+    /// The addresses to serve on for a node with these pod subnets: `listen`, then the IPv6
+    /// node-local address when the node has IPv6 pods.
+    public func listenAddresses(podCIDRs: [IPPrefix]) -> [IPAddress] {
+        listen + (servesIPv6(podCIDRs: podCIDRs) ? listenIPv6.map { [$0] } ?? [] : [])
+    }
+
+    /// The nameservers pods are offered, at most one per family: the first `listen` address of
+    /// each family, the IPv6 one else `listenIPv6`. Each pod gets those of its own families; the
+    /// IPv6 address is only ever given to IPv6 pods, whose node then serves it.
+    public var podNameservers: [IPAddress] {
+        var out: [IPAddress] = []
+        for family in IPFamily.allCases {
+            if let a = listen.first(where: { $0.family == family }) ?? (family == .v6 ? listenIPv6 : nil) { out.append(a) }
+        }
+        return out
+    }
 }

@@ -28,7 +28,7 @@ public enum ConfigLoader {
         "clusterCIDR": .list, "nodeCIDRMaskSize": .scalar, "podCIDRs": .list, "serviceCIDR": .list,
         "clusterDomain": .scalar, "nodeIP": .scalar, "routing": .scalar, "nodePortRange": .scalar,
         "logLevel": .scalar,
-        "dns.listen": .list, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
+        "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
         "dns.enabled": .scalar,
         "etcd.endpoints": .list, "etcd.prefix": .scalar,
         "kubernetes.kubeconfig": .scalar,
@@ -206,6 +206,16 @@ public enum ConfigLoader {
             c.dns.listen = try list.map { s throws(ConfigError) in
                 guard let a = IPAddress(s) else { throw ConfigError(key: "dns.listen", "\"\(s)\" is not an IP address") }
                 return a
+            }
+        }
+        if let s = one("dns.listenIPv6") {
+            if s.isEmpty || s == "none" {
+                c.dns.listenIPv6 = nil
+            } else {
+                guard let a = IPAddress(s), a.family == .v6 else {
+                    throw ConfigError(key: "dns.listenIPv6", "\"\(s)\" is not an IPv6 address (empty or none: no IPv6 DNS address)")
+                }
+                c.dns.listenIPv6 = a
             }
         }
         if let n = try int("dns.port", 1...65535) { c.dns.port = UInt16(n) }

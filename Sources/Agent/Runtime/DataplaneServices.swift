@@ -21,7 +21,7 @@ struct NodeRoutesService: AgentActor {
             try? await gracefulShutdown()
             return
         }
-        let mode = NodeRoutes.RoutingMode(rawValue: config.routing.rawValue) ?? .hostGW
+        let mode = config.routing
         let routes = NodeRoutesActor(
             configuration: NodeRoutesConfiguration(nodeName: config.nodeName, nodeIP: nodeIP, podCIDRs: agent.podCIDRs,
                                                    clusterCIDRs: config.clusterCIDRs, mode: mode,

@@ -2,6 +2,7 @@ import ClusterState
 import Foundation
 import IPAddressing
 import Netlink
+import NodeRoutes
 import PodNetwork
 import ServiceLifecycle
 
@@ -39,7 +40,7 @@ struct PodNetworkService: AgentActor {
         let pods = PodNetwork(
             configuration: PodNetworkConfiguration(
                 bridgeName: Self.bridgeName, mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
-                dnsServers: config.dns.enabled ? config.dns.listen.prefix(1).map(\.description) : [],
+                dnsServers: config.dns.enabled ? config.dns.podNameservers.map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
             store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
@@ -54,22 +55,43 @@ struct PodNetworkService: AgentActor {
         }
         applySubnets()
         let released = await pods.reconcile()
-        @Sendable func answer(_ body: [UInt8]) async -> CNIReply {
+        /// `descriptor`: the pod's namespace as the plugin opened it, owned from here on.
+        @Sendable func answer(_ body: [UInt8], descriptor: Int32? = nil) async -> CNIReply {
             do {
-                return await pods.handle(try CNIRequest.fromEnvelope(body))
+                let request = try CNIRequest.fromEnvelope(body)
+                let namespace = descriptor.map { NetworkNamespace(adopting: $0, path: request.netns ?? "CNI_NETNS") }
+                return await pods.handle(request, namespace: namespace)
             } catch {
+                if let descriptor { close(descriptor) }
                 return .failure(error)
             }
+        }
+        @Sendable func envelope(_ reply: CNIReply) -> [UInt8] {
+            (try? reply.envelope()) ?? (try? CNIReply.failure(CNIError(.ioFailure, "cannot encode the reply")).envelope()) ?? []
         }
         // The JSON envelope (`CNIReply.envelope`), and the raw form the shim's fast path reads
         // without a JSON decoder: `<exit code>\n<stdout>` (CNIFastWire).
         agent.route("POST /v1/cni") { request in
-            let reply = await answer(request.body)
-            return ControlReply(body: (try? reply.envelope()) ?? (try? CNIReply.failure(CNIError(.ioFailure, "cannot encode the reply")).envelope()) ?? [])
+            ControlReply(body: envelope(await answer(request.body)))
         }
         agent.route("POST \(CNIFastWire.path)") { request in
             ControlReply(body: CNIFastWire.replyBody(await answer(request.body)))
         }
+        // The plugin's own socket: the same two routes, with the pod's namespace handed over
+        // as a descriptor (the agent need not see the runtime's mounts). Bound once the
+        // routes above exist, so a plugin that finds it is always answered.
+        let cniSocket: CNISocketServer?
+        do {
+            cniSocket = try CNISocketServer(socketPath: config.cniSocketPath, logger: agent.logger)
+        } catch {
+            agent.logger.error("no CNI socket: plugins fall back to the control socket and namespace paths", metadata: ["error": "\(error)"])
+            cniSocket = nil
+        }
+        cniSocket?.start { path, body, descriptor in
+            let reply = await answer(body, descriptor: descriptor)
+            return path == CNIFastWire.path ? CNIFastWire.replyBody(reply) : envelope(reply)
+        }
+        defer { cniSocket?.stop() }
         let report: @Sendable (Double) async -> Void = { seconds in
             let count = await agent.attachmentCount
             let cidrs = pods.podCIDRs
@@ -91,13 +113,14 @@ struct PodNetworkService: AgentActor {
         pods.drainReleases()  // interfaces of DELs already answered are removed before exit
     }
 
-    /// The underlay's MTU (the link that holds the node address), less 50 for vxlan.
+    /// The underlay's MTU (the link that holds the node address), less the vxlan overhead of
+    /// the underlay's family where pods' packets may be encapsulated (VTEPAddress.podMTU).
     static func podMTU(host: RouteClient, nodeIP: IPAddress?, routing: RoutingMode) -> UInt32 {
         var mtu: UInt32 = 1500
         if let nodeIP, let address = try? host.addresses().first(where: { $0.prefix.address == nodeIP }),
            let link = try? host.link(index: address.index) {
             mtu = link.mtu
         }
-        return routing == .vxlan ? mtu - 50 : mtu
+        return VTEPAddress.podMTU(underlayMTU: mtu, underlayFamily: nodeIP?.family ?? .v4, routing: routing)
     }
 }

@@ -22,5 +22,11 @@ size_t nodenet_mnl_align(size_t len);
 pid_t nodenet_gettid(void);
 /// SO_PEERCRED of a connected unix socket: fills uid/pid, returns 0 or -1.
 int nodenet_peer_credentials(int fd, uid_t *uid, pid_t *pid);
+/// send(2) of `len` bytes with `fd` attached as SCM_RIGHTS (MSG_NOSIGNAL); bytes sent or -1.
+/// The CMSG_* macros cannot be called from Swift.
+ssize_t nodenet_send_with_fd(int sock, const void *buf, size_t len, int fd);
+/// recv(2) into `buf` that also takes SCM_RIGHTS descriptors (close-on-exec): up to `max` go
+/// to `fds` (their number in `*count`), any beyond are closed. Bytes received or -1.
+ssize_t nodenet_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max, int *count);
 
 #endif

@@ -96,6 +96,9 @@ final class QueryProcessor: Sendable {
         let code = RCode(rawValue: upstream.rcode) ?? .servFail
         var r = DNSMessage.response(to: query, rcode: code)
         r.header.authenticData = upstream.header.authenticData
+        // An upstream answer that was itself cut (TCP failed too) stays marked as such; one too
+        // big for this client is cut by `encode`, whole records and TC, like a zone answer.
+        r.header.truncated = upstream.header.truncated
         if let prefix {
             r.header.authoritative = true
             r.answers = prefix.answers + upstream.answers

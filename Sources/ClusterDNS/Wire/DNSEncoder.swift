@@ -71,9 +71,16 @@ struct DNSWriter {
 }
 
 extension DNSMessage {
-    /// Encodes the message within `maxSize` bytes. When the answer or authority sections do
-    /// not fit, the response keeps only header, question and OPT and sets TC (the client
-    /// retries over TCP); additional records that do not fit are dropped silently.
+    /// Encodes the message within `maxSize` bytes, truncating by whole records (RFC 1035
+    /// §4.2.1, RFC 2181 §9), as CoreDNS does (miekg/dns `Msg.Truncate`):
+    /// - the answer section keeps every record that fits, in order, and sets TC at the first
+    ///   one that does not; nothing follows a cut answer section. A stub resolver without TCP
+    ///   fallback (musl before 1.2.4) uses those records, glibc and Go retry over TCP;
+    /// - the authority section is required when there is no answer (the SOA of a negative
+    ///   answer, a referral's NS): cut the same way, with TC;
+    /// - otherwise authority and additional data are optional: an RRset that does not fit is
+    ///   left out whole and TC stays clear (RFC 2181 §9), and smaller ones after it still go in;
+    /// - the OPT record always goes in (its room is reserved first).
     public func encode(maxSize: Int = 65535) -> [UInt8] {
         var w = DNSWriter(capacity: min(maxSize, 512))
         var h = header
@@ -82,30 +89,64 @@ extension DNSMessage {
         for q in questions { w.name(q.name); w.u16(q.type.rawValue); w.u16(q.qclass) }
         let optSize = edns.map { 11 + $0.options.count } ?? 0
         let limit = max(maxSize, w.count + optSize) - optSize
-        let afterQuestion = w.count
-        var counts: [UInt16] = [0, 0, 0]
-        var overflow = false
-        sections: for (s, records) in [answers, authority, additional].enumerated() {
-            for r in records {
-                let before = w.count
-                w.record(r)
-                if w.count > limit {
-                    w.truncate(to: before)
-                    if s < 2 { overflow = true }
-                    break sections
-                }
-                counts[s] += 1
-            }
+        var counts = [0, 0, 0]
+        var cut = false
+        counts[0] = w.records(answers[...], limit: limit, cut: &cut)
+        if !cut {
+            counts[1] = answers.isEmpty ? w.records(authority[...], limit: limit, cut: &cut) : w.optionalRRsets(authority, limit: limit)
         }
-        if overflow {
-            w.truncate(to: afterQuestion)
-            counts = [0, 0, 0]
-            h.truncated = true
-        }
+        if !cut { counts[2] = w.optionalRRsets(additional, limit: limit) }
+        if cut { h.truncated = true }
         var arCount = counts[2]
         if let e = edns { w.opt(e); arCount += 1 }
         w.set16(h.flags, at: 2)
-        w.set16(counts[0], at: 6); w.set16(counts[1], at: 8); w.set16(arCount, at: 10)
+        w.set16(UInt16(counts[0]), at: 6); w.set16(UInt16(counts[1]), at: 8); w.set16(UInt16(arCount), at: 10)
         return w.bytes
     }
+}
+
+extension DNSWriter {
+    /// Writes records in order while they fit within `limit`; sets `cut` at the first that does
+    /// not (it is removed again). Returns how many were written.
+    mutating func records(_ rs: ArraySlice<DNSRecord>, limit: Int, cut: inout Bool) -> Int {
+        var n = 0
+        for r in rs {
+            let before = count
+            record(r)
+            if count > limit { truncate(to: before); cut = true; break }
+            n += 1
+        }
+        return n
+    }
+
+    /// Optional data: each RRset (owner, type, class; wherever its records are in the section)
+    /// goes in whole or not at all. Returns how many records were written.
+    mutating func optionalRRsets(_ rs: [DNSRecord], limit: Int) -> Int {
+        let start = count
+        var cut = false
+        let all = records(rs[...], limit: limit, cut: &cut)
+        guard cut else { return all }  // the common case: everything fits
+        truncate(to: start)
+        var order: [RRSetKey] = []
+        var sets: [RRSetKey: [DNSRecord]] = [:]
+        for r in rs {
+            let k = RRSetKey(name: r.name.key, type: r.type.rawValue, rclass: r.rclass)
+            if sets[k] == nil { order.append(k) }
+            sets[k, default: []].append(r)
+        }
+        var n = 0
+        for k in order {
+            let set = sets[k]!
+            let before = count
+            var setCut = false
+            if records(set[...], limit: limit, cut: &setCut) == set.count { n += set.count } else { truncate(to: before) }
+        }
+        return n
+    }
+}
+
+private struct RRSetKey: Hashable {
+    var name: [UInt8]
+    var type: UInt16
+    var rclass: UInt16
 }

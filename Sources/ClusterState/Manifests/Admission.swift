@@ -42,22 +42,28 @@ public struct Admission: Sendable {
                 out.append(object)
                 continue
             }
-            if !service.isHeadless {
-                if service.clusterIPs.isEmpty {
-                    // Keep the address the service already has, as the API server does on update.
-                    if let kept = previous?.clusterIPs, !kept.isEmpty {
-                        service.clusterIPs = kept
-                    } else {
-                        service.clusterIPs = try serviceCIDRs.prefix(1).map { cidr throws(ManifestError) in
-                            guard let ip = freeAddress(in: cidr, used: usedIPs) else {
-                                throw ManifestError(document: doc, object: label, field: "spec.clusterIP",
-                                                    message: "no free address left in serviceCIDR \(cidr)")
-                            }
-                            return ip
-                        }
-                    }
-                    service.ipFamilies = service.clusterIPs.map(\.family)
+            let families = try self.families(for: service, doc: doc, label: label)
+            service.ipFamilyPolicy = service.ipFamilyPolicy ?? (families.count == 2 ? .requireDualStack : .singleStack)
+            if service.isHeadless {
+                service.ipFamilies = families
+            } else {
+                // The addresses given, else the ones the service already has (the API server keeps
+                // them on update), then one more from each family's range that still lacks one.
+                var ips = service.clusterIPs
+                if ips.isEmpty, let kept = previous?.clusterIPs, kept.first?.family == families.first {
+                    ips = kept.filter { families.contains($0.family) }
                 }
+                for family in families where !ips.contains(where: { $0.family == family }) {
+                    guard let cidr = serviceCIDRs.first(where: { $0.family == family }) else { continue }
+                    guard let ip = freeAddress(in: cidr, used: usedIPs) else {
+                        throw ManifestError(document: doc, object: label, field: "spec.clusterIPs",
+                                            message: "no free address left in serviceCIDR \(cidr)")
+                    }
+                    ips.append(ip)
+                    usedIPs[ip] = service.id
+                }
+                service.clusterIPs = ips
+                service.ipFamilies = ips.map(\.family)
                 for ip in service.clusterIPs {
                     guard serviceCIDRs.contains(where: { $0.contains(ip) }) else {
                         throw ManifestError(document: doc, object: label, field: "spec.clusterIPs",
@@ -98,6 +104,35 @@ public struct Admission: Sendable {
             out.append(.service(service))
         }
         return out
+    }
+
+    /// The families a Service gets, in order, as the API server decides them: the families it
+    /// names (or its cluster IPs'), else the cluster's primary; SingleStack keeps one,
+    /// PreferDualStack adds the other family where the cluster has a range for it,
+    /// RequireDualStack needs both. A family without a service range is refused, naming it.
+    func families(for service: Service, doc: Int, label: String) throws(ManifestError) -> [IPFamily] {
+        let configured = serviceCIDRs.map(\.family).reduce(into: [IPFamily]()) { if !$0.contains($1) { $0.append($1) } }
+        let ranges = serviceCIDRs.map(\.description).joined(separator: ",")
+        let asked = service.ipFamilies
+        for (i, family) in asked.enumerated() where !configured.contains(family) {
+            // PreferDualStack may name a secondary family the cluster lacks: it is dropped.
+            if service.ipFamilyPolicy == .preferDualStack, i > 0, service.clusterIPs.count <= i { continue }
+            throw ManifestError(document: doc, object: label, field: "spec.ipFamilies[\(i)]",
+                                message: "\(family.rawValue) has no service range on this cluster (serviceCIDR \(ranges))")
+        }
+        let primary = asked.first ?? configured.first ?? .v4
+        let policy = service.ipFamilyPolicy ?? (asked.count == 2 ? .requireDualStack : .singleStack)
+        switch policy {
+        case .singleStack:
+            return [primary]
+        case .preferDualStack, .requireDualStack:
+            let both = [primary] + configured.filter { $0 != primary }
+            if policy == .requireDualStack, both.count < 2 {
+                throw ManifestError(document: doc, object: label, field: "spec.ipFamilyPolicy",
+                                    message: "RequireDualStack needs an IPv4 and an IPv6 service range; this cluster has \(ranges)")
+            }
+            return both
+        }
     }
 
     /// The lowest free address, skipping the network address and the first ten (kept for

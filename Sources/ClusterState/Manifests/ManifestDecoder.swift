@@ -29,6 +29,44 @@ public struct ManifestError: Error, CustomStringConvertible, Sendable, Equatable
 public enum ManifestDecoder {
     /// Decodes every document in `text`. Empty documents are skipped.
     public static func decode(_ text: String) throws(ManifestError) -> [ClusterObject] {
+        if let objects = decodeJSON(text) { return objects }
+        return try decodeYAML(text)
+    }
+
+    /// The fast path for JSON (what `kubectl get -o json` and generators write): one object or
+    /// a `List`, decoded straight from the bytes by JSONDecoder, without building a YAML node
+    /// tree and guessing each scalar's type (which cost most of an apply's CPU). Nil when the
+    /// text is not one JSON object or anything in it fails: the YAML path (a superset: JSON is
+    /// YAML) then decodes it and reports errors exactly as always, so only bad input pays twice.
+    static func decodeJSON(_ text: String) -> [ClusterObject]? {
+        guard text.utf8.first(where: { $0 != 0x20 && $0 != 0x0a && $0 != 0x0d && $0 != 0x09 }) == UInt8(ascii: "{") else { return nil }
+        return try? JSONDecoder().decode(JSONDocument.self, from: Data(text.utf8)).objects
+    }
+
+    /// One JSON document: an object, or a list (`kind: List` or `<Kind>List`) of them.
+    private struct JSONDocument: Decodable {
+        var objects: [ClusterObject]
+
+        struct Item: Decodable {
+            var object: ClusterObject
+            init(from decoder: any Decoder) throws {
+                let kind = try ManifestDecoder.objectKind(try TypeMeta(from: decoder), document: 1)
+                object = try ManifestDecoder.decodeKind(kind) { try $0.init(from: decoder) }
+            }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let meta = try TypeMeta(from: decoder)
+            if let kind = meta.kind, kind.hasSuffix("List") {
+                let c = try decoder.container(keyedBy: AnyKey.self)
+                objects = try c.decode([Item].self, forKey: AnyKey("items")).map(\.object)
+            } else {
+                objects = [try Item(from: decoder).object]
+            }
+        }
+    }
+
+    static func decodeYAML(_ text: String) throws(ManifestError) -> [ClusterObject] {
         let nodes: [Yams.Node]
         do {
             nodes = try Array(Yams.compose_all(yaml: text))
@@ -102,7 +140,7 @@ public enum ManifestDecoder {
         return kind
     }
 
-    private static func decodeKind(_ kind: ObjectKind, _ decode: (any Decodable.Type) throws -> any Decodable) throws -> ClusterObject {
+    static func decodeKind(_ kind: ObjectKind, _ decode: (any Decodable.Type) throws -> any Decodable) throws -> ClusterObject {
         switch kind {
         case .node: return .node(try decode(Node.self) as! Node)
         case .service: return .service(try decode(Service.self) as! Service)

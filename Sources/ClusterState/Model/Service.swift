@@ -7,6 +7,13 @@ public enum ServiceType: String, Hashable, Sendable, Codable {
     case externalName = "ExternalName"
 }
 
+/// spec.ipFamilyPolicy: how many address families a Service asks for.
+public enum IPFamilyPolicy: String, Hashable, Sendable, Codable {
+    case singleStack = "SingleStack"
+    case preferDualStack = "PreferDualStack"
+    case requireDualStack = "RequireDualStack"
+}
+
 public enum TrafficPolicy: String, Hashable, Sendable, Codable {
     case cluster = "Cluster"
     case local = "Local"
@@ -48,7 +55,10 @@ public struct Service: Hashable, Sendable, Codable {
     public var loadBalancerSourceRanges: [IPPrefix]
     public var externalName: String?
     public var publishNotReadyAddresses: Bool
+    /// Families in spec order (the primary first): the cluster IPs' families once allocated.
     public var ipFamilies: [IPFamily]
+    /// nil until admission (or the API server) defaults it.
+    public var ipFamilyPolicy: IPFamilyPolicy?
 
     public init(metadata: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
                 ports: [ServicePort] = [], selector: [String: String]? = nil, sessionAffinityTimeout: Int? = nil,
@@ -107,6 +117,7 @@ public struct Service: Hashable, Sendable, Codable {
         var externalName: String?
         var publishNotReadyAddresses: Bool?
         var ipFamilies: [String]?
+        var ipFamilyPolicy: String?
     }
 
     private struct Ingress: Codable { var ip: String?; var hostname: String? }
@@ -193,7 +204,33 @@ public struct Service: Hashable, Sendable, Codable {
             }
         }
         publishNotReadyAddresses = spec.publishNotReadyAddresses ?? false
-        ipFamilies = clusterIPs.isEmpty ? (spec.ipFamilies ?? []).compactMap(IPFamily.init(rawValue:)) : clusterIPs.map(\.family)
+        let families = try (spec.ipFamilies ?? []).enumerated().map { i, text in
+            guard let f = IPFamily(rawValue: text) else { throw invalid(decoder, "spec.ipFamilies[\(i)]", "unknown IP family \"\(text)\" (want IPv4 or IPv6)") }
+            return f
+        }
+        if families.count > 2 || Set(families).count != families.count {
+            throw invalid(decoder, "spec.ipFamilies", "at most one entry per family (IPv4, IPv6)")
+        }
+        for (i, ip) in clusterIPs.enumerated() where i < families.count && families[i] != ip.family {
+            throw invalid(decoder, "spec.ipFamilies[\(i)]", "\(families[i].rawValue) does not match spec.clusterIPs[\(i)] \(ip)")
+        }
+        if let text = spec.ipFamilyPolicy {
+            guard let p = IPFamilyPolicy(rawValue: text) else {
+                throw invalid(decoder, "spec.ipFamilyPolicy", "unknown policy \"\(text)\" (want SingleStack, PreferDualStack or RequireDualStack)")
+            }
+            ipFamilyPolicy = p
+        } else {
+            ipFamilyPolicy = nil
+        }
+        if ipFamilyPolicy == .singleStack, max(families.count, clusterIPs.count) > 1 {
+            throw invalid(decoder, "spec.ipFamilyPolicy", "SingleStack allows one family; this Service lists two (use PreferDualStack or RequireDualStack)")
+        }
+        if type == .externalName, ipFamilyPolicy != nil || !families.isEmpty {
+            throw invalid(decoder, "spec.ipFamilyPolicy", "an ExternalName service has no cluster IPs, so no ipFamilies or ipFamilyPolicy")
+        }
+        // Families named beyond the cluster IPs given stay requested (admission allocates them).
+        let given = clusterIPs.map(\.family)
+        ipFamilies = given + families.dropFirst(given.count).filter { !given.contains($0) }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -208,7 +245,7 @@ public struct Service: Hashable, Sendable, Codable {
             externalIPs: externalIPs.isEmpty ? nil : externalIPs.map(\.description),
             loadBalancerSourceRanges: loadBalancerSourceRanges.isEmpty ? nil : loadBalancerSourceRanges.map(\.description),
             externalName: externalName, publishNotReadyAddresses: publishNotReadyAddresses ? true : nil,
-            ipFamilies: ipFamilies.isEmpty ? nil : ipFamilies.map(\.rawValue))
+            ipFamilies: ipFamilies.isEmpty ? nil : ipFamilies.map(\.rawValue), ipFamilyPolicy: ipFamilyPolicy?.rawValue)
         try c.encode(spec, forKey: AnyKey("spec"))
         if !loadBalancerIngress.isEmpty {
             try c.encode(Status(loadBalancer: LoadBalancerStatus(ingress: loadBalancerIngress.map { Ingress(ip: $0.description) })), forKey: AnyKey("status"))

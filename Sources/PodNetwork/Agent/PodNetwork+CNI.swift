@@ -5,14 +5,16 @@ import IPAM
 import Netlink
 
 extension PodNetwork {
-    /// Answers one CNI request (already parsed and validated by `CNIRequest`).
-    public func handle(_ request: CNIRequest) async -> CNIReply {
+    /// Answers one CNI request (already parsed and validated by `CNIRequest`). `namespace`:
+    /// the pod's network namespace as the plugin opened it (CNI_NETNS in the runtime's mount
+    /// namespace, passed over the socket); nil: the agent opens CNI_NETNS itself.
+    public func handle(_ request: CNIRequest, namespace: NetworkNamespace? = nil) async -> CNIReply {
         let version = request.replyVersion
         do {
             switch request.command {
-            case .add: return .result(try await add(request), for: version)
+            case .add: return .result(try await add(request, namespace: namespace), for: version)
             case .del: try await del(request); return .result(CNIResult(), for: version)
-            case .check: try await check(request); return .result(CNIResult(), for: version)
+            case .check: try await check(request, namespace: namespace); return .result(CNIResult(), for: version)
             case .gc: try await gc(request); return .result(CNIResult(), for: version)
             case .status: try status(request); return .result(CNIResult(), for: version)
             case .version: return CNILocal.versionReply(stdin: request.rawConfig)
@@ -27,7 +29,7 @@ extension PodNetwork {
         }
     }
 
-    private func add(_ request: CNIRequest) async throws -> CNIResult {
+    private func add(_ request: CNIRequest, namespace: NetworkNamespace?) async throws -> CNIResult {
         let version = request.replyVersion.rawValue
         guard let containerID = request.containerID, let ifname = request.ifname, let netns = request.netns else {
             throw CNIError(.invalidEnvironment, "ADD needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", version: version)
@@ -38,8 +40,15 @@ extension PodNetwork {
             throw CNIError(.attachmentExists, "container \(containerID) already has \(ifname) on this network: DEL it first (CNI forbids a second ADD)",
                            version: version)
         }
-        guard FileManager.default.fileExists(atPath: netns) else {
-            throw CNIError(.invalidEnvironment, "network namespace \(netns) does not exist", version: version)
+        let podNamespace: NetworkNamespace
+        if let namespace {
+            podNamespace = namespace
+        } else {
+            do {
+                podNamespace = try NetworkNamespace(path: netns)
+            } catch {
+                throw CNIError(.invalidEnvironment, "\(PodInterfaceError.namespaceMissing(netns, error))", version: version)
+            }
         }
         let (allocatorOpt, bridgeOpt) = current()
         guard let allocator = allocatorOpt, let bridge = bridgeOpt else {
@@ -70,7 +79,7 @@ extension PodNetwork {
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: hostName,
                                     addresses: allocations.map { ($0.address, $0.gateway) },
                                     mtu: UInt32(request.config?.mtu ?? Int(configuration.mtu)), mac: mac,
-                                    hairpin: request.config?.hairpinMode ?? true)
+                                    hairpin: request.config?.hairpinMode ?? true, namespace: podNamespace)
         let created: PodInterfaceResult
         do {
             created = try interfaces.setUp(spec, bridge: bridge)
@@ -115,7 +124,7 @@ extension PodNetwork {
             hostVeth: .init(name: created.host.name, mac: created.host.mac?.description),
             pod: .init(name: ifname, mac: created.container.mac?.description, sandbox: netns),
             allocations: allocations,
-            dns: dnsBlock(namespace: request.args.podNamespace, request: request))
+            dns: dnsBlock(namespace: request.args.podNamespace, request: request, families: Set(allocations.map(\.address.family))))
     }
 
     static func ms(_ d: Duration) -> String {
@@ -143,17 +152,27 @@ extension PodNetwork {
         return mappings
     }
 
-    /// The pod's resolv.conf: the node-local DNS address and the Kubernetes search path.
-    func dnsBlock(namespace: String?, request: CNIRequest) -> CNIResult.DNS {
-        if let dns = request.config?.runtimeConfig.dns, dns.servers != nil {
+    /// The pod's resolv.conf: the node-local DNS address of each of the pod's families and the
+    /// Kubernetes search path.
+    func dnsBlock(namespace: String?, request: CNIRequest, families: Set<IPFamily>) -> CNIResult.DNS {
+        // The runtime's own DNS settings (the kubelet's dnsConfig, passed by containerd and CRI-O
+        // as the `dns` capability) are what it writes into the pod's resolv.conf: report those.
+        if let dns = request.config?.runtimeConfig.dns,
+           [dns.servers, dns.searches, dns.options].contains(where: { !($0 ?? []).isEmpty }) {
             return CNIResult.DNS(nameservers: dns.servers, search: dns.searches, options: dns.options)
         }
         let zone = configuration.clusterDomain
         // A runtime outside Kubernetes (podman) names no namespace: such containers live in
         // "default", as a pod without one would.
         let search = ["\(namespace ?? "default").svc.\(zone)", "svc.\(zone)", zone]
-        return CNIResult.DNS(nameservers: configuration.dnsServers.isEmpty ? nil : configuration.dnsServers,
-                             search: search, options: ["ndots:5"])
+        let servers = Self.nameservers(configuration.dnsServers, podFamilies: families)
+        return CNIResult.DNS(nameservers: servers.isEmpty ? nil : servers, search: search, options: ["ndots:5"])
+    }
+
+    /// The node-local nameservers a pod can reach: those of its own address families (an
+    /// IPv6-only pod has no IPv4 address to reach 169.254.20.10 from), in configured order.
+    static func nameservers(_ servers: [String], podFamilies: Set<IPFamily>) -> [String] {
+        servers.filter { s in IPAddress(s).map { podFamilies.contains($0.family) } ?? false }
     }
 
     private func del(_ request: CNIRequest) async throws {
@@ -163,7 +182,7 @@ extension PodNetwork {
         await remove(containerID: containerID, ifname: ifname, reason: "CNI DEL")
     }
 
-    private func check(_ request: CNIRequest) async throws {
+    private func check(_ request: CNIRequest, namespace: NetworkNamespace?) async throws {
         let version = request.replyVersion.rawValue
         guard let containerID = request.containerID, let ifname = request.ifname, let netns = request.netns else {
             throw CNIError(.invalidEnvironment, "CHECK needs CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME", version: version)
@@ -177,7 +196,8 @@ extension PodNetwork {
             throw CNIError(.agentFailure, "the address reservation of \(containerID)/\(ifname) does not match its interface", version: version)
         }
         let spec = PodInterfaceSpec(netnsPath: netns, ifname: ifname, hostName: attachment.hostInterface,
-                                    addresses: allocations.map { ($0.address, $0.gateway) }, mtu: configuration.mtu)
+                                    addresses: allocations.map { ($0.address, $0.gateway) }, mtu: configuration.mtu,
+                                    namespace: namespace)
         let problems = interfaces.check(spec)
             + hostPorts.missing(HostPortBinding(attachment), podCIDRs: podCIDRs).map { "host port rule missing: \($0)" }
         guard problems.isEmpty else {

@@ -12,7 +12,8 @@ public struct PodNetworkConfiguration: Sendable {
     public var bridgeName: String
     /// The pod interfaces' MTU (the underlay's, less the overlay's overhead).
     public var mtu: UInt32
-    /// The node-local DNS address(es) pods get in resolv.conf.
+    /// The node-local DNS addresses, at most one per family; each pod gets those of its own
+    /// families in resolv.conf.
     public var dnsServers: [String]
     public var clusterDomain: String
     public var runDir: String
@@ -98,9 +99,17 @@ public final class PodNetwork: Sendable {
             }
             pending.remove(path)
         }
+        // A pod is gone when its namespace is: then the kernel has removed its veth pair too.
+        // The host side is what decides, because the namespace's path may be one the agent
+        // cannot see (the runtime's mounts in another mount namespace; the plugin hands the
+        // namespace over on ADD). Without a link list (netlink failing) nothing is released.
         let snapshot = await store.snapshot()
-        for attachment in snapshot.attachments.values where !FileManager.default.fileExists(atPath: attachment.netns) {
-            released += await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "network namespace gone") ? 1 : 0
+        if let links = try? interfaces.host.links() {
+            let present = Set(links.map(\.name))
+            for attachment in snapshot.attachments.values
+            where !present.contains(attachment.hostInterface) && !FileManager.default.fileExists(atPath: attachment.netns) {
+                released += await remove(containerID: attachment.containerID, ifname: attachment.ifname, reason: "network namespace gone") ? 1 : 0
+            }
         }
         if let allocator = state.withLock({ $0.allocator }) {
             let known = Set(await store.snapshot().attachments.values.map { AttachmentID(containerID: $0.containerID, ifname: $0.ifname) })

@@ -4,6 +4,8 @@ import Netlink
 /// What one pod interface should look like.
 public struct PodInterfaceSpec: Sendable {
     public var netnsPath: String
+    /// The pod's namespace already open (handed over by the plugin); nil: opened from `netnsPath`.
+    public var namespace: NetworkNamespace?
     /// CNI_IFNAME: the container side's name.
     public var ifname: String
     /// The host side's name (`HostInterfaceName`).
@@ -15,14 +17,27 @@ public struct PodInterfaceSpec: Sendable {
     public var hairpin: Bool
 
     public init(netnsPath: String, ifname: String, hostName: String, addresses: [(address: IPPrefix, gateway: IPAddress)],
-                mtu: UInt32, mac: MACAddress? = nil, hairpin: Bool = true) {
+                mtu: UInt32, mac: MACAddress? = nil, hairpin: Bool = true, namespace: NetworkNamespace? = nil) {
         self.netnsPath = netnsPath
+        self.namespace = namespace
         self.ifname = ifname
         self.hostName = hostName
         self.addresses = addresses
         self.mtu = mtu
         self.mac = mac
         self.hairpin = hairpin
+    }
+}
+
+extension PodInterfaceSpec {
+    /// The namespace handed over with the request, else the one at `netnsPath`.
+    func openNamespace() throws(PodInterfaceError) -> NetworkNamespace {
+        if let namespace { return namespace }
+        do {
+            return try NetworkNamespace(path: netnsPath)
+        } catch {
+            throw .namespaceMissing(netnsPath, error)
+        }
     }
 }
 
@@ -42,7 +57,13 @@ public enum PodInterfaceError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .namespaceMissing(let path, let e): "network namespace \(path) cannot be opened: \(e.errnoName)"
+        case .namespaceMissing(let path, let e):
+            // Reached only when the plugin did not hand the namespace over (it opens CNI_NETNS
+            // itself and passes the descriptor): an older plugin, or one that could not open it.
+            "network namespace \(path) cannot be opened by the agent (\(e.errnoName)) and the CNI plugin did not pass it: "
+                + "if the runtime created it, the agent does not see the runtime's namespace mounts; install the nodenet-cni plugin "
+                + "of this version (it hands the namespace over), or run the agent in the host's mount namespace "
+                + "(as a DaemonSet: mount /run/netns with mountPropagation: HostToContainer)"
         case .interfaceExists(let name, let ns): "interface \(name) already exists in \(ns)"
         case .bridgeConflict(let name, let kind): "\(name) exists but is a \(kind ?? "plain") link, not a bridge: rename or remove it, or set \"bridge\" in the CNI config"
         case .kernel(let step, let e): "\(step): \(e)"
@@ -114,12 +135,7 @@ public final class PodInterfaces: Sendable {
     /// addresses skip DAD by flag; the loopback is brought up by its fixed index. The only
     /// thread that enters the namespace is the one opening the pod's netlink socket.
     public func setUp(_ spec: PodInterfaceSpec, bridge: Link) throws -> PodInterfaceResult {
-        let ns: NetworkNamespace
-        do {
-            ns = try NetworkNamespace(path: spec.netnsPath)
-        } catch {
-            throw PodInterfaceError.namespaceMissing(spec.netnsPath, error)
-        }
+        let ns = try spec.openNamespace()
         let pod = try wrap("open \(spec.netnsPath)") { try RouteClient(namespace: ns) }
         let hostLink = try createVeth(spec, ns, pod: pod, bridge: bridge)
         do {
@@ -242,8 +258,7 @@ public final class PodInterfaces: Sendable {
             guard let h = try host.link(named: spec.hostName) else { return ["host interface \(spec.hostName) is missing"] }
             let bridge = try host.link(named: bridgeName)
             if h.masterIndex != bridge?.index { problems.append("\(spec.hostName) is not attached to \(bridgeName)") }
-            let ns = try NetworkNamespace(path: spec.netnsPath)
-            let pod = try RouteClient(namespace: ns)
+            let pod = try RouteClient(namespace: try spec.openNamespace())
             guard let c = try pod.link(named: spec.ifname) else { return problems + ["\(spec.ifname) is missing in \(spec.netnsPath)"] }
             if !c.isUp { problems.append("\(spec.ifname) is down") }
             let have = Set(try pod.addresses(index: c.index).map(\.prefix))
