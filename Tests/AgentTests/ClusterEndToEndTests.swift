@@ -71,6 +71,12 @@ struct ClusterEndToEndTests {
         #expect(try dig(client, "www.example.test") == "192.0.2.10", "forwarded to the stub upstream")
         let tcp = try client.ns.run(["dig", "+tcp", "+short", "web-service.apps.svc.cluster.local"]).stdout
         #expect(tcp.contains("10.107.37.188"), "DNS over TCP")
+        // The second default DNS address is in the service range (10.96.0.10, the kubeadm
+        // clusterDNS): the service rules must not drop it as an unallocated ClusterIP, from a
+        // pod or from the node.
+        #expect(try dig(client, "@10.96.0.10", "web-service.apps.svc.cluster.local") == "10.107.37.188", "10.96.0.10 from a pod")
+        let fromNode = try cluster.nodes[0].ns.run(["dig", "+short", "+time=2", "+tries=2", "@10.96.0.10", "web-service.apps.svc.cluster.local"])
+        #expect(fromNode.stdout.contains("10.107.37.188"), "10.96.0.10 from the node: \(fromNode.stdout)")
         // Queries to the node-local DNS address are exempt from conntrack (no DNAT race).
         let node1Conntrack = try cluster.nodes[0].ns.run(["conntrack", "-L"]).stdout
         let trackedDNS = node1Conntrack.split(separator: "\n").filter { $0.contains("dst=169.254.20.10") && $0.contains("dport=53") }
