@@ -21,8 +21,8 @@ packages=(
   # a Kubernetes runtime for the CRI end-to-end test (containerd 1.6 from bookworm; it runs the
   # reference `loopback` plugin from containernetworking-plugins), and the venv for its client
   containerd python3-venv
-  # packaging checks
-  systemd dpkg-dev hyperfine
+  # packaging checks; a booted Debian container to test the .deb under a real systemd
+  systemd dpkg-dev hyperfine systemd-container debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do

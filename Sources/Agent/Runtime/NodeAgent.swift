@@ -78,6 +78,17 @@ public final class NodeAgent: Sendable {
         if config.source == .embedded { await store.markSynced() }
         await refreshPodSubnets()
 
+        // Every gating actor is on the board before any of them runs: each registers itself when
+        // it starts, and the first to reconcile could otherwise empty the readiness gate before
+        // slower ones registered (READY=1 and /readyz while the source had not synced). The names
+        // are those the services below register, in the same order (the status table's order).
+        var gating = ["control"]
+        if config.source != .embedded { gating.append("source") }
+        if config.source != .kubernetes { gating.append("endpoints") }
+        gating += ["subnet", "pods", "routes", "services"]
+        if config.dns.enabled { gating.append("dns") }
+        for name in gating { board.register(name) }
+
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         services.append(.init(service: ControlService(agent: self)))
         if config.source != .embedded {
