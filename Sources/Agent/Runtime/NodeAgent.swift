@@ -24,6 +24,8 @@ public final class NodeAgent: Sendable {
     public let overrides: [String: String]
     public let store: ClusterStore
     public let database: StateDatabase
+    /// The stored objects are a full sync of the configured remote source from an earlier run.
+    let servesPersistedSync: Bool
     public let board = StatusBoard()
     public let logger: Logger
     public let notifier = SystemdNotifier()
@@ -66,6 +68,7 @@ public final class NodeAgent: Sendable {
             logger.warning("stored object skipped: does not decode", metadata: ["object": "\(key)", "reason": "\(why)"])
         }
         store = ClusterStore(snapshot, persistence: database)
+        servesPersistedSync = config.source != .embedded && database.syncedSource() == config.source.rawValue
         resolvedNodeIP = Mutex(config.nodeIP ?? DefaultInterface.nodeIP())
         group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, ProcessInfo.processInfo.activeProcessorCount))
         logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)"])
@@ -75,7 +78,10 @@ public final class NodeAgent: Sendable {
     /// is left in place: pods keep working while the agent restarts.
     public func run(actors extra: [any AgentActor] = []) async throws {
         let config = self.config
-        if config.source == .embedded { await store.markSynced() }
+        // The stored objects are a complete view when the source delivered a full sync into them
+        // before: serve it at once (DNS, rules, readiness) while the source reconnects, rather
+        // than answering SERVFAIL and never getting ready while etcd or the API server is down.
+        if config.source == .embedded || servesPersistedSync { await store.markSynced() }
         await refreshPodSubnets()
 
         // Every gating actor is on the board before any of them runs: each registers itself when
