@@ -94,6 +94,9 @@ let package = Package(
         // to the full plugin (`nodenet cni`) for everything else. No netlink, so the plugin
         // executable links statically (no dynamic loader: half the start-up time).
         .target(name: "CNIShim", dependencies: ["CNIProtocol", "ControlClient", "CShims"], swiftSettings: strict),
+        // Where the plugin finds the full binary (unit) and plain copies of the built plugin run
+        // with the agent down (end to end).
+        .testTarget(name: "CNIShimTests", dependencies: ["CNIShim", "NodenetTestSupport"]),
         .executableTarget(name: "nodenet-cni", dependencies: ["CNIShim", "CNIProtocol"], swiftSettings: strict,
                           linkerSettings: [.unsafeFlags(["-static-executable", "-l_FoundationCollections", "-l_FoundationCShims", "-lswiftSynchronization"])]),
 

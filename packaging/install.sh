@@ -2,7 +2,8 @@
 # Installs nodenet where design.md says a node keeps it:
 #   /usr/bin/nodenet (the agent and CLI), /usr/bin/nodenet-cni (the CNI plugin alone: a runtime
 #   execs it for every pod, and without the agent's libraries it starts about 3x faster),
-#   /opt/cni/bin/nodenet -> /usr/bin/nodenet-cni,
+#   /opt/cni/bin/nodenet -> /usr/bin/nodenet-cni (where upstream containerd, CRI-O and podman look)
+#   and /usr/lib/cni/nodenet -> /usr/bin/nodenet-cni (Debian's containerd and podman look there),
 #   /etc/cni/net.d/10-nodenet.conflist, /etc/nodenet/config.yaml (kept if present),
 #   /lib/systemd/system/nodenet.service, /etc/iproute2/rt_protos.d/nodenet.conf.
 # Usage: packaging/install.sh [--destdir DIR] [--binary PATH] [--cni-binary PATH]
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
     --destdir) destdir=$2; shift 2 ;;
     --binary) binary=$2; shift 2 ;;
     --cni-binary) cni_binary=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -29,8 +30,10 @@ done
 
 install -D -m 0755 "$binary" "$destdir/usr/bin/nodenet"
 install -D -m 0755 "$cni_binary" "$destdir/usr/bin/nodenet-cni"
-install -d -m 0755 "$destdir/opt/cni/bin"
-ln -sfn /usr/bin/nodenet-cni "$destdir/opt/cni/bin/nodenet"
+for dir in opt/cni/bin usr/lib/cni; do
+  install -d -m 0755 "$destdir/$dir"
+  ln -sfn /usr/bin/nodenet-cni "$destdir/$dir/nodenet"
+done
 install -D -m 0644 "$here/packaging/nodenet.service" "$destdir/lib/systemd/system/nodenet.service"
 install -D -m 0644 "$here/packaging/rt_protos.conf" "$destdir/etc/iproute2/rt_protos.d/nodenet.conf"
 # Configuration: never overwrite what an operator edited.

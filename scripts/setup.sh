@@ -21,8 +21,8 @@ packages=(
   # a Kubernetes runtime for the CRI end-to-end test (containerd 1.6 from bookworm; it runs the
   # reference `loopback` plugin from containernetworking-plugins), and the venv for its client
   containerd python3-venv
-  # packaging checks
-  systemd dpkg-dev hyperfine
+  # packaging checks; a booted Debian container to test the .deb under a real systemd
+  systemd dpkg-dev hyperfine systemd-container debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -49,6 +49,38 @@ if ! "$venv/bin/python" -c 'import grpc, grpc_tools, google.protobuf' 2>/dev/nul
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"
 fi
+
+# Newer containerd releases for the same CRI test (scripts/test.sh runs it against each): Debian
+# 13 carries 1.7 and sid 2.x, bookworm neither. Downloaded from the Debian mirror this machine
+# already uses (its URI read from the apt sources, with a private apt state, so the system's
+# package lists never see another release) and unpacked under /opt/nodenet-test, never
+# installed. A failed download only means those runs are skipped, with a note.
+fetch_containerd() {  # $1 suite, $2 directory
+  local suite=$1 dir=$2 state=/opt/nodenet-test/apt-$1
+  [ -x "$dir/usr/bin/containerd" ] && return 0
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { echo "setup: no Debian mirror in the apt sources; containerd from $suite skipped"; return 0; }
+  mkdir -p "$state/lists/partial" "$state/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main" > "$state/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$state/lists" -o "Dir::Cache::Archives=$state/archives" -o APT::Sandbox::User=root)
+  if apt-get -q "${opts[@]}" update >/dev/null 2>&1 && (cd "$state" && apt-get -q "${opts[@]}" download containerd >/dev/null 2>&1); then
+    rm -rf "$dir" && dpkg -x "$state"/containerd_*.deb "$dir" && rm -f "$state"/containerd_*.deb
+    # A release built against a newer C library than this machine's cannot run here: drop it.
+    if "$dir/usr/bin/containerd" --version >/dev/null 2>&1; then
+      echo "setup: containerd from $suite: $("$dir/usr/bin/containerd" --version | awk '{print $3}')"
+    else
+      echo "setup: containerd from $suite does not run on this machine; its test runs are skipped"
+      rm -rf "$dir"
+    fi
+  else
+    echo "setup: containerd from $suite could not be downloaded; its test runs are skipped"
+  fi
+}
+fetch_containerd trixie /opt/nodenet-test/containerd-1.7
+fetch_containerd sid /opt/nodenet-test/containerd-2
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6.x is required)" >&2; exit 1; }
 echo "setup: building (debug)"

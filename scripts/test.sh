@@ -9,3 +9,12 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^nnt[0-9]+-'
 # Serially: the privileged suites each build namespaces, run agents and time repairs; on a
 # 2-core machine running them all at once makes timing checks flaky for no gain.
 swift test --skip-build --no-parallel "$@"
+# The containerd CRI test again against the newer containerd releases setup.sh unpacked (1.7 from
+# Debian 13, 2.x from sid): the same kubelet-shaped calls, the same packaged conflist.
+if [ $# -eq 0 ]; then
+  for d in /opt/nodenet-test/containerd-*/usr/bin; do
+    [ -x "$d/containerd" ] || continue
+    echo "test: ContainerdTests against containerd $("$d/containerd" --version | awk '{print $3}')"
+    NODENET_CONTAINERD_DIR=$d swift test --skip-build --no-parallel --filter ContainerdTests
+  done
+fi

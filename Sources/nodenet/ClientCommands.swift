@@ -26,17 +26,20 @@ struct StatusCommand: ParsableCommand {
             throw CLIError(error.description)
         }
         guard response.status == 200 else { throw CLIError(apiMessage(response)) }
+        let status = try? AgentStatus.decoder().decode(AgentStatus.self, from: Data(response.body))
         if json {
             FileHandle.standardOutput.write(Data(response.body))
-            return
-        }
-        do {
-            let status = try AgentStatus.decoder().decode(AgentStatus.self, from: Data(response.body))
+        } else if let status {
             print(StatusRenderer.render(status), terminator: "")
-        } catch {
-            throw CLIError("cannot read the agent's status (\(error)); try --json")
+        } else {
+            throw CLIError("cannot read the agent's status; try --json")
         }
+        // Scripts and probes read the exit status: 0 only for a ready node.
+        if status?.agent.ready != true { throw ExitCode(Self.notReadyExitCode) }
     }
+
+    /// The agent answered and is not ready (an agent that does not answer is 1, as every error).
+    static let notReadyExitCode: Int32 = 3
 }
 
 struct ManifestOptions: ParsableArguments {

@@ -8,7 +8,8 @@ struct NodenetCommand: AsyncParsableCommand {
         commandName: "nodenet",
         abstract: "Kubernetes node networking in one agent: CNI and IPAM, node routes, service proxy, cluster DNS.",
         version: nodenetVersion,
-        subcommands: [AgentCommand.self, CNICommand.self, StatusCommand.self, ApplyCommand.self, DeleteCommand.self, VersionCommand.self])
+        subcommands: [AgentCommand.self, CNICommand.self, StatusCommand.self, ApplyCommand.self, DeleteCommand.self, ResetCommand.self,
+                      VersionCommand.self])
 }
 
 /// Where commands find the agent: --socket, else $NODENET_SOCKET, else the default.

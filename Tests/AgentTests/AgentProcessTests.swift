@@ -219,6 +219,46 @@ struct AgentProcessTests {
         #expect(try agent.cli(["status"]).ok)
     }
 
+    /// HTTP probes on the metrics listener (they cannot reach the control socket) and the
+    /// exit status of `nodenet status` follow readiness: an etcd source that never answers holds
+    /// READY back (up to 30 s), an embedded one does not.
+    @Test func probesAndStatusExitCodeFollowReadiness() throws {
+        let ns = try TestNamespace("probe")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        func get(_ path: String) throws -> String {
+            try ns.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "http://127.0.0.1:9154\(path)"]).stdout
+        }
+        let waiting = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--source", "etcd",
+                                   "--etcd-endpoints", "http://127.0.0.1:1", "--metrics-listen", "127.0.0.1:9154"], logName: "waiting")
+        try waiting.start(waitReady: false)
+        var status = try waiting.cli(["status"])
+        let deadline = Date().addingTimeInterval(15)
+        while try status.status == 1 || get("/healthz") != "200", Date() < deadline {  // 1: not listening yet
+            usleep(50_000)
+            status = try waiting.cli(["status"])
+        }
+        #expect(status.status == 3, "status: \(status.status) \(status.stdout)\(status.stderr)\n\(waiting.log())")
+        #expect(status.stdout.contains("not ready"))
+        #expect(try waiting.cli(["status", "--json"]).status == 3)
+        #expect(try get("/healthz") == "200")
+        #expect(try get("/readyz") == "503")
+        #expect(try get("/nothing") == "404")
+        waiting.stop()
+
+        let other = TempDirectory()
+        let ready = AgentProcess(namespace: ns, directory: other, args: ["--node-name", "node1", "--metrics-listen", "127.0.0.1:9154"],
+                                 logName: "ready")
+        try ready.start()
+        defer { ready.stop() }
+        #expect(try ready.cli(["status"]).status == 0)
+        var readyz = try get("/readyz")
+        let until = Date().addingTimeInterval(10)
+        while readyz == "000", Date() < until { usleep(50_000); readyz = try get("/readyz") }  // listener still binding
+        #expect(readyz == "200")
+        #expect(try get("/metrics") == "200")
+    }
+
     @Test func statusWithoutAgentSaysSo() throws {
         let r = try Shell.run([AgentProcess.binary, "status", "--socket", "/nonexistent/nodenet.sock"])
         #expect(!r.ok)

@@ -71,6 +71,12 @@ struct ClusterEndToEndTests {
         #expect(try dig(client, "www.example.test") == "192.0.2.10", "forwarded to the stub upstream")
         let tcp = try client.ns.run(["dig", "+tcp", "+short", "web-service.apps.svc.cluster.local"]).stdout
         #expect(tcp.contains("10.107.37.188"), "DNS over TCP")
+        // The second default DNS address is in the service range (10.96.0.10, the kubeadm
+        // clusterDNS): the service rules must not drop it as an unallocated ClusterIP, from a
+        // pod or from the node.
+        #expect(try dig(client, "@10.96.0.10", "web-service.apps.svc.cluster.local") == "10.107.37.188", "10.96.0.10 from a pod")
+        let fromNode = try cluster.nodes[0].ns.run(["dig", "+short", "+time=2", "+tries=2", "@10.96.0.10", "web-service.apps.svc.cluster.local"])
+        #expect(fromNode.stdout.contains("10.107.37.188"), "10.96.0.10 from the node: \(fromNode.stdout)")
         // Queries to the node-local DNS address are exempt from conntrack (no DNAT race).
         let node1Conntrack = try cluster.nodes[0].ns.run(["conntrack", "-L"]).stdout
         let trackedDNS = node1Conntrack.split(separator: "\n").filter { $0.contains("dst=169.254.20.10") && $0.contains("dport=53") }
@@ -99,6 +105,64 @@ struct ClusterEndToEndTests {
         for n in cluster.nodes.prefix(2) {
             #expect(!(try n.ns.check(["ip", "route"]).stdout.contains("10.244.3.0/24")), "\(n.name) still routes to the removed node3")
         }
+    }
+
+    /// An agent that starts while etcd is down serves the full sync it stored in an earlier
+    /// run: it gets ready at once, the cluster DNS answers from that state (not SERVFAIL), and
+    /// status says the source is not synced yet; once etcd is back it syncs.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func etcdDownAtStartServesThePersistedSync() throws {
+        let cluster = try TestCluster(nodes: 1) { _ in ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379"] }
+        defer { cluster.close() }
+        let etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
+                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
+                        "--listen-peer-urls", "http://127.0.0.1:2380"]
+        func startEtcd() throws -> pid_t {
+            let pid = try Shell.spawn(etcdArgs)
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379", "endpoint", "health"]))?.ok == true
+                if !up { usleep(100_000) }
+            }
+            try #require(up, "etcd did not start")
+            return pid
+        }
+        var etcd = try startEtcd()
+        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
+        let node = cluster.nodes[0]
+        try node.agent.start()
+        let applied = try node.agent.apply("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: ledger-api, namespace: payments}
+            spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
+            """)
+        #expect(applied.ok, "\(applied.stderr)")
+        func resolve() throws -> String {
+            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        var answer = ""
+        for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
+        #expect(answer == "10.96.41.17", "resolves while etcd is up")
+
+        _ = node.agent.stop()
+        kill(etcd, SIGKILL)
+        waitpid(etcd, nil, 0)
+        // Well under the source's 30 s first-sync wait: ready from the persisted sync.
+        try node.agent.start(timeout: 15)
+        #expect(try resolve() == "10.96.41.17", "DNS answers from the persisted state while etcd is down")
+        let status = try node.agent.cli(["status", "--json"]).stdout
+        #expect(status.contains("serving the persisted state"), "status says where the view comes from: \(status)")
+
+        etcd = try startEtcd()
+        var synced = false
+        for _ in 0..<100 where !synced {
+            synced = (try node.agent.cli(["status", "--json"]).stdout).contains("synced from etcd")
+            if !synced { usleep(100_000) }
+        }
+        #expect(synced, "synced once etcd is back: \(node.agent.log(tail: 20))")
+        #expect(try resolve() == "10.96.41.17")
     }
 
     /// Several agents sharing their state through one real etcd (Debian's etcd-server),

@@ -28,9 +28,31 @@ import Testing
                   "lib/systemd/system/nodenet.service", "etc/iproute2/rt_protos.d/nodenet.conf"] {
             #expect(fm.fileExists(atPath: "\(stage)/\(f)"), "missing /\(f)")
         }
-        #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/opt/cni/bin/nodenet") == "/usr/bin/nodenet-cni")
+        // Upstream runtimes read /opt/cni/bin, Debian's containerd and podman /usr/lib/cni.
+        for dir in ["opt/cni/bin", "usr/lib/cni"] {
+            #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/\(dir)/nodenet") == "/usr/bin/nodenet-cni")
+        }
         #expect(fm.isExecutableFile(atPath: "\(stage)/usr/bin/nodenet"))
         #expect(fm.isExecutableFile(atPath: "\(stage)/usr/bin/nodenet-cni"))
+    }
+
+    /// systemd fails a unit (226/NAMESPACE) when a path it must mount is missing at start. A node
+    /// has none of nodenet's paths before the package and no /run/netns before a runtime's first
+    /// pod: every path the unit lists must be optional ("-") or made by the unit itself.
+    @Test func unitNeedsNoPathThatMayBeMissingAtStart() throws {
+        let unit = try String(contentsOfFile: "packaging/nodenet.service", encoding: .utf8)
+        let lines = unit.split(separator: "\n").map(String.init)
+        func values(_ key: String) -> [String] {
+            lines.filter { $0.hasPrefix(key + "=") }.flatMap { $0.dropFirst(key.count + 1).split(separator: " ").map(String.init) }
+        }
+        let made = values("StateDirectory").map { "/var/lib/" + $0 } + values("RuntimeDirectory").map { "/run/" + $0 }
+        #expect(made.contains("/var/lib/nodenet") && made.contains("/run/nodenet"))
+        for key in ["ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "ExecPaths", "NoExecPaths", "BindPaths", "BindReadOnlyPaths"] {
+            for path in values(key) {
+                let bare = path.hasPrefix("-") ? String(path.dropFirst()) : path
+                #expect(path.hasPrefix("-") || made.contains(bare), "\(key)=\(path) must exist at start: prefix it with '-'")
+            }
+        }
     }
 
     @Test func conflistIsValidJSONNamingThePlugin() throws {

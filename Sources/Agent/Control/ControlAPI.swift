@@ -33,11 +33,8 @@ struct ControlAPI: Sendable {
         let key = "\(request.method.rawValue) \(request.path)"
         if let extra = agent.routes.withLock({ $0[key] }) { return await extra(request) }
         switch key {
-        case "GET /healthz":
-            return ControlReply(body: Array("ok\n".utf8), contentType: "text/plain")
-        case "GET /readyz":
-            return agent.board.isReady ? ControlReply(body: Array("ready\n".utf8), contentType: "text/plain")
-                : ControlReply(status: .serviceUnavailable, body: Array("waiting for \(agent.board.waitingFor.joined(separator: ","))\n".utf8), contentType: "text/plain")
+        case "GET /healthz", "GET /readyz":
+            return Self.probe(request.path, board: agent.board)!
         case "GET /v1/status":
             return await statusReply()
         case "POST /v1/apply":
@@ -52,6 +49,22 @@ struct ControlAPI: Sendable {
                 return .error(.methodNotAllowed, "\(request.method.rawValue) is not allowed on \(request.path)")
             }
             return .error(.notFound, "no such endpoint: \(request.path)")
+        }
+    }
+
+    /// Liveness (`/healthz`: the agent answers) and readiness (`/readyz`: 503 until every gating
+    /// actor reconciled once, as READY=1), on the control socket and on the metrics listener
+    /// (for HTTP probes and load balancers that cannot reach a unix socket); nil for other paths.
+    static func probe(_ path: String, board: StatusBoard) -> ControlReply? {
+        switch path {
+        case "/healthz":
+            return ControlReply(body: Array("ok\n".utf8), contentType: "text/plain")
+        case "/readyz":
+            return board.isReady ? ControlReply(body: Array("ready\n".utf8), contentType: "text/plain")
+                : ControlReply(status: .serviceUnavailable, body: Array("waiting for \(board.waitingFor.joined(separator: ","))\n".utf8),
+                               contentType: "text/plain")
+        default:
+            return nil
         }
     }
 

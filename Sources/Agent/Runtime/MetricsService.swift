@@ -15,8 +15,9 @@ public enum AgentMetrics {
     }
 }
 
-/// Serves `/metrics` on `metrics.listen`. Store gauges are refreshed on each scrape so they
-/// are never stale and cost nothing between scrapes.
+/// Serves `/metrics` on `metrics.listen`, and `/healthz` and `/readyz` as the control socket
+/// does (HTTP probes cannot reach a unix socket). Store gauges are refreshed on each scrape so
+/// they are never stale and cost nothing between scrapes.
 struct MetricsService: AgentActor {
     let agent: NodeAgent
 
@@ -25,8 +26,10 @@ struct MetricsService: AgentActor {
         guard let (host, port) = ConfigLoader.parseHostPort(listen) else { try? await gracefulShutdown(); return }
         agent.board.register("metrics", gatesReadiness: false)
         let store = agent.store
+        let board = agent.board
         let server = ControlServer(socketPath: "", group: agent.group, logger: agent.logger) { request in
-            guard request.path == "/metrics" else { return .error(.notFound, "try /metrics") }
+            if let probe = ControlAPI.probe(request.path, board: board) { return probe }
+            guard request.path == "/metrics" else { return .error(.notFound, "try /metrics, /healthz or /readyz") }
             let snapshot = await store.snapshot()
             for kind in ObjectKind.allCases {
                 Gauge(label: "nodenet_store_objects", dimensions: [("kind", kind.rawValue)]).record(snapshot.count(of: kind))

@@ -24,6 +24,8 @@ public final class NodeAgent: Sendable {
     public let overrides: [String: String]
     public let store: ClusterStore
     public let database: StateDatabase
+    /// The stored objects are a full sync of the configured remote source from an earlier run.
+    let servesPersistedSync: Bool
     public let board = StatusBoard()
     public let logger: Logger
     public let notifier = SystemdNotifier()
@@ -69,6 +71,7 @@ public final class NodeAgent: Sendable {
             logger.warning("stored object skipped: does not decode", metadata: ["object": "\(key)", "reason": "\(why)"])
         }
         store = ClusterStore(snapshot, persistence: database)
+        servesPersistedSync = config.source != .embedded && database.syncedSource() == config.source.rawValue
         resolvedNodeIP = Mutex(config.nodeIP ?? DefaultInterface.nodeIP())
         group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, ProcessInfo.processInfo.activeProcessorCount))
         logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)"])
@@ -90,8 +93,22 @@ public final class NodeAgent: Sendable {
     /// is left in place: pods keep working while the agent restarts.
     public func run(actors extra: [any AgentActor] = []) async throws {
         let config = self.config
-        if config.source == .embedded { await store.markSynced() }
+        // The stored objects are a complete view when the source delivered a full sync into them
+        // before: serve it at once (DNS, rules, readiness) while the source reconnects, rather
+        // than answering SERVFAIL and never getting ready while etcd or the API server is down.
+        if config.source == .embedded || servesPersistedSync { await store.markSynced() }
         await refreshPodSubnets()
+
+        // Every gating actor is on the board before any of them runs: each registers itself when
+        // it starts, and the first to reconcile could otherwise empty the readiness gate before
+        // slower ones registered (READY=1 and /readyz while the source had not synced). The names
+        // are those the services below register, in the same order (the status table's order).
+        var gating = ["control"]
+        if config.source != .embedded { gating.append("source") }
+        if config.source != .kubernetes { gating.append("endpoints") }
+        gating += ["subnet", "pods", "routes", "services"]
+        if config.dns.enabled { gating.append("dns") }
+        for name in gating { board.register(name) }
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         services.append(.init(service: ControlService(agent: self)))

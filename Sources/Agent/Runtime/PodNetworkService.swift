@@ -9,6 +9,8 @@ import ServiceLifecycle
 /// Hosts PodNetwork: the node bridge, CNI requests from the shim (`POST /v1/cni`), and the
 /// start-up repair of attachments (queued DELs, pods whose namespace is gone).
 struct PodNetworkService: AgentActor {
+    /// The node bridge pods attach to (NodeReset removes it by this name).
+    static let bridgeName = "nodenet0"
     let agent: NodeAgent
 
     func run() async throws {
@@ -37,7 +39,7 @@ struct PodNetworkService: AgentActor {
         }
         let pods = PodNetwork(
             configuration: PodNetworkConfiguration(
-                bridgeName: "nodenet0", mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
+                bridgeName: Self.bridgeName, mtu: Self.podMTU(host: host, nodeIP: agent.nodeIP, routing: config.routing),
                 dnsServers: config.dns.enabled ? config.dns.podNameservers.map(\.description) : [],
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
             store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)

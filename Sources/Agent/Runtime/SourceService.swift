@@ -57,14 +57,27 @@ struct SourceService: AgentActor {
             waitSync = { await source.waitForFirstSync(timeout: $0) }
         }
         let started = ContinuousClock.now
+        let kind = config.source.rawValue
         Task {
-            let synced = await waitSync(Self.firstSyncTimeout)
+            // With a full sync stored from an earlier run the node serves it at once: the source
+            // does not hold readiness back while it reconnects.
+            let persisted = agent.servesPersistedSync
+            if persisted {
+                agent.board.reconciled(name, seconds: 0, state: .pending,
+                                       message: "serving the persisted state of an earlier sync; connecting to \(kind)")
+            }
+            let synced = await waitSync(persisted ? .seconds(86400 * 365) : Self.firstSyncTimeout)
             agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds, state: synced ? .inSync : .pending,
-                                   message: synced ? "synced from \(config.source.rawValue)"
+                                   message: synced ? "synced from \(kind)"
                                        : "not synced after \(Self.firstSyncTimeout): serving the persisted state, retrying")
             if !synced {
                 _ = await waitSync(.seconds(86400 * 365))
-                agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds, message: "synced from \(config.source.rawValue)")
+                agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds, message: "synced from \(kind)")
+            }
+            do {
+                try await agent.database.recordSyncedSource(kind)
+            } catch {
+                agent.logger.warning("cannot record the source's sync in the state database", metadata: ["error": "\(error)"])
             }
         }
         try await cancelWhenGracefulShutdown { try await runSource() }

@@ -53,9 +53,33 @@ public final class StateDatabase: StorePersistence {
                     t.primaryKey(["kind", "namespace", "name"])
                 }
             }
+            // Small facts about the state as a whole (which source last delivered a full sync).
+            migrator.registerMigration("meta-v1") { db in
+                try db.create(table: "meta") { t in
+                    t.column("key", .text).notNull().primaryKey()
+                    t.column("value", .text).notNull()
+                }
+            }
             try migrator.migrate(writer)
         } catch {
             throw PersistenceError("open \(path)", "\(error)")
+        }
+    }
+
+    static let syncedSourceKey = "synced-source"
+
+    /// The source (`etcd`, `kubernetes`) whose full sync the stored objects hold: set once it
+    /// has listed everything, so a later start with that source unreachable can serve the stored
+    /// view as a complete one (DNS answers, the node gets ready) instead of waiting for it.
+    public func syncedSource() -> String? {
+        try? writer.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.syncedSourceKey]) }
+    }
+
+    /// Records that the stored objects are a full sync of `source` (GRDB's writer queue, not
+    /// the caller's thread).
+    public func recordSyncedSource(_ source: String) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", arguments: [Self.syncedSourceKey, source])
         }
     }
 

@@ -81,6 +81,9 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
     var clusterCheck = [NFRule([.lookup([.daddr], set: N.clusterIPs), .reject(.portUnreachable)], comment: "no such port on this ClusterIP")]
     let serviceNets = config.serviceCIDRs(family)
     if !serviceNets.isEmpty {
+        // An address of the node's own in the service range is not a ClusterIP: the cluster DNS
+        // listens on one (10.96.0.10 by default, on its own device), and the node must reach it.
+        clusterCheck.append(NFRule([.fibTypeLocal(.daddr), .verdict(.return)], comment: "node-local address in the service range"))
         clusterCheck.append(NFRule([.matchAny(.daddr, serviceNets.map(NFValue.prefix)), .verdict(.drop)], comment: "unallocated ClusterIP"))
     }
     chain(N.clusterIPsCheck, nil, clusterCheck)
