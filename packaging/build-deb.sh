@@ -15,6 +15,14 @@ if [ -z "$binary" ]; then
   swift build -c release --static-swift-stdlib --product nodenet-cni >&2
   binary="$here/.build/release/nodenet"
 fi
+# The package carries no Swift runtime: a binary that loads it from the build machine's toolchain
+# (built without --static-swift-stdlib) would install and then fail to start on every node.
+for b in "$binary" "$(dirname "$binary")/nodenet-cni"; do
+  if ldd "$b" 2>/dev/null | grep -q 'libswift'; then
+    echo "build-deb.sh: $b loads the Swift runtime from $(ldd "$b" | awk '/libswiftCore/ {print $3}'); build it with: swift build -c release --static-swift-stdlib" >&2
+    exit 1
+  fi
+done
 version=$("$binary" version | awk '{print $2}')
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
@@ -26,12 +34,13 @@ for link in opt/cni/bin/nodenet usr/lib/cni/nodenet; do
 done
 strip --strip-unneeded "$stage/usr/bin/nodenet" "$stage/usr/bin/nodenet-cni"
 mkdir -p "$stage/DEBIAN"
+# procps: /bin/kill, which the unit's ExecReload runs (SIGHUP reloads the configuration).
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: nodenet
 Version: $version
 Architecture: $arch
 Maintainer: nodenet developers <dev@nodenet.invalid>
-Depends: libmnl0, libsystemd0, libsqlite3-0, iproute2
+Depends: libmnl0, libsystemd0, libsqlite3-0, iproute2, procps
 Recommends: nftables, conntrack
 Section: net
 Priority: optional

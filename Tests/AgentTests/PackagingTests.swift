@@ -55,6 +55,17 @@ import Testing
         }
     }
 
+    /// A binary that loads the Swift runtime from the toolchain (the debug build does) would
+    /// install and then fail to start on every node: build-deb.sh refuses it, naming the fix.
+    @Test func debRefusesABinaryThatLoadsTheSwiftRuntime() throws {
+        let ldd = try Shell.run(["ldd", AgentProcess.binary])
+        try #require(ldd.stdout.contains("libswiftCore"), "the test binary is expected to be the dynamically linked debug build")
+        let r = try Shell.run(["packaging/build-deb.sh", "--binary", AgentProcess.binary])
+        #expect(!r.ok)
+        #expect(r.stderr.contains("loads the Swift runtime") && r.stderr.contains("--static-swift-stdlib"), "\(r.stderr)")
+        #expect(r.stdout.isEmpty, "no package path printed")
+    }
+
     @Test func conflistIsValidJSONNamingThePlugin() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: "etc/cni/net.d/10-nodenet.conflist"))
         let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any]
