@@ -23,22 +23,17 @@ public final class BootedContainer: @unchecked Sendable {
 
     /// Starts systemd-nspawn on `root` and waits until the container's systemd finished booting
     /// (`is-system-running`: running or degraded); returns that state. posix_spawn, not
-    /// Foundation's Process (see TestCluster.spawn).
+    /// Foundation's Process (Shell.spawn).
     @discardableResult
     public func boot(timeout: Double = 120) throws -> String {
         precondition(nspawn == 0, "already booted")
         let argv = [try Shell.which("systemd-nspawn"), "-q", "-b", "-D", root, "--private-network", "--register=no", "--keep-unit"]
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var cargs = argv.map { strdup($0) } + [nil]
-        defer { cargs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, environ)
-        guard rc == 0 else { throw failure("posix_spawn systemd-nspawn", "errno \(rc)") }
+        let pid: pid_t
+        do {
+            pid = try Shell.spawn(argv, log: logPath)
+        } catch {
+            throw failure("posix_spawn systemd-nspawn", "\(error)")
+        }
         nspawn = pid
         leader = 0
         let deadline = Date().addingTimeInterval(timeout)

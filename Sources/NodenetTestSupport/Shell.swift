@@ -49,19 +49,39 @@ public enum Shell {
         return Result(status: p.terminationStatus, stdout: outData.string, stderr: errData.string)
     }
 
-    /// Starts `argv` (an absolute path first) in the background with its standard streams on
-    /// /dev/null and returns its pid; the caller stops it. posix_spawn, not Process: Foundation's
-    /// Process stalls later Process calls while a long-lived child it started still runs.
-    public static func spawn(_ argv: [String]) throws -> pid_t {
+    /// Starts `argv` (an absolute path first) in the background and returns its pid; the caller
+    /// stops and reaps it. Standard input is /dev/null, output and errors go to `log` (appended)
+    /// or /dev/null; `environment` replaces the test's when given. posix_spawn, not Process:
+    /// Foundation's Process stalls later Process calls while a long-lived child it started
+    /// still runs. The child gets a clean signal mask and default handlers: the test process
+    /// blocks some signals, and a child inheriting that would ignore SIGTERM or miss SIGCHLD.
+    public static func spawn(_ argv: [String], log: String? = nil, environment: [String: String]? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t(), defaults = sigset_t()
+        sigemptyset(&empty)
+        sigemptyset(&defaults)
+        for s in [SIGTERM, SIGINT, SIGCHLD, SIGPIPE, SIGHUP] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
+        var cenv = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { cenv?.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cargs, environ)
-        guard rc == 0 else { throw Failure(command: argv.joined(separator: " "), result: .init(status: rc, stdout: "", stderr: "posix_spawn failed")) }
+        let rc = cenv == nil ? posix_spawn(&pid, argv[0], &actions, &attr, &cargs, environ)
+                             : posix_spawn(&pid, argv[0], &actions, &attr, &cargs, &cenv!)
+        guard rc == 0 else {
+            throw Failure(command: argv.joined(separator: " "), result: .init(status: rc, stdout: "", stderr: "posix_spawn: \(String(cString: strerror(rc)))"))
+        }
         return pid
     }
 

@@ -224,34 +224,14 @@ final class ContainerdNode: @unchecked Sendable {
 
     // MARK: Processes and clean-up
 
-    /// posix_spawn (Foundation's Process stalls later calls while a long-lived child runs),
-    /// with a clean signal mask and default handlers: the test process blocks some signals,
-    /// and a child inheriting that would ignore SIGTERM or never see SIGCHLD.
+    /// A background child (Shell.spawn), remembered for clean-up.
     private func spawn(_ argv: [String], log: String, environment: [String: String]? = nil) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(), defaults = sigset_t()
-        sigemptyset(&empty)
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGCHLD, SIGPIPE, SIGHUP] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var cargs = argv.map { strdup($0) } + [nil]
-        defer { cargs.forEach { free($0) } }
-        var child: pid_t = 0
-        var cenv = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
-        defer { cenv?.forEach { free($0) } }
-        let rc = cenv == nil ? posix_spawn(&child, argv[0], &actions, &attr, &cargs, environ)
-                             : posix_spawn(&child, argv[0], &actions, &attr, &cargs, &cenv!)
-        guard rc == 0 else { throw ContainerdFailure("posix_spawn \(argv.joined(separator: " ")): \(String(cString: strerror(rc)))") }
+        let child: pid_t
+        do {
+            child = try Shell.spawn(argv, log: log, environment: environment)
+        } catch {
+            throw ContainerdFailure("\(error)")
+        }
         children.append(child)
         return child
     }
