@@ -146,7 +146,7 @@ let package = Package(
         // Composition: configuration, lifecycle, control API, status, metrics, systemd.
         .target(name: "Agent", dependencies: [
             "IPAddressing", "ClusterState", "ClusterSources", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
-            "Netlink", "CSystemd", "CShims",
+            "Netlink", "CSystemd", "CShims", "ControlClient",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

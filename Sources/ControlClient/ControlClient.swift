@@ -144,7 +144,9 @@ public struct ControlClient: Sendable {
         return nil
     }
 
-    static func headEnd(_ bytes: [UInt8]) -> Int? {
+    /// Where the HTTP head ends (the index of its blank line's CR LF CR LF), for replies here and
+    /// for requests on the agent's CNI socket.
+    public static func headEnd(_ bytes: [UInt8]) -> Int? {
         guard bytes.count >= 4 else { return nil }
         for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
             return i

@@ -1,4 +1,5 @@
 import CShims
+import ControlClient
 import Foundation
 import Logging
 import Synchronization
@@ -183,7 +184,7 @@ struct HTTPRequestReader {
     mutating func append(_ chunk: ArraySlice<UInt8>) {
         bytes += chunk
         guard head == nil else { return }
-        guard let end = Self.headEnd(bytes) else {
+        guard let end = ControlClient.headEnd(bytes) else {
             if bytes.count > 16384 { problem = "request head over 16 KiB" }
             return
         }
@@ -201,13 +202,5 @@ struct HTTPRequestReader {
         let target = first[1]
         head = Head(method: String(first[0]), path: String(target.split(separator: "?", maxSplits: 1).first ?? target), contentLength: length)
         bodyStart = end + 4
-    }
-
-    static func headEnd(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 4 else { return nil }
-        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
-            return i
-        }
-        return nil
     }
 }
