@@ -134,7 +134,7 @@ struct TrafficTests {
 
         /// The proxy actor programming the node namespace, after its first sync.
         func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
-            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: IPPrefixValue.pods,
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11"), ip("fd00:1::11")], clusterCIDRs: IPPrefixValue.pods,
                                             coalesceDelay: .milliseconds(5))
             let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(kind, in: node), logger: Logger(label: "test"))
             let task = Task { await actor.run() }

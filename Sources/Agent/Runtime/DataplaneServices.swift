@@ -66,9 +66,17 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
+        // NodePorts answer on the node's primary address of each family (kube-proxy's
+        // `--nodeport-addresses primary`, its default since 1.29): the configured or discovered
+        // node IP, and the Node object's InternalIP of the other family.
+        var nodeAddresses = agent.nodeIP.map { [$0] } ?? []
+        for ip in await agent.store.snapshot().nodes[config.nodeName]?.internalIPs ?? []
+        where !nodeAddresses.contains(where: { $0.family == ip.family }) {
+            nodeAddresses.append(ip)
+        }
         let proxy = ServiceProxyActor(
             store: agent.store,
-            configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: agent.nodeIP.map { [$0] } ?? [],
+            configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: nodeAddresses,
                                               nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
                                               serviceCIDRs: config.serviceCIDRs),
             backend: backend, logger: agent.logger)

@@ -48,6 +48,9 @@ public struct NftCommandBackend: RulesetBackend {
         return model.tables.isEmpty ? nil : model
     }
 
+    /// nft 1.0.6 cannot add a rule using a `typeof` map already in the kernel.
+    public var recreatesTypeofMaps: Bool { true }
+
     @discardableResult
     public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {
         var deleted = 0

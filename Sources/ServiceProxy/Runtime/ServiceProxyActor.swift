@@ -39,7 +39,7 @@ public actor ServiceProxyActor {
         var s = current
         let model = planner.desired.model
         s.services = model.contributions.count
-        s.endpoints = model.tables.values.reduce(0) { n, t in n + t.chains.keys.filter { $0.hasPrefix("endpoint-") }.count }
+        s.endpoints = planner.desired.endpointCount
         s.chains = model.chainCount
         s.rules = model.ruleCount
         s.sets = model.setCount
@@ -106,7 +106,7 @@ public actor ServiceProxyActor {
             }
         }
         let snapshot = await store.snapshot()
-        let plan = planner.plan(snapshot: snapshot, applied: kernel)
+        let plan = planner.plan(snapshot: snapshot, applied: kernel, recreatingTypeofMaps: backend.recreatesTypeofMaps)
         let size = plan.operations.reduce(0) { $0 + $1.weight }
         do {
             try await backend.apply(plan.operations)
