@@ -104,6 +104,14 @@ func netlinkBackend(in ns: TestNamespace, additionBatchLimit: Int = 10_000) thro
     /// After a restart the planner rewrites every chain (rules unknown); chains whose kernel
     /// rules carry the same digests are left alone: same rule handles, nothing rewritten. A
     /// chain changed behind our back is still rewritten.
+    /// The start-up probe of every kernel feature the shape uses passes here and leaves nothing.
+    @Test func kernelFeatureProbeLeavesNothing() async throws {
+        let ns = try TestNamespace("nlbe")
+        defer { ns.delete() }
+        try await netlinkBackend(in: ns).checkKernelFeatures()
+        #expect(try ns.check(["nft", "list", "ruleset"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
     @Test func restartLeavesUnchangedChainsAlone() async throws {
         let ns = try TestNamespace("nlbe")
         defer { ns.delete() }

@@ -108,6 +108,44 @@ public final class NetlinkRulesetBackend: RulesetBackend {
 
     struct ChainKey: Hashable { var family: TableFamily; var chain: String }
 
+    /// Every kernel feature the shape uses, tried in one transaction on a throwaway table that
+    /// the same transaction deletes again (nothing stays): the first refused message names the
+    /// missing feature, so an old kernel is an error at start, not a half-programmed table.
+    public func checkKernelFeatures() async throws(BackendError) {
+        let probe = NetlinkRuleEncoder(tableName: tableName + "-probe")
+        for family in TableFamily.allCases {
+            let types = TupleTypes(family: family)
+            let tuple = types.tupleFields
+            let features: [(String, [RulesetOperation])] = [
+                ("nf_tables tables and chains", [.addTable(family), .addChain(family, name: "c", base: nil)]),
+                ("concatenated set keys", [.addSet(family, SetSpec("t", key: types.tuple))]),
+                ("data maps with a concatenated key and data (typeof)", [.addSet(family, types.backendsSpec("b"))]),
+                ("concatenated ranges (kernel 5.6)", [.addSet(family, SetSpec("r", key: [types.address, .inetService, types.address], interval: true))]),
+                ("dynamic maps with timeouts", [.addSet(family, SetSpec("a", key: [types.address] + types.tuple, data: types.endpoint, timeout: 60))]),
+                ("numgen in a map key and DNAT from map data", [.addRule(family, chain: "c", NFRule([.lookup(tuple, set: "t"), .dnatMap(tuple + [.numgen(2)], map: "b")]))]),
+                ("ct original tuples and dynset updates with data", [.addRule(family, chain: "c", NFRule([
+                    .ctStatusDNAT, .protocolPort(.tcp), .recordDestination(map: "a", key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalDport], timeout: 60, proto: .tcp),
+                ]))]),
+                ("inverted lookups in concatenated ranges", [.addRule(family, chain: "c", NFRule([.lookup([.daddr, .dport, .saddr], set: "r", negated: true), .verdict(.drop)]))]),
+                ("", [.deleteTable(family)]),
+            ]
+            let ops = features.flatMap(\.1)
+            var owner: [Int] = []
+            for (i, f) in features.enumerated() { owner += repeatElement(i, count: f.1.count) }
+            let (requests, origin) = probe.requests(ops, anonymousTag: "probe")
+            let result: BatchResult
+            do {
+                result = try session.nftablesTransaction(requests)
+            } catch {
+                throw BackendError(operation: "kernel feature check", message: "\(error)")
+            }
+            guard let index = result.failures.keys.min(), let e = result.failures[index] else { continue }
+            let feature = features[owner[origin[index]]].0
+            throw BackendError(operation: "kernel feature check (\(family.rawValue))",
+                               message: "the kernel lacks \(feature.isEmpty ? "table deletion" : feature), which the service rules need: \(e)")
+        }
+    }
+
     /// Turns each `purgeAffinity` into the deletes it means: the learned entries are read from
     /// the kernel (one dump of the map) and those pointing at an endpoint their tuple no longer
     /// has are deleted in the same transaction as the rest.

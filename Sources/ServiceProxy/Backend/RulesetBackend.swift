@@ -12,10 +12,13 @@ public protocol RulesetBackend: Sendable {
     /// True when rules using a `typeof` map can only be written together with the map's
     /// declaration (the `nft -f` backend; see `RulesetDiff.operations(recreatingTypeofMaps:)`).
     var recreatesTypeofMaps: Bool { get }
+    /// Fails, naming the feature, when the kernel lacks something the ruleset shape needs.
+    func checkKernelFeatures() async throws(BackendError)
 }
 
 extension RulesetBackend {
     public var recreatesTypeofMaps: Bool { false }
+    public func checkKernelFeatures() async throws(BackendError) {}
 }
 
 public struct BackendError: Error, CustomStringConvertible, Sendable {

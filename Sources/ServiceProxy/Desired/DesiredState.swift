@@ -32,7 +32,24 @@ public struct DesiredState: Sendable {
     private var clusterCountUse: [TableFamily: [Int: Int]] = [:]
     private var localCountUse: [TableFamily: [Int: Int]] = [:]
     private var timeoutUse: [TableFamily: [Int: Int]] = [:]
-    private var fragments: [NamespacedName: [TableFamily: ServiceFragment]] = [:]
+    /// What each service counts for (its elements are in the model and its contribution).
+    private var counted: [NamespacedName: [TableFamily: CountedParts]] = [:]
+
+    struct CountedParts: Sendable {
+        var hairpin: Set<ElementKey>
+        var clusterCounts: Set<Int>
+        var localCounts: Set<Int>
+        var timeouts: Set<Int>
+        var endpoints: Int
+
+        init(_ f: ServiceFragment) {
+            hairpin = f.hairpin
+            clusterCounts = f.clusterCounts
+            localCounts = f.localCounts
+            timeouts = f.timeouts
+            endpoints = f.elements[SharedName.backends]?.count ?? 0
+        }
+    }
     /// Families whose counted chains must be rewritten (a count or timeout came or went).
     private var countsChanged: Set<TableFamily> = []
 
@@ -111,7 +128,7 @@ public struct DesiredState: Sendable {
     private mutating func remove(service id: NamespacedName) {
         serviceProblems[id] = nil
         conflicted.remove(id)
-        if let byFamily = fragments.removeValue(forKey: id) {
+        if let byFamily = counted.removeValue(forKey: id) {
             for (family, f) in byFamily { release(f, family: family) }
         }
         guard let byFamily = model.contributions.removeValue(forKey: id) else { return }
@@ -129,7 +146,7 @@ public struct DesiredState: Sendable {
     }
 
     /// Drops one service's counts (hairpin pairs, endpoint counts, timeouts).
-    private mutating func release(_ f: ServiceFragment, family: TableFamily) {
+    private mutating func release(_ f: CountedParts, family: TableFamily) {
         for k in f.hairpin { Self.decrement(&hairpinUse[family, default: [:]], k) }
         for n in f.clusterCounts where Self.decrement(&clusterCountUse[family, default: [:]], n) && n > CountRules.cluster {
             countsChanged.insert(family)
@@ -138,7 +155,7 @@ public struct DesiredState: Sendable {
             countsChanged.insert(family)
         }
         for t in f.timeouts where Self.decrement(&timeoutUse[family, default: [:]], t) { countsChanged.insert(family) }
-        endpointCount -= f.elements[SharedName.backends]?.count ?? 0
+        endpointCount -= f.endpoints
     }
 
     /// Returns true when the count reached zero (the key is gone).
@@ -190,7 +207,7 @@ public struct DesiredState: Sendable {
         for t in f.timeouts where Self.increment(&timeoutUse[family, default: [:]], t) { countsChanged.insert(family) }
         endpointCount += f.elements[SharedName.backends]?.count ?? 0
         model.tables[family] = table
-        fragments[id, default: [:]][family] = f
+        counted[id, default: [:]][family] = CountedParts(f)
         if !c.isEmpty { model.contributions[id, default: [:]][family] = c }
     }
 }

@@ -9,6 +9,8 @@ public struct ServiceProxyPlanner: Sendable {
     public private(set) var dirtyServices: Set<NamespacedName> = []
     public private(set) var dirtySlices: Set<NamespacedName> = []
     public private(set) var needsFullSync = true
+    /// When the oldest change not yet planned arrived (network programming latency).
+    public private(set) var oldestPendingChange: ContinuousClock.Instant?
     /// False until the first plan: what steered the kernel's flows before this process is
     /// unknown, so there is no old state to diff against. Every full plan (the first one, after
     /// a failure, periodically) compares flows with the present instead: it deletes UDP flows
@@ -40,6 +42,10 @@ public struct ServiceProxyPlanner: Sendable {
         case .synced:
             break
         case .changed(_, let changes):
+            let before = dirtyServices.count + dirtySlices.count
+            defer {
+                if oldestPendingChange == nil, dirtyServices.count + dirtySlices.count > before { oldestPendingChange = .now }
+            }
             for c in changes {
                 switch c.key.kind {
                 case .service:
@@ -66,6 +72,7 @@ public struct ServiceProxyPlanner: Sendable {
     public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?, recreatingTypeofMaps: Bool = false) -> Plan {
         defer {
             hasPlanned = true
+            oldestPendingChange = nil
             dirtyServices = []
             dirtySlices = []
             needsFullSync = false
