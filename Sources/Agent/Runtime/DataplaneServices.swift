@@ -83,7 +83,11 @@ struct ServiceProxyService: AgentActor {
         agent.statusDetails(name) {
             let s = await proxy.status()
             var d = ["services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
-                     "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-"]
+                     "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-",
+                     "syncs": "\(s.syncs)",
+                     // Store event to kernel of the last sync an event asked for (kube-proxy's
+                     // network programming latency).
+                     "programming": s.lastProgrammingSeconds.map { String(format: "%.3f ms", $0 * 1000) } ?? "-"]
             for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
             return d
         }

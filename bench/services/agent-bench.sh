@@ -1,0 +1,157 @@
+#!/bin/bash
+# Service benchmarks against the release `nodenet agent`, as users run it: the agent in a node
+# namespace on the embedded store, the cluster applied with `nodenet apply`, and in the same run
+# the reference (kube-proxy's nftables shape loaded by `nft -f`, ../shared/bench) on the same
+# topology. As root; never touches the root namespace.
+#
+#  full:    S services x E endpoints applied (JSON) until the last service answers a TCP connect
+#           from a client namespace, vs nft-reference.sh S E (full_s).
+#  change:  CHANGES EndpointSlice changes (one service's endpoints replaced, `nodenet apply`),
+#           each: store event to kernel committed, as the agent measures it (status "programming").
+#  first:   connect latency to a ClusterIP (median of CONNECTS new flows) with S services loaded.
+#  rss:     the agent's VmRSS after the load and at the end, VmHWM (peak).
+#  pps:     new TCP connections per second through a ClusterIP (PARALLEL client processes, SECONDS
+#           each) through nodenet's rules, then through the reference ruleset, same topology.
+# usage: bench/services/agent-bench.sh [SERVICES] [ENDPOINTS] [CHANGES] [CONNECTS] [SECONDS] [PARALLEL]
+set -euo pipefail
+S=${1:-10000}; E=${2:-5}; CHANGES=${3:-100}; CONNECTS=${4:-2000}; SECONDS_PPS=${5:-5}; PARALLEL=${6:-4}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${NODENET:-$ROOT/.build/release/nodenet}
+[ -x "$BIN" ] || { echo "no release binary at $BIN (swift build -c release --product nodenet)" >&2; exit 1; }
+P=ab$$; T=$(mktemp -d)
+cleanup() {
+  [ -f "$T/agent.pid" ] && kill "$(cat "$T/agent.pid")" 2>/dev/null && sleep 0.5 || true
+  for n in $(ip netns list | awk '{print $1}' | grep "^$P" || true); do ip netns pids "$n" | xargs -r kill 2>/dev/null || true; ip netns del "$n"; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+vip() { python3 -c "n=$1; print(f'10.96.{n // 256}.{n % 256}' if n < 65536 else f'10.97.{(n-65536) // 256}.{n % 256}')"; }
+ep() { python3 -c "n=$1; print(f'10.{128 + n // 65536}.{(n // 256) % 256}.{n % 256}')"; }
+
+# node N: client C behind c0 (a pod address), server V behind s0 holding the endpoints of the
+# first and the last service (the addressing of ../shared/bench/gen-kube-proxy-ruleset.py).
+topology() {
+  local N=$1 C=$2 V=$3
+  ip netns add $N; ip netns add $C; ip netns add $V
+  for x in $N $C $V; do ip -n $x link set lo up; done
+  ip link add c0 netns $N type veth peer name eth0 netns $C
+  ip link add s0 netns $N type veth peer name eth0 netns $V
+  ip -n $N addr add 10.244.200.1/24 dev c0; ip -n $N link set c0 up
+  ip -n $N addr add 10.127.255.254/32 dev s0; ip -n $N link set s0 up; ip -n $N route add 10.128.0.0/12 dev s0
+  ip -n $C addr add 10.244.200.2/24 dev eth0; ip -n $C link set eth0 up; ip -n $C route add default via 10.244.200.1
+  ip -n $V link set eth0 up; ip -n $V route add 10.127.255.254 dev eth0; ip -n $V route add default via 10.127.255.254
+  for s in 0 $((S - 1)); do for k in $(seq 0 $((E - 1))); do ip -n $V addr add "$(ep $((s * E + k)))/32" dev eth0; done; done
+  ip netns exec $N sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec $V python3 -c '
+import socket, os
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8080)); s.listen(4096)
+for _ in range(3): 
+    if os.fork() == 0: break
+while True:
+    c, _ = s.accept(); c.close()' &
+}
+
+connects() {  # C VIP N: median and p90 of N connect() calls, microseconds
+  ip netns exec $1 timeout 300 python3 -c '
+import socket, time, sys
+vip, n = sys.argv[1], int(sys.argv[2]); out = []
+for i in range(n):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    t = time.perf_counter(); s.connect((vip, 80)); out.append(time.perf_counter() - t); s.close()
+out.sort(); print("median_us=%.1f p90_us=%.1f" % (out[n // 2] * 1e6, out[n * 9 // 10] * 1e6))' "$2" "$3"
+}
+
+pps() {  # C VIP: new connections per second, PARALLEL processes for SECONDS_PPS
+  ip netns exec $1 python3 -c '
+import socket, time, sys, os
+vip, secs, par = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+r, w = os.pipe()
+for p in range(par):
+    if os.fork() == 0:
+        n = 0; end = time.time() + secs
+        while time.time() < end:
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            try: s.connect((vip, 80)); n += 1
+            except OSError: pass
+            s.close()
+        os.write(w, b"%d\n" % n); os._exit(0)
+total = 0
+for p in range(par): os.wait()
+os.close(w)
+total = sum(int(x) for x in os.read(r, 1 << 16).split())
+print("connections_per_s=%.0f" % (total / secs))' "$2" "$SECONDS_PPS" "$PARALLEL"
+}
+
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MB  ", $1, $2 / 1024}' /proc/"$(cat "$T/agent.pid")"/status; echo; }
+
+# --- nodenet ---
+topology ${P}n ${P}c ${P}v
+mkdir -p "$T/state" "$T/run"
+nsenter --net=/var/run/netns/${P}n "$BIN" agent --node-name node1 --node-ip 10.127.255.254 --pod-cidrs 10.244.1.0/24 \
+  --state-dir "$T/state" --run-dir "$T/run" --dns-listen 169.254.20.10 --dns-upstreams 127.0.0.1:53 > "$T/agent.log" 2>&1 &
+echo $! > "$T/agent.pid"
+nn() { "$BIN" "$@" --socket "$T/run/nodenet.sock"; }
+for _ in $(seq 200); do nn status --json 2>/dev/null | grep -q '"ready" : true' && break; sleep 0.1; done
+python3 - "$S" "$E" > "$T/cluster.json" <<'PY'
+import json, sys
+S, E = int(sys.argv[1]), int(sys.argv[2])
+def ip(n, a, b): return f"{a}.{b + n // 65536}.{(n // 256) % 256}.{n % 256}"
+items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}]
+for s in range(S):
+    items.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{s}", "namespace": "bench"},
+                  "spec": {"clusterIP": ip(s, 10, 96), "selector": {"app": f"s{s}"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+    items.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                  "metadata": {"name": f"s{s}-x", "namespace": "bench", "labels": {"kubernetes.io/service-name": f"s{s}"}},
+                  "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                  "endpoints": [{"addresses": [ip(s * E + k, 10, 128)], "conditions": {"ready": True}, "nodeName": "node2"} for k in range(E)]})
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+PY
+LAST=$(vip $((S - 1)))
+t0=$(date +%s.%N)
+nn apply -f "$T/cluster.json" > /dev/null
+t1=$(date +%s.%N)
+until ip netns exec ${P}c timeout 1 python3 -c "import socket,sys; socket.create_connection(('$LAST', 80), 0.5).close()" 2>/dev/null; do
+  awk "BEGIN {exit !($(date +%s.%N) - $t0 > 600)}" && { echo "last service never answered" >&2; exit 1; }
+  sleep 0.01
+done
+t2=$(date +%s.%N)
+printf "nodenet full: apply (store holds %d services) %.2f s; store to last service answering %.2f s; total %.2f s\n" \
+  "$S" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t2 - $t0" | bc)"
+printf "nodenet rss after load: "; rss
+
+# One service's endpoints replaced CHANGES times (alternating two sets), each event to kernel.
+python3 - "$S" "$E" "$T" <<'PY'
+import json, sys
+S, E, T = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def ip(n, a, b): return f"{a}.{b + n // 65536}.{(n // 256) % 256}.{n % 256}"
+s = S // 2
+for v, base in (("a", (S + 1) * E), ("b", s * E)):
+    json.dump({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": f"s{s}-x", "namespace": "bench", "labels": {"kubernetes.io/service-name": f"s{s}"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": [{"addresses": [ip(base + k, 10, 128)], "conditions": {"ready": True}, "nodeName": "node2"} for k in range(E)]},
+              open(f"{T}/change-{v}.json", "w"))
+PY
+syncs() { nn status --json | grep -o '"syncs" *: *"[0-9]*"' | grep -o '[0-9]*' | head -1; }
+prog() { nn status --json | grep -o '"programming" *: *"[0-9.]* ms"' | grep -o '[0-9.]*' | head -1; }
+: > "$T/changes"
+for i in $(seq 1 "$CHANGES"); do
+  before=$(syncs)
+  nn apply -f "$T/change-$([ $((i % 2)) = 1 ] && echo a || echo b).json" > /dev/null
+  for _ in $(seq 500); do [ "$(syncs)" != "$before" ] && break; sleep 0.01; done
+  prog >> "$T/changes"
+done
+sort -n "$T/changes" | awk '{a[NR]=$1} END {printf "nodenet change (%d services, event to kernel, %d changes): p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", '"$S"', NR, a[int(NR*0.5)+1], a[int(NR*0.99)>0?int(NR*0.99):1], a[NR]}'
+printf "nodenet first packet (%d services): " "$S"; connects ${P}c "$(vip 0)" "$CONNECTS"
+printf "nodenet pps (%d services): " "$S"; pps ${P}c "$(vip 0)"
+printf "nodenet rss at the end: "; rss
+kill "$(cat "$T/agent.pid")"; rm -f "$T/agent.pid"
+for n in ${P}n ${P}c ${P}v; do ip netns pids $n | xargs -r kill 2>/dev/null || true; ip netns del $n; done
+
+# --- reference: kube-proxy's nftables shape, loaded with nft -f, same topology ---
+/work/shared/bench/nft-reference.sh "$S" "$E"
+topology ${P}n ${P}c ${P}v
+python3 /work/shared/bench/gen-kube-proxy-ruleset.py "$S" "$E" > "$T/ref.nft"
+ip netns exec ${P}n nft -f "$T/ref.nft"
+printf "reference first packet (%d services): " "$S"; connects ${P}c "$(vip 0)" "$CONNECTS"
+printf "reference pps (%d services): " "$S"; pps ${P}c "$(vip 0)"
