@@ -5,6 +5,7 @@ import Netlink
 import NodeRoutes
 import ServiceLifecycle
 import ServiceProxy
+import Synchronization
 
 /// Routes to the other nodes' pod subnets (host-gw, vxlan, auto) and masquerade for traffic
 /// leaving the cluster. Cancelling leaves every route in place.
@@ -51,6 +52,11 @@ struct NodeRoutesService: AgentActor {
 }
 
 /// Services in nftables: ClusterIP, NodePort, LoadBalancer and external IPs, affinity, policies.
+///
+/// The node's zone (topology-aware routing) is part of the proxy's configuration: when the own
+/// Node's zone label changes (or the Node object first arrives from the source), the proxy actor
+/// is replaced by one with the new zone. The new actor's first sync is a full one against the
+/// kernel (no flush: only the elements the zone changes are rewritten), as after an agent restart.
 struct ServiceProxyService: AgentActor {
     let agent: NodeAgent
 
@@ -66,26 +72,37 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
-        let proxy = ServiceProxyActor(
-            store: agent.store,
-            configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: agent.nodeIP.map { [$0] } ?? [],
-                                              nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
-                                              serviceCIDRs: config.serviceCIDRs),
-            backend: backend, logger: agent.logger)
+        @Sendable func makeProxy(zone: String?) -> ServiceProxyActor {
+            ServiceProxyActor(
+                store: agent.store,
+                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: agent.nodeIP.map { [$0] } ?? [],
+                                                  nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
+                                                  serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
+                backend: backend, logger: agent.logger)
+        }
+        let initialZone = await NodeZoneWatch.zone(of: config.nodeName, in: agent.store)
+        // The running actor, read by the status, rules route and watcher below.
+        final class Current: Sendable {
+            let proxy: Mutex<ServiceProxyActor>
+            init(_ p: ServiceProxyActor) { proxy = Mutex(p) }
+            var value: ServiceProxyActor { proxy.withLock { $0 } }
+        }
+        let current = Current(makeProxy(zone: initialZone))
         agent.statusDetails(name) {
-            let s = await proxy.status()
+            let s = await current.value.status()
             var d = ["services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
                      "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-"]
             for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
             return d
         }
         agent.route("GET /v1/rules") { _ in
-            ControlReply(body: Array(await proxy.rulesText().utf8), contentType: "text/plain")
+            ControlReply(body: Array(await current.value.rulesText().utf8), contentType: "text/plain")
         }
         let watcher = Task {
             var reported = -1
             while !Task.isCancelled {
-                let s = await proxy.status()
+                let s = await current.value.status()
+                agent.proxyHealth.observe(s)
                 if s.syncs + s.failures != reported, s.syncs > 0 || s.failures > 0 {
                     reported = s.syncs + s.failures
                     if s.inSync, s.lastError == nil || s.syncs > 0 {
@@ -101,6 +118,20 @@ struct ServiceProxyService: AgentActor {
             }
         }
         defer { watcher.cancel() }
-        await cancelWhenGracefulShutdown { await proxy.run() }
+        let zones = await NodeZoneWatch.changes(of: config.nodeName, in: agent.store, from: initialZone)
+        await cancelWhenGracefulShutdown {
+            var proxy = current.value
+            var changes = zones.makeAsyncIterator()
+            while true {
+                let running = Task { [proxy] in await proxy.run() }
+                let next = await changes.next()  // nil: cancelled (shutdown)
+                running.cancel()
+                await running.value
+                guard let zone = next, !Task.isCancelled else { return }
+                agent.logger.info("node zone changed: restarting the service proxy", metadata: ["zone": "\(zone ?? "none")"])
+                proxy = makeProxy(zone: zone)
+                current.proxy.withLock { $0 = proxy }
+            }
+        }
     }
 }

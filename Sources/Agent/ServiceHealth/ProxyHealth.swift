@@ -1,0 +1,91 @@
+import Foundation
+import ServiceProxy
+import Synchronization
+
+/// The service proxy's health as kube-proxy's healthz server judges it: healthy once the rules
+/// have been synced and while they keep being synced.
+///
+/// The proxy actor's status has sync counters but no timestamps, so this tracker stamps them:
+/// `observe` is fed the status the agent polls every 200 ms, and notes the time when the
+/// success counter moves (the stamp is at most one poll late) and when failures start.
+/// Healthy means:
+/// - a sync has succeeded, and the last one is at most `fullSyncInterval + grace` old (the
+///   proxy re-syncs at least every `fullSyncInterval`, so an older one means it is stuck);
+/// - and the proxy is not failing for longer than `grace` (a failed sync is retried within a
+///   second; one that keeps failing leaves the kernel behind the store).
+public final class ProxyHealth: Sendable {
+    struct State {
+        var syncs = -1
+        var failures = -1
+        var lastSuccess: Date?
+        var failingSince: Date?
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Notes a status read at `now`. A new actor (the proxy restarts when the node's zone
+    /// changes) starts its counters at 0: only a change of the counter while in sync counts.
+    public func observe(_ status: ServiceProxyStatus, at now: Date = Date()) {
+        state.withLock { s in
+            if status.syncs != s.syncs, status.inSync, status.syncs > 0 {
+                s.lastSuccess = now
+                s.failingSince = nil
+            }
+            if status.failures != s.failures, !status.inSync, status.failures > 0 {
+                s.failingSince = s.failingSince ?? now
+            }
+            s.syncs = status.syncs
+            s.failures = status.failures
+        }
+    }
+
+    public struct Verdict: Sendable, Equatable {
+        public var healthy: Bool
+        public var lastUpdated: Date?
+        public var currentTime: Date
+    }
+
+    public func verdict(now: Date = Date(), fullSyncInterval: Duration, grace: Duration) -> Verdict {
+        let s = state.withLock { $0 }
+        let interval = Double(fullSyncInterval.components.seconds), g = Double(grace.components.seconds)
+        var healthy = false
+        if let last = s.lastSuccess {
+            healthy = now.timeIntervalSince(last) <= interval + g
+            if let failing = s.failingSince, now.timeIntervalSince(failing) > g { healthy = false }
+        }
+        return Verdict(healthy: healthy, lastUpdated: s.lastSuccess, currentTime: now)
+    }
+}
+
+/// The JSON bodies of the health endpoints, in kube-proxy's shapes.
+enum HealthBodies {
+    /// `/healthz` and `/livez`: `{"lastUpdated": ..., "currentTime": ...}`, RFC 3339 UTC with
+    /// milliseconds; lastUpdated is "" before the first sync (kube-proxy prints Go's zero time).
+    static func proxy(_ v: ProxyHealth.Verdict) -> [UInt8] {
+        let last = v.lastUpdated.map(timestamp) ?? ""
+        return Array(#"{"lastUpdated": "\#(last)","currentTime": "\#(timestamp(v.currentTime))"}"#.utf8) + [10]
+    }
+
+    /// A health check node port: the service, its local endpoint count and the proxy's health.
+    static func service(_ t: HealthCheckTarget, proxyHealthy: Bool) -> [UInt8] {
+        struct Body: Encodable {
+            struct Name: Encodable { var namespace: String; var name: String }
+            var service: Name
+            var localEndpoints: Int
+            var serviceProxyHealthy: Bool
+        }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let body = Body(service: .init(namespace: t.service.namespace, name: t.service.name), localEndpoints: t.localEndpoints,
+                        serviceProxyHealthy: proxyHealthy)
+        return ((try? e.encode(body)).map(Array.init) ?? []) + [10]
+    }
+
+    static func timestamp(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: d)
+    }
+}
