@@ -118,6 +118,36 @@ struct HealthEndToEndTests {
         #expect(try get(cluster, "http://192.168.1.11:10256/other").code == "404")
     }
 
+    /// The node's zone label reaches the service proxy, and a change of it too (the proxy is
+    /// replaced by one with the new zone, and keeps serving).
+    @Test func nodeZoneReachesTheProxy() throws {
+        let cluster = try TestCluster(nodes: 1)
+        defer { cluster.close() }
+        try cluster.startAgents()
+        let agent = cluster.nodes[0].agent
+        func zone() throws -> String? {
+            let r = try agent.cli(["status", "--json"])
+            let doc = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any]
+            return ((doc?["details"] as? [String: Any])?["services"] as? [String: String])?["zone"]
+        }
+        func zoneBecomes(_ want: String) throws -> String? {
+            var z = try zone()
+            let deadline = Date().addingTimeInterval(10)
+            while z != want, Date() < deadline { usleep(50_000); z = try zone() }
+            return z
+        }
+        #expect(try zoneBecomes("none") == "none")
+        try #require(try agent.apply(Self.node).ok)
+        #expect(try zoneBecomes("eu-west-1a") == "eu-west-1a")
+        try #require(try agent.apply(Self.node.replacingOccurrences(of: "eu-west-1a", with: "eu-west-1b")).ok)
+        #expect(try zoneBecomes("eu-west-1b") == "eu-west-1b")
+        // The replaced proxy serves: the service's ClusterIP rules are in the kernel, and
+        // /healthz is healthy again after the new actor's first sync.
+        #expect(try until("200", cluster, "http://192.168.1.11:10256/healthz").code == "200")
+        let rules = try cluster.nodes[0].ns.run(["nft", "list", "table", "ip", "nodenet"]).stdout
+        #expect(rules.contains("10.96.41.17"), "\(rules)")
+    }
+
     /// `proxyHealth.listen` moves or disables the endpoint.
     @Test func proxyHealthListenIsConfigurable() throws {
         let cluster = try TestCluster(nodes: 1) { _ in ["--proxy-health-listen", "127.0.0.1:10266"] }

@@ -80,7 +80,7 @@ struct ServiceProxyService: AgentActor {
                                                   serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
                 backend: backend, logger: agent.logger)
         }
-        let initialZone = await NodeZoneWatch.zone(of: config.nodeName, in: agent.store)
+        let (initialZone, zones) = await NodeZoneWatch.follow(config.nodeName, in: agent.store)
         // The running actor, read by the status, rules route and watcher below.
         final class Current: Sendable {
             let proxy: Mutex<ServiceProxyActor>
@@ -89,8 +89,9 @@ struct ServiceProxyService: AgentActor {
         }
         let current = Current(makeProxy(zone: initialZone))
         agent.statusDetails(name) {
-            let s = await current.value.status()
-            var d = ["services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
+            let proxy = current.value
+            let s = await proxy.status()
+            var d = ["zone": await proxy.configuration.nodeZone ?? "none", "services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
                      "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-"]
             for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
             return d
@@ -118,7 +119,6 @@ struct ServiceProxyService: AgentActor {
             }
         }
         defer { watcher.cancel() }
-        let zones = await NodeZoneWatch.changes(of: config.nodeName, in: agent.store, from: initialZone)
         await cancelWhenGracefulShutdown {
             var proxy = current.value
             var changes = zones.makeAsyncIterator()

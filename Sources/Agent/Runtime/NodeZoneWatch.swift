@@ -3,17 +3,14 @@ import ClusterState
 /// This node's zone (its Node object's `topology.kubernetes.io/zone` label), followed through
 /// store events. Only events that touch the node's own Node object (or a resync) read it again.
 enum NodeZoneWatch {
-    /// The zone now.
-    static func zone(of nodeName: String, in store: ClusterStore) async -> String? {
-        await store.snapshot().nodes[nodeName]?.zone
-    }
-
-    /// Yields the zone each time it differs from `current` (and the last one yielded). Ends
-    /// when the task iterating it is cancelled.
-    static func changes(of nodeName: String, in store: ClusterStore, from current: String?) async -> AsyncStream<String?> {
+    /// The zone now, and a stream that yields it each time it changes after that (subscribed
+    /// before the first read, so no change falls between). The stream ends when the task
+    /// iterating it is cancelled.
+    static func follow(_ nodeName: String, in store: ClusterStore) async -> (current: String?, changes: AsyncStream<String?>) {
         let events = await store.subscribe()
+        let current = await store.snapshot().nodes[nodeName]?.zone
         let key = ObjectKey(.node, name: nodeName)
-        return AsyncStream { continuation in
+        let changes = AsyncStream<String?> { continuation in
             let task = Task {
                 var last = current
                 for await event in events {
@@ -22,7 +19,7 @@ enum NodeZoneWatch {
                     case .synced: continue
                     default: break
                     }
-                    let zone = await zone(of: nodeName, in: store)
+                    let zone = await store.snapshot().nodes[nodeName]?.zone
                     if zone != last {
                         last = zone
                         continuation.yield(zone)
@@ -32,5 +29,6 @@ enum NodeZoneWatch {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+        return (current, changes)
     }
 }
