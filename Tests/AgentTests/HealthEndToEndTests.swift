@@ -116,6 +116,17 @@ struct HealthEndToEndTests {
             #expect(last.hasSuffix("Z") && now.hasSuffix("Z") && last <= now, "\(path): \(r.body)")
         }
         #expect(try get(cluster, "http://192.168.1.11:10256/other").code == "404")
+
+        // The node being deleted: /healthz fails so load balancers drain it, /livez does not.
+        let deleting = Self.node.replacingOccurrences(of: "metadata: {name: node1, labels:",
+                                                      with: "metadata: {name: node1, deletionTimestamp: \"2026-12-07T10:00:00Z\", labels:")
+        try #require(try cluster.nodes[0].agent.apply(deleting).ok)
+        let draining = try until("503", cluster, "http://192.168.1.11:10256/healthz")
+        #expect(draining.code == "503")
+        #expect(json(draining.body)["nodeEligible"] as? Bool == false, "\(draining.body)")
+        #expect(try get(cluster, "http://192.168.1.11:10256/livez").code == "200")
+        try #require(try cluster.nodes[0].agent.apply(Self.node).ok)
+        #expect(try until("200", cluster, "http://192.168.1.11:10256/healthz").code == "200")
     }
 
     /// The node's zone label reaches the service proxy, and a change of it too (the proxy is

@@ -62,15 +62,31 @@ import Testing
         #expect(verdict(h, at: 101).lastUpdated == t0 + 101)
     }
 
+    /// A node being deleted fails /healthz (load balancers drain it) but not /livez.
+    @Test func aNodeBeingDeletedIsNotEligible() {
+        let h = ProxyHealth()
+        h.observe(status(syncs: 1, inSync: true), at: t0)
+        h.setNodeEligible(false)
+        let healthz = HealthReplies.proxy(path: "/healthz", verdict: verdict(h, at: 1))
+        #expect(healthz.status == .serviceUnavailable)
+        #expect(String(decoding: healthz.body, as: UTF8.self).contains(#""nodeEligible": false"#))
+        #expect(HealthReplies.proxy(path: "/livez", verdict: verdict(h, at: 1)).status == .ok)
+        h.setNodeEligible(true)
+        #expect(HealthReplies.proxy(path: "/healthz", verdict: verdict(h, at: 1)).status == .ok)
+    }
+
     @Test func repliesInKubeProxysShape() throws {
         let h = ProxyHealth()
         h.observe(status(syncs: 1, inSync: true), at: t0)
         let ok = HealthReplies.proxy(path: "/healthz", verdict: verdict(h, at: 1))
         #expect(ok.status == .ok)
-        let body = try #require(try JSONSerialization.jsonObject(with: Data(ok.body)) as? [String: String])
-        #expect(body["lastUpdated"] == "2027-01-15T08:00:00.000Z")
-        #expect(body["currentTime"] == "2027-01-15T08:00:01.000Z")
-        #expect(HealthReplies.proxy(path: "/livez", verdict: verdict(h, at: 1)).status == .ok)
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(ok.body)) as? [String: Any])
+        #expect(body["lastUpdated"] as? String == "2027-01-15T08:00:00.000Z")
+        #expect(body["currentTime"] as? String == "2027-01-15T08:00:01.000Z")
+        #expect(body["nodeEligible"] as? Bool == true)
+        let live = HealthReplies.proxy(path: "/livez", verdict: verdict(h, at: 1))
+        #expect(live.status == .ok)
+        #expect(String(decoding: live.body, as: UTF8.self) == #"{"lastUpdated": "2027-01-15T08:00:00.000Z","currentTime": "2027-01-15T08:00:01.000Z"}"# + "\n")
         #expect(HealthReplies.proxy(path: "/healthz", verdict: verdict(h, at: 400)).status == .serviceUnavailable)
         #expect(HealthReplies.proxy(path: "/metrics", verdict: verdict(h, at: 1)).status == .notFound)
 

@@ -94,11 +94,19 @@ actor HealthCheckPortServers {
 enum HealthReplies {
     static let headers = [("X-Content-Type-Options", "nosniff")]
 
-    /// `/healthz` and `/livez` of the proxy health server. nodenet knows no node eligibility
-    /// (kube-proxy's /healthz also fails while its Node is being deleted), so both answer the same.
+    /// `/healthz` and `/livez` of the proxy health server: both follow the rules' sync;
+    /// `/healthz` also fails while the node is being deleted (not eligible), as kube-proxy's does.
     static func proxy(path: String, verdict: ProxyHealth.Verdict) -> ControlReply {
-        guard path == "/healthz" || path == "/livez" else { return .error(.notFound, "try /healthz or /livez") }
-        return ControlReply(status: verdict.healthy ? .ok : .serviceUnavailable, body: HealthBodies.proxy(verdict), headers: headers)
+        switch path {
+        case "/healthz":
+            return ControlReply(status: verdict.healthy && verdict.nodeEligible ? .ok : .serviceUnavailable,
+                                body: HealthBodies.proxy(verdict, eligibility: true), headers: headers)
+        case "/livez":
+            return ControlReply(status: verdict.healthy ? .ok : .serviceUnavailable,
+                                body: HealthBodies.proxy(verdict, eligibility: false), headers: headers)
+        default:
+            return .error(.notFound, "try /healthz or /livez")
+        }
     }
 
     /// A health check node port, any path: 200 when the node has ready local endpoints and the

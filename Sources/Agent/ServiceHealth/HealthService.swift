@@ -65,9 +65,19 @@ struct HealthService: AgentActor {
         await cancelWhenGracefulShutdown {
             // Subscribed first, then the full pass: no change falls between the two.
             var targets = HealthCheckTargets(nodeName: config.nodeName)
+            let ownNode = ObjectKey(.node, name: config.nodeName)
+            @Sendable func checkEligible() async {
+                health.setNodeEligible(await agent.store.snapshot().nodes[config.nodeName]?.metadata.deletionTimestamp == nil)
+            }
+            await checkEligible()
             await ports.apply(targets.update(nil, in: await agent.store.snapshot()))
             await report()
             for await event in events {
+                switch event {
+                case .changed(_, let changes) where changes.contains(where: { $0.key == ownNode }): await checkEligible()
+                case .resync: await checkEligible()
+                default: break
+                }
                 let affected = HealthCheckTargets.affected(by: event)
                 if affected?.isEmpty == true { continue }
                 await ports.apply(targets.update(affected, in: await agent.store.snapshot()))

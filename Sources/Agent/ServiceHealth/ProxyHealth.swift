@@ -19,6 +19,7 @@ public final class ProxyHealth: Sendable {
         var failures = -1
         var lastSuccess: Date?
         var failingSince: Date?
+        var nodeEligible = true
     }
 
     private let state = Mutex(State())
@@ -41,8 +42,17 @@ public final class ProxyHealth: Sendable {
         }
     }
 
+    /// Whether this node should take load balancer traffic: false while its Node object is
+    /// being deleted (kube-proxy's `nodeEligible`, KEP-3836), so `/healthz` fails and load
+    /// balancers drain the node before it goes; `/livez` ignores it.
+    public func setNodeEligible(_ eligible: Bool) {
+        state.withLock { $0.nodeEligible = eligible }
+    }
+
     public struct Verdict: Sendable, Equatable {
+        /// The rules are synced and recent (what `/livez` and the health check node ports use).
         public var healthy: Bool
+        public var nodeEligible: Bool
         public var lastUpdated: Date?
         public var currentTime: Date
     }
@@ -55,7 +65,7 @@ public final class ProxyHealth: Sendable {
             healthy = now.timeIntervalSince(last) <= interval + g
             if let failing = s.failingSince, now.timeIntervalSince(failing) > g { healthy = false }
         }
-        return Verdict(healthy: healthy, lastUpdated: s.lastSuccess, currentTime: now)
+        return Verdict(healthy: healthy, nodeEligible: s.nodeEligible, lastUpdated: s.lastSuccess, currentTime: now)
     }
 }
 
@@ -63,9 +73,11 @@ public final class ProxyHealth: Sendable {
 enum HealthBodies {
     /// `/healthz` and `/livez`: `{"lastUpdated": ..., "currentTime": ...}`, RFC 3339 UTC with
     /// milliseconds; lastUpdated is "" before the first sync (kube-proxy prints Go's zero time).
-    static func proxy(_ v: ProxyHealth.Verdict) -> [UInt8] {
+    /// `/healthz` adds `"nodeEligible"`, as kube-proxy's does.
+    static func proxy(_ v: ProxyHealth.Verdict, eligibility: Bool) -> [UInt8] {
         let last = v.lastUpdated.map(timestamp) ?? ""
-        return Array(#"{"lastUpdated": "\#(last)","currentTime": "\#(timestamp(v.currentTime))"}"#.utf8) + [10]
+        let eligible = eligibility ? #", "nodeEligible": \#(v.nodeEligible)"# : ""
+        return Array(#"{"lastUpdated": "\#(last)","currentTime": "\#(timestamp(v.currentTime))"\#(eligible)}"#.utf8) + [10]
     }
 
     /// A health check node port: the service, its local endpoint count and the proxy's health.
