@@ -91,8 +91,9 @@ struct ServiceProxyService: AgentActor {
         agent.statusDetails(name) {
             let proxy = current.value
             let s = await proxy.status()
-            var d = ["zone": await proxy.configuration.nodeZone ?? "none", "services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
+            var d = ["services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
                      "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-"]
+            d["zone"] = await proxy.configuration.nodeZone ?? "none"
             for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
             return d
         }
