@@ -103,6 +103,46 @@ struct HealthEndToEndTests {
         #expect(try until("000", cluster, "http://192.168.1.11:31998/").code == "000")
     }
 
+    /// A health check node port another process holds: the `health` row says so, the rest of
+    /// the agent runs on, and the port is served once it is free.
+    @Test func aTakenPortIsReportedAndRetried() throws {
+        let cluster = try TestCluster(nodes: 1)
+        defer { cluster.close() }
+        try cluster.startAgents()
+        let node = cluster.nodes[0]
+        let squatter = try Shell.spawn(["/usr/bin/nsenter", "--net=\(node.ns.path)", "python3", "-c",
+                                        "import socket, time\ns = socket.socket()\ns.bind(('192.168.1.11', 31999))\ns.listen()\ntime.sleep(120)"])
+        var squatterAlive = true
+        defer { if squatterAlive { kill(squatter, SIGKILL); waitpid(squatter, nil, 0) } }
+        var listening = false
+        for _ in 0..<100 where !listening {
+            listening = try node.ns.run(["ss", "-Hltn", "sport = :31999"]).stdout.contains("31999")
+            if !listening { usleep(50_000) }
+        }
+        try #require(listening, "socat did not listen")
+        try #require(try node.agent.apply(Self.node + "\n---\n" + Self.slice(on: "node1")).ok)
+
+        func healthRow() throws -> [String: Any] {
+            let doc = (try? JSONSerialization.jsonObject(with: Data(try node.agent.cli(["status", "--json"]).stdout.utf8))) as? [String: Any]
+            return (doc?["actors"] as? [[String: Any]])?.first { $0["name"] as? String == "health" } ?? [:]
+        }
+        var row = try healthRow()
+        let deadline = Date().addingTimeInterval(10)
+        while row["state"] as? String != "error", Date() < deadline { usleep(100_000); row = try healthRow() }
+        #expect(row["state"] as? String == "error", "\(row)")
+        #expect((row["lastError"] as? String ?? "").contains("192.168.1.11:31999"), "\(row)")
+        #expect(try get(cluster, "http://192.168.1.11:10256/healthz").code == "200", "the rest of the agent serves")
+
+        kill(squatter, SIGKILL)
+        waitpid(squatter, nil, 0)
+        squatterAlive = false
+        #expect(try until("200", cluster, "http://192.168.1.11:31999/").code == "200", "served once free")
+        row = try healthRow()
+        let until = Date().addingTimeInterval(10)
+        while row["state"] as? String != "in-sync", Date() < until { usleep(100_000); row = try healthRow() }
+        #expect(row["state"] as? String == "in-sync", "\(row)\n\(node.agent.log())")
+    }
+
     @Test func proxyHealthzAndLivez() throws {
         let cluster = try TestCluster(nodes: 1)
         defer { cluster.close() }

@@ -8,9 +8,11 @@ import ServiceProxy
 /// `proxyHealth.listen`, and one health check node port per LoadBalancer (or NodePort) service
 /// with externalTrafficPolicy Local and a `healthCheckNodePort`, on the node's address.
 /// Driven by store events: a change touches only the services it names. Never gates
-/// readiness, and a port that cannot be opened is shown in status, not fatal.
+/// readiness, and a port that cannot be opened is shown in status (the `health` row's error)
+/// and tried again every `retryInterval`, not fatal.
 struct HealthService: AgentActor {
     let agent: NodeAgent
+    static let retryInterval: Duration = .seconds(3)
 
     func run() async throws {
         let name = "health"
@@ -51,7 +53,10 @@ struct HealthService: AgentActor {
             agent.board.reconciled(name, seconds: 0, state: errors.isEmpty ? .inSync : .error, message: message)
             agent.board.update(name) { row in
                 row.counters = ["healthCheckNodePorts": open.count]
-                row.lastError = errors.first
+                if let e = errors.first, row.lastError != e {
+                    row.lastError = e
+                    row.lastErrorAt = Date()
+                }
             }
         }
         agent.statusDetails(name) {
@@ -72,6 +77,15 @@ struct HealthService: AgentActor {
             await checkEligible()
             await ports.apply(targets.update(nil, in: await agent.store.snapshot()))
             await report()
+            // A port another process holds is tried again every few seconds (and at each change).
+            let retrier = Task {
+                while (try? await Task.sleep(for: Self.retryInterval)) != nil {
+                    guard await !ports.failures.isEmpty else { continue }
+                    await ports.retry()
+                    await report()
+                }
+            }
+            defer { retrier.cancel() }
             for await event in events {
                 switch event {
                 case .changed(_, let changes) where changes.contains(where: { $0.key == ownNode }): await checkEligible()
