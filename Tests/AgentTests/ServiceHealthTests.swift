@@ -169,3 +169,26 @@ import Testing
         #expect(HealthCheckTargets.affected(by: .resync(version: 9)) == nil)
     }
 }
+
+@Suite struct ProxyHealthConfigTests {
+    @Test func defaultsFileAndFlags() throws {
+        let d = try ConfigLoader.parse(yaml: "", defaultNodeName: "node1")
+        #expect(d.proxyHealth.listen == "0.0.0.0:10256")
+        #expect(d.proxyHealth.grace == .seconds(60))
+        let f = try ConfigLoader.parse(yaml: "proxyHealth: {listen: \"[::]:10257\", grace: 5}", defaultNodeName: "node1")
+        #expect(f.proxyHealth.listen == "[::]:10257")
+        #expect(f.proxyHealth.grace == .seconds(5))
+        let o = try ConfigLoader.parse(yaml: "", overrides: ["proxyHealth.listen": "", "proxyHealth.grace": "0"], defaultNodeName: "node1")
+        #expect(o.proxyHealth.listen.isEmpty, "empty disables")
+        #expect(o.proxyHealth.grace == .zero)
+        #expect(ConfigLoader.flagName("proxyHealth.listen") == "proxy-health-listen")
+        #expect(ConfigLoader.flagName("proxyHealth.grace") == "proxy-health-grace")
+    }
+
+    @Test(arguments: [("proxyHealth: {listen: nowhere}", "config key proxyHealth.listen: \"nowhere\" is not HOST:PORT"),
+                      ("proxyHealth: {grace: soon}", "config key proxyHealth.grace"),
+                      ("proxyHealth: {port: 1}", "config key proxyHealth.port: unknown key")])
+    func badValuesNameTheKey(yaml: String, message: String) {
+        #expect { _ = try ConfigLoader.parse(yaml: yaml, defaultNodeName: "node1") } throws: { "\($0)".contains(message) }
+    }
+}
