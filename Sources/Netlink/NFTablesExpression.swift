@@ -82,6 +82,11 @@ public enum NFTablesExpression: Sendable, Hashable {
     case counter
     /// dynset update of the key in `sreg` (the set's own timeout applies).
     case dynsetUpdate(NFTablesSetReference, sreg: UInt32)
+    /// dynset update of a map: key from `keyRegister`, data from `dataRegister`, with its own
+    /// timeout. On a hit the kernel only refreshes the expiry, never the data (nft_dynset_eval).
+    case dynsetUpdateMap(NFTablesSetReference, keyRegister: UInt32, dataRegister: UInt32, timeoutMilliseconds: UInt64)
+    /// ct load `key` of one direction (NFTA_CT_DIRECTION: 0 original, 1 reply) into `dreg`.
+    case ctDirection(key: UInt32, dreg: UInt32, direction: UInt8)
     /// `notrack`: the packet skips connection tracking (raw-priority chains only).
     case notrack
 
@@ -166,11 +171,11 @@ public enum NFTablesExpression: Sendable, Hashable {
         case .numgenRandom: "numgen"
         case .nat: "nat"
         case .masq: "masq"
-        case .ct: "ct"
+        case .ct, .ctDirection: "ct"
         case .fibAddressType: "fib"
         case .reject: "reject"
         case .counter: "counter"
-        case .dynsetUpdate: "dynset"
+        case .dynsetUpdate, .dynsetUpdateMap: "dynset"
         case .notrack: "notrack"
         }
     }
@@ -229,6 +234,10 @@ public enum NFTablesExpression: Sendable, Hashable {
         case .ct(let key, let dreg):
             d.attribute(a(NFTA_CT_DREG), be32: dreg)
             d.attribute(a(NFTA_CT_KEY), be32: key)
+        case .ctDirection(let key, let dreg, let direction):
+            d.attribute(a(NFTA_CT_DREG), be32: dreg)
+            d.attribute(a(NFTA_CT_KEY), be32: key)
+            d.attribute(a(NFTA_CT_DIRECTION), u8: direction)
         case .fibAddressType(let source, let dreg):
             d.attribute(a(NFTA_FIB_DREG), be32: dreg)
             d.attribute(a(NFTA_FIB_RESULT), be32: NFT_FIB_RESULT_ADDRTYPE.rawValue)
@@ -244,6 +253,13 @@ public enum NFTablesExpression: Sendable, Hashable {
             if let id = set.id { d.attribute(a(NFTA_DYNSET_SET_ID), be32: id) }
             d.attribute(a(NFTA_DYNSET_OP), be32: NFT_DYNSET_OP_UPDATE.rawValue)
             d.attribute(a(NFTA_DYNSET_SREG_KEY), be32: sreg)
+        case .dynsetUpdateMap(let set, let keyRegister, let dataRegister, let timeout):
+            d.attribute(a(NFTA_DYNSET_SET_NAME), string: set.name)
+            if let id = set.id { d.attribute(a(NFTA_DYNSET_SET_ID), be32: id) }
+            d.attribute(a(NFTA_DYNSET_OP), be32: NFT_DYNSET_OP_UPDATE.rawValue)
+            d.attribute(a(NFTA_DYNSET_SREG_KEY), be32: keyRegister)
+            d.attribute(a(NFTA_DYNSET_SREG_DATA), be32: dataRegister)
+            d.attribute(a(NFTA_DYNSET_TIMEOUT), u64: timeout.bigEndian)
         case .notrack:
             break
         }

@@ -45,6 +45,8 @@ public struct NFTablesSet: Sendable, Hashable {
     public static let flagMap = NFT_SET_MAP.rawValue
     public static let flagTimeout = NFT_SET_TIMEOUT.rawValue
     public static let flagEval = NFT_SET_EVAL.rawValue
+    /// The key is a concatenation (nft sets it on interval concatenations, with NFTA_SET_DESC_CONCAT).
+    public static let flagConcat = NFT_SET_CONCAT.rawValue
     /// nft's set user data saying how to print an integer key: TLV type 0
     /// (NFTNL_UDATA_SET_KEYBYTEORDER), 4 bytes, nft's byteorder (1 host, 2 big endian).
     public static func keyByteOrder(hostEndian: Bool) -> [UInt8] {
@@ -55,16 +57,21 @@ public struct NFTablesSet: Sendable, Hashable {
     public static let verdictData: UInt32 = 0xffff_ff00
 }
 
-/// One set element: key bytes (concatenation padded per field), an optional verdict (maps)
-/// and the interval-end flag (interval sets).
+/// One set element: key bytes (concatenation padded per field), an optional verdict (verdict
+/// maps) or data (data maps), the closing key of a concatenated interval (NFTA_SET_ELEM_KEY_END)
+/// and the interval-end flag (single-field interval sets).
 public struct NFTablesElement: Sendable, Hashable {
     public var key: [UInt8]
     public var verdict: NFTablesVerdict?
+    public var data: [UInt8]?
+    public var keyEnd: [UInt8]?
     public var intervalEnd: Bool
 
-    public init(key: [UInt8], verdict: NFTablesVerdict? = nil, intervalEnd: Bool = false) {
+    public init(key: [UInt8], verdict: NFTablesVerdict? = nil, data: [UInt8]? = nil, keyEnd: [UInt8]? = nil, intervalEnd: Bool = false) {
         self.key = key
         self.verdict = verdict
+        self.data = data
+        self.keyEnd = keyEnd
         self.intervalEnd = intervalEnd
     }
 }
@@ -85,6 +92,9 @@ public struct NFTablesSetInfo: Sendable, Hashable {
     public var flags: UInt32
     public var dataType: UInt32?
     public var timeoutMilliseconds: UInt64?
+    public var dataLength: UInt32?
+    /// NFTA_SET_USERDATA (nft keeps a `typeof` declaration there).
+    public var userData: [UInt8] = []
 
     public init(table: String, name: String, keyType: UInt32, keyLength: UInt32, flags: UInt32, dataType: UInt32?,
                 timeoutMilliseconds: UInt64?) {
@@ -170,6 +180,8 @@ extension NFTablesMessages {
 
     static func encode(_ e: NFTablesElement, into b: inout MessageBuilder) {
         NFTablesExpression.value(&b, UInt16(NFTA_SET_ELEM_KEY.rawValue), e.key)
+        if let end = e.keyEnd { NFTablesExpression.value(&b, UInt16(NFTA_SET_ELEM_KEY_END.rawValue), end) }
+        if let d = e.data { NFTablesExpression.value(&b, UInt16(NFTA_SET_ELEM_DATA.rawValue), d) }
         if let v = e.verdict {
             b.nested(UInt16(NFTA_SET_ELEM_DATA.rawValue), nestedFlag: true) { NFTablesExpression.verdictData(&$0, v) }
         }
@@ -227,9 +239,12 @@ extension NFTablesMessages {
     public static func set(_ m: NetlinkMessage) throws(NetlinkError) -> NFTablesSetInfo? {
         let a = try attributes(m, "nftables set")
         guard let table = string(a, NFTA_SET_TABLE), let name = string(a, NFTA_SET_NAME) else { return nil }
-        return NFTablesSetInfo(table: table, name: name, keyType: be32(a, NFTA_SET_KEY_TYPE) ?? 0, keyLength: be32(a, NFTA_SET_KEY_LEN) ?? 0,
-                               flags: be32(a, NFTA_SET_FLAGS) ?? 0, dataType: be32(a, NFTA_SET_DATA_TYPE),
-                               timeoutMilliseconds: be64(a, NFTA_SET_TIMEOUT))
+        var info = NFTablesSetInfo(table: table, name: name, keyType: be32(a, NFTA_SET_KEY_TYPE) ?? 0, keyLength: be32(a, NFTA_SET_KEY_LEN) ?? 0,
+                                   flags: be32(a, NFTA_SET_FLAGS) ?? 0, dataType: be32(a, NFTA_SET_DATA_TYPE),
+                                   timeoutMilliseconds: be64(a, NFTA_SET_TIMEOUT))
+        info.dataLength = be32(a, NFTA_SET_DATA_LEN)
+        info.userData = a.bytes(UInt16(NFTA_SET_USERDATA.rawValue)).map { Array($0) } ?? []
+        return info
     }
 
     /// The elements of one NEWSETELEM message of a dump.
@@ -241,6 +256,14 @@ extension NFTablesMessages {
             let e = try Attributes(entry.value)
             guard let k = e.bytes(UInt16(NFTA_SET_ELEM_KEY.rawValue)), let key = try Attributes(k).bytes(UInt16(NFTA_DATA_VALUE.rawValue)) else { continue }
             var verdict: NFTablesVerdict?
+            var data: [UInt8]?
+            var keyEnd: [UInt8]?
+            if let k = e.bytes(UInt16(NFTA_SET_ELEM_KEY_END.rawValue)), let end = try Attributes(k).bytes(UInt16(NFTA_DATA_VALUE.rawValue)) {
+                keyEnd = Array(end)
+            }
+            if let d = e.bytes(UInt16(NFTA_SET_ELEM_DATA.rawValue)), let value = try Attributes(d).bytes(UInt16(NFTA_DATA_VALUE.rawValue)) {
+                data = Array(value)
+            }
             if let d = e.bytes(UInt16(NFTA_SET_ELEM_DATA.rawValue)), let v = try Attributes(d).bytes(UInt16(NFTA_DATA_VERDICT.rawValue)) {
                 let va = try Attributes(v)
                 let code = Int32(bitPattern: be32(va, NFTA_VERDICT_CODE) ?? 0)
@@ -255,7 +278,8 @@ extension NFTablesMessages {
                 }
             }
             let flags = be32(e, NFTA_SET_ELEM_FLAGS) ?? 0
-            out.append(NFTablesElement(key: Array(key), verdict: verdict, intervalEnd: flags & NFT_SET_ELEM_INTERVAL_END.rawValue != 0))
+            out.append(NFTablesElement(key: Array(key), verdict: verdict, data: data, keyEnd: keyEnd,
+                                       intervalEnd: flags & NFT_SET_ELEM_INTERVAL_END.rawValue != 0))
         }
         return out
     }

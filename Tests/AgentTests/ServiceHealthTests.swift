@@ -53,6 +53,19 @@ import Testing
         #expect(verdict(h, at: 73).healthy, "a success clears the failure")
     }
 
+    /// The actor's own timestamp of its last successful sync is used as it is.
+    @Test func theActorsLastSuccessfulSyncIsUsed() {
+        let h = ProxyHealth()
+        var s = status(syncs: 1, inSync: true)
+        s.lastSuccessfulSync = (t0 + 5).timeIntervalSince1970
+        h.observe(s, at: t0 + 100)
+        #expect(verdict(h, at: 100).lastUpdated == t0 + 5, "not the time it was observed")
+        #expect(!verdict(h, at: 366).healthy)
+        // A replaced actor (no sync yet) does not erase it.
+        h.observe(status(syncs: 0, inSync: false), at: t0 + 101)
+        #expect(verdict(h, at: 102).lastUpdated == t0 + 5)
+    }
+
     @Test func aRestartedProxyIsNotTakenForASync() {
         let h = ProxyHealth()
         h.observe(status(syncs: 57, inSync: true), at: t0)

@@ -95,6 +95,37 @@ struct NFTablesExpressionTests {
         // [ dynset update reg_key 1 set aff ]: SET_NAME 1, OP 3 (UPDATE 1), SREG_KEY 4
         #expect(encoded(.dynsetUpdate(NFTablesSetReference("aff"), sreg: 1)) == G.expr("dynset", G.string(1, "aff"), G.be32(3, 1), G.be32(4, 1)))
     }
+
+    @Test func elementOnlyServiceShape() {
+        // [ ct load dst_ip => reg 9 , dir original ]: DREG 1, KEY 2 (NFT_CT_DST_IP 20), DIRECTION 3 (u8, original 0)
+        #expect(encoded(.ctDirection(key: 20, dreg: 9, direction: 0)) == G.expr("ct", G.be32(1, 9), G.be32(2, 20), G.attr(3, [0])))
+        // [ dynset update reg_key 1 set affinity sreg_data 2 timeout 10800000ms ]: SET_NAME 1, OP 3 (UPDATE 1),
+        // SREG_KEY 4, SREG_DATA 5, TIMEOUT 6 (u64 ms, big endian)
+        let timeout = G.attr(6, [0, 0, 0, 0, 0x00, 0xa4, 0xcb, 0x80])  // 10,800,000
+        #expect(encoded(.dynsetUpdateMap(NFTablesSetReference("affinity"), keyRegister: 1, dataRegister: 2, timeoutMilliseconds: 10_800_000))
+            == G.expr("dynset", G.string(1, "affinity"), G.be32(3, 1), G.be32(4, 1), G.be32(5, 2), timeout))
+        // [ lookup reg 1 set backends dreg 1 ]: SET 1, SREG 2, DREG 3
+        #expect(encoded(.lookup(NFTablesSetReference("backends"), sreg: 1, dreg: 1, inverted: false))
+            == G.expr("lookup", G.string(1, "backends"), G.be32(2, 1), G.be32(3, 1)))
+        // [ lookup reg 1 set fw-allow 0x1 ]: inverted, FLAGS 5 (NFT_LOOKUP_F_INV)
+        #expect(encoded(.lookup(NFTablesSetReference("fw-allow"), sreg: 1, dreg: nil, inverted: true))
+            == G.expr("lookup", G.string(1, "fw-allow"), G.be32(2, 1), G.be32(5, 1)))
+    }
+
+    @Test func dataMapAndRangeElements() {
+        func element(_ e: NFTablesElement) -> [UInt8] {
+            var b = MessageBuilder(type: 0, flags: 0)
+            NFTablesMessages.encode(e, into: &b)
+            return Array(b.bytes.dropFirst(16))
+        }
+        // A data-map element: KEY 1 { VALUE }, DATA 2 { VALUE } (10.244.1.5 . 8080, the port padded to 4 bytes).
+        let key: [UInt8] = [10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 1, 0, 0, 0]
+        let data: [UInt8] = [10, 244, 1, 5, 0x1f, 0x90, 0, 0]
+        #expect(element(NFTablesElement(key: key, data: data)) == G.value(1, key) + G.value(2, data))
+        // A concatenated range: KEY 1 and KEY_END 10, no interval-end flag.
+        let start: [UInt8] = [198, 51, 100, 7, 1, 187, 0, 0, 192, 0, 2, 0], end: [UInt8] = [198, 51, 100, 7, 1, 187, 0, 0, 192, 0, 2, 255]
+        #expect(element(NFTablesElement(key: start, keyEnd: end)) == G.value(1, start) + G.value(10, end))
+    }
 }
 
 @Suite("nf_tables messages: golden bytes")

@@ -52,50 +52,67 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
     @Test func endpointAdded() async throws {
         var h = try await Harness(base, slices)
         let plan = try await h.change([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.1"), EP(ip: "10.244.1.2"), EP(ip: "10.244.1.3")])))])
+        // A third slot, the tuple moves from the 2-endpoint set to the 3-endpoint one, and the
+        // new endpoint's hairpin pair: elements only.
         #expect(text(plan.operations) == [
-            "flush chain ip nodenet service-ns1/web/tcp/http",
-            "add chain ip nodenet endpoint-ns1/web/tcp/http__10.244.1.3/8080",
-            "add rule ip nodenet endpoint-ns1/web/tcp/http__10.244.1.3/8080 ip saddr 10.244.1.3 jump mark-for-masquerade comment \"hairpin\"",
-            "add rule ip nodenet endpoint-ns1/web/tcp/http__10.244.1.3/8080 meta l4proto tcp dnat to 10.244.1.3:8080",
-            "add rule ip nodenet service-ns1/web/tcp/http ip daddr 10.96.0.10 meta l4proto tcp th dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "add rule ip nodenet service-ns1/web/tcp/http numgen random mod 3 vmap { 0 : goto endpoint-ns1/web/tcp/http__10.244.1.1/8080, 1 : goto endpoint-ns1/web/tcp/http__10.244.1.2/8080, 2 : goto endpoint-ns1/web/tcp/http__10.244.1.3/8080 }",
+            "delete element ip nodenet n2 { 10.96.0.10 . tcp . 80 }",
+            "add element ip nodenet backends { 10.96.0.10 . tcp . 80 . 2 : 10.244.1.3 . 8080 }",
+            "add element ip nodenet hairpin { 10.244.1.3 . 10.244.1.3 }",
+            "add element ip nodenet n3 { 10.96.0.10 . tcp . 80 }",
         ])
         #expect(plan.services == 1)
     }
 
-    @Test func endpointRemovedDeletesItsChainAfterTheJumpIsGone() async throws {
+    @Test func endpointRemovedMovesTheLastSlots() async throws {
         var h = try await Harness(base, slices)
-        let plan = try await h.change([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.1")])))])
-        let t = text(plan.operations)
-        let flush = try #require(t.firstIndex(of: "flush chain ip nodenet service-ns1/web/tcp/http"))
-        let delete = try #require(t.firstIndex(of: "delete chain ip nodenet endpoint-ns1/web/tcp/http__10.244.1.2/8080"))
-        #expect(flush < delete)
-        #expect(!t.contains { $0.contains("ns1/other") })
+        let plan = try await h.change([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.2")])))])
+        #expect(text(plan.operations) == [
+            "delete element ip nodenet backends { 10.96.0.10 . tcp . 80 . 0, 10.96.0.10 . tcp . 80 . 1 }",
+            "delete element ip nodenet hairpin { 10.244.1.1 . 10.244.1.1 }",
+            "delete element ip nodenet n2 { 10.96.0.10 . tcp . 80 }",
+            "add element ip nodenet backends { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080 }",
+            "add element ip nodenet n1 { 10.96.0.10 . tcp . 80 }",
+        ])
     }
 
     @Test func lastEndpointGoneSwitchesToRejectAndBack() async throws {
         var h = try await Harness(base, slices)
         var plan = try await h.change([.delete(ObjectKey(.endpointSlice, namespace: "ns1", name: "web-ipv4"))])
         var t = text(plan.operations)
-        #expect(t.contains("delete element ip nodenet service-ips { 10.96.0.10 . tcp . 80 }"))
-        #expect(t.contains("add element ip nodenet no-endpoint-services { 10.96.0.10 . tcp . 80 : goto reject-chain }"))
-        // The element goes before the chain it pointed to.
-        #expect(t.firstIndex(of: "delete element ip nodenet service-ips { 10.96.0.10 . tcp . 80 }")!
-            < t.firstIndex(of: "delete chain ip nodenet service-ns1/web/tcp/http")!)
+        #expect(t.contains("delete element ip nodenet n2 { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("delete element ip nodenet cluster-masq { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("add element ip nodenet no-ep-reject { 10.96.0.10 . tcp . 80 }"))
         plan = try await h.change([.upsert(.endpointSlice(slices[0]))])
         t = text(plan.operations)
-        #expect(t.contains("delete element ip nodenet no-endpoint-services { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("delete element ip nodenet no-ep-reject { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("add element ip nodenet n2 { 10.96.0.10 . tcp . 80 }"))
     }
 
     @Test func serviceAddedAndRemoved() async throws {
         var h = try await Harness(base, slices)
         let svc = service("new", ips: ["10.96.0.12"])
         var plan = try await h.change([.upsert(.service(svc)), .upsert(.endpointSlice(slice("new", [EP(ip: "10.244.3.1")])))])
-        #expect(text(plan.operations).allSatisfy { $0.contains("ns1/new/") || $0.contains("10.96.0.12") })
+        #expect(text(plan.operations) == [
+            "add element ip nodenet backends { 10.96.0.12 . tcp . 80 . 0 : 10.244.3.1 . 8080 }",
+            "add element ip nodenet cluster-ips { 10.96.0.12 }",
+            "add element ip nodenet cluster-masq { 10.96.0.12 . tcp . 80 }",
+            "add element ip nodenet hairpin { 10.244.3.1 . 10.244.3.1 }",
+            "add element ip nodenet n1 { 10.96.0.12 . tcp . 80 }",
+        ])
         plan = try await h.change([.delete(ObjectKey(.service, namespace: "ns1", name: "new"))])
         let t = text(plan.operations)
-        #expect(t.contains("delete chain ip nodenet service-ns1/new/tcp/http"))
         #expect(t.contains("delete element ip nodenet cluster-ips { 10.96.0.12 }"))
+        #expect(t.contains("delete element ip nodenet backends { 10.96.0.12 . tcp . 80 . 0 }"))
+        #expect(t.allSatisfy { $0.hasPrefix("delete element") })
+    }
+
+    @Test func sharedEndpointKeepsItsHairpinPairUntilTheLastServiceGoes() async throws {
+        let twin = service("twin", ips: ["10.96.0.13"])
+        var h = try await Harness(base + [twin], slices + [slice("twin", [EP(ip: "10.244.2.1")])])
+        var plan = try await h.change([.delete(ObjectKey(.service, namespace: "ns1", name: "twin"))])
+        #expect(!text(plan.operations).contains { $0.contains("hairpin") })
+        plan = try await h.change([.delete(ObjectKey(.service, namespace: "ns1", name: "other"))])
+        #expect(text(plan.operations).contains("delete element ip nodenet hairpin { 10.244.2.1 . 10.244.2.1 }"))
     }
 
     @Test func portChanged() async throws {
@@ -104,8 +121,9 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         svc.ports = [ServicePort(name: "http", port: 8000, targetPort: .int(8080))]
         let plan = try await h.change([.upsert(.service(svc))])
         let t = text(plan.operations)
-        #expect(t.contains("delete element ip nodenet service-ips { 10.96.0.10 . tcp . 80 }"))
-        #expect(t.contains("add element ip nodenet service-ips { 10.96.0.10 . tcp . 8000 : goto service-ns1/web/tcp/http }"))
+        #expect(t.contains("delete element ip nodenet n2 { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("add element ip nodenet n2 { 10.96.0.10 . tcp . 8000 }"))
+        #expect(t.contains("add element ip nodenet backends { 10.96.0.10 . tcp . 8000 . 0 : 10.244.1.1 . 8080, 10.96.0.10 . tcp . 8000 . 1 : 10.244.1.2 . 8080 }"))
     }
 
     @Test func clusterIPToNodePort() async throws {
@@ -114,30 +132,59 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         svc.type = .nodePort
         svc.ports = [ServicePort(name: "http", port: 80, targetPort: .int(8080), nodePort: 30080)]
         let plan = try await h.change([.upsert(.service(svc))])
-        let t = text(plan.operations)
-        #expect(t.contains("add chain ip nodenet external-ns1/web/tcp/http"))
-        #expect(t.contains("add element ip nodenet service-nodeports { tcp . 30080 : goto external-ns1/web/tcp/http }"))
-        // The endpoint chains did not change.
-        #expect(!t.contains { $0.contains("endpoint-") && !$0.contains("vmap") })
+        // The node port is a tuple on the node's address, masqueraded (eTP Cluster).
+        #expect(text(plan.operations) == [
+            "add element ip nodenet backends { 192.168.1.11 . tcp . 30080 . 0 : 10.244.1.1 . 8080, 192.168.1.11 . tcp . 30080 . 1 : 10.244.1.2 . 8080 }",
+            "add element ip nodenet ext-masq { 192.168.1.11 . tcp . 30080 }",
+            "add element ip nodenet n2 { 192.168.1.11 . tcp . 30080 }",
+        ])
     }
 
-    @Test func affinityOnAndOff() async throws {
+    @Test func affinityOnTimeoutChangeAndOff() async throws {
         var h = try await Harness(base, slices)
         var svc = base[0]
-        svc.sessionAffinityTimeout = 30
+        svc.sessionAffinityTimeout = CountRules.defaultAffinityTimeout
         var plan = try await h.change([.upsert(.service(svc))])
-        var t = text(plan.operations)
-        #expect(t.contains("add set ip nodenet affinity-ns1/web/tcp/http__10.244.1.1/8080 { type ipv4_addr ; flags dynamic,timeout ; timeout 30s ; }"))
-        #expect(t.contains("flush chain ip nodenet endpoint-ns1/web/tcp/http__10.244.1.1/8080"))
-        // Timeout change: the set is replaced, and the chains using it rewritten around that.
+        // The default timeout's set and rules exist already: one element.
+        #expect(text(plan.operations) == ["add element ip nodenet aff-10800s { 10.96.0.10 . tcp . 80 }"])
+        // Another timeout: its set and its record rules come (rare), the chains rewritten.
         svc.sessionAffinityTimeout = 60
         plan = try await h.change([.upsert(.service(svc))])
-        t = text(plan.operations)
-        #expect(t.contains("delete set ip nodenet affinity-ns1/web/tcp/http__10.244.1.1/8080"))
+        var t = text(plan.operations)
+        #expect(t.contains("add set ip nodenet aff-60s { type ipv4_addr . inet_proto . inet_service ; }"))
+        #expect(t.contains("add element ip nodenet aff-60s { 10.96.0.10 . tcp . 80 }"))
+        #expect(t.contains("flush chain ip nodenet nat-postrouting"))
+        // Learned choices of the tuple are checked against its endpoints (none went: kept).
+        #expect(!t.contains { $0.contains("purge") })
         svc.sessionAffinityTimeout = nil
         plan = try await h.change([.upsert(.service(svc))])
         t = text(plan.operations)
-        #expect(t.contains("delete set ip nodenet affinity-ns1/web/tcp/http__10.244.1.2/8080"))
+        #expect(t.contains("delete set ip nodenet aff-60s"))
+        // Affinity off: what the kernel learned for the tuple goes in the same transaction.
+        #expect(plan.operations.contains(.purgeAffinity(.ip, map: SharedName.affinity,
+                                                        keep: [ElementKey([.address(ip("10.96.0.10")), .proto(.tcp), .port(80)]): []], strict: false)))
+    }
+
+    @Test func endpointGoneFromAnAffinityServicePurgesItsLearnedChoices() async throws {
+        var svc = base[0]
+        svc.sessionAffinityTimeout = 300
+        var h = try await Harness([svc, base[1]], slices)
+        let plan = try await h.change([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.1")])))])
+        let tuple = ElementKey([.address(ip("10.96.0.10")), .proto(.tcp), .port(80)])
+        #expect(plan.operations.last == .purgeAffinity(.ip, map: SharedName.affinity,
+                                                        keep: [tuple: [ElementKey([.address(ip("10.244.1.1")), .port(8080)])]], strict: false))
+    }
+
+    @Test func endpointCountBeyondTheFixedRulesAddsOneSetAndRule() async throws {
+        var h = try await Harness(base, slices)
+        let many = (1...20).map { EP(ip: "10.244.4.\($0)") }
+        var plan = try await h.change([.upsert(.endpointSlice(slice("other", many)))])
+        var t = text(plan.operations)
+        #expect(t.contains("add set ip nodenet n20 { type ipv4_addr . inet_proto . inet_service ; }"))
+        #expect(t.contains("add rule ip nodenet cluster-lb ip daddr . meta l4proto . th dport @n20 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 20 map @backends"))
+        plan = try await h.change([.upsert(.endpointSlice(slices[1]))])
+        t = text(plan.operations)
+        #expect(t.contains("delete set ip nodenet n20"))
     }
 
     @Test func releasedExternalIPGoesToTheServiceThatWanted() async throws {
@@ -146,7 +193,7 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         var h = try await Harness([a, b], [slice("a", [EP(ip: "10.244.1.1")]), slice("b", [EP(ip: "10.244.1.2")])])
         #expect(h.planner.desired.conflicted == [NamespacedName("ns1", "b")])
         let plan = try await h.change([.delete(ObjectKey(.service, namespace: "ns1", name: "a"))])
-        #expect(text(plan.operations).contains("add element ip nodenet service-ips { 203.0.113.7 . tcp . 80 : goto external-ns1/b/tcp/http }"))
+        #expect(text(plan.operations).contains("add element ip nodenet backends { 203.0.113.7 . tcp . 80 . 0 : 10.244.1.2 . 8080 }"))
         #expect(h.planner.desired.conflicted.isEmpty)
         #expect(h.planner.desired.skipped.isEmpty)
     }
@@ -159,8 +206,8 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         while let e = await h.events.nextIfBuffered() { h.planner.record(e) }
         let plan = h.planner.plan(snapshot: await h.store.snapshot(), applied: nil)
         try h.kernel.apply(plan.operations)
-        #expect(text(plan.operations).contains("add chain ip nodenet endpoint-ns1/web/tcp/http__10.244.9.49/8080"))
-        #expect(!text(plan.operations).contains { $0.contains("10.244.9.10/") })
+        #expect(text(plan.operations).contains("add element ip nodenet backends { 10.96.0.10 . tcp . 80 . 1 : 10.244.9.49 . 8080 }"))
+        #expect(!text(plan.operations).contains { $0.contains("10.244.9.10 ") })
         #expect(sameTables(h.kernel.model, DesiredState(snapshot: await h.store.snapshot(), configuration: testConfig).model))
     }
 
@@ -169,21 +216,24 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         h.planner.record(.resync(version: 99))
         let plan = h.planner.plan(snapshot: await h.store.snapshot(), applied: h.kernel.model)
         #expect(plan.full)
-        #expect(plan.operations.isEmpty)
+        // Nothing to change; the learned affinity entries are checked (the kernel has the map).
+        #expect(plan.operations.allSatisfy { if case .purgeAffinity = $0 { true } else { false } })
     }
 
     @Test func kernelDriftIsRepairedWithoutFlushingTheTable() async throws {
         var h = try await Harness(base, slices)
         // Someone deleted an element and a chain's rules are unknown (read back by nft).
-        h.kernel.model.tables[.ip]!.sets["service-ips"]!.elements.removeValue(forKey: ElementKey([.address(ip("10.96.0.11")), .proto(.tcp), .port(80)]))
-        h.kernel.model.tables[.ip]!.chains["service-ns1/web/tcp/http"]!.rules = nil
+        h.kernel.model.tables[.ip]!.sets["backends"]!.elements.removeValue(forKey: ElementKey([.address(ip("10.96.0.11")), .proto(.tcp), .port(80), .slot(0)]))
+        h.kernel.model.tables[.ip]!.chains["services"]!.rules = nil
         h.planner.requestFullSync()
         let plan = h.planner.plan(snapshot: await h.store.snapshot(), applied: h.kernel.model)
-        #expect(text(plan.operations).sorted() == [
-            "add element ip nodenet service-ips { 10.96.0.11 . tcp . 80 : goto service-ns1/other/tcp/http }",
-            "add rule ip nodenet service-ns1/web/tcp/http ip daddr 10.96.0.10 meta l4proto tcp th dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "add rule ip nodenet service-ns1/web/tcp/http numgen random mod 2 vmap { 0 : goto endpoint-ns1/web/tcp/http__10.244.1.1/8080, 1 : goto endpoint-ns1/web/tcp/http__10.244.1.2/8080 }",
-            "flush chain ip nodenet service-ns1/web/tcp/http",
+        #expect(text(plan.operations).filter { !$0.hasPrefix("#") }.sorted() == [
+            "add element ip nodenet backends { 10.96.0.11 . tcp . 80 . 0 : 10.244.2.1 . 8080 }",
+            "add rule ip nodenet services goto cluster-lb",
+            "add rule ip nodenet services ip daddr . meta l4proto . th dport @cluster-masq ip saddr != 10.244.0.0/16 meta mark set meta mark or 0x4000",
+            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-local goto external-local",
+            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-masq meta mark set meta mark or 0x4000",
+            "flush chain ip nodenet services",
         ])
     }
 
@@ -216,11 +266,15 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         }
         var h = try await Harness(services, slices)
         let plan = try await h.change([.upsert(.endpointSlice(slice("s1234", [EP(ip: "10.200.0.1")])))])
-        let t = text(plan.operations)
-        #expect(t.allSatisfy { $0.contains("ns1/s1234/") })
-        // 5 old endpoint chains flushed and deleted (10), the service chain flushed and refilled
-        // (3), one new endpoint chain with its 2 rules (3): no map element changes.
-        #expect(t.count == 16)
+        // 5 slots replaced by 1, 5 hairpin pairs by 1, the tuple from n5 to n1: 3 deletes, 3 adds.
+        #expect(plan.operations.count == 6)
+        #expect(plan.operations.allSatisfy { op in
+            switch op {
+            case .addElements, .deleteElements: true
+            default: false
+            }
+        })
+        #expect(text(plan.operations).allSatisfy { $0.contains("10.96.4.210") || $0.contains("10.200.0.1") || $0.contains("hairpin") })
     }
 }
 

@@ -67,3 +67,13 @@ func serviceLines(_ model: RulesetModel, _ key: String, _ family: TableFamily = 
 func desired(_ services: [Service], _ slices: [EndpointSlice], config: ProxyConfiguration = testConfig) async -> DesiredState {
     DesiredState(snapshot: await snapshot(services, slices), configuration: config)
 }
+
+/// The elements of one set or map as nft writes them (`key` or `key : value`), sorted.
+func elements(_ model: RulesetModel, _ set: String, _ family: TableFamily = .ip) -> [String] {
+    (model.tables[family]?.sets[set]?.elements ?? [:]).map { NftRenderer.element($0.key, $0.value) }.sorted()
+}
+
+/// Every element of the table as `set: element`, for services' golden comparisons.
+func allElements(_ model: RulesetModel, _ family: TableFamily = .ip) -> [String] {
+    (model.tables[family]?.sets ?? [:]).flatMap { name, set in set.elements.map { "\(name): " + NftRenderer.element($0.key, $0.value) } }.sorted()
+}

@@ -27,7 +27,7 @@ struct SimulatedKernel {
         defer { m.tables[f] = t }
         func chainUsers(_ name: String) -> Bool {
             t.chains.values.contains { $0.rules?.contains { $0.expressions.contains { $0.chainReferences.contains(name) } } ?? false }
-                || t.sets.values.contains { $0.elements.values.contains { $0?.chain == name } }
+                || t.sets.values.contains { $0.elements.values.contains { v in if case .verdict(let x)?? = v { x.chain == name } else { false } } }
         }
         switch op {
         case .addTable, .deleteTable: break
@@ -61,7 +61,7 @@ struct SimulatedKernel {
             guard t.sets[set] != nil else { throw refuse("no set") }
             for (k, v) in elements {
                 guard t.sets[set]!.elements[k] == nil else { throw refuse("element \(k) exists") }
-                if let c = v?.chain, t.chains[c] == nil { throw refuse("element goes to missing chain \(c)") }
+                if case .verdict(let verdict)?? = v, let c = verdict.chain, t.chains[c] == nil { throw refuse("element goes to missing chain \(c)") }
                 t.sets[set]!.elements[k] = .some(v)
             }
         case .deleteElements(_, let set, let keys):
@@ -69,6 +69,14 @@ struct SimulatedKernel {
             for k in keys {
                 guard t.sets[set]!.elements.removeValue(forKey: k) != nil else { throw refuse("no element \(k)") }
             }
+        case .deleteRanges(_, let set, let ranges):
+            guard t.sets[set] != nil else { throw refuse("no set") }
+            for (k, end) in ranges {
+                guard case .intervalEnd(end)?? = t.sets[set]!.elements[k] else { throw refuse("no range \(k)") }
+                t.sets[set]!.elements[k] = nil
+            }
+        case .purgeAffinity:
+            break  // the model keeps no learned entries
         }
     }
 }

@@ -85,7 +85,7 @@ extension TrafficTests {
         try await applySynced([web(.clusterIP)], to: store, actor)
         try t.expectRefused(from: t.fabric, nodePort)
         try t.expectOnly("pod2", from: t.client, clusterIP, count: 4)
-        let nodePorts = try t.node.check(["nft", "list", "map", "ip", "nodenet", SharedName.serviceNodePorts]).stdout
+        let nodePorts = try t.node.check(["nft", "list", "map", "ip", "nodenet", SharedName.backends]).stdout
         #expect(!nodePorts.contains("30080"), "\(nodePorts)")
     }
 

@@ -134,7 +134,7 @@ struct TrafficTests {
 
         /// The proxy actor programming the node namespace, after its first sync.
         func startProxy(_ store: ClusterStore) async throws -> (ServiceProxyActor, Task<Void, Never>) {
-            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11")], clusterCIDRs: IPPrefixValue.pods,
+            let config = ProxyConfiguration(nodeName: nodeName, nodeAddresses: [ip("192.168.1.11"), ip("fd00:1::11")], clusterCIDRs: IPPrefixValue.pods,
                                             coalesceDelay: .milliseconds(5))
             let actor = ServiceProxyActor(store: store, configuration: config, backend: try backend(kind, in: node), logger: Logger(label: "test"))
             let task = Task { await actor.run() }
@@ -235,14 +235,14 @@ extension TrafficTests {
         let first = try t.connect(from: t.client, "10.96.0.10:80").text
         #expect(["pod1", "pod2"].contains(first))
         for _ in 0..<10 { #expect(try t.connect(from: t.client, "10.96.0.10:80").text == first) }
-        // The kernel remembers the client in that endpoint's affinity set, with the timeout.
-        let set = first == "pod1" ? "affinity-ns1/sticky/tcp/http__10.244.1.5/8080" : "affinity-ns1/sticky/tcp/http__10.244.2.5/8080"
-        let listing = try t.node.check(["nft", "list", "set", "ip", "nodenet", set]).stdout
-        #expect(listing.contains("10.244.3.5"), "\(listing)")
+        // The kernel remembers the client's choice in the affinity map, with the service's timeout.
+        let endpoint = first == "pod1" ? "10.244.1.5" : "10.244.2.5"
+        let listing = try t.node.check(["nft", "list", "map", "ip", "nodenet", SharedName.affinity]).stdout
+        #expect(listing.contains("10.244.3.5 . 10.96.0.10 . tcp . 80 timeout 5m") && listing.contains(": \(endpoint) . 8080"), "\(listing)")
         // Reading the kernel back copes with the learned entries (they are not part of the model).
         let kernel = try await backend(t.kind, in: t.node).currentState()
-        #expect(kernel?.tables[.ip]?.sets[set]?.spec.timeout == 300)
-        #expect(kernel?.tables[.ip]?.sets[set]?.elements.isEmpty == true)
+        #expect(kernel?.tables[.ip]?.sets[SharedName.affinity]?.spec.timeout == CountRules.defaultAffinityTimeout)
+        #expect(kernel?.tables[.ip]?.sets[SharedName.affinity]?.elements.isEmpty == true)
     }
 
     @Test(arguments: BackendKind.allCases) func staleUDPFlowsAreDeletedWhenTheirEndpointGoes(_ kind: BackendKind) async throws {

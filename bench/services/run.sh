@@ -20,7 +20,7 @@ BIN=$(swift build -c release --product proxy-bench --scratch-path "$SCRATCH" --s
 
 for r in $(seq 1 "$ROUNDS"); do
   ip netns add ${P}apply
-  "$BIN" --services "$S" --endpoints "$E" --repeat 3 --netns ${P}apply | grep -E "netlink|rss|encode|chains"
+  "$BIN" --services "$S" --endpoints "$E" --repeat 3 --rounds 100 --netns ${P}apply | grep -E "netlink|rss|encode|chains"
   ip netns del ${P}apply
   /work/shared/bench/nft-reference.sh "$S" "$E"
 done

@@ -72,10 +72,10 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
-        @Sendable func makeProxy(zone: String?) -> ServiceProxyActor {
+        @Sendable func makeProxy(zone: String?) async -> ServiceProxyActor {
             ServiceProxyActor(
                 store: agent.store,
-                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: agent.nodeIP.map { [$0] } ?? [],
+                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: await agent.primaryNodeAddresses(),
                                                   nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
                                                   serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
                 backend: backend, logger: agent.logger)
@@ -87,7 +87,7 @@ struct ServiceProxyService: AgentActor {
             init(_ p: ServiceProxyActor) { proxy = Mutex(p) }
             var value: ServiceProxyActor { proxy.withLock { $0 } }
         }
-        let current = Current(makeProxy(zone: initialZone))
+        let current = Current(await makeProxy(zone: initialZone))
         agent.statusDetails(name) {
             let proxy = current.value
             let s = await proxy.status()
@@ -130,7 +130,7 @@ struct ServiceProxyService: AgentActor {
                 await running.value
                 guard let zone = next, !Task.isCancelled else { return }
                 agent.logger.info("node zone changed: restarting the service proxy", metadata: ["zone": "\(zone ?? "none")"])
-                proxy = makeProxy(zone: zone)
+                proxy = await makeProxy(zone: zone)
                 current.proxy.withLock { $0 = proxy }
             }
         }

@@ -1,4 +1,5 @@
 import ClusterState
+import IPAddressing
 
 /// This node's zone (its Node object's `topology.kubernetes.io/zone` label), followed through
 /// store events. Only events that touch the node's own Node object (or a resync) read it again.
@@ -30,5 +31,19 @@ enum NodeZoneWatch {
             continuation.onTermination = { _ in task.cancel() }
         }
         return (current, changes)
+    }
+}
+
+extension NodeAgent {
+    /// The node's primary address of each family (kube-proxy's `--nodeport-addresses primary`,
+    /// its default since 1.29): the configured or discovered node IP, and the Node object's
+    /// InternalIP of the other family. NodePorts and health check node ports answer on these.
+    func primaryNodeAddresses() async -> [IPAddress] {
+        var addresses = nodeIP.map { [$0] } ?? []
+        for ip in await store.snapshot().nodes[config.nodeName]?.internalIPs ?? []
+        where !addresses.contains(where: { $0.family == ip.family }) {
+            addresses.append(ip)
+        }
+        return addresses
     }
 }

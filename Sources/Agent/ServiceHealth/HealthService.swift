@@ -38,10 +38,11 @@ struct HealthService: AgentActor {
                                    metadata: ["listen": "\(config.proxyHealth.listen)", "error": "\(error)"])
             }
         }
-        // The node's address, as the proxy's NodePorts (kube-proxy's nftables mode listens on the
-        // node's primary addresses too); every address when it is unknown.
+        // The node's primary addresses, as the proxy's NodePorts (kube-proxy's nftables mode
+        // listens on those too); every address when none is known.
+        let addresses = await agent.primaryNodeAddresses().map(\.description)
         let ports = HealthCheckPortServers(group: agent.group, logger: agent.logger,
-                                           hosts: [agent.nodeIP?.description ?? "0.0.0.0"], proxyHealthy: { verdict().healthy })
+                                           hosts: addresses.isEmpty ? ["0.0.0.0"] : addresses, proxyHealthy: { verdict().healthy })
         let events = await agent.store.subscribe()
         let fixed = problems
         @Sendable func report() async {

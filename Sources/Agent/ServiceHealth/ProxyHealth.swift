@@ -5,9 +5,9 @@ import Synchronization
 /// The service proxy's health as kube-proxy's healthz server judges it: healthy once the rules
 /// have been synced and while they keep being synced.
 ///
-/// The proxy actor's status has sync counters but no timestamps, so this tracker stamps them:
-/// `observe` is fed the status the agent polls every 200 ms, and notes the time when the
-/// success counter moves (the stamp is at most one poll late) and when failures start.
+/// `observe` is fed the status the agent polls every 200 ms. The last success is the actor's
+/// `lastSuccessfulSync`; a status without one (an older actor) is stamped when the success
+/// counter moves (at most one poll late). Failures are stamped when they start.
 /// Healthy means:
 /// - a sync has succeeded, and the last one is at most `fullSyncInterval + grace` old (the
 ///   proxy re-syncs at least every `fullSyncInterval`, so an older one means it is stuck);
@@ -30,8 +30,15 @@ public final class ProxyHealth: Sendable {
     /// changes) starts its counters at 0: only a change of the counter while in sync counts.
     public func observe(_ status: ServiceProxyStatus, at now: Date = Date()) {
         state.withLock { s in
-            if status.syncs != s.syncs, status.inSync, status.syncs > 0 {
-                s.lastSuccess = now
+            var success: Date?
+            if let t = status.lastSuccessfulSync {
+                success = Date(timeIntervalSince1970: t)
+            } else if status.syncs != s.syncs, status.inSync, status.syncs > 0 {
+                success = now
+            }
+            // Only a newer success counts: a replaced actor reports none until its first sync.
+            if let success, success > (s.lastSuccess ?? .distantPast) {
+                s.lastSuccess = success
                 s.failingSince = nil
             }
             if status.failures != s.failures, !status.inSync, status.failures > 0 {

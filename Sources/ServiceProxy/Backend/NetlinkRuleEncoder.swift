@@ -63,8 +63,15 @@ public struct NetlinkRuleEncoder: Sendable {
             return [NFTablesMessages.newSet(table: t, family: f, set)]
         case .deleteSet(_, let name): return [NFTablesMessages.deleteSet(table: t, name: name, family: f)]
         case .addElements(_, let set, let elements):
-            let list = elements.sorted { $0.key < $1.key }.map { k, v in NFTablesElement(key: Self.key(k), verdict: v.map(Self.verdict)) }
+            let list = elements.sorted { $0.key < $1.key }.map { k, v in Self.element(k, v) }
             return NFTablesMessages.elements(add: true, table: t, set: set, family: f, list)
+        case .deleteRanges(_, let set, let ranges):
+            // A concatenated range is found by its start and its end.
+            return NFTablesMessages.elements(add: false, table: t, set: set, family: f,
+                                             ranges.sorted { $0.key < $1.key }.map { NFTablesElement(key: Self.key($0.key), keyEnd: Self.key($0.value)) })
+        case .purgeAffinity:
+            // Resolved by the backend, which reads the learned entries first.
+            return []
         case .deleteElements(_, let set, let keys):
             return NFTablesMessages.elements(add: false, table: t, set: set, family: f, keys.sorted().map { NFTablesElement(key: Self.key($0)) })
         case .addRule(let family, let chain, let rule):
@@ -115,6 +122,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .ipv6Addr: (8, 16)
         case .inetProto: (12, 1)
         case .inetService: (13, 2)
+        case .integer: (4, 4)
         }
     }
 
@@ -125,6 +133,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case 8: .ipv6Addr
         case 12: .inetProto
         case 13: .inetService
+        case 4: .integer
         default: nil
         }
     }
@@ -149,6 +158,20 @@ public struct NetlinkRuleEncoder: Sendable {
             s.flags |= NFTablesSet.flagMap
             s.dataType = NFTablesSet.verdictData
         }
+        if let data = spec.dataType {
+            let d = keyType(data)
+            s.flags |= NFTablesSet.flagMap
+            s.dataType = d.id
+            s.dataLength = data.count > 1 ? d.length : UInt32(typeInfo(data[0]).length)
+        }
+        if spec.interval {
+            s.flags |= NFTablesSet.flagInterval
+            if spec.keyType.count > 1 {
+                s.flags |= NFTablesSet.flagConcat
+                s.concatLengths = spec.keyType.map { UInt32(typeInfo($0).length) }
+            }
+        }
+        if let typeof = spec.typeof, let udata = TypeofUserData.bytes[typeof] { s.userData = udata }
         if let timeout = spec.timeout {
             s.flags |= NFTablesSet.flagTimeout | NFTablesSet.flagEval
             s.timeoutMilliseconds = UInt64(timeout) * 1000
@@ -164,18 +187,28 @@ public struct NetlinkRuleEncoder: Sendable {
         case .prefix(let p): p.network.address.bytes
         case .proto(let p): [UInt8(p.number)]
         case .port(let p): [UInt8(p >> 8), UInt8(p & 0xff)]
+        case .slot(let n): host32(n)
         }
     }
 
     /// A set key: one field alone as is; a concatenation pads each field to 4 bytes.
-    static func key(_ k: ElementKey) -> [UInt8] {
-        guard k.values.count > 1 else { return k.values.first.map(bytes) ?? [] }
+    static func key(_ k: ElementKey, concatenated: Bool = false) -> [UInt8] {
+        guard k.values.count > 1 || concatenated else { return k.values.first.map(bytes) ?? [] }
         var out: [UInt8] = []
         for v in k.values {
             let b = bytes(v)
             out += b + [UInt8](repeating: 0, count: roundUp4(b.count) - b.count)
         }
         return out
+    }
+
+    static func element(_ k: ElementKey, _ v: ElementValue?) -> NFTablesElement {
+        switch v {
+        case nil: NFTablesElement(key: key(k))
+        case .verdict(let verdict)?: NFTablesElement(key: key(k), verdict: Self.verdict(verdict))
+        case .data(let d)?: NFTablesElement(key: key(k), data: key(d, concatenated: true))
+        case .intervalEnd(let end)?: NFTablesElement(key: key(k), keyEnd: key(end))
+        }
     }
 
     static func verdict(_ v: Verdict) -> NFTablesVerdict {
@@ -202,6 +235,10 @@ public struct NetlinkRuleEncoder: Sendable {
         case .l4proto: return .meta(.l4proto, dreg: reg)
         case .dport: return .payload(base: .transport, offset: 2, length: 2, dreg: reg)
         case .mark: return .meta(.mark, dreg: reg)
+        // NFT_CT_DST_IP (20) / NFT_CT_DST_IP6 (22), NFT_CT_PROTO_DST (12); direction original.
+        case .ctOriginalDaddr: return .ctDirection(key: v4 ? 20 : 22, dreg: reg, direction: 0)
+        case .ctOriginalDport: return .ctDirection(key: 12, dreg: reg, direction: 0)
+        case .numgen(let n): return .numgenRandom(modulus: n, dreg: reg)
         }
     }
 
@@ -209,14 +246,21 @@ public struct NetlinkRuleEncoder: Sendable {
         switch field {
         case .saddr, .daddr: family == .ip ? 4 : 16
         case .l4proto: 1
-        case .dport: 2
-        case .mark: 4
+        case .dport, .ctOriginalDport: 2
+        case .mark, .numgen: 4
+        case .ctOriginalDaddr: family == .ip ? 4 : 16
         }
     }
 
-    /// Loads of a (concatenated) key into consecutive registers, starting at register 1.
-    static func loads(_ fields: [NFField], _ family: TableFamily) -> [NFTablesExpression] {
-        var words = 0
+    /// 4-byte registers a (concatenated) key takes.
+    static func words(_ fields: [NFField], _ family: TableFamily) -> Int {
+        fields.reduce(0) { $0 + roundUp4(length($1, family)) / 4 }
+    }
+
+    /// Loads of a (concatenated) key into consecutive registers, starting at register 1 (or at
+    /// the 4-byte register `startWord`).
+    static func loads(_ fields: [NFField], _ family: TableFamily, startWord: Int = 0) -> [NFTablesExpression] {
+        var words = startWord
         var out: [NFTablesExpression] = []
         for f in fields {
             let reg = words == 0 ? NFTablesExpression.register1 : NFTablesExpression.register32(words)
@@ -246,8 +290,37 @@ public struct NetlinkRuleEncoder: Sendable {
             pre += NFTablesMessages.elements(add: true, table: tableName, set: set.name, setID: id, family: family.ipFamily,
                                              Self.intervals(values))
             return [Self.load(field, family, into: r1), .lookup(NFTablesSetReference(set.name, id: id), sreg: r1, dreg: nil, inverted: negated)]
-        case .lookup(let fields, let set):
-            return Self.loads(fields, family) + [.lookup(NFTablesSetReference(set), sreg: r1, dreg: nil, inverted: false)]
+        case .lookup(let fields, let set, let negated):
+            return Self.loads(fields, family) + [.lookup(NFTablesSetReference(set), sreg: r1, dreg: nil, inverted: negated)]
+        case .dnatMap(let fields, let map):
+            // The map's data (address . port) lands in register 1 onward: the address first,
+            // the port in the 4-byte register after it (as nft: `proto_min reg 9` / `reg 2`).
+            let portRegister = NFTablesExpression.register32(family == .ip ? 1 : 4)
+            return Self.loads(fields, family) + [
+                .lookup(NFTablesSetReference(map), sreg: r1, dreg: r1, inverted: false),
+                .nat(destination: true, family: family.ipFamily, addressRegister: r1, portRegister: portRegister),
+            ]
+        case .ctStatusDNAT:
+            // IPS_DST_NAT = 1 << 5.
+            return [.ct(key: 2 /* NFT_CT_STATUS */, dreg: r1), .bitwise(sreg: r1, dreg: r1, mask: Self.host32(0x20), xor: Self.host32(0)),
+                    .cmp(sreg: r1, equal: false, data: Self.host32(0))]
+        case .protocolPort(let p):
+            return [.meta(.l4proto, dreg: r1), .cmp(sreg: r1, equal: true, data: [UInt8(p.number)]),
+                    .payload(base: .transport, offset: 2, length: 2, dreg: r1), .cmp(sreg: r1, equal: false, data: [0, 0])]
+        case .recordDestination(let map, let key, let timeout, _):
+            // Key from register 1; the data (address . port after DNAT) where nft puts it, at the
+            // next 16-byte register, unless that runs past the last register (IPv6: the key is
+            // 40 bytes, the data 20, so it follows the key directly; nft 1.0.6 gives up there).
+            let keyWords = Self.words(key, family)
+            let dataFields: [NFField] = [.daddr, .dport]
+            let dataWords = Self.words(dataFields, family)
+            let aligned = (keyWords + 3) / 4 * 4
+            let dataStart = aligned + dataWords <= 16 ? aligned : keyWords
+            let dataRegister = dataStart % 4 == 0 ? UInt32(dataStart / 4) + r1 : NFTablesExpression.register32(dataStart)
+            return Self.loads(key, family) + Self.loads(dataFields, family, startWord: dataStart) + [
+                .dynsetUpdateMap(NFTablesSetReference(map), keyRegister: r1, dataRegister: dataRegister,
+                                 timeoutMilliseconds: UInt64(timeout) * 1000),
+            ]
         case .vmap(let fields, let map):
             return Self.loads(fields, family) + [.lookup(NFTablesSetReference(map), sreg: r1, dreg: NFTablesExpression.verdictRegister, inverted: false)]
         case .numgenVmap(let verdicts):
@@ -341,5 +414,35 @@ public struct NetlinkRuleEncoder: Sendable {
             if out[i] == 0xff { out[i] = 0 } else { out[i] += 1; return out }
         }
         return nil
+    }
+}
+
+extension NetlinkRuleEncoder {
+    static func typeofText(userData: [UInt8]) -> String? { TypeofUserData.typeof(of: userData) }
+}
+
+/// The set user data nft 1.0.6 writes for the `typeof` declarations nodenet uses (captured from
+/// `nft -f` and read back with NFT_MSG_GETSET): nft prints the set, and the rules that use it,
+/// from these expressions, so the netlink path writes the same bytes.
+enum TypeofUserData {
+    static let bytes: [String: [UInt8]] = [
+        TupleTypes(family: .ip).backendsTypeof: hex(
+            "000400000000010400000000036000040d00000001580014000407000000010c00040c00000001040c000000010e00040900000001060004100000000214000407000000010c00040b000000010402000000031a0004170000000112000401000000010402000000020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c00040b000000010402000000060400000000"),
+        TupleTypes(family: .ip6).backendsTypeof: hex(
+            "000400000000010400000000036000040d00000001580014000407000000010c00040d000000010409000000010e00040900000001060004100000000214000407000000010c00040b000000010402000000031a0004170000000112000401000000010402000000020400000000043400040d000000012c0014000407000000010c00040d0000000104090000000114000407000000010c00040b000000010402000000060400000000"),
+    ]
+
+    /// The typeof text of known user data (reading a set back from the kernel).
+    static func typeof(of userData: [UInt8]) -> String? { bytes.first { $0.value == userData }?.key }
+
+    static func hex(_ s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = s.startIndex
+        while i < s.endIndex {
+            let j = s.index(i, offsetBy: 2)
+            out.append(UInt8(s[i..<j], radix: 16)!)
+            i = j
+        }
+        return out
     }
 }

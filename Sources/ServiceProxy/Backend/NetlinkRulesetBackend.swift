@@ -51,7 +51,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     /// yet reachable or reachable with its chains complete up to that point, and nothing that
     /// already carried traffic is touched. Transactions that flush or delete are never split.
     public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
-        let ops = try skippingUnchangedRewrites(ops)
+        let ops = try resolvingAffinityPurges(try skippingUnchangedRewrites(ops))
         guard !ops.isEmpty else { return }
         let n = transactions.add(1, ordering: .relaxed).newValue
         let (requests, origin) = encoder.requests(ops, anonymousTag: "\(instanceTag)_\(String(n, radix: 36))_")
@@ -107,6 +107,78 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     }
 
     struct ChainKey: Hashable { var family: TableFamily; var chain: String }
+
+    /// Every kernel feature the shape uses, tried in one transaction on a throwaway table that
+    /// the same transaction deletes again (nothing stays): the first refused message names the
+    /// missing feature, so an old kernel is an error at start, not a half-programmed table.
+    public func checkKernelFeatures() async throws(BackendError) {
+        let probe = NetlinkRuleEncoder(tableName: tableName + "-probe")
+        for family in TableFamily.allCases {
+            let types = TupleTypes(family: family)
+            let tuple = types.tupleFields
+            let features: [(String, [RulesetOperation])] = [
+                ("nf_tables tables and chains", [.addTable(family), .addChain(family, name: "c", base: nil)]),
+                ("concatenated set keys", [.addSet(family, SetSpec("t", key: types.tuple))]),
+                ("data maps with a concatenated key and data (typeof)", [.addSet(family, types.backendsSpec("b"))]),
+                ("concatenated ranges (kernel 5.6)", [.addSet(family, SetSpec("r", key: [types.address, .inetService, types.address], interval: true))]),
+                ("dynamic maps with timeouts", [.addSet(family, SetSpec("a", key: [types.address] + types.tuple, data: types.endpoint, timeout: 60))]),
+                ("numgen in a map key and DNAT from map data", [.addRule(family, chain: "c", NFRule([.lookup(tuple, set: "t"), .dnatMap(tuple + [.numgen(2)], map: "b")]))]),
+                ("ct original tuples and dynset updates with data", [.addRule(family, chain: "c", NFRule([
+                    .ctStatusDNAT, .protocolPort(.tcp), .recordDestination(map: "a", key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalDport], timeout: 60, proto: .tcp),
+                ]))]),
+                ("inverted lookups in concatenated ranges", [.addRule(family, chain: "c", NFRule([.lookup([.daddr, .dport, .saddr], set: "r", negated: true), .verdict(.drop)]))]),
+                ("", [.deleteTable(family)]),
+            ]
+            let ops = features.flatMap(\.1)
+            var owner: [Int] = []
+            for (i, f) in features.enumerated() { owner += repeatElement(i, count: f.1.count) }
+            let (requests, origin) = probe.requests(ops, anonymousTag: "probe")
+            let result: BatchResult
+            do {
+                result = try session.nftablesTransaction(requests)
+            } catch {
+                throw BackendError(operation: "kernel feature check", message: "\(error)")
+            }
+            guard let index = result.failures.keys.min(), let e = result.failures[index] else { continue }
+            let feature = features[owner[origin[index]]].0
+            throw BackendError(operation: "kernel feature check (\(family.rawValue))",
+                               message: "the kernel lacks \(feature.isEmpty ? "table deletion" : feature), which the service rules need: \(e)")
+        }
+    }
+
+    /// Turns each `purgeAffinity` into the deletes it means: the learned entries are read from
+    /// the kernel (one dump of the map) and those pointing at an endpoint their tuple no longer
+    /// has are deleted in the same transaction as the rest.
+    private func resolvingAffinityPurges(_ ops: [RulesetOperation]) throws(BackendError) -> [RulesetOperation] {
+        guard ops.contains(where: { if case .purgeAffinity = $0 { true } else { false } }) else { return ops }
+        var out: [RulesetOperation] = []
+        for op in ops {
+            guard case .purgeAffinity(let family, let map, let keep, let strict) = op else {
+                out.append(op)
+                continue
+            }
+            let entries: [NFTablesElement]
+            do {
+                entries = try session.nftablesElements(table: tableName, set: map, family: family.ipFamily)
+            } catch {
+                throw BackendError(operation: "list \(family.rawValue) \(tableName) \(map)", message: "\(error)")
+            }
+            let types = TupleTypes(family: family)
+            var doomed: [ElementKey] = []
+            for e in entries {
+                guard let key = Self.elementKey(e.key, [types.address] + types.tuple), let d = e.data,
+                      let data = Self.elementKey(d, types.endpoint, concatenated: true) else { continue }
+                let tuple = ElementKey(Array(key.values.dropFirst()))
+                if let allowed = keep[tuple] {
+                    if !allowed.contains(data) { doomed.append(key) }
+                } else if strict {
+                    doomed.append(key)
+                }
+            }
+            if !doomed.isEmpty { out.append(.deleteElements(family, set: map, doomed)) }
+        }
+        return out
+    }
 
     /// The chains `ops` flushes and refills whose rewrite may be dropped when the kernel already
     /// holds rules with these digests (in order). Not a chain the transaction deletes (re-created
@@ -187,7 +259,21 @@ public final class NetlinkRulesetBackend: RulesetBackend {
                     guard let key = Self.elementKey(e.key, spec.keyType) else {
                         throw BackendError(operation: "read set \(s.name)", message: "element of \(e.key.count) bytes does not match its type")
                     }
-                    set.elements[key] = .some(e.verdict.flatMap(Self.verdict))
+                    var value: ElementValue?
+                    if let v = e.verdict.flatMap(Self.verdict) {
+                        value = .verdict(v)
+                    } else if let d = e.data, let types = spec.dataType {
+                        guard let data = Self.elementKey(d, types, concatenated: true) else {
+                            throw BackendError(operation: "read set \(s.name)", message: "element data of \(d.count) bytes does not match its type")
+                        }
+                        value = .data(data)
+                    } else if let end = e.keyEnd {
+                        guard let endKey = Self.elementKey(end, spec.keyType) else {
+                            throw BackendError(operation: "read set \(s.name)", message: "range end of \(end.count) bytes does not match its type")
+                        }
+                        value = .intervalEnd(endKey)
+                    }
+                    set.elements[key] = .some(value)
                 }
             }
             t.sets[s.name] = set
@@ -225,10 +311,22 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         }
         guard !types.isEmpty else { return nil }
         let timeout = s.flags & NFTablesSet.flagTimeout != 0 ? Int((s.timeoutMilliseconds ?? 0) / 1000) : nil
-        return SetSpec(s.name, key: types, verdictMap: s.dataType == NFTablesSet.verdictData, timeout: timeout)
+        var data: [NFDataType]?
+        if let d = s.dataType, d != NFTablesSet.verdictData {
+            var id = d, types: [NFDataType] = []
+            while id != 0 {
+                guard let t = NetlinkRuleEncoder.dataType(id: id & 63) else { return nil }
+                types.insert(t, at: 0)
+                id >>= 6
+            }
+            data = types
+        }
+        return SetSpec(s.name, key: types, verdictMap: s.dataType == NFTablesSet.verdictData, data: data,
+                       interval: s.flags & NFTablesSet.flagInterval != 0, timeout: timeout,
+                       typeof: NetlinkRuleEncoder.typeofText(userData: s.userData))
     }
 
-    static func elementKey(_ bytes: [UInt8], _ types: [NFDataType]) -> ElementKey? {
+    static func elementKey(_ bytes: [UInt8], _ types: [NFDataType], concatenated: Bool = false) -> ElementKey? {
         var values: [NFValue] = []
         var offset = 0
         for t in types {
@@ -243,9 +341,10 @@ public final class NetlinkRulesetBackend: RulesetBackend {
                 guard let p = L4Protocol.allCases.first(where: { $0.number == b[0] }) else { return nil }
                 values.append(.proto(p))
             case .inetService: values.append(.port(UInt16(b[0]) << 8 | UInt16(b[1])))
+            case .integer: values.append(.slot(b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
             case .verdict: return nil
             }
-            offset += types.count > 1 ? NetlinkRuleEncoder.roundUp4(length) : length
+            offset += types.count > 1 || concatenated ? NetlinkRuleEncoder.roundUp4(length) : length
         }
         return offset == bytes.count ? ElementKey(values) : nil
     }

@@ -23,7 +23,18 @@ public struct NftCommandBackend: RulesetBackend {
 
     public func apply(_ ops: [RulesetOperation]) async throws(BackendError) {
         guard !ops.isEmpty else { return }
-        let script = NftRenderer(tableName: tableName).script(ops)
+        var resolved: [RulesetOperation] = []
+        for op in ops {
+            if case .purgeAffinity(let family, let map, let keep, let strict) = op {
+                let doomed = try learnedEntries(family, map).filter { e in
+                    keep[e.tuple].map { !$0.contains(e.endpoint) } ?? strict
+                }.map(\.key)
+                if !doomed.isEmpty { resolved.append(.deleteElements(family, set: map, doomed)) }
+            } else {
+                resolved.append(op)
+            }
+        }
+        let script = NftRenderer(tableName: tableName).script(resolved)
         let r = try run([nftPath, "-f", "-"], stdin: script, what: "nft -f")
         guard r.status == 0 else {
             throw BackendError(operation: "nft -f (\(ops.count) operations)", message: r.stderr.trimmed,
@@ -47,6 +58,48 @@ public struct NftCommandBackend: RulesetBackend {
         }
         return model.tables.isEmpty ? nil : model
     }
+
+    struct LearnedEntry {
+        var key: ElementKey
+        var tuple: ElementKey
+        var endpoint: ElementKey
+    }
+
+    /// The learned entries of the affinity map (`client . tuple : endpoint`), from `nft -j`.
+    private func learnedEntries(_ family: TableFamily, _ map: String) throws(BackendError) -> [LearnedEntry] {
+        let r = try run([nftPath, "-j", "list", "map", family.rawValue, tableName, map], stdin: nil, what: "nft list map")
+        guard r.status == 0 else { throw BackendError(operation: "nft -j list map \(family.rawValue) \(tableName) \(map)", message: r.stderr.trimmed) }
+        func value(_ v: Any) -> NFValue? {
+            if let s = v as? String {
+                if let a = IPAddress(s) { return .address(a) }
+                if let p = L4Protocol.allCases.first(where: { $0.nftName == s }) { return .proto(p) }
+            }
+            if let n = v as? Int, let p = UInt16(exactly: n) { return .port(p) }
+            return nil
+        }
+        func concat(_ v: Any) -> [NFValue]? {
+            guard let parts = (v as? [String: Any])?["concat"] as? [Any] else { return nil }
+            let values = parts.compactMap(value)
+            return values.count == parts.count ? values : nil
+        }
+        guard let root = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+              let items = root["nftables"] as? [[String: Any]] else { return [] }
+        var out: [LearnedEntry] = []
+        for item in items {
+            guard let m = item["map"] as? [String: Any], let elems = m["elem"] as? [Any] else { continue }
+            for raw in elems {
+                guard let pair = raw as? [Any], pair.count == 2 else { continue }
+                // The key may carry its timeout: {"elem": {"val": {"concat": [...]}, ...}}.
+                let keyJSON = ((pair[0] as? [String: Any])?["elem"] as? [String: Any])?["val"] ?? pair[0]
+                guard let key = concat(keyJSON), key.count == 4, let endpoint = concat(pair[1]) else { continue }
+                out.append(LearnedEntry(key: ElementKey(key), tuple: ElementKey(Array(key.dropFirst())), endpoint: ElementKey(endpoint)))
+            }
+        }
+        return out
+    }
+
+    /// nft 1.0.6 cannot add a rule using a `typeof` map already in the kernel.
+    public var recreatesTypeofMaps: Bool { true }
 
     @discardableResult
     public func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int {

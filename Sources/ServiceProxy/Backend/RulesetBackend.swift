@@ -9,6 +9,16 @@ public protocol RulesetBackend: Sendable {
     /// Deletes conntrack entries matching the filters (stale UDP flows); returns how many.
     @discardableResult
     func deleteConntrack(_ filters: [ConntrackFilter]) async throws(BackendError) -> Int
+    /// True when rules using a `typeof` map can only be written together with the map's
+    /// declaration (the `nft -f` backend; see `RulesetDiff.operations(recreatingTypeofMaps:)`).
+    var recreatesTypeofMaps: Bool { get }
+    /// Fails, naming the feature, when the kernel lacks something the ruleset shape needs.
+    func checkKernelFeatures() async throws(BackendError)
+}
+
+extension RulesetBackend {
+    public var recreatesTypeofMaps: Bool { false }
+    public func checkKernelFeatures() async throws(BackendError) {}
 }
 
 public struct BackendError: Error, CustomStringConvertible, Sendable {

@@ -24,8 +24,39 @@ public struct DesiredState: Sendable {
     public private(set) var orphanSlices: [NamespacedName: SkippedObject] = [:]
     /// Per service: its UDP ports and their endpoints (see `StaleConntrack`).
     public private(set) var udpPorts: [NamespacedName: [String: UDPServicePort]] = [:]
+    /// Per service, per family: ClientIP affinity tuples and the endpoints each may be sent to.
+    public private(set) var affinity: [NamespacedName: [TableFamily: [ElementKey: Set<ElementKey>]]] = [:]
+    /// Per family: how many services use each hairpin pair, endpoint count and timeout. An
+    /// element (or counted set and rule) exists while its count is above zero.
+    private var hairpinUse: [TableFamily: [ElementKey: Int]] = [:]
+    private var clusterCountUse: [TableFamily: [Int: Int]] = [:]
+    private var localCountUse: [TableFamily: [Int: Int]] = [:]
+    private var timeoutUse: [TableFamily: [Int: Int]] = [:]
+    /// What each service counts for (its elements are in the model and its contribution).
+    private var counted: [NamespacedName: [TableFamily: CountedParts]] = [:]
 
-    /// An empty state: both tables with their fixed chains and maps, no services.
+    struct CountedParts: Sendable {
+        var hairpin: Set<ElementKey>
+        var clusterCounts: Set<Int>
+        var localCounts: Set<Int>
+        var timeouts: Set<Int>
+        var endpoints: Int
+
+        init(_ f: ServiceFragment) {
+            hairpin = f.hairpin
+            clusterCounts = f.clusterCounts
+            localCounts = f.localCounts
+            timeouts = f.timeouts
+            endpoints = f.elements[SharedName.backends]?.count ?? 0
+        }
+    }
+    /// Families whose counted chains must be rewritten (a count or timeout came or went).
+    private var countsChanged: Set<TableFamily> = []
+
+    /// Services whose endpoints are counted right now (for status, maintained incrementally).
+    public private(set) var endpointCount = 0
+
+    /// An empty state: both tables with their fixed chains and sets, no services.
     public init(configuration: ProxyConfiguration) {
         self.configuration = configuration
         for family in TableFamily.allCases { model.tables[family] = skeleton(family, configuration) }
@@ -36,6 +67,7 @@ public struct DesiredState: Sendable {
         self.init(configuration: configuration)
         for id in snapshot.services.keys.sorted() { update(service: id, in: snapshot) }
         for id in snapshot.endpointSlices.keys { updateSlice(id, in: snapshot) }
+        refreshCountedChains()
     }
 
     /// Services that were refused an element because another service owns it.
@@ -46,9 +78,11 @@ public struct DesiredState: Sendable {
     }
 
     /// Rebuilds one service's part from the snapshot (removes it when the service is gone).
+    /// Call `refreshCountedChains()` after a batch of updates.
     public mutating func update(service id: NamespacedName, in snapshot: ClusterSnapshot) {
         remove(service: id)
         udpPorts[id] = nil
+        affinity[id] = nil
         guard let service = snapshot.services[id] else { return }
         let slices = snapshot.endpointSlices(for: id)
         var problems: [String] = []
@@ -56,6 +90,7 @@ public struct DesiredState: Sendable {
             let fragment = buildFragment(service, slices: slices, family: family, config: configuration, problems: &problems)
             insert(fragment, of: id, family: family, problems: &problems)
             if !fragment.udp.isEmpty { udpPorts[id, default: [:]].merge(fragment.udp) { a, _ in a } }
+            if !fragment.affinity.isEmpty { affinity[id, default: [:]][family] = fragment.affinity }
         }
         // The same slice problem is found once per port or family: report it once.
         let unique = Array(Set(problems)).sorted().map { SkippedObject("Service \(id)", $0) }
@@ -75,35 +110,79 @@ public struct DesiredState: Sendable {
         }
     }
 
+    /// Declares the sets and rewrites the rules of the endpoint counts and affinity timeouts in
+    /// use, where they changed. Returns the families touched.
+    @discardableResult
+    public mutating func refreshCountedChains() -> Set<TableFamily> {
+        let changed = countsChanged
+        for family in changed {
+            guard var table = model.tables.removeValue(forKey: family) else { continue }
+            setCountedChains(&table, configuration, clusterCounts: Set(clusterCountUse[family, default: [:]].keys),
+                             localCounts: Set(localCountUse[family, default: [:]].keys), timeouts: Set(timeoutUse[family, default: [:]].keys))
+            model.tables[family] = table
+        }
+        countsChanged = []
+        return changed
+    }
+
     private mutating func remove(service id: NamespacedName) {
         serviceProblems[id] = nil
         conflicted.remove(id)
+        if let byFamily = counted.removeValue(forKey: id) {
+            for (family, f) in byFamily { release(f, family: family) }
+        }
         guard let byFamily = model.contributions.removeValue(forKey: id) else { return }
         for (family, c) in byFamily {
             // Moved out and back so the dictionaries stay uniquely referenced (no copy).
             guard var table = model.tables.removeValue(forKey: family) else { continue }
-            for name in c.chains { table.chains[name] = nil }
-            for name in c.sets { table.sets[name] = nil }
-            for (set, keys) in c.elements {
+            for (set, keys) in c.elements where set != SharedName.hairpin {
                 for k in keys { table.sets[set]?.elements[k] = nil }
+            }
+            for k in c.elements[SharedName.hairpin] ?? [] where hairpinUse[family]?[k] == nil {
+                table.sets[SharedName.hairpin]?.elements[k] = nil
             }
             model.tables[family] = table
         }
     }
 
+    /// Drops one service's counts (hairpin pairs, endpoint counts, timeouts).
+    private mutating func release(_ f: CountedParts, family: TableFamily) {
+        for k in f.hairpin { Self.decrement(&hairpinUse[family, default: [:]], k) }
+        for n in f.clusterCounts where Self.decrement(&clusterCountUse[family, default: [:]], n) && n > CountRules.cluster {
+            countsChanged.insert(family)
+        }
+        for n in f.localCounts where Self.decrement(&localCountUse[family, default: [:]], n) && n > CountRules.local {
+            countsChanged.insert(family)
+        }
+        for t in f.timeouts where Self.decrement(&timeoutUse[family, default: [:]], t) { countsChanged.insert(family) }
+        endpointCount -= f.endpoints
+    }
+
+    /// Returns true when the count reached zero (the key is gone).
+    private static func decrement<K: Hashable>(_ counts: inout [K: Int], _ key: K) -> Bool {
+        guard let n = counts[key] else { return false }
+        if n <= 1 {
+            counts[key] = nil
+            return true
+        }
+        counts[key] = n - 1
+        return false
+    }
+
+    /// Returns true when the key is new.
+    private static func increment<K: Hashable>(_ counts: inout [K: Int], _ key: K) -> Bool {
+        counts[key, default: 0] += 1
+        return counts[key] == 1
+    }
+
     private mutating func insert(_ f: ServiceFragment, of id: NamespacedName, family: TableFamily, problems: inout [String]) {
         guard var table = model.tables.removeValue(forKey: family) else { return }
         var c = Contribution()
-        for chain in f.chains where table.chains[chain.name] == nil {
-            table.chains[chain.name] = chain
-            c.chains.insert(chain.name)
-        }
-        for set in f.sets where table.sets[set.name] == nil {
-            table.sets[set.name] = set
-            c.sets.insert(set.name)
-        }
         for (set, elements) in f.elements {
-            for (key, verdict) in elements {
+            // Counted sets beyond the fixed ones are declared when first used (their rule
+            // follows in `refreshCountedChains`).
+            if table.sets[set] == nil, isCountedSet(set) { table.sets[set] = NFSet(SetSpec(set, key: TupleTypes(family: family).tuple)) }
+            for (key, value) in elements {
                 // Another service already owns this address/port (e.g. a shared externalIP):
                 // the first one (by name, on a full build) keeps it.
                 if table.sets[set]?.elements[key] != nil {
@@ -111,11 +190,24 @@ public struct DesiredState: Sendable {
                     conflicted.insert(id)
                     continue
                 }
-                table.sets[set]?.elements[key] = .some(verdict)
+                table.sets[set]?.elements[key] = .some(value)
                 c.elements[set, default: []].insert(key)
             }
         }
+        for k in f.hairpin {
+            if Self.increment(&hairpinUse[family, default: [:]], k) { table.sets[SharedName.hairpin]?.elements[k] = .some(nil) }
+            c.elements[SharedName.hairpin, default: []].insert(k)
+        }
+        for n in f.clusterCounts where Self.increment(&clusterCountUse[family, default: [:]], n) && n > CountRules.cluster {
+            countsChanged.insert(family)
+        }
+        for n in f.localCounts where Self.increment(&localCountUse[family, default: [:]], n) && n > CountRules.local {
+            countsChanged.insert(family)
+        }
+        for t in f.timeouts where Self.increment(&timeoutUse[family, default: [:]], t) { countsChanged.insert(family) }
+        endpointCount += f.elements[SharedName.backends]?.count ?? 0
         model.tables[family] = table
+        counted[id, default: [:]][family] = CountedParts(f)
         if !c.isEmpty { model.contributions[id, default: [:]][family] = c }
     }
 }

@@ -1,24 +1,55 @@
-// The fixed part of each family's table: base chains, dispatch chains and the shared maps.
-// Shaped like kube-proxy's nftables mode (see the README for the packet walk).
+import ClusterState
 
-/// Names of the shared chains and maps.
+// The fixed part of each family's table: base chains, the dispatch chains and the named sets
+// and maps. Every Service and EndpointSlice lives in elements of these sets and maps only (see
+// the README's "Ruleset shape" and ../shared/reference/service-scale.md for the kernel facts):
+// adding a rule or a jump/goto verdict-map element makes the kernel re-validate the whole
+// table at commit, adding or deleting a set or data-map element does not.
+
+/// Names of the shared chains, sets and maps.
 public enum SharedName {
-    public static let serviceIPs = "service-ips"
-    public static let serviceNodePorts = "service-nodeports"
-    public static let noEndpointServices = "no-endpoint-services"
-    public static let noEndpointNodePorts = "no-endpoint-nodeports"
-    public static let firewallIPs = "firewall-ips"
+    /// `tuple . slot -> endpoint address . port`: the endpoints a tuple (ClusterIP, external
+    /// IP, LB IP or node IP, with protocol and port) load-balances over, slots 0..N-1.
+    public static let backends = "backends"
+    /// The same for node-local endpoints (externalTrafficPolicy Local from outside).
+    public static let backendsLocal = "backends-local"
+    /// ClusterIP tuples masqueraded when the source is not a pod (iTP Cluster).
+    public static let clusterMasquerade = "cluster-masq"
+    /// External tuples (external IPs, LB IPs, NodePorts) with eTP Cluster: always masqueraded.
+    public static let externalMasquerade = "ext-masq"
+    /// External tuples with eTP Local: local endpoints for outside clients.
+    public static let externalLocal = "ext-local"
+    /// Tuples without a usable endpoint: refused (TCP RST, ICMP port unreachable).
+    public static let noEndpointReject = "no-ep-reject"
+    /// Tuples whose policy (Local) leaves no endpoint on this node: dropped, as kube-proxy does.
+    public static let noEndpointDrop = "no-ep-drop"
+    /// LB tuples with loadBalancerSourceRanges, and the allowed `lb ip . port . source range`.
+    public static let firewallTuples = "fw-tuples"
+    public static let firewallAllow = "fw-allow"
+    /// `endpoint . endpoint`: a pod reaching itself through a service is masqueraded.
+    public static let hairpin = "hairpin"
     public static let clusterIPs = "cluster-ips"
-    public static let nodePortIPs = "nodeport-ips"
+    /// `client . tuple -> endpoint`, written from the packet path (ClientIP affinity).
+    public static let affinity = "affinity"
+
+    /// Tuples with `count` endpoints in `backends` (`n3`) or `backends-local` (`ln3`).
+    public static func count(_ count: Int, local: Bool) -> String { (local ? "ln" : "n") + String(count) }
+    /// Tuples with ClientIP affinity of `seconds`.
+    public static func affinityTimeout(_ seconds: Int) -> String { "aff-\(seconds)s" }
 
     public static let services = "services"
+    public static let clusterLB = "cluster-lb"
+    public static let externalLocalChain = "external-local"
     public static let serviceEndpointsCheck = "service-endpoints-check"
-    public static let nodePortEndpointsCheck = "nodeport-endpoints-check"
-    public static let firewallCheck = "firewall-check"
     public static let clusterIPsCheck = "cluster-ips-check"
-    public static let markForMasquerade = "mark-for-masquerade"
     public static let masquerading = "masquerading"
-    public static let rejectChain = "reject-chain"
+    public static let natPostrouting = "nat-postrouting"
+    public static let natInput = "nat-input"
+    public static let filterPrerouting = "filter-prerouting"
+    public static let filterOutput = "filter-output"
+
+    /// The chains whose rules depend on which endpoint counts and affinity timeouts are in use.
+    static let countedChains = [clusterLB, externalLocalChain, natPostrouting, natInput]
 }
 
 enum Priority {
@@ -26,58 +57,106 @@ enum Priority {
     static let srcnat = 100
 }
 
+/// Endpoint counts whose sets and rules always exist: a service moving between these changes
+/// elements only. Larger counts (and other affinity timeouts) add one set and one rule when
+/// first used, which costs a validation of this small table (about 0.05 ms), never the cluster.
+public enum CountRules {
+    public static let cluster = 16
+    public static let local = 4
+    /// kube-proxy's default sessionAffinityConfig.clientIP.timeoutSeconds.
+    public static let defaultAffinityTimeout = 10800
+}
+
+/// The element shapes every family uses.
+struct TupleTypes {
+    let family: TableFamily
+    var address: NFDataType { .address(family) }
+    var tuple: [NFDataType] { [address, .inetProto, .inetService] }
+    var endpoint: [NFDataType] { [address, .inetService] }
+    var tupleFields: [NFField] { [.daddr, .l4proto, .dport] }
+
+    /// The typeof nft needs to print and parse `... . numgen random mod N map @backends`
+    /// (a plain `type` with `integer` is refused in a concatenation by nft 1.0.6). The data is
+    /// `th dport` (not `tcp dport`: nft would then add a `meta l4proto tcp` dependency to every
+    /// rule using the map and UDP would never match).
+    var backendsTypeof: String {
+        let a = family.rawValue
+        return "\(a) daddr . meta l4proto . th dport . numgen random mod 2 : \(a) daddr . th dport"
+    }
+
+    func backendsSpec(_ name: String) -> SetSpec {
+        SetSpec(name, key: tuple + [.integer], data: endpoint, typeof: backendsTypeof)
+    }
+}
+
 func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel {
     typealias N = SharedName
     var t = TableModel(family: family)
-    let addr = NFDataType.address(family)
+    let types = TupleTypes(family: family)
+    let addr = types.address
     for spec in [
-        SetSpec(N.serviceIPs, key: [addr, .inetProto, .inetService], verdictMap: true),
-        SetSpec(N.serviceNodePorts, key: [.inetProto, .inetService], verdictMap: true),
-        SetSpec(N.noEndpointServices, key: [addr, .inetProto, .inetService], verdictMap: true),
-        SetSpec(N.noEndpointNodePorts, key: [.inetProto, .inetService], verdictMap: true),
-        SetSpec(N.firewallIPs, key: [addr, .inetProto, .inetService], verdictMap: true),
+        types.backendsSpec(N.backends),
+        types.backendsSpec(N.backendsLocal),
+        SetSpec(N.clusterMasquerade, key: types.tuple),
+        SetSpec(N.externalMasquerade, key: types.tuple),
+        SetSpec(N.externalLocal, key: types.tuple),
+        SetSpec(N.noEndpointReject, key: types.tuple),
+        SetSpec(N.noEndpointDrop, key: types.tuple),
+        SetSpec(N.firewallTuples, key: types.tuple),
+        SetSpec(N.firewallAllow, key: [addr, .inetService, addr], interval: true),
+        SetSpec(N.hairpin, key: [addr, addr]),
         SetSpec(N.clusterIPs, key: [addr]),
+        SetSpec(N.affinity, key: [addr] + types.tuple, data: types.endpoint, timeout: CountRules.defaultAffinityTimeout),
     ] {
         t.sets[spec.name] = NFSet(spec)
     }
-    let nodeIPs = config.nodeAddresses(family)
-    if !nodeIPs.isEmpty {
-        t.sets[N.nodePortIPs] = NFSet(SetSpec(N.nodePortIPs, key: [addr]),
-                                      elements: Dictionary(uniqueKeysWithValues: nodeIPs.map { (ElementKey([.address($0)]), nil) }))
-    }
+    for n in 1...CountRules.cluster { t.sets[N.count(n, local: false)] = NFSet(SetSpec(N.count(n, local: false), key: types.tuple)) }
+    for n in 1...CountRules.local { t.sets[N.count(n, local: true)] = NFSet(SetSpec(N.count(n, local: true), key: types.tuple)) }
 
     func chain(_ name: String, _ base: BaseChainSpec? = nil, _ rules: [NFRule]) {
         t.chains[name] = NFChain(name, base: base, rules: rules)
     }
-    let tuple: [NFField] = [.daddr, .l4proto, .dport]
-    let portTuple: [NFField] = [.l4proto, .dport]
+    let tuple = types.tupleFields
     let newOnly = NFExpression.ctStateNew
+    let mark = config.masqueradeMark
+    // loadBalancerSourceRanges: other sources are dropped before DNAT (from outside and from the node).
+    let firewall = NFRule([newOnly, .lookup(tuple, set: N.firewallTuples), .lookup([.daddr, .dport, .saddr], set: N.firewallAllow, negated: true),
+                           .verdict(.drop)])
     // Reject is refused in prerouting on old kernels: endpoint checks hang off input, forward, output.
-    chain("filter-prerouting", BaseChainSpec(.filter, .prerouting, priority: Priority.dstnat - 10),
-          [NFRule([newOnly, .verdict(.jump(N.firewallCheck))])])
+    chain(N.filterPrerouting, BaseChainSpec(.filter, .prerouting, priority: Priority.dstnat - 10), [firewall])
     chain("filter-input", BaseChainSpec(.filter, .input, priority: Priority.dstnat - 10),
-          [NFRule([newOnly, .verdict(.jump(N.nodePortEndpointsCheck))]), NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))])])
+          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))])])
     chain("filter-forward", BaseChainSpec(.filter, .forward, priority: Priority.dstnat - 10),
           [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))]), NFRule([newOnly, .verdict(.jump(N.clusterIPsCheck))])])
-    chain("filter-output", BaseChainSpec(.filter, .output, priority: Priority.dstnat - 10),
-          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))]), NFRule([newOnly, .verdict(.jump(N.firewallCheck))])])
+    chain(N.filterOutput, BaseChainSpec(.filter, .output, priority: Priority.dstnat - 10),
+          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))]), firewall])
     // After output DNAT: a ClusterIP still here had no matching port (or no service).
     chain("filter-output-post-dnat", BaseChainSpec(.filter, .output, priority: Priority.dstnat + 10),
           [NFRule([newOnly, .verdict(.jump(N.clusterIPsCheck))])])
     chain("nat-prerouting", BaseChainSpec(.nat, .prerouting, priority: Priority.dstnat), [NFRule([.verdict(.jump(N.services))])])
     chain("nat-output", BaseChainSpec(.nat, .output, priority: Priority.dstnat), [NFRule([.verdict(.jump(N.services))])])
-    chain("nat-postrouting", BaseChainSpec(.nat, .postrouting, priority: Priority.srcnat), [NFRule([.verdict(.jump(N.masquerading))])])
+    chain(N.natPostrouting, BaseChainSpec(.nat, .postrouting, priority: Priority.srcnat), [])
+    // Connections DNATed to an endpoint on this node's own addresses (hostNetwork) leave
+    // through input, not postrouting: their affinity is recorded there.
+    chain(N.natInput, BaseChainSpec(.nat, .input, priority: Priority.srcnat), [])
 
-    let nodePortMatch: [NFExpression] = nodeIPs.isEmpty
-        ? [.fibTypeLocal(.daddr), .match(.daddr, .prefix(family.loopback), negated: true)]
-        : [.lookup([.daddr], set: N.nodePortIPs)]
-    chain(N.services, nil, [
-        NFRule([.vmap(tuple, map: N.serviceIPs)]),
-        NFRule(nodePortMatch + [.vmap(portTuple, map: N.serviceNodePorts)]),
+    var services: [NFRule] = []
+    for net in config.clusterCIDRs(family) {
+        // Off-cluster sources reaching a ClusterIP are masqueraded so replies come back here.
+        services.append(NFRule([.lookup(tuple, set: N.clusterMasquerade), .match(.saddr, .prefix(net), negated: true), .markSetOr(mark)]))
+    }
+    services.append(NFRule([.lookup(tuple, set: N.externalMasquerade), .markSetOr(mark)]))
+    services.append(NFRule([.lookup(tuple, set: N.externalLocal), .verdict(.goto(N.externalLocalChain))]))
+    services.append(NFRule([.verdict(.goto(N.clusterLB))]))
+    chain(N.services, nil, services)
+    t.chains[N.clusterLB] = NFChain(N.clusterLB, rules: [])
+    t.chains[N.externalLocalChain] = NFChain(N.externalLocalChain, rules: [])
+
+    chain(N.serviceEndpointsCheck, nil, [
+        NFRule([.lookup(tuple, set: N.noEndpointReject), .match(.l4proto, .proto(.tcp)), .reject(.tcpReset)]),
+        NFRule([.lookup(tuple, set: N.noEndpointReject), .reject(.portUnreachable)]),
+        NFRule([.lookup(tuple, set: N.noEndpointDrop), .verdict(.drop)]),
     ])
-    chain(N.serviceEndpointsCheck, nil, [NFRule([.vmap(tuple, map: N.noEndpointServices)])])
-    chain(N.nodePortEndpointsCheck, nil, [NFRule(nodePortMatch + [.vmap(portTuple, map: N.noEndpointNodePorts)])])
-    chain(N.firewallCheck, nil, [NFRule([.vmap(tuple, map: N.firewallIPs)])])
     var clusterCheck = [NFRule([.lookup([.daddr], set: N.clusterIPs), .reject(.portUnreachable)], comment: "no such port on this ClusterIP")]
     let serviceNets = config.serviceCIDRs(family)
     if !serviceNets.isEmpty {
@@ -87,17 +166,85 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
         clusterCheck.append(NFRule([.matchAny(.daddr, serviceNets.map(NFValue.prefix)), .verdict(.drop)], comment: "unallocated ClusterIP"))
     }
     chain(N.clusterIPsCheck, nil, clusterCheck)
-    let mark = config.masqueradeMark
-    chain(N.markForMasquerade, nil, [NFRule([.markSetOr(mark)])])
     chain(N.masquerading, nil, [
         NFRule([.markClear(mark), .verdict(.return)]),
         NFRule([.markSetXor(mark)]),
         NFRule([.masquerade]),
     ])
-    // reject cannot be a map verdict: the no-endpoint maps goto this chain.
-    chain(N.rejectChain, nil, [
-        NFRule([.match(.l4proto, .proto(.tcp)), .reject(.tcpReset)]),
-        NFRule([.reject(.portUnreachable)]),
-    ])
+    setCountedChains(&t, config, clusterCounts: [], localCounts: [], timeouts: [])
     return t
+}
+
+/// (Re)writes the chains that carry one rule per endpoint count and per affinity timeout in
+/// use, and declares those sets; the fixed counts and the default timeout always exist.
+func setCountedChains(_ t: inout TableModel, _ config: ProxyConfiguration, clusterCounts: Set<Int>, localCounts: Set<Int>,
+                      timeouts: Set<Int>) {
+    typealias N = SharedName
+    let family = t.family
+    let types = TupleTypes(family: family)
+    let tuple = types.tupleFields
+    let mark = config.masqueradeMark
+    let cluster = Set(1...CountRules.cluster).union(clusterCounts).sorted()
+    let local = Set(1...CountRules.local).union(localCounts).sorted()
+    // The default timeout's rules always exist in the IPv4 table. Not in IPv6: nft 1.0.6 cannot
+    // load an IPv6 `update @affinity { 40-byte key : 20-byte data }` (it runs out of its 16-byte
+    // registers; the kernel takes it, packed in 4-byte registers), so a table without IPv6
+    // affinity services stays loadable by `nft -f` of its own listing.
+    let allTimeouts = (family == .ip ? Set([CountRules.defaultAffinityTimeout]) : []).union(timeouts).sorted()
+    // Sets of counts and timeouts no longer used go (their rules are rewritten below).
+    for name in t.sets.keys where isCountedSet(name) {
+        let keep = cluster.map { N.count($0, local: false) } + local.map { N.count($0, local: true) } + allTimeouts.map(N.affinityTimeout)
+        if !keep.contains(name) { t.sets[name] = nil }
+    }
+    for n in cluster where t.sets[N.count(n, local: false)] == nil {
+        t.sets[N.count(n, local: false)] = NFSet(SetSpec(N.count(n, local: false), key: types.tuple))
+    }
+    for n in local where t.sets[N.count(n, local: true)] == nil {
+        t.sets[N.count(n, local: true)] = NFSet(SetSpec(N.count(n, local: true), key: types.tuple))
+    }
+    for s in allTimeouts where t.sets[N.affinityTimeout(s)] == nil {
+        t.sets[N.affinityTimeout(s)] = NFSet(SetSpec(N.affinityTimeout(s), key: types.tuple))
+    }
+
+    // A learned ClientIP choice first (its timeout was checked by the kernel), then the random
+    // choice among N endpoints: `numgen random mod N` is the last field of the map key.
+    let affinityHit = NFRule([.dnatMap([.saddr] + tuple, map: N.affinity)])
+    var lb = [affinityHit]
+    for n in cluster {
+        lb.append(NFRule([.lookup(tuple, set: N.count(n, local: false)), .dnatMap(tuple + [.numgen(UInt32(n))], map: N.backends)]))
+    }
+    t.chains[N.clusterLB]?.rules = lb
+
+    var ext: [NFRule] = []
+    for net in config.clusterCIDRs(family) {
+        ext.append(NFRule([.match(.saddr, .prefix(net)), .verdict(.goto(N.clusterLB))], comment: "short-circuit pod traffic"))
+    }
+    ext.append(NFRule([.fibTypeLocal(.saddr), .markSetOr(mark), .verdict(.goto(N.clusterLB))], comment: "short-circuit local traffic"))
+    ext.append(affinityHit)
+    for n in local {
+        ext.append(NFRule([.lookup(tuple, set: N.count(n, local: true)), .dnatMap(tuple + [.numgen(UInt32(n))], map: N.backendsLocal)]))
+    }
+    t.chains[N.externalLocalChain]?.rules = ext
+
+    // Record where a ClientIP-affinity connection went, keyed by what the client asked for.
+    var record: [NFRule] = []
+    for s in allTimeouts {
+        for proto in L4Protocol.allCases {
+            record.append(NFRule([.ctStatusDNAT, .protocolPort(proto),
+                                  .lookup([.ctOriginalDaddr, .l4proto, .ctOriginalDport], set: N.affinityTimeout(s)),
+                                  .recordDestination(map: N.affinity, key: [.saddr, .ctOriginalDaddr, .l4proto, .ctOriginalDport],
+                                                     timeout: s, proto: proto)]))
+        }
+    }
+    t.chains[N.natInput]?.rules = record
+    t.chains[N.natPostrouting]?.rules = record + [
+        NFRule([.ctStatusDNAT, .lookup([.saddr, .daddr], set: N.hairpin), .masquerade], comment: "hairpin"),
+        NFRule([.verdict(.jump(N.masquerading))]),
+    ]
+}
+
+func isCountedSet(_ name: String) -> Bool {
+    if name.hasPrefix("aff-") { return true }
+    let digits = name.drop { $0 == "n" || $0 == "l" }
+    return (name.hasPrefix("n") || name.hasPrefix("ln")) && !digits.isEmpty && digits.allSatisfy(\.isNumber)
 }

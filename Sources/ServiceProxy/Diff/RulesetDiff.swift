@@ -16,9 +16,15 @@ public enum RulesetDiff {
     ///   - scope: when given, only these chains, sets and elements are compared (the parts of
     ///     the services that changed, before and after). Everything else is taken as equal,
     ///     which is what makes a one-service change cost the same with 10 or 10,000 services.
+    ///   - recreatingTypeofMaps: a map declared with `typeof` that a rewritten chain uses is
+    ///     deleted and declared again (with all its elements) in the same transaction, and every
+    ///     chain using it rewritten. For `nft -f`: nft 1.0.6 cannot add a rule that uses such a
+    ///     map once the map is in the kernel ("conflicting protocols specified: ip vs. th"), but
+    ///     it can when the map is declared in the same script. The netlink backend has no need.
     public static func operations(from old: RulesetModel?, to new: RulesetModel,
-                                  scope: [TableFamily: Contribution]? = nil) -> [RulesetOperation] {
+                                  scope: [TableFamily: Contribution]? = nil, recreatingTypeofMaps: Bool = false) -> [RulesetOperation] {
         var plan = Plan()
+        plan.recreatingTypeofMaps = recreatingTypeofMaps
         for family in TableFamily.allCases {
             let o = old?.tables[family], n = new.tables[family]
             switch (o, n) {
@@ -49,6 +55,7 @@ private struct Plan {
     var addChains: [RulesetOperation] = []
     var addElements: [RulesetOperation] = []
     var addRules: [RulesetOperation] = []
+    var recreatingTypeofMaps = false
 
     var ordered: [RulesetOperation] {
         deleteTables + addTables + flushes + deleteElements + deleteChains + deleteSets + addSets + addChains + addElements + addRules
@@ -98,6 +105,40 @@ private struct Plan {
                 }
             }
         }
+        if recreatingTypeofMaps { recreateTypeofMaps(f, o, n, recreated: recreatedSets) }
+    }
+
+    /// See `RulesetDiff.operations(recreatingTypeofMaps:)`.
+    mutating func recreateTypeofMaps(_ f: TableFamily, _ o: TableModel, _ n: TableModel, recreated: Set<String>) {
+        let written = Set(addRules.compactMap { op -> String? in
+            if case .addRule(let family, let chain, _) = op, family == f { return chain }
+            return nil
+        })
+        let flushed = Set(flushes.compactMap { op -> String? in
+            if case .flushChain(let family, let name) = op, family == f { return name }
+            return nil
+        })
+        for (name, set) in n.sets.sorted(by: { $0.key < $1.key }) where set.spec.typeof != nil && !recreated.contains(name) {
+            guard o.sets[name]?.spec == set.spec else { continue }
+            let users = n.chains.values.filter { $0.uses([name]) }.map(\.name)
+            guard users.contains(where: { written.contains($0) }) else { continue }
+            // Element changes of this map are replaced by the whole new content.
+            func other(_ op: RulesetOperation) -> Bool {
+                switch op {
+                case .addElements(let family, let s, _), .deleteElements(let family, let s, _): return family != f || s != name
+                default: return true
+                }
+            }
+            deleteElements = deleteElements.filter(other)
+            addElements = addElements.filter(other)
+            for chain in users.sorted() {
+                if !flushed.contains(chain) { flushes.append(.flushChain(f, name: chain)) }
+                if !written.contains(chain) { for r in n.chains[chain]?.rules ?? [] { addRules.append(.addRule(f, chain: chain, r)) } }
+            }
+            deleteSets.append(.deleteSet(f, name: name))
+            addSets.append(.addSet(f, set.spec))
+            if !set.elements.isEmpty { addElements.append(.addElements(f, set: name, set.elements)) }
+        }
     }
 
     private mutating func addChain(_ f: TableFamily, _ c: NFChain) {
@@ -105,24 +146,26 @@ private struct Plan {
         for r in c.rules ?? [] { addRules.append(.addRule(f, chain: c.name, r)) }
     }
 
-    private mutating func diffElements(_ f: TableFamily, _ set: String, _ o: [ElementKey: Verdict?], _ n: [ElementKey: Verdict?],
+    private mutating func diffElements(_ f: TableFamily, _ set: String, _ o: [ElementKey: ElementValue?], _ n: [ElementKey: ElementValue?],
                                        keys: Set<ElementKey>?) {
         var removed: [ElementKey] = []
-        var added: [ElementKey: Verdict?] = [:]
+        var ranges: [ElementKey: ElementKey] = [:]
+        var added: [ElementKey: ElementValue?] = [:]
         func compare(_ k: ElementKey) {
             let ov = o[k], nv = n[k]
             if ov == nv { return }
-            if ov != nil { removed.append(k) }
+            if case .intervalEnd(let end)?? = ov { ranges[k] = end } else if ov != nil { removed.append(k) }
             if let nv { added[k] = nv }
         }
         if let keys {
             keys.forEach(compare)
         } else {
             if o == n { return }
-            for k in o.keys where n[k] == nil { removed.append(k) }
+            for k in o.keys where n[k] == nil { compare(k) }
             for (k, v) in n where o[k] != v { compare(k) }
         }
         if !removed.isEmpty { deleteElements.append(.deleteElements(f, set: set, removed.sorted())) }
+        if !ranges.isEmpty { deleteElements.append(.deleteRanges(f, set: set, ranges)) }
         if !added.isEmpty { addElements.append(.addElements(f, set: set, added)) }
     }
 }

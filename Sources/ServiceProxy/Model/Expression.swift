@@ -1,3 +1,4 @@
+import ClusterState
 import IPAddressing
 
 /// One statement or match of a rule, typed. A rule is a list of these evaluated in order,
@@ -25,8 +26,8 @@ public enum NFExpression: Hashable, Sendable {
     case match(NFField, NFValue, negated: Bool = false)
     /// `ip saddr != { 1.2.3.0/24, 5.6.7.8 }`: an anonymous interval set.
     case matchAny(NFField, [NFValue], negated: Bool = false)
-    /// `ip saddr @affinity-...`: membership in a named set.
-    case lookup([NFField], set: String)
+    /// `ip daddr . meta l4proto . th dport @n2`: membership in a named set (`!=`: not in it).
+    case lookup([NFField], set: String, negated: Bool = false)
     /// `ip daddr . meta l4proto . th dport vmap @service-ips`: verdict from a named map.
     case vmap([NFField], map: String)
     /// `numgen random mod N vmap { 0 : goto a, 1 : goto b }`: equal-weight random choice.
@@ -46,6 +47,17 @@ public enum NFExpression: Hashable, Sendable {
     case updateSet(String, NFField)
     /// `dnat to ADDR:PORT` (preceded by a `meta l4proto` match so the port is meaningful).
     case dnat(IPAddress, UInt16)
+    /// `dnat ip to <key> map @m`: DNAT to the address and port the data map holds for the key
+    /// (no match when the key is absent, and the rule goes on to the next).
+    case dnatMap([NFField], map: String)
+    /// `ct status dnat`.
+    case ctStatusDNAT
+    /// `tcp dport != 0`: the transport protocol is `proto` (nft needs this as the dependency of
+    /// `ct original proto-dst`, and it keeps the rule re-parsable by nft).
+    case protocolPort(L4Protocol)
+    /// `update @map { <key> timeout Ts : ip daddr . tcp dport }`: record (or refresh) where this
+    /// connection was sent; the data is the packet's destination after DNAT.
+    case recordDestination(map: String, key: [NFField], timeout: Int, proto: L4Protocol)
     /// `masquerade fully-random`.
     case masquerade
     case reject(RejectKind)
@@ -63,7 +75,7 @@ public enum NFExpression: Hashable, Sendable {
     /// Named sets this expression refers to.
     var setReferences: [String] {
         switch self {
-        case .lookup(_, let s), .vmap(_, let s), .updateSet(let s, _): [s]
+        case .lookup(_, let s, _), .vmap(_, let s), .updateSet(let s, _), .dnatMap(_, let s), .recordDestination(let s, _, _, _): [s]
         default: []
         }
     }

@@ -25,6 +25,8 @@ public enum NFValue: Hashable, Sendable, Comparable, CustomStringConvertible {
     case prefix(IPPrefix)
     case proto(L4Protocol)
     case port(UInt16)
+    /// An endpoint slot (`numgen random mod N` yields 0..N-1, a host-order integer).
+    case slot(UInt32)
 
     public var description: String {
         switch self {
@@ -32,11 +34,12 @@ public enum NFValue: Hashable, Sendable, Comparable, CustomStringConvertible {
         case .prefix(let p): p.description
         case .proto(let p): p.nftName
         case .port(let p): String(p)
+        case .slot(let n): String(n)
         }
     }
 
     private var rank: Int {
-        switch self { case .address: 0; case .prefix: 1; case .proto: 2; case .port: 3 }
+        switch self { case .address: 0; case .prefix: 1; case .proto: 2; case .port: 3; case .slot: 4 }
     }
 
     public static func < (a: Self, b: Self) -> Bool {
@@ -45,6 +48,7 @@ public enum NFValue: Hashable, Sendable, Comparable, CustomStringConvertible {
         case (.prefix(let x), .prefix(let y)): (x.address, x.length) < (y.address, y.length)
         case (.proto(let x), .proto(let y)): x.number < y.number
         case (.port(let x), .port(let y)): x < y
+        case (.slot(let x), .slot(let y)): x < y
         default: a.rank < b.rank
         }
     }
@@ -63,6 +67,8 @@ public enum NFDataType: String, Hashable, Sendable {
     case ipv6Addr = "ipv6_addr"
     case inetProto = "inet_proto"
     case inetService = "inet_service"
+    /// A 4-byte host-order integer (the endpoint slot of `numgen random mod N`).
+    case integer
     case verdict
 
     public static func address(_ family: TableFamily) -> Self { family == .ip ? .ipv4Addr : .ipv6Addr }
@@ -77,6 +83,12 @@ public enum NFField: Hashable, Sendable {
     /// `th dport`: the destination port of TCP, UDP and SCTP alike (same header offset).
     case dport
     case mark
+    /// `ct original ip daddr`: the address the client used (a ClusterIP, after DNAT).
+    case ctOriginalDaddr
+    /// `ct original proto-dst`: the port the client used.
+    case ctOriginalDport
+    /// `numgen random mod N`: a random slot 0..N-1, as the last field of a map key.
+    case numgen(UInt32)
 }
 
 public enum Verdict: Hashable, Sendable, CustomStringConvertible {

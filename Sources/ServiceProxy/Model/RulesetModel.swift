@@ -39,30 +39,61 @@ public struct ElementKey: Hashable, Sendable, Comparable, CustomStringConvertibl
     public static func < (a: Self, b: Self) -> Bool { a.values.lexicographicallyPrecedes(b.values) }
 }
 
-/// The declaration of a named set or verdict map (without its elements).
+/// The declaration of a named set or map (without its elements).
 public struct SetSpec: Hashable, Sendable {
     public var name: String
     public var keyType: [NFDataType]
     /// True for verdict maps (`: verdict`).
     public var isVerdictMap: Bool
-    /// `flags dynamic,timeout` with a default timeout in seconds (affinity sets).
+    /// The data type of a data map (`: ipv4_addr . inet_service`); nil for sets and verdict maps.
+    public var dataType: [NFDataType]?
+    /// `flags interval` (a concatenation whose last field is a range: source ranges).
+    public var interval: Bool
+    /// `flags dynamic,timeout` with a default timeout in seconds (the affinity map).
     public var timeout: Int?
+    /// Declared with `typeof` (nft prints and parses the set by these expressions); the text
+    /// after `typeof`, e.g. `ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport`.
+    public var typeof: String?
 
-    public init(_ name: String, key: [NFDataType], verdictMap: Bool = false, timeout: Int? = nil) {
+    public init(_ name: String, key: [NFDataType], verdictMap: Bool = false, data: [NFDataType]? = nil, interval: Bool = false,
+                timeout: Int? = nil, typeof: String? = nil) {
         self.name = name
         self.keyType = key
         self.isVerdictMap = verdictMap
+        self.dataType = data
+        self.interval = interval
         self.timeout = timeout
+        self.typeof = typeof
+    }
+
+    /// A set whose elements the kernel writes from packets: the model keeps none of them.
+    public var isDynamic: Bool { timeout != nil }
+}
+
+/// What a map element maps to.
+public enum ElementValue: Hashable, Sendable, CustomStringConvertible {
+    case verdict(Verdict)
+    case data(ElementKey)
+    /// The end of a concatenated interval (`a . b . 10.0.0.0-10.0.0.255`): the key holds the
+    /// start; this the whole closing key.
+    case intervalEnd(ElementKey)
+
+    public var description: String {
+        switch self {
+        case .verdict(let v): v.description
+        case .data(let k): k.description
+        case .intervalEnd(let k): k.description
+        }
     }
 }
 
 public struct NFSet: Hashable, Sendable {
     public var spec: SetSpec
-    /// Key -> verdict (nil for plain sets). Dynamic sets keep no elements in the model: the
+    /// Key -> value (nil for plain sets). Dynamic sets keep no elements in the model: the
     /// kernel fills them from packets and the diff never touches them.
-    public var elements: [ElementKey: Verdict?]
+    public var elements: [ElementKey: ElementValue?]
 
-    public init(_ spec: SetSpec, elements: [ElementKey: Verdict?] = [:]) {
+    public init(_ spec: SetSpec, elements: [ElementKey: ElementValue?] = [:]) {
         self.spec = spec
         self.elements = elements
     }

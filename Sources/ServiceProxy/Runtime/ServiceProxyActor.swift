@@ -1,4 +1,5 @@
 import ClusterState
+import Foundation
 import Logging
 import Metrics
 
@@ -24,6 +25,8 @@ public actor ServiceProxyActor {
     private let transactionSize = Recorder(label: "nodenet_proxy_transaction_operations")
     private let failureCounter = Counter(label: "nodenet_proxy_sync_failures_total")
     private let conntrackCounter = Counter(label: "nodenet_proxy_conntrack_deletes_total")
+    private let lastSuccessGauge = Gauge(label: "nodenet_proxy_last_successful_sync_timestamp_seconds")
+    private let programmingTimer = Metrics.Timer(label: "nodenet_proxy_network_programming_seconds")
 
     public init(store: ClusterStore, configuration: ProxyConfiguration, backend: any RulesetBackend, logger: Logger) {
         self.store = store
@@ -39,7 +42,7 @@ public actor ServiceProxyActor {
         var s = current
         let model = planner.desired.model
         s.services = model.contributions.count
-        s.endpoints = model.tables.values.reduce(0) { n, t in n + t.chains.keys.filter { $0.hasPrefix("endpoint-") }.count }
+        s.endpoints = planner.desired.endpointCount
         s.chains = model.chainCount
         s.rules = model.ruleCount
         s.sets = model.setCount
@@ -55,6 +58,16 @@ public actor ServiceProxyActor {
     public func run() async {
         let events = await store.subscribe()
         let (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // A kernel without a feature the shape needs: say which, and program nothing.
+        while !Task.isCancelled {
+            do {
+                try await backend.checkKernelFeatures()
+                break
+            } catch {
+                fail("\(error)")
+                guard (try? await Task.sleep(for: .seconds(30))) != nil else { return }
+            }
+        }
         await syncOnce()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [weak self] in
@@ -106,7 +119,8 @@ public actor ServiceProxyActor {
             }
         }
         let snapshot = await store.snapshot()
-        let plan = planner.plan(snapshot: snapshot, applied: kernel)
+        let pendingSince = planner.oldestPendingChange
+        let plan = planner.plan(snapshot: snapshot, applied: kernel, recreatingTypeofMaps: backend.recreatesTypeofMaps)
         let size = plan.operations.reduce(0) { $0 + $1.weight }
         do {
             try await backend.apply(plan.operations)
@@ -127,6 +141,16 @@ public actor ServiceProxyActor {
         syncTimer.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
         transactionSize.record(size)
         updateStatus(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, size: size, full: full)
+        let now = Date().timeIntervalSince1970
+        current.lastSuccessfulSync = now
+        lastSuccessGauge.record(now)
+        if let since = pendingSince {
+            let latency = ContinuousClock.now - since
+            programmingTimer.recordNanoseconds(latency.components.seconds * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
+            current.lastProgrammingSeconds = Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18
+        } else {
+            current.lastProgrammingSeconds = nil
+        }
         logger.debug("service rules synced", metadata: ["full": "\(full)", "operations": "\(size)", "services": "\(plan.services)"])
     }
 

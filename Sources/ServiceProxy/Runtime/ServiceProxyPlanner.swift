@@ -9,6 +9,8 @@ public struct ServiceProxyPlanner: Sendable {
     public private(set) var dirtyServices: Set<NamespacedName> = []
     public private(set) var dirtySlices: Set<NamespacedName> = []
     public private(set) var needsFullSync = true
+    /// When the oldest change not yet planned arrived (network programming latency).
+    public private(set) var oldestPendingChange: ContinuousClock.Instant?
     /// False until the first plan: what steered the kernel's flows before this process is
     /// unknown, so there is no old state to diff against. Every full plan (the first one, after
     /// a failure, periodically) compares flows with the present instead: it deletes UDP flows
@@ -40,6 +42,10 @@ public struct ServiceProxyPlanner: Sendable {
         case .synced:
             break
         case .changed(_, let changes):
+            let before = dirtyServices.count + dirtySlices.count
+            defer {
+                if oldestPendingChange == nil, dirtyServices.count + dirtySlices.count > before { oldestPendingChange = .now }
+            }
             for c in changes {
                 switch c.key.kind {
                 case .service:
@@ -62,9 +68,11 @@ public struct ServiceProxyPlanner: Sendable {
     /// The transaction that brings `applied` (what the kernel holds) to the snapshot's state.
     /// - Parameter applied: what the kernel holds; read only by a full plan (an incremental plan
     ///   follows a successful sync, so the kernel holds the previous desired state).
-    public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?) -> Plan {
+    /// - Parameter recreatingTypeofMaps: see `RulesetDiff.operations(recreatingTypeofMaps:)`.
+    public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?, recreatingTypeofMaps: Bool = false) -> Plan {
         defer {
             hasPlanned = true
+            oldestPendingChange = nil
             dirtyServices = []
             dirtySlices = []
             needsFullSync = false
@@ -72,7 +80,17 @@ public struct ServiceProxyPlanner: Sendable {
         let oldUDP = desired.udpPorts
         if needsFullSync {
             desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
-            let ops = RulesetDiff.operations(from: applied, to: desired.model)
+            var ops = RulesetDiff.operations(from: applied, to: desired.model, recreatingTypeofMaps: recreatingTypeofMaps)
+            // What the affinity map learned before (another process, a removed endpoint while
+            // no agent ran) is checked against the present: entries of tuples without affinity
+            // or pointing at an endpoint that is gone are deleted.
+            var keep: [TableFamily: [ElementKey: Set<ElementKey>]] = [:]
+            for byFamily in desired.affinity.values {
+                for (family, tuples) in byFamily { keep[family, default: [:]].merge(tuples) { $0.union($1) } }
+            }
+            for family in TableFamily.allCases where applied?.tables[family]?.sets[SharedName.affinity] != nil {
+                ops.append(.purgeAffinity(family, map: SharedName.affinity, keep: keep[family] ?? [:], strict: true))
+            }
             var filters: [ConntrackFilter] = []
             for id in Set(oldUDP.keys).union(desired.udpPorts.keys) {
                 if hasPlanned { filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:]) }
@@ -91,18 +109,46 @@ public struct ServiceProxyPlanner: Sendable {
             for (family, c) in desired.model.contributions[id] ?? [:] { oldScope[family, default: Contribution()].formUnion(c) }
         }
         var before = desired.model.slice(oldScope)
+        // The counted chains and sets as they were, in case this batch adds or drops a count.
+        let countedBefore = desired.model.countedParts()
         var filters: [ConntrackFilter] = []
+        var purges: [TableFamily: [ElementKey: Set<ElementKey>]] = [:]
         for id in order {
+            let oldAffinity = desired.affinity[id] ?? [:]
             desired.update(service: id, in: snapshot)
             filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
+            // Learned ClientIP choices of an endpoint that went (or of a tuple that lost its
+            // affinity) are deleted in the same transaction.
+            let newAffinity = desired.affinity[id] ?? [:]
+            for (family, tuples) in oldAffinity {
+                for (tuple, endpoints) in tuples {
+                    let keep = newAffinity[family]?[tuple] ?? []
+                    if !endpoints.isSubset(of: keep) { purges[family, default: [:]][tuple] = keep }
+                }
+            }
         }
         for id in dirtySlices { desired.updateSlice(id, in: snapshot) }
+        let recounted = desired.refreshCountedChains()
         var scope = oldScope
         for id in order {
             for (family, c) in desired.model.contributions[id] ?? [:] { scope[family, default: Contribution()].formUnion(c) }
         }
+        for family in recounted {
+            let after = desired.model.countedParts()
+            var c = Contribution()
+            c.chains = Set(SharedName.countedChains)
+            c.sets = Set(countedBefore[family]?.sets.keys.map { $0 } ?? []).union(after[family]?.sets.keys.map { $0 } ?? [])
+            scope[family, default: Contribution()].formUnion(c)
+            for (name, chain) in countedBefore[family]?.chains ?? [:] { before.tables[family]?.chains[name] = chain }
+            for (name, set) in countedBefore[family]?.sets ?? [:] where before.tables[family]?.sets[name] == nil {
+                before.tables[family]?.sets[name] = set
+            }
+        }
         before.addMissingSharedSets(scope, from: desired.model)
-        let ops = RulesetDiff.operations(from: before, to: desired.model, scope: scope)
+        var ops = RulesetDiff.operations(from: before, to: desired.model, scope: scope, recreatingTypeofMaps: recreatingTypeofMaps)
+        for (family, keep) in purges.sorted(by: { $0.key < $1.key }) {
+            ops.append(.purgeAffinity(family, map: SharedName.affinity, keep: keep, strict: false))
+        }
         return Plan(operations: ops, conntrack: filters.sorted(), full: false, services: order.count)
     }
 }
@@ -115,7 +161,9 @@ extension RulesetModel {
             var t = TableModel(family: family)
             let c = scope[family] ?? Contribution()
             for name in c.chains { t.chains[name] = table.chains[name] }
-            for name in c.sets { t.sets[name] = table.sets[name] }
+            // Declarations only: the elements that matter are the scoped ones below (a count
+            // set may hold thousands of other services' tuples).
+            for name in c.sets { if let set = table.sets[name] { t.sets[name] = NFSet(set.spec) } }
             for (name, keys) in c.elements {
                 guard let set = table.sets[name] else { continue }
                 var part = t.sets[name] ?? NFSet(set.spec)
@@ -127,11 +175,24 @@ extension RulesetModel {
         return out
     }
 
+    /// Per family: the counted chains, and the counted sets' declarations.
+    func countedParts() -> [TableFamily: (chains: [String: NFChain], sets: [String: NFSet])] {
+        var out: [TableFamily: (chains: [String: NFChain], sets: [String: NFSet])] = [:]
+        for (family, table) in tables {
+            var chains: [String: NFChain] = [:], sets: [String: NFSet] = [:]
+            for name in SharedName.countedChains { chains[name] = table.chains[name] }
+            for (name, set) in table.sets where isCountedSet(name) { sets[name] = NFSet(set.spec) }
+            out[family] = (chains, sets)
+        }
+        return out
+    }
+
     /// Declares (empty) the shared maps the scope touches that the slice lacks, so the diff
     /// compares their elements instead of creating them.
     mutating func addMissingSharedSets(_ scope: [TableFamily: Contribution], from full: RulesetModel) {
         for (family, c) in scope {
-            for name in c.elements.keys where tables[family]?.sets[name] == nil {
+            // (Not the sets whose own existence is compared: a counted set new in this batch.)
+            for name in c.elements.keys where tables[family]?.sets[name] == nil && !c.sets.contains(name) {
                 if let spec = full.tables[family]?.sets[name]?.spec { tables[family]?.sets[name] = NFSet(spec) }
             }
         }

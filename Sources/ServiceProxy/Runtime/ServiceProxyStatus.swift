@@ -18,6 +18,12 @@ public struct ServiceProxyStatus: Sendable, Codable, Equatable {
     public var skipped: [String] = []
     /// True once the kernel holds the state of the store at some point.
     public var inSync = false
+    /// Wall-clock time (Unix seconds) of the last successful sync (kube-proxy's /healthz
+    /// `lastUpdated`, and the metric `nodenet_proxy_last_successful_sync_timestamp_seconds`).
+    public var lastSuccessfulSync: Double?
+    /// Store event to kernel for the changes of the last sync (seconds), kube-proxy's network
+    /// programming latency; nil for a sync no event asked for (start, periodic check).
+    public var lastProgrammingSeconds: Double?
 
     public init() {}
 }

@@ -157,8 +157,8 @@ func benchmark() async throws {
         }
         eventTimes.sort()
         applyTimes.sort()
-        print(String(format: "%@ one-service event to applied  best %7.3f ms  median %7.3f ms", name, eventTimes[0] * 1000,
-                     eventTimes[eventTimes.count / 2] * 1000))
+        print(String(format: "%@ one-service event to applied  best %7.3f ms  median %7.3f ms  p99 %7.3f ms  (%d changes)", name, eventTimes[0] * 1000,
+                     eventTimes[eventTimes.count / 2] * 1000, eventTimes[min(eventTimes.count - 1, eventTimes.count * 99 / 100)] * 1000, eventTimes.count))
         print(String(format: "%@   of which backend.apply (kernel transaction)  median %7.3f ms", name, applyTimes[applyTimes.count / 2] * 1000))
     }
     print("rss_mb=\(residentMegabytes()) (holding \(services) services, \(services * endpoints) endpoints: store, desired state, planner)")
