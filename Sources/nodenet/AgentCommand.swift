@@ -38,6 +38,10 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-listen"), help: "HOST:PORT, or empty to disable.") var metricsListen: String?
     @Option(name: .customLong("vxlan-vni")) var vxlanVNI: String?
     @Option(name: .customLong("vxlan-port")) var vxlanPort: String?
+    @Option(name: .customLong("proxy-health-listen"), help: "HOST:PORT of /healthz and /livez (kube-proxy's 10256), or empty to disable.")
+    var proxyHealthListen: String?
+    @Option(name: .customLong("proxy-health-grace"), help: "Seconds past the sync interval before /healthz says 503.")
+    var proxyHealthGrace: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -49,6 +53,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
+            ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),
         ]
         var out: [String: String] = [:]
         for (k, v) in pairs { if let v { out[k] = v } }

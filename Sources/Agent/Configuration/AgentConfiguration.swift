@@ -34,6 +34,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var kubernetes = Kubernetes()
     public var metrics = Metrics()
     public var vxlan = Vxlan()
+    public var proxyHealth = ProxyHealthSettings()
     public var logLevel: String = "info"
 
     public struct DNS: Sendable, Equatable {
@@ -63,6 +64,16 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var vni: UInt32 = 1
         /// 8472: the Linux and flannel default (IANA's is 4789).
         public var port: UInt16 = 8472
+    }
+
+    /// The service proxy's health endpoint, kube-proxy's `healthzBindAddress` (`/healthz`, `/livez`).
+    public struct ProxyHealthSettings: Sendable, Equatable {
+        /// host:port; empty to disable. kube-proxy's default, so load balancers and probes
+        /// configured for kube-proxy work unchanged.
+        public var listen: String = "0.0.0.0:10256"
+        /// How much older than the full sync interval the last successful sync may be, and how
+        /// long syncs may keep failing, before `/healthz` answers 503.
+        public var grace: Duration = .seconds(60)
     }
 
     public struct Metrics: Sendable, Equatable {

@@ -34,8 +34,9 @@ public enum ConfigLoader {
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
         "vxlan.vni": .scalar, "vxlan.port": .scalar,
+        "proxyHealth.listen": .scalar, "proxyHealth.grace": .scalar,
     ]
-    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan"]
+    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "proxyHealth"]
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
@@ -251,6 +252,13 @@ public enum ConfigLoader {
             }
             c.metrics.listen = s
         }
+        if let s = one("proxyHealth.listen") {
+            if !s.isEmpty, parseHostPort(s) == nil {
+                throw ConfigError(key: "proxyHealth.listen", "\"\(s)\" is not HOST:PORT (e.g. 0.0.0.0:10256)")
+            }
+            c.proxyHealth.listen = s
+        }
+        if let n = try int("proxyHealth.grace", 0...86400) { c.proxyHealth.grace = .seconds(n) }
         return c
     }
 

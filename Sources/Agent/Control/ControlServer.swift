@@ -16,11 +16,15 @@ public struct ControlReply: Sendable {
     public var status: HTTPResponseStatus
     public var body: [UInt8]
     public var contentType: String
+    /// More response headers (the health endpoints' `X-Content-Type-Options`, endpoint weight).
+    public var headers: [(String, String)]
 
-    public init(status: HTTPResponseStatus = .ok, body: [UInt8], contentType: String = "application/json") {
+    public init(status: HTTPResponseStatus = .ok, body: [UInt8], contentType: String = "application/json",
+                headers: [(String, String)] = []) {
         self.status = status
         self.body = body
         self.contentType = contentType
+        self.headers = headers
     }
 
     /// `{"error": message}` with the given status: every error the API returns has this shape.
@@ -247,6 +251,7 @@ final class ControlHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: "\(reply.body.count)")
+        for (name, value) in reply.headers { headers.add(name: name, value: value) }
         let keepAlive = head.isKeepAlive && !close
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)

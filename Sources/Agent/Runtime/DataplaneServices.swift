@@ -5,6 +5,7 @@ import Netlink
 import NodeRoutes
 import ServiceLifecycle
 import ServiceProxy
+import Synchronization
 
 /// Routes to the other nodes' pod subnets (host-gw, vxlan, auto) and masquerade for traffic
 /// leaving the cluster. Cancelling leaves every route in place.
@@ -51,6 +52,11 @@ struct NodeRoutesService: AgentActor {
 }
 
 /// Services in nftables: ClusterIP, NodePort, LoadBalancer and external IPs, affinity, policies.
+///
+/// The node's zone (topology-aware routing) is part of the proxy's configuration: when the own
+/// Node's zone label changes (or the Node object first arrives from the source), the proxy actor
+/// is replaced by one with the new zone. The new actor's first sync is a full one against the
+/// kernel (no flush: only the elements the zone changes are rewritten), as after an agent restart.
 struct ServiceProxyService: AgentActor {
     let agent: NodeAgent
 
@@ -66,21 +72,24 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
-        // NodePorts answer on the node's primary address of each family (kube-proxy's
-        // `--nodeport-addresses primary`, its default since 1.29): the configured or discovered
-        // node IP, and the Node object's InternalIP of the other family.
-        var nodeAddresses = agent.nodeIP.map { [$0] } ?? []
-        for ip in await agent.store.snapshot().nodes[config.nodeName]?.internalIPs ?? []
-        where !nodeAddresses.contains(where: { $0.family == ip.family }) {
-            nodeAddresses.append(ip)
+        @Sendable func makeProxy(zone: String?) async -> ServiceProxyActor {
+            ServiceProxyActor(
+                store: agent.store,
+                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: await agent.primaryNodeAddresses(),
+                                                  nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
+                                                  serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
+                backend: backend, logger: agent.logger)
         }
-        let proxy = ServiceProxyActor(
-            store: agent.store,
-            configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: nodeAddresses,
-                                              nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
-                                              serviceCIDRs: config.serviceCIDRs),
-            backend: backend, logger: agent.logger)
+        let (initialZone, zones) = await NodeZoneWatch.follow(config.nodeName, in: agent.store)
+        // The running actor, read by the status, rules route and watcher below.
+        final class Current: Sendable {
+            let proxy: Mutex<ServiceProxyActor>
+            init(_ p: ServiceProxyActor) { proxy = Mutex(p) }
+            var value: ServiceProxyActor { proxy.withLock { $0 } }
+        }
+        let current = Current(await makeProxy(zone: initialZone))
         agent.statusDetails(name) {
+            let proxy = current.value
             let s = await proxy.status()
             var d = ["services": "\(s.services)", "endpoints": "\(s.endpoints)", "chains": "\(s.chains)", "rules": "\(s.rules)",
                      "elements": "\(s.elements)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-",
@@ -88,16 +97,18 @@ struct ServiceProxyService: AgentActor {
                      // Store event to kernel of the last sync an event asked for (kube-proxy's
                      // network programming latency).
                      "programming": s.lastProgrammingSeconds.map { String(format: "%.3f ms", $0 * 1000) } ?? "-"]
+            d["zone"] = await proxy.configuration.nodeZone ?? "none"
             for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
             return d
         }
         agent.route("GET /v1/rules") { _ in
-            ControlReply(body: Array(await proxy.rulesText().utf8), contentType: "text/plain")
+            ControlReply(body: Array(await current.value.rulesText().utf8), contentType: "text/plain")
         }
         let watcher = Task {
             var reported = -1
             while !Task.isCancelled {
-                let s = await proxy.status()
+                let s = await current.value.status()
+                agent.proxyHealth.observe(s)
                 if s.syncs + s.failures != reported, s.syncs > 0 || s.failures > 0 {
                     reported = s.syncs + s.failures
                     if s.inSync, s.lastError == nil || s.syncs > 0 {
@@ -113,6 +124,19 @@ struct ServiceProxyService: AgentActor {
             }
         }
         defer { watcher.cancel() }
-        await cancelWhenGracefulShutdown { await proxy.run() }
+        await cancelWhenGracefulShutdown {
+            var proxy = current.value
+            var changes = zones.makeAsyncIterator()
+            while true {
+                let running = Task { [proxy] in await proxy.run() }
+                let next = await changes.next()  // nil: cancelled (shutdown)
+                running.cancel()
+                await running.value
+                guard let zone = next, !Task.isCancelled else { return }
+                agent.logger.info("node zone changed: restarting the service proxy", metadata: ["zone": "\(zone ?? "none")"])
+                proxy = await makeProxy(zone: zone)
+                current.proxy.withLock { $0 = proxy }
+            }
+        }
     }
 }

@@ -27,6 +27,8 @@ public final class NodeAgent: Sendable {
     /// The stored objects are a full sync of the configured remote source from an earlier run.
     let servesPersistedSync: Bool
     public let board = StatusBoard()
+    /// The service proxy's sync times, for the health endpoints (fed by ServiceProxyService).
+    public let proxyHealth = ProxyHealth()
     public let logger: Logger
     public let notifier = SystemdNotifier()
     public let startedAt = Date()
@@ -127,6 +129,7 @@ public final class NodeAgent: Sendable {
         services.append(.init(service: ServiceProxyService(agent: self)))
         services.append(.init(service: DNSService(agent: self)))
         services += extra.map { .init(service: $0) }
+        services.append(.init(service: HealthService(agent: self), failureTerminationBehavior: .ignore))
         if !config.metrics.listen.isEmpty {
             services.append(.init(service: MetricsService(agent: self), failureTerminationBehavior: .ignore))
         }

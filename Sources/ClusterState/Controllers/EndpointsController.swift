@@ -47,7 +47,11 @@ public struct EndpointsController: Sendable {
     public static func affectedServices(_ changes: [ObjectChange], in snapshot: ClusterSnapshot) -> Set<NamespacedName> {
         var out = Set<NamespacedName>()
         var podLabelSets: [(String, [String: String])] = []
+        var rezoned = Set<String>()
         for change in changes {
+            // A node's zone is in its pods' endpoints: a zone change touches the services of its pods.
+            if case .node(let old)? = change.old, case .node(let new)? = change.new, old.zone != new.zone { rezoned.insert(new.name) }
+            if case .node(let n)? = change.old ?? change.new, (change.old == nil || change.new == nil), n.zone != nil { rezoned.insert(n.name) }
             for object in [change.old, change.new] {
                 switch object {
                 case .service(let s)?: out.insert(s.id)
@@ -56,6 +60,11 @@ public struct EndpointsController: Sendable {
                     if let id = a.pod, let p = snapshot.pods[id] { podLabelSets.append((p.namespace, p.metadata.labels ?? [:])) }
                 default: break
                 }
+            }
+        }
+        if !rezoned.isEmpty {
+            for pod in snapshot.pods.values where pod.nodeName.map(rezoned.contains) == true {
+                podLabelSets.append((pod.namespace, pod.metadata.labels ?? [:]))
             }
         }
         guard !podLabelSets.isEmpty else { return out }
@@ -104,12 +113,17 @@ public struct EndpointsController: Sendable {
                     EndpointPort(name: p.name, protocol: p.protocol, port: resolve(p.targetPort, protocol: p.protocol, in: pod))
                 }
                 let ready = (pod.ready ?? true) && !pod.isTerminating
+                // The zone of the pod's node; with trafficDistribution, the hint is that zone
+                // (Kubernetes' controller does the same for PreferClose: traffic stays in the
+                // zone of the endpoint, and an endpoint without a zone gets no hint).
+                let zone = pod.nodeName.flatMap { snapshot.nodes[$0]?.zone }
                 let endpoint = Endpoint(
                     addresses: [address],
                     conditions: EndpointConditions(ready: ready, serving: pod.ready ?? true, terminating: pod.isTerminating),
                     hostname: pod.subdomain == service.name ? pod.hostname : nil,
                     nodeName: pod.nodeName,
-                    targetRef: ObjectReference(kind: "Pod", namespace: pod.namespace, name: pod.name, uid: pod.metadata.uid))
+                    targetRef: ObjectReference(kind: "Pod", namespace: pod.namespace, name: pod.name, uid: pod.metadata.uid),
+                    zone: zone, zoneHints: service.trafficDistribution != nil ? zone.map { [$0] } ?? [] : [])
                 if groups[ports] == nil { order.append(ports) }
                 groups[ports, default: []].append(endpoint)
             }

@@ -23,6 +23,7 @@ public struct Admission: Sendable {
         for s in snapshot.services.values where !incomingServices.contains(s.id) {
             for ip in s.clusterIPs { usedIPs[ip] = s.id }
             for p in s.ports where p.nodePort != nil { usedNodePorts[portKey(p)] = s.id }
+            if let hc = s.healthCheckNodePort { usedNodePorts["TCP/\(hc)"] = s.id }
         }
 
         var seenKeys = Set<ObjectKey>()
@@ -100,10 +101,42 @@ public struct Admission: Sendable {
                     usedNodePorts[portKey(port)] = service.id
                     service.ports[i] = port
                 }
+                try admitHealthCheckPort(&service, previous: previous, used: &usedNodePorts, doc: doc, label: label)
             }
             out.append(.service(service))
         }
         return out
+    }
+
+    /// spec.healthCheckNodePort, as the API server allocates it: a LoadBalancer service with
+    /// externalTrafficPolicy Local gets one from the node port range when it has none (the one
+    /// it had before, on update); a given one (also on a NodePort service) must be in the range
+    /// and free. It is a TCP port taken from the same pool as the service ports' node ports.
+    func admitHealthCheckPort(_ service: inout Service, previous: Service?, used: inout [String: NamespacedName],
+                              doc: Int, label: String) throws(ManifestError) {
+        guard service.externalTrafficPolicy == .local else { return }
+        if service.healthCheckNodePort == nil, service.type == .loadBalancer {
+            let kept = previous?.healthCheckNodePort
+            if let kept, used["TCP/\(kept)"] == nil {
+                service.healthCheckNodePort = kept
+            } else {
+                guard let free = nodePortRange.first(where: { used["TCP/\($0)"] == nil }) else {
+                    throw ManifestError(document: doc, object: label, field: "spec.healthCheckNodePort",
+                                        message: "no free node port left in \(nodePortRange.lowerBound)-\(nodePortRange.upperBound)")
+                }
+                service.healthCheckNodePort = free
+            }
+        }
+        guard let hc = service.healthCheckNodePort else { return }
+        guard nodePortRange.contains(hc) else {
+            throw ManifestError(document: doc, object: label, field: "spec.healthCheckNodePort",
+                                message: "\(hc) is outside the node port range \(nodePortRange.lowerBound)-\(nodePortRange.upperBound)")
+        }
+        if let owner = used["TCP/\(hc)"] {
+            let what = owner == service.id ? "one of this Service's own node ports" : "already allocated to Service \(owner)"
+            throw ManifestError(document: doc, object: label, field: "spec.healthCheckNodePort", message: "\(hc)/TCP is \(what)")
+        }
+        used["TCP/\(hc)"] = service.id
     }
 
     /// The families a Service gets, in order, as the API server decides them: the families it

@@ -41,14 +41,21 @@ public struct Endpoint: Hashable, Sendable {
     public var hostname: String?
     public var nodeName: String?
     public var targetRef: ObjectReference?
+    /// The zone the endpoint runs in (endpoints[].zone).
+    public var zone: String?
+    /// hints.forZones: the zones whose nodes should send traffic here (topology-aware routing).
+    /// Empty: no hints.
+    public var zoneHints: [String]
 
     public init(addresses: [IPAddress], conditions: EndpointConditions = .init(), hostname: String? = nil,
-                nodeName: String? = nil, targetRef: ObjectReference? = nil) {
+                nodeName: String? = nil, targetRef: ObjectReference? = nil, zone: String? = nil, zoneHints: [String] = []) {
         self.addresses = addresses
         self.conditions = conditions
         self.hostname = hostname
         self.nodeName = nodeName
         self.targetRef = targetRef
+        self.zone = zone
+        self.zoneHints = zoneHints
     }
 }
 
@@ -87,12 +94,16 @@ public struct EndpointSlice: Hashable, Sendable, Codable {
     public var service: NamespacedName? { serviceName.map { NamespacedName(namespace, $0) } }
 
     private struct RawConditions: Codable { var ready: Bool?; var serving: Bool?; var terminating: Bool? }
+    private struct ForZone: Codable { var name: String }
+    private struct RawHints: Codable { var forZones: [ForZone]? }
     private struct RawEndpoint: Codable {
         var addresses: [String]
         var conditions: RawConditions?
         var hostname: String?
         var nodeName: String?
         var targetRef: ObjectReference?
+        var zone: String?
+        var hints: RawHints?
     }
     private struct RawPort: Codable { var name: String?; var `protocol`: String?; var port: Int? }
 
@@ -127,9 +138,10 @@ public struct EndpointSlice: Hashable, Sendable, Codable {
                 throw invalid(decoder, field + ".hostname", "\"\(h)\" is not a valid hostname label")
             }
             let rc = e.conditions ?? RawConditions()
+            let hints = e.hints?.forZones?.map(\.name) ?? []
             return Endpoint(addresses: addrs,
                             conditions: EndpointConditions(ready: rc.ready ?? true, serving: rc.serving, terminating: rc.terminating ?? false),
-                            hostname: e.hostname, nodeName: e.nodeName, targetRef: e.targetRef)
+                            hostname: e.hostname, nodeName: e.nodeName, targetRef: e.targetRef, zone: e.zone, zoneHints: hints)
         }
         let rawPorts = try c.decodeIfPresent([RawPort].self, forKey: AnyKey("ports")) ?? []
         ports = try rawPorts.enumerated().map { i, p in
@@ -147,7 +159,8 @@ public struct EndpointSlice: Hashable, Sendable, Codable {
         try c.encode(endpoints.map { e in
             RawEndpoint(addresses: e.addresses.map(\.description),
                         conditions: RawConditions(ready: e.conditions.ready, serving: e.conditions.serving, terminating: e.conditions.terminating),
-                        hostname: e.hostname, nodeName: e.nodeName, targetRef: e.targetRef)
+                        hostname: e.hostname, nodeName: e.nodeName, targetRef: e.targetRef, zone: e.zone,
+                        hints: e.zoneHints.isEmpty ? nil : RawHints(forZones: e.zoneHints.map { ForZone(name: $0) }))
         }, forKey: AnyKey("endpoints"))
         try c.encode(ports.map { RawPort(name: $0.name, protocol: $0.protocol.rawValue, port: $0.port.map(Int.init)) }, forKey: AnyKey("ports"))
     }

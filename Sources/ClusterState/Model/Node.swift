@@ -24,6 +24,12 @@ public struct Node: Hashable, Sendable, Codable {
 
     public var name: String { metadata.name }
 
+    /// The well-known label that names a node's zone (topology-aware routing).
+    public static let zoneLabel = "topology.kubernetes.io/zone"
+
+    /// The node's zone, from its `topology.kubernetes.io/zone` label; nil when unset or empty.
+    public var zone: String? { metadata.label(Self.zoneLabel).flatMap { $0.isEmpty ? nil : $0 } }
+
     /// InternalIP addresses, IPv4 first: what routes to the node's pods point at.
     public var internalIPs: [IPAddress] {
         addresses.filter { $0.type == "InternalIP" }.compactMap { IPAddress($0.address) }.sorted()

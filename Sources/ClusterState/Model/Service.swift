@@ -59,12 +59,19 @@ public struct Service: Hashable, Sendable, Codable {
     public var ipFamilies: [IPFamily]
     /// nil until admission (or the API server) defaults it.
     public var ipFamilyPolicy: IPFamilyPolicy?
+    /// spec.trafficDistribution: `PreferClose` (or its 1.33 names `PreferSameZone`,
+    /// `PreferSameNode`) asks the proxy to follow the EndpointSlices' zone hints.
+    public var trafficDistribution: String?
+    /// spec.healthCheckNodePort: for externalTrafficPolicy Local, the port on every node that
+    /// answers a load balancer's health check (200 with local endpoints, 503 without).
+    public var healthCheckNodePort: UInt16?
 
     public init(metadata: ObjectMeta, type: ServiceType = .clusterIP, clusterIPs: [IPAddress] = [], isHeadless: Bool = false,
                 ports: [ServicePort] = [], selector: [String: String]? = nil, sessionAffinityTimeout: Int? = nil,
                 externalTrafficPolicy: TrafficPolicy = .cluster, internalTrafficPolicy: TrafficPolicy = .cluster,
                 externalIPs: [IPAddress] = [], loadBalancerIngress: [IPAddress] = [], loadBalancerSourceRanges: [IPPrefix] = [],
-                externalName: String? = nil, publishNotReadyAddresses: Bool = false) {
+                externalName: String? = nil, publishNotReadyAddresses: Bool = false,
+                trafficDistribution: String? = nil, healthCheckNodePort: UInt16? = nil) {
         self.metadata = metadata
         self.type = type
         self.clusterIPs = clusterIPs
@@ -80,6 +87,8 @@ public struct Service: Hashable, Sendable, Codable {
         self.externalName = externalName
         self.publishNotReadyAddresses = publishNotReadyAddresses
         self.ipFamilies = clusterIPs.map(\.family)
+        self.trafficDistribution = trafficDistribution
+        self.healthCheckNodePort = healthCheckNodePort
     }
 
     public var name: String { metadata.name }
@@ -88,6 +97,21 @@ public struct Service: Hashable, Sendable, Codable {
 
     /// The label that hands a service to another proxy (kube-proxy skips these too).
     public static let serviceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+    /// The annotation that turned topology-aware routing on before spec.trafficDistribution
+    /// (`Auto`); `topologyAwareHintsAnnotation` is its deprecated older name.
+    public static let topologyModeAnnotation = "service.kubernetes.io/topology-mode"
+    public static let topologyAwareHintsAnnotation = "service.kubernetes.io/topology-aware-hints"
+    /// The spec.trafficDistribution values the API server accepts (1.33).
+    public static let trafficDistributions: Set<String> = ["PreferClose", "PreferSameZone", "PreferSameNode"]
+
+    /// Whether the service asks for topology-aware routing: trafficDistribution set (every
+    /// accepted value prefers the client's zone at least), or the topology-mode annotation
+    /// (older: topology-aware-hints) `Auto`, as kube-proxy reads them.
+    public var wantsTopologyAwareRouting: Bool {
+        if trafficDistribution != nil { return true }
+        let mode = metadata.annotations?[Self.topologyModeAnnotation] ?? metadata.annotations?[Self.topologyAwareHintsAnnotation]
+        return mode == "Auto" || mode == "auto"
+    }
 
     // MARK: Kubernetes shape
 
@@ -118,6 +142,8 @@ public struct Service: Hashable, Sendable, Codable {
         var publishNotReadyAddresses: Bool?
         var ipFamilies: [String]?
         var ipFamilyPolicy: String?
+        var trafficDistribution: String?
+        var healthCheckNodePort: Int?
     }
 
     private struct Ingress: Codable { var ip: String?; var hostname: String? }
@@ -233,6 +259,19 @@ public struct Service: Hashable, Sendable, Codable {
         // Families named beyond the cluster IPs given stay requested (admission allocates them).
         let given = clusterIPs.map(\.family)
         ipFamilies = given + families.dropFirst(given.count).filter { !given.contains($0) }
+        if let t = spec.trafficDistribution {
+            guard Self.trafficDistributions.contains(t) else {
+                throw invalid(decoder, "spec.trafficDistribution", "unknown traffic distribution \(excerpt(t)) (want PreferClose, PreferSameZone or PreferSameNode)")
+            }
+        }
+        trafficDistribution = spec.trafficDistribution
+        // The API server's rule: a health check port only where a load balancer would probe
+        // nodes for local endpoints. NodePort services are accepted too (an external balancer
+        // in front of node ports can use it the same way).
+        healthCheckNodePort = try parsePort(spec.healthCheckNodePort, decoder, "spec.healthCheckNodePort", allowZero: true).flatMap { $0 == 0 ? nil : $0 }
+        if healthCheckNodePort != nil, externalTrafficPolicy != .local || !(type == .loadBalancer || type == .nodePort) {
+            throw invalid(decoder, "spec.healthCheckNodePort", "only a LoadBalancer or NodePort service with externalTrafficPolicy Local has a health check node port")
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -247,7 +286,8 @@ public struct Service: Hashable, Sendable, Codable {
             externalIPs: externalIPs.isEmpty ? nil : externalIPs.map(\.description),
             loadBalancerSourceRanges: loadBalancerSourceRanges.isEmpty ? nil : loadBalancerSourceRanges.map(\.description),
             externalName: externalName, publishNotReadyAddresses: publishNotReadyAddresses ? true : nil,
-            ipFamilies: ipFamilies.isEmpty ? nil : ipFamilies.map(\.rawValue), ipFamilyPolicy: ipFamilyPolicy?.rawValue)
+            ipFamilies: ipFamilies.isEmpty ? nil : ipFamilies.map(\.rawValue), ipFamilyPolicy: ipFamilyPolicy?.rawValue,
+            trafficDistribution: trafficDistribution, healthCheckNodePort: healthCheckNodePort.map(Int.init))
         try c.encode(spec, forKey: AnyKey("spec"))
         if !loadBalancerIngress.isEmpty {
             try c.encode(Status(loadBalancer: LoadBalancerStatus(ingress: loadBalancerIngress.map { Ingress(ip: $0.description) })), forKey: AnyKey("status"))

@@ -4,6 +4,9 @@ import IPAddressing
 public struct ProxyConfiguration: Hashable, Sendable {
     /// This node's name: endpoints with this nodeName are local (traffic policy Local).
     public var nodeName: String
+    /// This node's zone (its Node's `topology.kubernetes.io/zone` label): topology-aware
+    /// services use the endpoints hinted for it. nil: no zone, hints are not followed.
+    public var nodeZone: String?
     /// The node's own addresses: NodePorts answer on these. Empty for a family: any local
     /// address (`fib daddr type local`), loopback excluded.
     public var nodeAddresses: [IPAddress]
@@ -29,8 +32,9 @@ public struct ProxyConfiguration: Hashable, Sendable {
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
                 clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = 0x4000,
                 tableName: String = "nodenet", fullSyncInterval: Duration = .seconds(300),
-                coalesceDelay: Duration = .milliseconds(20)) {
+                coalesceDelay: Duration = .milliseconds(20), nodeZone: String? = nil) {
         self.nodeName = nodeName
+        self.nodeZone = nodeZone
         self.nodeAddresses = nodeAddresses
         self.nodePortRange = nodePortRange
         self.clusterCIDRs = clusterCIDRs

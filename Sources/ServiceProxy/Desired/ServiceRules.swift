@@ -66,7 +66,9 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
         let hasExternal = !externalAddresses.isEmpty || nodePort != nil
 
         let all = endpoints(for: port, family: family, slices: slices, nodeName: config.nodeName, problems: &problems)
-        let selection = EndpointSelection(all)
+        // Topology-aware routing (trafficDistribution, hints.forZones) narrows cluster traffic
+        // to this node's zone when every endpoint is hinted, else all endpoints.
+        let selection = EndpointSelection(all, zone: config.nodeZone, topologyAware: service.wantsTopologyAwareRouting)
         let internalEPs = service.internalTrafficPolicy == .local ? selection.local : selection.cluster
         // As kube-proxy: eTP applies to NodePort and LoadBalancer services only (a ClusterIP
         // service's externalIPs always use every endpoint).
