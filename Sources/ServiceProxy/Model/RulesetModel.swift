@@ -1,4 +1,5 @@
 import ClusterState
+import IPAddressing
 
 public enum ChainType: String, Hashable, Sendable { case nat, filter }
 public enum ChainHook: String, Hashable, Sendable { case prerouting, input, forward, output, postrouting }
@@ -32,11 +33,68 @@ public struct NFChain: Hashable, Sendable {
 }
 
 /// A set element key: one value per component of the set's concatenated type.
+///
+/// Stored packed (one small allocation: per value a tag byte, then its bytes big endian), not as
+/// `[NFValue]`: a cluster's rules are hundreds of thousands of keys, and the packed form is a
+/// third of the size. The tags and byte order make `<` on the packed bytes the same order as
+/// comparing the values one by one (addresses before prefixes, protocols, ports, slots).
 public struct ElementKey: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var values: [NFValue]
-    public init(_ values: [NFValue]) { self.values = values }
+    private var packed: [UInt8]
+
+    public init(_ values: [NFValue]) {
+        var out: [UInt8] = []
+        out.reserveCapacity(values.count * 5)
+        for v in values {
+            switch v {
+            case .address(let a):
+                out.append(a.isV4 ? 0 : 1)
+                out += a.bytes
+            case .prefix(let p):
+                out.append(p.address.isV4 ? 2 : 3)
+                out += p.address.bytes
+                out.append(UInt8(p.length))
+            case .proto(let p):
+                out += [4, UInt8(p.number)]
+            case .port(let p):
+                out += [5, UInt8(p >> 8), UInt8(p & 0xff)]
+            case .slot(let n):
+                out += [6, UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
+            }
+        }
+        packed = out
+    }
+
+    public var values: [NFValue] {
+        var out: [NFValue] = []
+        var i = packed.startIndex
+        while i < packed.endIndex {
+            let tag = packed[i]
+            i += 1
+            switch tag {
+            case 0, 1:
+                let n = tag == 0 ? 4 : 16
+                out.append(.address(IPAddress(bytes: packed[i..<i + n])!))
+                i += n
+            case 2, 3:
+                let n = tag == 2 ? 4 : 16
+                out.append(.prefix(IPPrefix(address: IPAddress(bytes: packed[i..<i + n])!, length: Int(packed[i + n]))))
+                i += n + 1
+            case 4:
+                out.append(.proto(L4Protocol.allCases.first { $0.number == packed[i] } ?? .tcp))
+                i += 1
+            case 5:
+                out.append(.port(UInt16(packed[i]) << 8 | UInt16(packed[i + 1])))
+                i += 2
+            default:
+                out.append(.slot(packed[i..<i + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }))
+                i += 4
+            }
+        }
+        return out
+    }
+
     public var description: String { values.map(\.description).joined(separator: " . ") }
-    public static func < (a: Self, b: Self) -> Bool { a.values.lexicographicallyPrecedes(b.values) }
+    public static func < (a: Self, b: Self) -> Bool { a.packed.lexicographicallyPrecedes(b.packed) }
 }
 
 /// The declaration of a named set or map (without its elements).
