@@ -1,3 +1,4 @@
+import Agent
 import Foundation
 import NodenetTestSupport
 import Testing
@@ -24,10 +25,12 @@ import Testing
         let stage = dir.file("root")
         try Shell.check(["packaging/install.sh", "--destdir", stage, "--binary", AgentProcess.binary])
         let fm = FileManager.default
-        for f in ["usr/bin/nodenet", "usr/bin/nodenet-cni", "etc/nodenet/config.yaml", "etc/cni/net.d/10-nodenet.conflist",
+        for f in ["usr/bin/nodenet", "usr/bin/nodenet-cni", "etc/nodenet/config.yaml", "usr/share/doc/nodenet/examples/10-nodenet.conflist",
                   "lib/systemd/system/nodenet.service", "etc/iproute2/rt_protos.d/nodenet.conf"] {
             #expect(fm.fileExists(atPath: "\(stage)/\(f)"), "missing /\(f)")
         }
+        // The runtime's conflist is the agent's to write once it is ready, never the installer's.
+        #expect(!fm.fileExists(atPath: "\(stage)/etc/cni/net.d/10-nodenet.conflist"), "a conflist active before the agent serves")
         // Upstream runtimes read /opt/cni/bin, Debian's containerd and podman /usr/lib/cni.
         for dir in ["opt/cni/bin", "usr/lib/cni"] {
             #expect(try fm.destinationOfSymbolicLink(atPath: "\(stage)/\(dir)/nodenet") == "/usr/bin/nodenet-cni")
@@ -64,6 +67,28 @@ import Testing
         #expect(!r.ok)
         #expect(r.stderr.contains("loads the Swift runtime") && r.stderr.contains("--static-swift-stdlib"), "\(r.stderr)")
         #expect(r.stdout.isEmpty, "no package path printed")
+    }
+
+    /// What the agent writes is the reference file in the repository (which the runtime tests use).
+    @Test func agentWritesTheReferenceConflist() throws {
+        let reference = try String(contentsOfFile: "etc/cni/net.d/10-nodenet.conflist", encoding: .utf8)
+        #expect(CNIConflist.document() == reference)
+        #expect(CNIConflist.document(socket: "/tmp/x/nodenet.sock").contains("\"socket\": \"/tmp/x/nodenet.sock\""))
+    }
+
+    /// Written atomically beside its final name, under a name runtimes ignore; not rewritten
+    /// when unchanged; replaced when changed; a missing directory is made.
+    @Test func conflistWriteIsAtomicAndIdempotent() throws {
+        let dir = TempDirectory()
+        let path = dir.file("net.d/10-nodenet.conflist")
+        #expect(try CNIConflist.write(CNIConflist.document(), to: path))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == CNIConflist.document())
+        #expect(try !CNIConflist.write(CNIConflist.document(), to: path), "unchanged: not rewritten")
+        #expect(try CNIConflist.write(CNIConflist.document(socket: "/run/other.sock"), to: path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("net.d")) == ["10-nodenet.conflist"], "no temporary left")
+        let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        #expect(mode == 0o644)
+        #expect(throws: CNIConflist.WriteError.self) { try CNIConflist.write("{}", to: "/proc/nodenet-test/10-nodenet.conflist") }
     }
 
     @Test func conflistIsValidJSONNamingThePlugin() throws {

@@ -33,6 +33,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var etcd = Etcd()
     public var kubernetes = Kubernetes()
     public var metrics = Metrics()
+    public var cni = CNI()
     public var vxlan = Vxlan()
     public var logLevel: String = "info"
 
@@ -63,6 +64,14 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var vni: UInt32 = 1
         /// 8472: the Linux and flannel default (IANA's is 4789).
         public var port: UInt16 = 8472
+    }
+
+    public struct CNI: Sendable, Equatable {
+        /// Where the agent writes the runtime's network configuration once it is ready (the
+        /// runtime then sends pods to the plugin; before, it keeps the node NotReady). nil: none
+        /// written, the default, so an agent started by hand or by a test never changes the
+        /// node's runtime configuration; the package's config.yaml and the DaemonSet set it.
+        public var conflist: String?
     }
 
     public struct Metrics: Sendable, Equatable {

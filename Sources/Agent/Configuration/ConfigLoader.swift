@@ -33,9 +33,10 @@ public enum ConfigLoader {
         "etcd.endpoints": .list, "etcd.prefix": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
+        "cni.conflist": .scalar,
         "vxlan.vni": .scalar, "vxlan.port": .scalar,
     ]
-    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan"]
+    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "cni"]
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
@@ -250,6 +251,12 @@ public enum ConfigLoader {
                 throw ConfigError(key: "metrics.listen", "\"\(s)\" is not HOST:PORT (e.g. 127.0.0.1:9154)")
             }
             c.metrics.listen = s
+        }
+        if let s = one("cni.conflist") {
+            guard s.isEmpty || (s.hasPrefix("/") && s.hasSuffix(".conflist")) else {
+                throw ConfigError(key: "cni.conflist", "\"\(s)\" must be an absolute path ending in .conflist (runtimes read only those), or empty")
+            }
+            c.cni.conflist = s.isEmpty ? nil : s
         }
         return c
     }
