@@ -60,6 +60,17 @@ gzip -9n < packaging/changelog > "$doc/changelog.gz"
 man=$(mktemp -d)
 "$scratch/release/generate-manual" "$binary" --multi-page --output-directory "$man" \
   --authors "nodenet developers<dev@nodenet.invalid>" --date "$(dpkg-parsechangelog -l packaging/changelog -S Date | xargs -I{} date -u -d {} +%Y-%m-%d)" >&2
+# One page per subcommand, named as Debian names them (nodenet-agent(1), as git-commit(1)):
+# generate-manual writes nodenet.agent.1 with the NAME "nodenet agent", which whatis cannot
+# index; the synopsis keeps the command as typed.
+for page in "$man"/nodenet.*.1; do
+  sub=$(basename "$page" .1); sub=${sub#nodenet.}
+  upper=$(echo "$sub" | tr '[:lower:]' '[:upper:]')
+  sed -e "s/^\.Dt NODENET\.$upper /.Dt NODENET-$upper /" \
+      -e "0,/^\.Nm \"nodenet $sub\"\$/s//.Nm nodenet-$sub/" \
+      -e "s/^\.Nm\$/.Nm \"nodenet $sub\"/" "$page" > "$man/nodenet-$sub.1"
+  rm "$page"
+done
 cp packaging/nodenet-cni.1 "$man/"
 for page in "$man"/*.1; do gzip -9n < "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"; done
 rm -rf "$man"
