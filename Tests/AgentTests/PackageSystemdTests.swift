@@ -138,8 +138,7 @@ struct PackageSystemdTests {
     /// answered on the node-local address (port 53), and a reload.
     func expectServesUnderTheSandbox(_ node: BootedContainer) throws {
         let security = try node.run(["systemd-analyze", "security", "--no-pager", "nodenet.service"], timeout: 60)
-        let score = security.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }
-            .flatMap { line in line.split(separator: ":").last?.split(separator: " ").first.flatMap { Double($0) } }
+        let score = PackagingTests.exposureScore(security.stdout)
         #expect(score != nil && score! <= 5.2, "systemd-analyze security: \(security.stdout.suffix(600))\(security.stderr)")
 
         let conflist = try node.run(["cat", "/etc/cni/net.d/10-nodenet.conflist"])
