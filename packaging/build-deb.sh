@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Builds dist/nodenet_<version>_<arch>.deb from the release binary with dpkg-deb.
-# Usage: packaging/build-deb.sh [--binary PATH]   (default: builds the release binaries first;
-#   with --binary, nodenet-cni is taken from the same directory)
+# Usage: [NODENET_BUILD_DIR=DIR] packaging/build-deb.sh [--binary PATH]   (default: builds the
+#   release binaries first, in DIR (default .build); with --binary, nodenet-cni is taken from the
+#   same directory)
 # Prints the path of the .deb on stdout (build output goes to stderr).
+# Debian policy without debhelper: Depends from dpkg-shlibdeps, Installed-Size, md5sums, the
+# copyright file with the licenses and versions of the statically linked Swift packages (read from
+# this build's Package.resolved and checkouts: packaging/copyright.py), the changelog
+# (packaging/changelog, whose top version must be the binary's), man pages generated from the
+# commands' own help by swift-argument-parser's generate-manual, and lintian overrides that say
+# why (packaging/lintian-overrides). LintianTests checks the result has no lintian error.
 # The files are install.sh's layout, including both plugin links: /opt/cni/bin/nodenet (upstream
 # runtimes) and /usr/lib/cni/nodenet (Debian's containerd and podman), each -> /usr/bin/nodenet-cni.
 set -euo pipefail
@@ -10,10 +17,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 binary=""
 [ "${1:-}" = "--binary" ] && binary=$2
+# The build directory (swift build --scratch-path): $NODENET_BUILD_DIR, default .build. A separate
+# one (e.g. .build-rel) lets the release build run while tests use the debug build in .build.
+scratch=${NODENET_BUILD_DIR:-.build}
+release=(swift build -c release --static-swift-stdlib --scratch-path "$scratch")
 if [ -z "$binary" ]; then
-  swift build -c release --static-swift-stdlib --product nodenet >&2
-  swift build -c release --static-swift-stdlib --product nodenet-cni >&2
-  binary="$here/.build/release/nodenet"
+  "${release[@]}" --product nodenet >&2
+  "${release[@]}" --product nodenet-cni >&2
+  binary="$here/$scratch/release/nodenet"
 fi
 # The package carries no Swift runtime: a binary that loads it from the build machine's toolchain
 # (built without --static-swift-stdlib) would install and then fail to start on every node.
@@ -32,15 +43,58 @@ packaging/install.sh --destdir "$stage" --binary "$binary"
 for link in opt/cni/bin/nodenet usr/lib/cni/nodenet; do
   [ "$(readlink "$stage/$link")" = /usr/bin/nodenet-cni ] || { echo "build-deb.sh: /$link is not a link to /usr/bin/nodenet-cni" >&2; exit 1; }
 done
-strip --strip-unneeded "$stage/usr/bin/nodenet" "$stage/usr/bin/nodenet-cni"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/bin/nodenet" "$stage/usr/bin/nodenet-cni"
+changelog_version=$(dpkg-parsechangelog -l packaging/changelog -S Version)
+[ "$changelog_version" = "$version" ] || { echo "build-deb.sh: packaging/changelog is at $changelog_version, the binary at $version: add a changelog entry" >&2; exit 1; }
+
+# Documentation: copyright, changelog, man pages.
+doc="$stage/usr/share/doc/nodenet"
+install -d -m 0755 "$doc" "$stage/usr/share/man/man1" "$stage/usr/share/lintian/overrides"
+[ -f Package.resolved ] || { echo "build-deb.sh: no Package.resolved: run swift build first (the copyright file lists the versions it resolved)" >&2; exit 1; }
+swift_version=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9.]*\).*/\1/p' | head -1)
+packaging/copyright.py Package.resolved "$scratch/checkouts" "${swift_version:-unknown}" > "$doc/copyright"
+gzip -9n < packaging/changelog > "$doc/changelog.gz"
+# swift-argument-parser's generate-manual (the tool behind its generate-manual plugin, built from
+# the resolved checkout: no network) reads `nodenet --experimental-dump-help`: one page per command.
+"${release[@]}" --product generate-manual >&2
+man=$(mktemp -d)
+"$scratch/release/generate-manual" "$binary" --multi-page --output-directory "$man" \
+  --authors "nodenet developers<dev@nodenet.invalid>" --date "$(dpkg-parsechangelog -l packaging/changelog -S Date | xargs -I{} date -u -d {} +%Y-%m-%d)" >&2
+# One page per subcommand, named as Debian names them (nodenet-agent(1), as git-commit(1)):
+# generate-manual writes nodenet.agent.1 with the NAME "nodenet agent", which whatis cannot
+# index; the synopsis keeps the command as typed.
+for page in "$man"/nodenet.*.1; do
+  sub=$(basename "$page" .1); sub=${sub#nodenet.}
+  upper=$(echo "$sub" | tr '[:lower:]' '[:upper:]')
+  sed -e "s/^\.Dt NODENET\.$upper /.Dt NODENET-$upper /" \
+      -e "0,/^\.Nm \"nodenet $sub\"\$/s//.Nm nodenet-$sub/" \
+      -e "s/^\.Nm\$/.Nm \"nodenet $sub\"/" "$page" > "$man/nodenet-$sub.1"
+  rm "$page"
+done
+cp packaging/nodenet-cni.1 "$man/"
+for page in "$man"/*.1; do gzip -9n < "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"; done
+rm -rf "$man"
+install -m 0644 packaging/lintian-overrides "$stage/usr/share/lintian/overrides/nodenet"
+find "$stage/usr/share" -type f -exec chmod 0644 {} +
+
 mkdir -p "$stage/DEBIAN"
+# Shared libraries the agent links (libc6, libmnl0, libsystemd0, libsqlite3-0, ...) with the
+# minimum versions its symbols need, as dpkg-shlibdeps computes them (nodenet-cni is static).
+shlib=$(mktemp -d)
+mkdir -p "$shlib/debian"
+printf 'Source: nodenet\n\nPackage: nodenet\nArchitecture: any\n' > "$shlib/debian/control"
+shlibs=$(cd "$shlib" && dpkg-shlibdeps -O "$stage/usr/bin/nodenet" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+rm -rf "$shlib"
+[ -n "$shlibs" ] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies for usr/bin/nodenet" >&2; exit 1; }
+installed_size=$(du -s -k --apparent-size "$stage" | cut -f1)
 # procps: /bin/kill, which the unit's ExecReload runs (SIGHUP reloads the configuration).
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: nodenet
 Version: $version
 Architecture: $arch
 Maintainer: nodenet developers <dev@nodenet.invalid>
-Depends: libmnl0, libsystemd0, libsqlite3-0, iproute2, procps
+Installed-Size: $installed_size
+Depends: $shlibs, iproute2, procps
 Recommends: nftables, conntrack
 Section: net
 Priority: optional
@@ -48,7 +102,9 @@ Description: Kubernetes node networking in one agent
  nodenet replaces a CNI plugin with its IPAM, node subnet routing, kube-proxy
  and cluster DNS with one agent per node, sharing one cluster state store.
 CONTROL
-printf '/etc/nodenet/config.yaml\n/etc/cni/net.d/10-nodenet.conflist\n/etc/iproute2/rt_protos.d/nodenet.conf\n' > "$stage/DEBIAN/conffiles"
+# Not the CNI conflist: the agent writes it once it is ready (a conflist present before would
+# send pods to a plugin that cannot serve them yet), and `nodenet reset` removes it.
+printf '/etc/nodenet/config.yaml\n/etc/iproute2/rt_protos.d/nodenet.conf\n' > "$stage/DEBIAN/conffiles"
 cat > "$stage/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
 set -e
@@ -80,10 +136,13 @@ case "$1" in
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi ;;
   purge)
     rm -rf /var/lib/nodenet /run/nodenet
+    rm -f /etc/cni/net.d/10-nodenet.conflist
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi ;;
 esac
 POSTRM
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"
+chmod 0644 "$stage/DEBIAN/md5sums" "$stage/DEBIAN/control" "$stage/DEBIAN/conffiles"
 mkdir -p dist
 out="dist/nodenet_${version}_${arch}.deb"
 dpkg-deb --root-owner-group --build "$stage" "$out" >/dev/null

@@ -4,7 +4,9 @@
 #   execs it for every pod, and without the agent's libraries it starts about 3x faster),
 #   /opt/cni/bin/nodenet -> /usr/bin/nodenet-cni (where upstream containerd, CRI-O and podman look)
 #   and /usr/lib/cni/nodenet -> /usr/bin/nodenet-cni (Debian's containerd and podman look there),
-#   /etc/cni/net.d/10-nodenet.conflist, /etc/nodenet/config.yaml (kept if present),
+#   /etc/nodenet/config.yaml (kept if present), the reference conflist as
+#   /usr/share/doc/nodenet/examples/10-nodenet.conflist (the agent itself writes
+#   /etc/cni/net.d/10-nodenet.conflist once it is ready: config key cni.conflist),
 #   /lib/systemd/system/nodenet.service, /etc/iproute2/rt_protos.d/nodenet.conf.
 # Usage: packaging/install.sh [--destdir DIR] [--binary PATH] [--cni-binary PATH]
 # With --destdir it only stages files (for packaging); otherwise it also reloads systemd.
@@ -37,7 +39,10 @@ done
 install -D -m 0644 "$here/packaging/nodenet.service" "$destdir/lib/systemd/system/nodenet.service"
 install -D -m 0644 "$here/packaging/rt_protos.conf" "$destdir/etc/iproute2/rt_protos.d/nodenet.conf"
 # Configuration: never overwrite what an operator edited.
-for f in etc/nodenet/config.yaml etc/cni/net.d/10-nodenet.conflist; do
+# The directory the agent writes the conflist into (the unit lets it write there).
+install -d -m 0755 "$destdir/etc/cni/net.d"
+install -D -m 0644 "$here/etc/cni/net.d/10-nodenet.conflist" "$destdir/usr/share/doc/nodenet/examples/10-nodenet.conflist"
+for f in etc/nodenet/config.yaml; do
   if [ -e "$destdir/$f" ] && [ -z "$destdir" ]; then
     echo "install.sh: keeping existing /$f"
   else

@@ -108,17 +108,17 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata: {name: web-1, namespace: apps, labels: {app: web}}
-spec: {nodeName: node2, hostname: web-1}
+spec: {nodeName: node2, hostname: web-1, containers: [{name: web, image: busybox, ports: [{containerPort: 8080}]}]}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: web-2, namespace: apps, labels: {app: web}}
-spec: {nodeName: node3, hostname: web-2}
+spec: {nodeName: node3, hostname: web-2, containers: [{name: web, image: busybox, ports: [{containerPort: 8080}]}]}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: apps, labels: {app: client}}
-spec: {nodeName: node1}
+spec: {nodeName: node1, containers: [{name: client, image: busybox}]}
 YAML
 
 say "apply the same manifest on every node"
@@ -154,8 +154,8 @@ cni_add node1 client
 # Publishing the others is what a control plane does; here the same manifest goes to every node.
 for pod in web-1 web-2 client; do
   eval "ip=\$ip_${pod//-/_}"
-  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: apps, labels: {app: %s}}\nstatus: {podIPs: [{ip: %s}]}\n' \
-    "$pod" "$( [ $pod = client ] && echo client || echo web)" "$ip" > "$T/$pod-ip.yaml"
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: apps, labels: {app: %s}}\nspec: {containers: [{name: %s, image: busybox}]}\nstatus: {podIPs: [{ip: %s}]}\n' \
+    "$pod" "$( [ $pod = client ] && echo client || echo web)" "$pod" "$ip" > "$T/$pod-ip.yaml"
   for n in "${nodes[@]}"; do nn $n apply -f "$T/$pod-ip.yaml" > /dev/null; done
 done
 for pod in web-1 web-2; do

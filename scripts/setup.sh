@@ -23,6 +23,9 @@ packages=(
   containerd python3-venv
   # packaging checks; a booted Debian container to test the .deb under a real systemd
   systemd dpkg-dev hyperfine systemd-container debootstrap
+  # Debian's package checker (LintianTests), and promtool from Debian's prometheus package
+  # (MetricsEndToEndTests runs `promtool check metrics` on a scrape)
+  lintian prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -42,9 +45,11 @@ if [ -d /run/systemd/system ]; then systemctl disable --now unbound >/dev/null 2
 # is 1.14 (2018), whose bundled protoc predates the protobuf 3.21 runtime Debian pairs it with.
 # Debian's own python3 (python3-venv), whatever `python3` PATH finds first. Pinned versions
 # that work together; skipped when the venv already has them.
+# kubernetes-validate: ManifestValidationTests checks every shipped manifest against the
+# Kubernetes schemas it bundles (no cluster, no network at test time).
 venv=/opt/nodenet-test/venv
-pins=(grpcio==1.85.4 grpcio-tools==1.85.4 protobuf==7.36.2)
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, google.protobuf' 2>/dev/null; then
+pins=(grpcio==1.85.4 grpcio-tools==1.85.4 protobuf==7.36.2 kubernetes-validate==1.37.0)
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, google.protobuf, kubernetes_validate' 2>/dev/null; then
   echo "setup: creating $venv (${pins[*]})"
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${pins[@]}"

@@ -36,6 +36,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
     @Option(name: .customLong("kubernetes-kubeconfig")) var kubeconfig: String?
     @Option(name: .customLong("metrics-listen"), help: "HOST:PORT, or empty to disable.") var metricsListen: String?
+    @Option(name: .customLong("cni-conflist"), help: "Where to write the runtime's CNI conflist once ready; empty: none.") var cniConflist: String?
     @Option(name: .customLong("vxlan-vni")) var vxlanVNI: String?
     @Option(name: .customLong("vxlan-port")) var vxlanPort: String?
     @Option(name: .customLong("proxy-health-listen"), help: "HOST:PORT of /healthz and /livez (kube-proxy's 10256), or empty to disable.")
@@ -52,7 +53,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
-            ("metrics.listen", metricsListen), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
+            ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),
         ]
         var out: [String: String] = [:]

@@ -101,9 +101,12 @@ struct PackageSystemdTests {
         try #require(install.ok, "apt-get install: \(install.stderr)\(install.stdout)")
         try node.check(["sed", "-i", "s|^  upstreams: .*|  upstreams: [127.0.0.1:1053]|", "/etc/nodenet/config.yaml"])
         try #require(try node.run(["grep", "-q", "upstreams: \\[127.0.0.1:1053\\]", "/etc/nodenet/config.yaml"]).ok)
+        #expect(try !node.run(["test", "-e", "/etc/cni/net.d/10-nodenet.conflist"]).ok,
+                "the package made the runtime's conflist active before the agent runs")
         let enable = try node.run(["systemctl", "enable", "--now", "nodenet"], timeout: 120)
         #expect(enable.ok, "systemctl enable --now nodenet: \(enable.stderr)\(diagnostics(node))")
         try expectRunningAndReady(node, boot: "first start")
+        try expectServesUnderTheSandbox(node)
 
         // Reboot: the unit must come up by itself, again without /run/netns.
         try node.shutdown(reboot: true)
@@ -118,6 +121,7 @@ struct PackageSystemdTests {
             ("table ip nodenet", ["nft", "list", "table", "ip", "nodenet"]),
             ("the state directory", ["test", "-d", "/var/lib/nodenet"]),
             ("the run directory", ["test", "-d", "/run/nodenet"]),
+            ("the CNI conflist the agent wrote when ready", ["grep", "-q", "\"type\": \"nodenet\"", "/etc/cni/net.d/10-nodenet.conflist"]),
         ]
         for thing in owned { #expect(try node.run(thing.argv).ok, "before purge: no \(thing.what)") }
         let purge = try node.run(["apt-get", "purge", "-y", "-q", "nodenet"], timeout: 120)
@@ -126,6 +130,44 @@ struct PackageSystemdTests {
         #expect(try !node.run(["test", "-e", "/etc/systemd/system/multi-user.target.wants/nodenet.service"]).ok, "still enabled")
         for thing in owned { #expect(try !node.run(thing.argv).ok, "after purge: \(thing.what) is still there") }
         try node.shutdown()
+    }
+
+    /// What the unit's sandbox must leave working (packaging/nodenet.service, Hardening): the
+    /// exposure score systemd computes, the runtime's conflist written by the agent when ready,
+    /// a pod attached through the installed plugin (netlink and setns under the sandbox), DNS
+    /// answered on the node-local address (port 53), and a reload.
+    func expectServesUnderTheSandbox(_ node: BootedContainer) throws {
+        let security = try node.run(["systemd-analyze", "security", "--no-pager", "nodenet.service"], timeout: 60)
+        let score = PackagingTests.exposureScore(security.stdout)
+        #expect(score != nil && score! <= 5.2, "systemd-analyze security: \(security.stdout.suffix(600))\(security.stderr)")
+
+        let conflist = try node.run(["cat", "/etc/cni/net.d/10-nodenet.conflist"])
+        #expect(conflist.ok && conflist.stdout.contains("\"socket\": \"/run/nodenet/nodenet.sock\""), "conflist: \(conflist.stdout)\(conflist.stderr)")
+
+        // A pod the way a runtime makes one: a namespace, then the plugin from /usr/lib/cni.
+        try node.check(["ip", "netns", "add", "pod1"])
+        let id = String(repeating: "5e1f", count: 16)
+        let env = ["CNI_CONTAINERID=\(id)", "CNI_NETNS=/run/netns/pod1", "CNI_IFNAME=eth0", "CNI_PATH=/usr/lib/cni",
+                   "CNI_ARGS=K8S_POD_NAMESPACE=apps;K8S_POD_NAME=web-1"]
+        let config = #"{"cniVersion":"1.0.0","name":"nodenet","type":"nodenet","socket":"/run/nodenet/nodenet.sock"}"#
+        let add = try node.run(["env", "CNI_COMMAND=ADD"] + env + ["/usr/lib/cni/nodenet"], stdin: config, timeout: 30)
+        #expect(add.ok && add.stdout.contains("\"ips\""), "CNI ADD under the sandbox: \(add.stdout)\(add.stderr)\n\(diagnostics(node))")
+        #expect(try node.run(["ip", "netns", "exec", "pod1", "ip", "-4", "addr", "show", "eth0"]).stdout.contains("10.244."))
+        // DNS on the node-local address, port 53 (CAP_NET_BIND_SERVICE), from the pod: an
+        // authoritative NXDOMAIN for a name in the cluster zone proves the server answers.
+        let dig = try #require(try? Shell.which("dig"), "dig is missing (scripts/setup.sh installs dnsutils)")
+        // The host's dig in the pod's network namespace, reached through the container's root.
+        let answer = try Shell.run(["nsenter", "--net=/proc/\(node.leader)/root/run/netns/pod1", dig, "+time=2", "+tries=2",
+                                    "@169.254.20.10", "nothing.default.svc.cluster.local", "A"], timeout: 20)
+        #expect(answer.stdout.contains("status: NXDOMAIN") && answer.stdout.contains(" aa"), "dig: \(answer.stdout)\(answer.stderr)")
+        let del = try node.run(["env", "CNI_COMMAND=DEL"] + env + ["/usr/lib/cni/nodenet"], stdin: config, timeout: 30)
+        #expect(del.ok, "CNI DEL: \(del.stdout)\(del.stderr)")
+        try node.check(["ip", "netns", "del", "pod1"])
+
+        // Reload (ExecReload: /bin/kill -HUP) keeps the agent running, without a restart.
+        let reload = try node.run(["systemctl", "reload", "nodenet"], timeout: 60)
+        #expect(reload.ok, "systemctl reload: \(reload.stderr)")
+        try expectRunningAndReady(node, boot: "after reload")
     }
 
     /// Active (running) with no restart (a Type=notify unit is active only after READY=1), and

@@ -33,6 +33,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var etcd = Etcd()
     public var kubernetes = Kubernetes()
     public var metrics = Metrics()
+    public var cni = CNI()
     public var vxlan = Vxlan()
     public var proxyHealth = ProxyHealthSettings()
     public var logLevel: String = "info"
@@ -74,6 +75,14 @@ public struct AgentConfiguration: Sendable, Equatable {
         /// How much older than the full sync interval the last successful sync may be, and how
         /// long syncs may keep failing, before `/healthz` answers 503.
         public var grace: Duration = .seconds(60)
+    }
+
+    public struct CNI: Sendable, Equatable {
+        /// Where the agent writes the runtime's network configuration once it is ready (the
+        /// runtime then sends pods to the plugin; before, it keeps the node NotReady). nil: none
+        /// written, the default, so an agent started by hand or by a test never changes the
+        /// node's runtime configuration; the package's config.yaml and the DaemonSet set it.
+        public var conflist: String?
     }
 
     public struct Metrics: Sendable, Equatable {

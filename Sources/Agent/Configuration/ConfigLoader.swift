@@ -33,10 +33,11 @@ public enum ConfigLoader {
         "etcd.endpoints": .list, "etcd.prefix": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
+        "cni.conflist": .scalar,
         "vxlan.vni": .scalar, "vxlan.port": .scalar,
         "proxyHealth.listen": .scalar, "proxyHealth.grace": .scalar,
     ]
-    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "proxyHealth"]
+    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "proxyHealth", "cni"]
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
@@ -259,6 +260,12 @@ public enum ConfigLoader {
             c.proxyHealth.listen = s
         }
         if let n = try int("proxyHealth.grace", 0...86400) { c.proxyHealth.grace = .seconds(n) }
+        if let s = one("cni.conflist") {
+            guard s.isEmpty || (s.hasPrefix("/") && s.hasSuffix(".conflist")) else {
+                throw ConfigError(key: "cni.conflist", "\"\(s)\" must be an absolute path ending in .conflist (runtimes read only those), or empty")
+            }
+            c.cni.conflist = s.isEmpty ? nil : s
+        }
         return c
     }
 

@@ -100,9 +100,25 @@ struct LifecycleService: AgentActor {
         let notifier = agent.notifier
         let logger = agent.logger
         let board = agent.board
+        let conflist = agent.config.cni.conflist
+        let socket = agent.config.socketPath
         board.whenReady { [agent] in
-            notifier.ready(status: agent.summary())
-            logger.info("agent ready", metadata: ["summary": "\(agent.summary())"])
+            // The runtime's conflist first (when configured), so a node whose unit is active
+            // has it: off the cooperative pool, since it fsyncs.
+            DispatchQueue.global().async {
+                if let conflist {
+                    do {
+                        if try CNIConflist.write(CNIConflist.document(socket: socket), to: conflist) {
+                            logger.info("wrote the CNI network configuration", metadata: ["path": "\(conflist)"])
+                        }
+                    } catch {
+                        agent.board.failed("pods", "cannot write \(conflist): \(error)")
+                        logger.error("cannot write the CNI network configuration", metadata: ["path": "\(conflist)", "error": "\(error)"])
+                    }
+                }
+                notifier.ready(status: agent.summary())
+                logger.info("agent ready", metadata: ["summary": "\(agent.summary())"])
+            }
         }
         let watchdog = notifier.watchdogInterval
         let tick: Duration = watchdog.map { $0 / 2 } ?? .seconds(10)

@@ -45,6 +45,8 @@ public final class NodeAgent: Sendable {
     private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
     /// Status details contributed by actors, keyed by actor name.
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
+    /// Gauges actors refresh on each /metrics scrape (IPAM usage), keyed by actor name.
+    let scrapeHooks = Mutex<[String: @Sendable () async -> Void]>([:])
 
     public var config: AgentConfiguration { configuration.withLock { $0 } }
     public var podCIDRs: [IPPrefix] { subnets.withLock { $0.cidrs } }
@@ -159,6 +161,12 @@ public final class NodeAgent: Sendable {
     /// Adds a section to `nodenet status` (for example routes per peer, DNS counters).
     public func statusDetails(_ name: String, _ provider: @escaping @Sendable () async -> [String: String]) {
         detailProviders.withLock { $0[name] = provider }
+    }
+
+    /// Runs `hook` before each /metrics scrape: for gauges that are cheap to read when asked
+    /// and would cost work on every change (addresses in use and free).
+    public func onScrape(_ name: String, _ hook: @escaping @Sendable () async -> Void) {
+        scrapeHooks.withLock { $0[name] = hook }
     }
 
     /// Re-derives this node's pod subnets (config, Node object, lease) and leases one from

@@ -10,6 +10,7 @@ import Netlink
 /// name or protocol that only nodenet uses. Each step is independent; what failed is reported
 /// and the rest still done.
 public enum NodeReset {
+
     public struct Report: Sendable {
         public var removed: [String] = []
         public var failures: [String] = []
@@ -22,6 +23,16 @@ public enum NodeReset {
                 if try body() { report.removed.append(what) }
             } catch {
                 report.failures.append("\(what): \(error)")
+            }
+        }
+        // The runtime's conflist first: from here on the runtime stops sending pods to nodenet.
+        if let conflist = config.cni.conflist {
+            step(conflist) {
+                guard unlink(conflist) == 0 else {
+                    if errno == ENOENT { return false }
+                    throw ResetError(path: conflist, errno: errno)
+                }
+                return true
             }
         }
         do {

@@ -1,6 +1,8 @@
+import CNIProtocol
 import ClusterState
 import Foundation
 import IPAddressing
+import Metrics
 import Netlink
 import NodeRoutes
 import PodNetwork
@@ -56,11 +58,26 @@ struct PodNetworkService: AgentActor {
         applySubnets()
         let released = await pods.reconcile()
         /// `descriptor`: the pod's namespace as the plugin opened it, owned from here on.
+        // Every command and result at zero from the start, so a rate or an alert on errors
+        // sees the series before the first call.
+        for command in CNICommand.allCases {
+            for result in ["success", "error"] {
+                _ = Counter(label: "nodenet_cni_operations_total", dimensions: [("command", command.rawValue), ("result", result)])
+            }
+        }
         @Sendable func answer(_ body: [UInt8], descriptor: Int32? = nil) async -> CNIReply {
             do {
                 let request = try CNIRequest.fromEnvelope(body)
                 let namespace = descriptor.map { NetworkNamespace(adopting: $0, path: request.netns ?? "CNI_NETNS") }
-                return await pods.handle(request, namespace: namespace)
+                let started = ContinuousClock.now
+                let reply = await pods.handle(request, namespace: namespace)
+                let command = request.command.rawValue
+                Metrics.Timer(label: "nodenet_cni_operation_duration_seconds", dimensions: [("command", command)])
+                    .record(duration: ContinuousClock.now - started)
+                let result: String
+                if case .failure = reply { result = "error" } else { result = "success" }
+                Counter(label: "nodenet_cni_operations_total", dimensions: [("command", command), ("result", result)]).increment()
+                return reply
             } catch {
                 if let descriptor { close(descriptor) }
                 return .failure(error)
@@ -98,6 +115,15 @@ struct PodNetworkService: AgentActor {
             agent.board.reconciled(name, seconds: seconds, state: cidrs.isEmpty ? .pending : .inSync,
                                    message: cidrs.isEmpty ? "waiting for a pod subnet" : "bridge \(pods.configuration.bridgeName), mtu \(pods.configuration.mtu)")
             agent.board.update(name) { $0.counters["attachments"] = count }
+        }
+        // Addresses in use and free are read from IPAM when scraped, not kept up to date per call.
+        agent.onScrape(name) {
+            Metrics.Gauge(label: "nodenet_cni_attachments").record(await agent.attachmentCount)
+            for usage in pods.addressUsage() {
+                let dims = [("subnet", usage.subnet.description)]
+                Metrics.Gauge(label: "nodenet_ipam_addresses_used", dimensions: dims).record(Double(usage.used))
+                Metrics.Gauge(label: "nodenet_ipam_addresses_free", dimensions: dims).record(Double(usage.free))
+            }
         }
         if released > 0 { agent.logger.info("start-up repair released attachments", metadata: ["count": "\(released)"]) }
         await report((ContinuousClock.now - started).seconds)

@@ -51,6 +51,8 @@ public final class StatusBoard: Sendable {
     public init() {}
 
     public func register(_ name: String, gatesReadiness: Bool = true, message: String = "starting") {
+        // At zero from the start: an alert on its increase must see the series before the first error.
+        _ = Counter(label: "nodenet_reconcile_errors_total", dimensions: [("actor", name)])
         state.withLock { s in
             if s.actors[name] == nil { s.order.append(name) }
             s.actors[name] = ActorStatus(name: name, message: message)
@@ -68,7 +70,7 @@ public final class StatusBoard: Sendable {
 
     /// Records a finished reconcile; the first one of each gating actor moves readiness.
     public func reconciled(_ name: String, seconds: Double, state newState: ActorState = .inSync, message: String = "") {
-        Metrics.Timer(label: "nodenet_reconcile_duration", dimensions: [("actor", name)]).recordNanoseconds(Int64(seconds * 1e9))
+        Metrics.Timer(label: "nodenet_reconcile_duration_seconds", dimensions: [("actor", name)]).recordNanoseconds(Int64(seconds * 1e9))
         let callbacks: [@Sendable () -> Void] = state.withLock { s in
             var row = s.actors[name] ?? ActorStatus(name: name)
             row.state = newState

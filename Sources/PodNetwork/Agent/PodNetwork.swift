@@ -221,6 +221,12 @@ public final class PodNetwork: Sendable {
         interfaces.drainReleases()
     }
 
+    /// Pod addresses allocated and free per subnet (empty before the node has a pod subnet).
+    /// Reads the IPAM database: call it off the cooperative pool's hot paths (metrics scrapes).
+    public func addressUsage() -> [SubnetUsage] {
+        (try? current().0?.stats()) ?? []
+    }
+
     func current() -> (AddressAllocator?, Link?) {
         state.withLock { ($0.allocator, $0.bridge) }
     }
