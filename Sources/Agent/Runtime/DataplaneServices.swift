@@ -5,6 +5,7 @@ import Netlink
 import NodeRoutes
 import ServiceLifecycle
 import ServiceProxy
+import Synchronization
 
 /// Routes to the other nodes' pod subnets (host-gw, vxlan, auto) and masquerade for traffic
 /// leaving the cluster. Cancelling leaves every route in place.
@@ -31,6 +32,7 @@ struct NodeRoutesService: AgentActor {
                 agent.board.reconciled(name, seconds: 0, state: status.errors.isEmpty ? .inSync : .error, message: status.summary)
                 agent.board.update(name) { row in
                     row.counters = ["peers": status.peers.count, "routes": status.routes, "repairs": status.repairs]
+                    row.objects = status.objects
                     if let e = status.errors.first { row.lastError = e }
                 }
             })
@@ -82,22 +84,31 @@ struct ServiceProxyService: AgentActor {
         agent.route("GET /v1/rules") { _ in
             ControlReply(body: Array(await proxy.rulesText().utf8), contentType: "text/plain")
         }
+        // The row is brought up to date when someone looks (`nodenet status`, the STATUS=
+        // summary) instead of by polling the proxy every 200 ms for the agent's whole life;
+        // only readiness waits, until the first successful sync, for the proxy to get there.
+        let reported = Mutex(-1)
+        @Sendable func publish(_ s: ServiceProxyStatus) {
+            guard s.syncs > 0 || s.failures > 0 else { return }
+            let fresh = reported.withLock { r in
+                defer { r = s.syncs + s.failures }
+                return r != s.syncs + s.failures
+            }
+            guard fresh else { return }
+            if s.inSync, s.lastError == nil || s.syncs > 0 {
+                agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
+            } else if let e = s.lastError {
+                agent.board.failed(name, e)
+            }
+            agent.board.update(name) { row in
+                row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
+            }
+        }
+        agent.statusRefresher { publish(await proxy.status()) }
         let watcher = Task {
-            var reported = -1
-            while !Task.isCancelled {
-                let s = await proxy.status()
-                if s.syncs + s.failures != reported, s.syncs > 0 || s.failures > 0 {
-                    reported = s.syncs + s.failures
-                    if s.inSync, s.lastError == nil || s.syncs > 0 {
-                        agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
-                    } else if let e = s.lastError {
-                        agent.board.failed(name, e)
-                    }
-                    agent.board.update(name) { row in
-                        row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
-                    }
-                }
-                try? await Task.sleep(for: .milliseconds(200))
+            while !Task.isCancelled, !agent.board.hasReconciled(name) {
+                publish(await proxy.status())
+                try? await Task.sleep(for: .milliseconds(20))
             }
         }
         defer { watcher.cancel() }
