@@ -208,3 +208,19 @@ final class RecordingPersistence: StorePersistence {
         #expect(produced.withLock { $0 } == 16, "the producer stopped at the overflow")
     }
 }
+
+/// Issue 14 item 3: a refused connection fails the request at once, so the callers' own
+/// bounded backoffs decide when to retry. Without the fix the HTTP pool retried on its own
+/// schedule (a backoff that grew past a minute over a long outage) and the request hung until
+/// its deadline: after a long etcd outage renewals still failed tens of seconds after etcd was
+/// back, and the node's lease expired.
+@Suite struct RefusedConnectionTests {
+    @Test func aRefusedConnectionFailsAtOnce() async throws {
+        let port = try freePort()  // nothing listens there
+        let client = try EtcdClient(endpoints: ["http://127.0.0.1:\(port)"], requestTimeout: .seconds(5))
+        let started = ContinuousClock.now
+        await #expect(throws: EtcdError.self) { _ = try await client.get("/nodenet/subnets/x") }
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(1), "a refused connection took \(took) to fail")
+    }
+}

@@ -21,6 +21,24 @@ func signalled(_ semaphore: DispatchSemaphore, within timeout: Double) async -> 
     }
 }
 
+/// Whether a task started on the cooperative pool runs within `timeout`; then `release()`,
+/// from a thread of its own: when the pool is stalled, the test itself cannot go on until the
+/// stall is released, so the release must not wait for it.
+/// `started`: signalled once the blocking work is under way (the probe waits for it, up to 5 s).
+func cooperativePoolRuns(after started: DispatchSemaphore? = nil, within timeout: Double,
+                         thenRelease release: @escaping @Sendable () -> Void) async -> Bool {
+    await withCheckedContinuation { continuation in
+        Thread {
+            _ = started?.wait(timeout: .now() + 5)
+            let probe = DispatchSemaphore(value: 0)
+            Task.detached { probe.signal() }
+            let ran = probe.wait(timeout: .now() + timeout) == .success
+            release()
+            continuation.resume(returning: ran)
+        }.start()
+    }
+}
+
 /// Issue 14 item 17: blocking work stays off Swift's cooperative thread pool.
 @Suite(.serialized) struct BlockingWorkTests {
     /// More stalled commits than the pool has threads: other async work still runs. Without
@@ -35,12 +53,9 @@ func signalled(_ semaphore: DispatchSemaphore, within timeout: Double) async -> 
         let commits = stores.enumerated().map { i, s in
             Task { try await s.1.commit([.upsert(.node(node("node\(i)", "10.244.\(i).0/24", "192.168.1.\(i + 1)")))]) }
         }
-        #expect(await signalled(stores[0].0.entered, within: 5), "the first commit started")
-        let probe = DispatchSemaphore(value: 0)
-        Task.detached { probe.signal() }
-        let ran = await signalled(probe, within: 3)
+        let persistences = stores.map(\.0)
         // Release every commit (each store's save in turn) whatever happened.
-        for (p, _) in stores { p.gate.signal() }
+        let ran = await cooperativePoolRuns(after: stores[0].0.entered, within: 3) { for p in persistences { p.gate.signal() } }
         for c in commits { _ = try await c.value }
         #expect(ran, "a task on the cooperative pool did not run while \(count) commits waited for the disk")
         for (i, s) in stores.enumerated() { #expect(await s.1.snapshot().nodes["node\(i)"] != nil) }
@@ -54,10 +69,7 @@ func signalled(_ semaphore: DispatchSemaphore, within timeout: Double) async -> 
         let gate = DispatchSemaphore(value: 0)
         let n = ProcessInfo.processInfo.activeProcessorCount + 1
         let calls = (0..<n).map { _ in Task { await BlockingWork.run { gate.wait() } } }
-        let probe = DispatchSemaphore(value: 0)
-        Task.detached { probe.signal() }
-        let ran = await signalled(probe, within: 3)
-        for _ in 0..<n { gate.signal() }
+        let ran = await cooperativePoolRuns(within: 3) { for _ in 0..<n { gate.signal() } }
         for c in calls { await c.value }
         #expect(ran)
     }

@@ -165,12 +165,17 @@ struct PodNetworkAgentTests {
             let request = try f.request("ADD", containerID: id, netns: pod.path)
             return Task { await f.pods.handle(request) }
         }
-        let probe = DispatchSemaphore(value: 0)
-        Task.detached { probe.signal() }
+        // Probed and released from a thread of its own: with the pool stalled, this test's own
+        // task could not go on to release the lock.
         let ran = await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: probe.wait(timeout: .now() + 2) == .success) }.start()
+            Thread {
+                let probe = DispatchSemaphore(value: 0)
+                Task.detached { probe.signal() }
+                let ran = probe.wait(timeout: .now() + 2) == .success
+                unlock.signal()
+                continuation.resume(returning: ran)
+            }.start()
         }
-        unlock.signal()
         for add in adds {
             let reply = await add.value
             #expect(reply.exitCode == 0, "\(String(decoding: reply.stdout, as: UTF8.self))")
