@@ -13,6 +13,11 @@ import Netlink
 import Synchronization
 
 public actor NodeRoutesActor {
+    /// The actor's netlink exchanges (dumps, route batches, nftables) block: it runs on a
+    /// thread of its own, not on the cooperative pool (one for every routes actor of the process).
+    static let executor = DedicatedThreadExecutor(name: "nodenet-routes")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { Self.executor.asUnownedSerialExecutor() }
+
     private var configuration: NodeRoutesConfiguration
     private let store: ClusterStore
     private let logger: Logger

@@ -74,3 +74,12 @@ func cooperativePoolRuns(after started: DispatchSemaphore? = nil, within timeout
         #expect(ran)
     }
 }
+
+@Suite struct StoreExecutorTests {
+    @Test func storeCodeRunsOnTheStoresThread() async throws {
+        let store = ClusterStore()
+        #expect(await store.runsOnItsThread())
+        #expect(await Task.detached { await store.runsOnItsThread() }.value)
+        #expect(await BlockingWork.perform { await store.runsOnItsThread() })
+    }
+}

@@ -21,6 +21,10 @@ public final class DedicatedThreadExecutor: SerialExecutor, @unchecked Sendable 
     private let condition = NSCondition()
     private var jobs: [UnownedJob] = []
     public let name: String
+    private let thread = Mutex<pthread_t?>(nil)
+
+    /// Whether the calling thread is this executor's (tests, assertions).
+    public var isCurrent: Bool { thread.withLock { $0 } == pthread_self() }
 
     public init(name: String) {
         self.name = name
@@ -44,6 +48,7 @@ public final class DedicatedThreadExecutor: SerialExecutor, @unchecked Sendable 
 
     /// Runs forever: executors live as long as the process (the store does).
     private func loop() {
+        thread.withLock { $0 = pthread_self() }
         while true {
             condition.lock()
             while jobs.isEmpty { condition.wait() }

@@ -31,6 +31,9 @@ public actor ClusterStore {
 
     public func snapshot() -> ClusterSnapshot { state }
 
+    /// Whether the store's code runs on its own thread (tests).
+    func runsOnItsThread() -> Bool { Self.executor.isCurrent }
+
     public var version: UInt64 { state.version }
 
     /// Applies changes in order as one atomic step. Upserts equal to what is stored and
