@@ -1,6 +1,7 @@
 // Change events: a socket joined to the rtnetlink multicast groups, read on its own thread,
-// delivered as an AsyncSequence. When the kernel drops events (ENOBUFS) the subscriber gets
-// `.overrun` and must re-dump: it can no longer know what changed.
+// delivered as an AsyncSequence. When the kernel drops events (ENOBUFS), or the subscriber
+// falls so far behind that the bounded queue fills, the subscriber gets `.overrun` and must
+// re-dump: it can no longer know what changed. Memory stays bounded whatever the event rate.
 import Synchronization
 
 public enum NetlinkEvent: Sendable, Equatable {
@@ -55,9 +56,18 @@ public final class NetlinkMonitor: Sendable {
     /// monitor itself, so dropping the monitor (or ending iteration) stops the thread.
     final class StopFlag: Sendable {
         let value = Atomic<Bool>(false)
+        /// Events that did not fit in the queue (each run of them became one `.overrun`).
+        let dropped = Atomic<Int>(0)
     }
 
-    public convenience init(namespace: NetworkNamespace? = nil, groups: Groups = .all, receiveBuffer: Int = 4 << 20) throws {
+    /// Events dropped because the subscriber fell `queueLimit` behind (for status and tests).
+    public var droppedEvents: Int { stopped.dropped.load(ordering: .relaxed) }
+
+    /// Events queued for a subscriber that has not read them yet, at most; more become one `.overrun`.
+    public static let defaultQueueLimit = 4096
+
+    public convenience init(namespace: NetworkNamespace? = nil, groups: Groups = .all, receiveBuffer: Int = 4 << 20,
+                            queueLimit: Int = NetlinkMonitor.defaultQueueLimit) throws {
         let numbers = Self.groupNumbers(groups)
         let socket: NetlinkSocket
         if let namespace {
@@ -65,17 +75,19 @@ public final class NetlinkMonitor: Sendable {
         } else {
             socket = try NetlinkSocket(protocol: Netlink.route, groups: numbers, timeoutSeconds: 0, receiveBuffer: receiveBuffer)
         }
-        try self.init(socket: socket)
+        try self.init(socket: socket, queueLimit: queueLimit)
     }
 
-    init(socket: NetlinkSocket) throws(NetlinkError) {
-        let (stream, continuation) = AsyncStream<NetlinkEvent>.makeStream(bufferingPolicy: .unbounded)
+    init(socket: NetlinkSocket, queueLimit: Int = NetlinkMonitor.defaultQueueLimit) throws(NetlinkError) {
+        // Keeps the oldest: what is queued stays in order, and what does not fit is replaced by
+        // one `.overrun` delivered as soon as there is room (see `Queue`).
+        let (stream, continuation) = AsyncStream<NetlinkEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(2, queueLimit)))
         events = stream
         let flag = stopped
         continuation.onTermination = { _ in flag.value.store(true, ordering: .relaxed) }
         // The reader thread holds the socket; it notices `stop()` within one poll interval.
         try ThreadRunner.runDetached {
-            Self.read(socket, into: continuation, until: { flag.value.load(ordering: .relaxed) })
+            Self.read(socket, into: Queue(continuation: continuation, flag: flag), until: { flag.value.load(ordering: .relaxed) })
         }
     }
 
@@ -95,20 +107,51 @@ public final class NetlinkMonitor: Sendable {
         return out
     }
 
-    private static func read(_ socket: NetlinkSocket, into continuation: AsyncStream<NetlinkEvent>.Continuation,
-                             until isStopped: () -> Bool) {
-        defer { continuation.finish() }
+    /// The reader's side of the bounded stream: once an event did not fit, later events are
+    /// dropped until an `.overrun` fits (tried again on every event and every poll), so the
+    /// subscriber sees what was queued, then `.overrun`, then only what followed it.
+    struct Queue {
+        let continuation: AsyncStream<NetlinkEvent>.Continuation
+        let flag: StopFlag
+        var lost = false
+
+        mutating func yield(_ event: NetlinkEvent) {
+            if lost {
+                guard case .enqueued = continuation.yield(.overrun) else {
+                    flag.dropped.add(1, ordering: .relaxed)
+                    return
+                }
+                lost = false
+                if event == .overrun { return }
+            }
+            if case .dropped = continuation.yield(event) {
+                lost = true
+                flag.dropped.add(1, ordering: .relaxed)
+            }
+        }
+
+        /// A pending `.overrun`, delivered once there is room even if no new event comes.
+        mutating func flush() {
+            if lost, case .enqueued = continuation.yield(.overrun) { lost = false }
+        }
+    }
+
+    private static func read(_ socket: NetlinkSocket, into queue: Queue, until isStopped: () -> Bool) {
+        var queue = queue
+        defer { queue.continuation.finish() }
         while !isStopped() {
+            queue.flush()
             guard socket.waitReadable(milliseconds: 100) else { continue }
             do {
                 for m in try NetlinkMessage.parse(socket.receive()) {
                     // A message that does not decode is skipped: one odd event must not end the stream.
-                    if let e = try? NetlinkEvent.decode(m) { continuation.yield(e) }
+                    if let e = try? NetlinkEvent.decode(m) { queue.yield(e) }
                 }
             } catch let e where e.kind == .lostMessages {
-                continuation.yield(.overrun)
+                queue.yield(.overrun)
             } catch {
-                continuation.yield(.overrun)
+                queue.yield(.overrun)
+                queue.flush()
                 return
             }
         }

@@ -45,7 +45,9 @@ struct DriftWatch {
             // Down and up: the kernel flushes routes through the device without telling.
             return l.index == topology.underlayIndex
         case .address(let a, _):
+            // The vxlan device's own addresses (one per pod subnet) are nodenet's too.
             return a.index == topology.underlayIndex || a.prefix.address == nodeIP
+                || (topology.vxlanIndex != nil && a.index == topology.vxlanIndex)
         }
     }
 }

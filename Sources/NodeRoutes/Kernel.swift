@@ -32,12 +32,15 @@ struct Kernel: Sendable {
     /// `<subnet>.0/32` (flannel's rule) for each own subnet. Returns its index; nil in host-gw
     /// mode (where a leftover device of an earlier vxlan run is removed). `recreated` is true
     /// when the device had to be created.
-    func ensureVxlan(underlay: Link) throws -> (index: Int32?, created: Bool) {
+    /// The vxlan device as wanted; `addressErrors` names each of its addresses that could not
+    /// be put right (the device still serves: peers do not depend on them, pod traffic to the
+    /// node's own subnet address does).
+    func ensureVxlan(underlay: Link) throws -> (index: Int32?, created: Bool, addressErrors: [IPPrefix: String]) {
         let name = configuration.vxlanDeviceName
         let existing = try client.link(named: name)
         guard wantsVxlan else {
             if existing?.kind == "vxlan" { try client.deleteLink(named: name) }
-            return (nil, false)
+            return (nil, false, [:])
         }
         let settings = VxlanSettings(vni: configuration.vxlanVNI, port: configuration.vxlanPort, local: configuration.nodeIP,
                                      underlayIndex: underlay.index, learning: false)
@@ -57,8 +60,8 @@ struct Kernel: Sendable {
             let change = LinkChange(up: true, mtu: device.mtu == mtu ? nil : mtu, mac: device.mac == mac ? nil : mac)
             try client.setLink(index: device.index, change)
         }
-        try ensureAddresses(deviceIndex: device.index)
-        return (device.index, created)
+        let addressErrors = try ensureAddresses(deviceIndex: device.index)
+        return (device.index, created, addressErrors)
     }
 
     static func matches(_ l: Link, _ wanted: VxlanSettings, underlayIndex: Int32) -> Bool {
@@ -67,16 +70,33 @@ struct Kernel: Sendable {
             && (s.underlayIndex == nil || s.underlayIndex == underlayIndex)
     }
 
+    /// The addresses the vxlan device holds: `<subnet>.0` of each own pod subnet, host length.
+    var vxlanAddresses: [IPPrefix] {
+        configuration.podCIDRs.map { IPPrefix(address: $0.network.address, length: $0.family.bitWidth) }
+    }
+
     /// `<subnet>.0/32` per own subnet on the device; other addresses there (an old subnet's) go.
-    private func ensureAddresses(deviceIndex: Int32) throws {
+    /// Returns what failed per address that could not be added or removed (they used to be
+    /// swallowed, leaving a device without its address and nothing in status).
+    private func ensureAddresses(deviceIndex: Int32) throws -> [IPPrefix: String] {
         let have = Set(try client.addresses(index: deviceIndex).map(\.prefix))
-        let want = Set(configuration.podCIDRs.map { IPPrefix(address: $0.network.address, length: $0.family.bitWidth) })
-        for p in want.subtracting(have) {
-            try? client.addAddress(InterfaceAddress(index: deviceIndex, prefix: p), replace: true)
+        let want = Set(vxlanAddresses)
+        var errors: [IPPrefix: String] = [:]
+        for p in want.subtracting(have).sorted(by: { $0.description < $1.description }) {
+            do {
+                try client.addAddress(InterfaceAddress(index: deviceIndex, prefix: p), replace: true)
+            } catch {
+                errors[p] = "cannot add: \(error)"
+            }
         }
-        for p in have.subtracting(want) where p.family == .v4 || !isLinkLocal(p.address) {
-            try? client.deleteAddress(InterfaceAddress(index: deviceIndex, prefix: p))
+        for p in have.subtracting(want).sorted(by: { $0.description < $1.description }) where p.family == .v4 || !isLinkLocal(p.address) {
+            do {
+                try client.deleteAddress(InterfaceAddress(index: deviceIndex, prefix: p))
+            } catch {
+                errors[p] = "cannot remove this stale address: \(error)"
+            }
         }
+        return errors
     }
 
     private func isLinkLocal(_ a: IPAddress) -> Bool { a.bytes.count == 16 && a.bytes[0] == 0xfe && a.bytes[1] & 0xc0 == 0x80 }

@@ -8,8 +8,8 @@ import IPAddressing
 import Netlink
 
 public enum Masquerade {
-    public static let table = "nodenet"
-    public static let chain = "pod-egress"
+    public static let table = NodenetTables.name
+    public static let chain = NodenetTables.podEgress.name
     static let commentPrefix = "nodenet pod-egress "
 
     /// The rule for one source cluster CIDR: from it, to none of the family's cluster CIDRs.
@@ -22,7 +22,7 @@ public enum Masquerade {
         return (commentPrefix + source.description, e)
     }
 
-    static let owned = NFTablesOwnedChain(table: table, chain: chain, hook: .natPostrouting)
+    static let owned = NodenetTables.podEgress.owned
 
     /// The requests that bring one family's chain to the wanted rules, given what it holds.
     /// Empty when nothing needs to change.

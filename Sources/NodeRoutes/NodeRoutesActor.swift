@@ -13,6 +13,11 @@ import Netlink
 import Synchronization
 
 public actor NodeRoutesActor {
+    /// The actor's netlink exchanges (dumps, route batches, nftables) block: it runs on a
+    /// thread of its own, not on the cooperative pool (one for every routes actor of the process).
+    static let executor = DedicatedThreadExecutor(name: "nodenet-routes")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { Self.executor.asUnownedSerialExecutor() }
+
     private var configuration: NodeRoutesConfiguration
     private let store: ClusterStore
     private let logger: Logger
@@ -89,7 +94,9 @@ public actor NodeRoutesActor {
         kernel = Kernel(client: client, configuration: configuration)
         if ns == nil { _ = try? RouteProtocol.installName() }
         // Subscribe before reading so nothing between the read and the events is lost.
-        let monitor = try NetlinkMonitor(namespace: ns, groups: .all)
+        // Neighbour and FDB entries are only ever nodenet's on the vxlan device: in host-gw mode
+        // the node's ARP and NDP churn is not subscribed to at all.
+        let monitor = try NetlinkMonitor(namespace: ns, groups: Self.groups(for: configuration.mode))
         defer { monitor.stop() }
         let subscription = await store.subscribe()
         defer { subscription.finish() }
@@ -114,6 +121,11 @@ public actor NodeRoutesActor {
             group.cancelAll()
             if !Task.isCancelled { throw NodeRoutesError("an event source of the routes reconciler stopped (netlink monitor or store)") }
         }
+    }
+
+    /// The rtnetlink groups drift detection needs in `mode` (see `DriftWatch`).
+    static func groups(for mode: RoutingMode) -> NetlinkMonitor.Groups {
+        mode == .hostGW ? [.links, .addresses, .routes] : .all
     }
 
     // MARK: triggers
@@ -176,13 +188,25 @@ public actor NodeRoutesActor {
         reconcileCounter.increment()
         countReconcile()
         var errors: [String] = []
+        var objects: [KernelObjectStatus] = []
         do {
             let (topo, underlay) = try kernel.topology()
             // Without the vxlan device, vxlan peers are refused but host-gw peers still served.
-            var vx: (index: Int32?, created: Bool) = (nil, false)
+            var vx: (index: Int32?, created: Bool, addressErrors: [IPPrefix: String]) = (nil, false, [:])
             do {
                 vx = try kernel.ensureVxlan(underlay: underlay)
+                if vx.index != nil {
+                    objects.append(KernelObjectStatus(kind: "device", name: configuration.vxlanDeviceName))
+                    for p in kernel.vxlanAddresses {
+                        objects.append(KernelObjectStatus(kind: "address", name: "\(p) on \(configuration.vxlanDeviceName)", error: vx.addressErrors[p]))
+                    }
+                }
+                for (p, e) in vx.addressErrors.sorted(by: { $0.key.description < $1.key.description }) {
+                    errors.append("vxlan device \(configuration.vxlanDeviceName) address \(p): \(e)")
+                }
+                if !vx.addressErrors.isEmpty { scheduleRetry() }
             } catch {
+                objects.append(KernelObjectStatus(kind: "device", name: configuration.vxlanDeviceName, error: "\(error)"))
                 errors.append("vxlan device \(configuration.vxlanDeviceName): \(error)")
                 scheduleRetry()
             }
@@ -212,11 +236,14 @@ public actor NodeRoutesActor {
             try execute(plan, on: kernel, basedOn: current)
         } catch {
             errors.append("\(error)")
-            logger.error("routes reconcile failed: \(error)")
             scheduleRetry()
         }
-        errors += ensureForwardingAndMasquerade()
-        nodeErrors = errors
+        let (nodeLevel, nodeObjects) = ensureForwardingAndMasquerade()
+        if !nodeLevel.isEmpty { scheduleRetry() }
+        errors += nodeLevel
+        objects += nodeObjects
+        setNodeErrors(errors)
+        statusBox.withLock { $0.objects = objects }
         let first = !reconciledOnce
         reconciledOnce = true
         publishStatus()
@@ -262,7 +289,16 @@ public actor NodeRoutesActor {
             logger.info("route entries in sync again", metadata: ["peer": "\(peer)"])
         }
         peerErrors = errors
-        if errors.isEmpty { retryDelay = .seconds(2) }
+        if errors.isEmpty, nodeErrors.isEmpty { retryDelay = .seconds(2) }
+    }
+
+    /// Node-level errors (the vxlan device and its addresses, forwarding, masquerade, a failed
+    /// dump), each logged once when it appears and once when it clears, not at every retry.
+    private func setNodeErrors(_ errors: [String]) {
+        for e in errors where !nodeErrors.contains(e) { logger.error("routes: \(e)") }
+        for e in nodeErrors where !errors.contains(e) { logger.info("routes: resolved: \(e)") }
+        nodeErrors = errors
+        if errors.isEmpty, peerErrors.isEmpty { retryDelay = .seconds(2) }
     }
 
     /// A full reconcile a little later (a down underlay, a conflicting foreign route), backing
@@ -283,27 +319,39 @@ public actor NodeRoutesActor {
         request(full: true)
     }
 
-    private func ensureForwardingAndMasquerade() -> [String] {
+    /// Forwarding and the masquerade chain of each family: the errors (for the node-level
+    /// list) and one status per object.
+    private func ensureForwardingAndMasquerade() -> ([String], [KernelObjectStatus]) {
         var errors: [String] = []
+        var objects: [KernelObjectStatus] = []
         var sysctls = [(key: "net.ipv4.ip_forward", value: "1")]
         if (configuration.clusterCIDRs + configuration.podCIDRs).contains(where: { $0.family == .v6 }) {
             sysctls.append((key: "net.ipv6.conf.all.forwarding", value: "1"))
         }
         do {
             if let ns = configuration.namespace { try ns.setSysctls(sysctls) } else { for s in sysctls { try Sysctl.write(s.key, s.value) } }
+            objects += sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key) }
         } catch {
             errors.append("enabling forwarding: \(error)")
+            objects += sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key, error: "\(error)") }
         }
-        guard configuration.masquerade, let nftables else { masqueradeState = "off"; return errors }
-        do {
-            let changed = try Masquerade.ensure(session: nftables, clusterCIDRs: configuration.clusterCIDRs)
-            if changed > 0, reconciledOnce { incrementRepairs(changed) }
-            masqueradeState = "\(configuration.clusterCIDRs.count) rule(s) in table nodenet chain \(Masquerade.chain)"
-        } catch {
-            masqueradeState = "error"
-            errors.append("masquerade rules: \(error)")
+        guard configuration.masquerade, let nftables else { masqueradeState = "off"; return (errors, objects) }
+        var changed = 0
+        var failed = false
+        for family in IPFamily.allCases where configuration.clusterCIDRs.contains(where: { $0.family == family }) {
+            let name = "\(family == .v4 ? "ip" : "ip6") \(Masquerade.table) \(Masquerade.chain)"
+            do {
+                changed += try Masquerade.ensure(session: nftables, clusterCIDRs: configuration.clusterCIDRs.filter { $0.family == family })
+                objects.append(KernelObjectStatus(kind: "chain", name: name))
+            } catch {
+                failed = true
+                errors.append("masquerade rules (\(name)): \(error)")
+                objects.append(KernelObjectStatus(kind: "chain", name: name, error: "\(error)"))
+            }
         }
-        return errors
+        if changed > 0, reconciledOnce { incrementRepairs(changed) }
+        masqueradeState = failed ? "error" : "\(configuration.clusterCIDRs.count) rule(s) in table nodenet chain \(Masquerade.chain)"
+        return (errors, objects)
     }
 
     private func incrementRepairs(_ n: Int) {

@@ -1,6 +1,7 @@
 // What `nodenet status` shows for routes: one row per peer, plus the node-level facts.
 // A Sendable value the actor publishes after each change, readable without awaiting.
 import ClusterState
+import Netlink
 
 public struct PeerRouteStatus: Sendable, Hashable, Codable {
     public enum State: String, Sendable, Codable {
@@ -58,6 +59,9 @@ public struct NodeRoutesStatus: Sendable, Hashable, Codable {
     public var repairs = 0
     /// The number of nodenet routes the last reconcile left in the kernel.
     public var routes = 0
+    /// The node-level kernel objects (the vxlan device and its addresses, the masquerade chain
+    /// per family, forwarding), one status each after the last full reconcile.
+    public var objects: [KernelObjectStatus] = []
 
     public var summary: String {
         let bad = peers.filter { $0.state != .inSync }.count

@@ -34,6 +34,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns-enabled")) var dnsEnabled: String?
     @Option(name: .customLong("etcd-endpoints")) var etcdEndpoints: String?
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
+    @Option(name: .customLong("etcd-lease-seconds")) var etcdLeaseSeconds: String?
     @Option(name: .customLong("kubernetes-kubeconfig")) var kubeconfig: String?
     @Option(name: .customLong("metrics-listen"), help: "HOST:PORT, or empty to disable.") var metricsListen: String?
     @Option(name: .customLong("cni-conflist"), help: "Where to write the runtime's CNI conflist once ready; empty: none.") var cniConflist: String?
@@ -52,7 +53,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
-            ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("kubernetes.kubeconfig", kubeconfig),
+            ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("etcd.leaseSeconds", etcdLeaseSeconds), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),
         ]

@@ -165,6 +165,98 @@ struct ClusterEndToEndTests {
         #expect(try resolve() == "10.96.41.17")
     }
 
+    /// Issue 14 item 3, the fault as an operator meets it: etcd (Debian's etcd-server) is
+    /// stopped for several lifetimes of the node's lease and started again. The cluster DNS
+    /// answers all along; afterwards the node's subnet key and Node object are the very same
+    /// records (same create revision, same lease: they never lapsed, so no other node dropped
+    /// its routes and no one could claim the subnet), and the source is synced again within
+    /// seconds. Without the fix the first renewal came seconds after etcd was back (the HTTP
+    /// pool's connection backoff had grown over the outage) and the lease expired.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func etcdOutageLongerThanTheLeaseKeepsTheNodesRecords() throws {
+        let ttl = 4
+        let cluster = try TestCluster(nodes: 1) { _ in
+            ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379", "--etcd-lease-seconds", "\(ttl)"]
+        }
+        defer { cluster.close() }
+        let etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
+                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
+                        "--listen-peer-urls", "http://127.0.0.1:2380"]
+        func etcdctl(_ args: [String]) throws -> Shell.Result {
+            try cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379"] + args)
+        }
+        func startEtcd() throws -> pid_t {
+            let pid = try Shell.spawn(etcdArgs)
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? etcdctl(["endpoint", "health"]))?.ok == true
+                if !up { usleep(100_000) }
+            }
+            try #require(up, "etcd did not start")
+            return pid
+        }
+        /// create revision and lease of a key, from etcdctl's JSON (nil: no such key).
+        func record(_ key: String) throws -> (create: Int, lease: Int)? {
+            let out = try etcdctl(["get", key, "-w", "json"]).stdout
+            guard let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
+                  let kv = (json["kvs"] as? [[String: Any]])?.first else { return nil }
+            return ((kv["create_revision"] as? Int) ?? -1, (kv["lease"] as? Int) ?? 0)
+        }
+        var etcd = try startEtcd()
+        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
+        let node = cluster.nodes[0]
+        try node.agent.start()
+        let applied = try node.agent.apply("""
+            apiVersion: v1
+            kind: Service
+            metadata: {name: ledger-api, namespace: payments}
+            spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
+            """)
+        #expect(applied.ok, "\(applied.stderr)")
+        func resolve() throws -> String {
+            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        var answer = ""
+        for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
+        #expect(answer == "10.96.41.17", "resolves while etcd is up")
+        let subnetKeys = try etcdctl(["get", "--prefix", "--keys-only", "/nodenet/subnets/"]).stdout
+            .split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        try #require(subnetKeys.count == 1, "one subnet key: \(subnetKeys)")
+        let subnetBefore = try #require(try record(subnetKeys[0]))
+        let nodeBefore = try #require(try record("/nodenet/objects/Node/node1"))
+
+        kill(etcd, SIGTERM)
+        waitpid(etcd, nil, 0)
+        // Six lease lifetimes without etcd; DNS answers from the store all along.
+        let outageEnd = Date().addingTimeInterval(Double(ttl * 6))
+        var dnsAnswers = 0, dnsQueries = 0
+        while Date() < outageEnd {
+            dnsQueries += 1
+            if try resolve() == "10.96.41.17" { dnsAnswers += 1 }
+            usleep(500_000)
+        }
+        #expect(dnsAnswers == dnsQueries, "DNS answered \(dnsAnswers) of \(dnsQueries) queries during the outage")
+        etcd = try startEtcd()
+        let back = Date()
+        var synced = false
+        while !synced, Date().timeIntervalSince(back) < 10 {
+            let s = try node.agent.cli(["status", "--json"]).stdout
+            synced = s.contains("\"connected\" : true")
+            if !synced { usleep(100_000) }
+        }
+        #expect(synced, "the source reconnected within 10 s: \(node.agent.log(tail: 20))")
+        // Two lease lifetimes later: the same records on the same lease.
+        usleep(UInt32(ttl * 2) * 1_000_000)
+        let subnetAfter = try record(subnetKeys[0])
+        let nodeAfter = try record("/nodenet/objects/Node/node1")
+        #expect(subnetAfter?.create == subnetBefore.create && subnetAfter?.lease == subnetBefore.lease,
+                "subnet key before \(subnetBefore), after \(String(describing: subnetAfter))")
+        #expect(nodeAfter?.create == nodeBefore.create && nodeAfter?.lease == nodeBefore.lease,
+                "Node object before \(nodeBefore), after \(String(describing: nodeAfter))")
+        #expect(try resolve() == "10.96.41.17")
+    }
+
     /// Several agents sharing their state through one real etcd (Debian's etcd-server),
     /// running inside the fabric namespace: subnets leased from etcd, a service applied on one
     /// node reachable and resolvable from another.

@@ -106,6 +106,68 @@ struct SubnetLeaserTests {
         #expect(leaser.subnet == subnet.first)
     }
 
+    /// Issue 14 item 3: etcd stopped for much longer than the lease, then restarted. etcd gives
+    /// every lease a fresh TTL when it starts, so a node that renews promptly never loses its
+    /// records: the subnet key and the Node object keep their create revision and lease, and
+    /// another node's store never sees the Node go. Without the fix (the HTTP pool's own
+    /// connection backoff, grown past the TTL over the outage, plus a renewal backoff of a third
+    /// of the TTL) the first renewal came seconds after etcd was back and the lease expired.
+    @Test func aLongOutageNeitherLapsesTheLeaseNorTheRecords() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
+        defer { observer.stop() }
+        #expect(await observer.source.waitForFirstSync(timeout: .seconds(10)))
+        let ttl: Int64 = 4
+        let leaser = SubnetLeaser(client: etcd.client(), nodeName: "steady", ttl: ttl)
+        let subnet = try await leaser.acquire(clusterCIDR: cluster, maskSize: 24, nodeIP: [IPAddress("192.168.0.7")!])
+        let lease = try #require(leaser.lease)
+        let keepalive = Task { try await leaser.run() }
+        defer { keepalive.cancel() }
+        let subnetKey = EtcdKeys(prefix: "/nodenet").subnetKey(subnet[0])
+        let nodeKey = "/nodenet/objects/Node/steady"
+        let before = try #require(try await etcd.client().get(subnetKey))
+        let nodeBefore = try #require(try await etcd.client().get(nodeKey))
+        #expect(await eventually { await observer.store.snapshot().nodes["steady"] != nil })
+        let events = await observer.store.subscribe()
+
+        // Six lease lifetimes without etcd, with the leaser trying all along.
+        etcd.stop()
+        try await Task.sleep(for: .seconds(ttl * 6))
+        try etcd.start()
+        let back = ContinuousClock.now
+        #expect(await eventually(timeout: .seconds(Int(ttl))) { (leaser.lastRenewal ?? back) > back },
+                "renewed within the TTL of etcd's return")
+        if let renewed = leaser.lastRenewal { #expect(renewed - back < .seconds(2), "first renewal \(renewed - back) after etcd was back") }
+
+        // Two lease lifetimes later the records are the very same keys on the very same lease.
+        try await Task.sleep(for: .seconds(ttl * 2))
+        let after = try #require(try await etcd.client().get(subnetKey), "the subnet key lapsed")
+        let nodeAfter = try #require(try await etcd.client().get(nodeKey), "the Node object lapsed")
+        #expect(after.createRevision == before.createRevision && after.lease == lease)
+        #expect(nodeAfter.createRevision == nodeBefore.createRevision && nodeAfter.lease == lease)
+        #expect(leaser.lease == lease)
+        #expect(await observer.store.snapshot().nodes["steady"]?.podCIDRs == subnet)
+        #expect(!deleted(ObjectKey(.node, name: "steady"), in: await drain(events)), "another node saw the Node object go")
+    }
+
+    /// The lease lives but its Node object is deleted behind the node's back (`nodenet delete`,
+    /// etcdctl): while the node lives, its records come back on its lease within a third of the
+    /// TTL. Without the fix the Node object stayed gone until the lease was lost.
+    @Test func aDeletedRecordOfALiveNodeIsWrittenAgain() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let leaser = SubnetLeaser(client: etcd.client(), nodeName: "steady", ttl: 3)
+        _ = try await leaser.acquire(clusterCIDR: cluster, maskSize: 24, nodeIP: [IPAddress("192.168.0.7")!])
+        let lease = try #require(leaser.lease)
+        let keepalive = Task { try await leaser.run() }
+        defer { keepalive.cancel() }
+        let nodeKey = "/nodenet/objects/Node/steady"
+        try await etcd.client().delete(nodeKey)
+        #expect(try await etcd.client().get(nodeKey) == nil)
+        #expect(await eventually(timeout: .seconds(5)) { (try? await etcd.client().get(nodeKey))??.lease == lease })
+    }
+
     @Test func refusesAMaskThatDoesNotFitAndReportsAFullRange() async throws {
         let etcd = try EtcdServer()
         defer { etcd.stop() }

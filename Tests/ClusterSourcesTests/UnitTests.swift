@@ -174,3 +174,53 @@ final class RecordingPersistence: StorePersistence {
         }
     }
 }
+
+/// Issue 14 item 16: a watch stream holds at most its limit for a consumer that does not keep
+/// up, then fails with `StreamOverflow` (the reconciler lists again) and stops its producer.
+/// Without the bound all 500 elements were queued and the stream ended cleanly.
+@Suite struct RelayBoundTests {
+    @Test func aSlowConsumerGetsTheLimitThenAnOverflow() async throws {
+        let produced = Mutex(0)
+        let stream = relay(limit: 16) { (sink: RelaySink<Int>) in
+            for i in 0..<500 {
+                try sink.yield(i)
+                produced.withLock { $0 += 1 }
+            }
+        }
+        // The consumer starts once the producer has stopped, one way or the other.
+        let deadline = ContinuousClock.now + .seconds(5)
+        var last = -1
+        while ContinuousClock.now < deadline {
+            let now = produced.withLock { $0 }
+            if now == last, now > 0 { break }
+            last = now
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        var received: [Int] = []
+        var failure: (any Error)?
+        do {
+            for try await i in stream { received.append(i) }
+        } catch {
+            failure = error
+        }
+        #expect(received == Array(0..<16))
+        #expect(failure is StreamOverflow, "ended with \(String(describing: failure)) after \(received.count) elements")
+        #expect(produced.withLock { $0 } == 16, "the producer stopped at the overflow")
+    }
+}
+
+/// Issue 14 item 3: a refused connection fails the request at once, so the callers' own
+/// bounded backoffs decide when to retry. Without the fix the HTTP pool retried on its own
+/// schedule (a backoff that grew past a minute over a long outage) and the request hung until
+/// its deadline: after a long etcd outage renewals still failed tens of seconds after etcd was
+/// back, and the node's lease expired.
+@Suite struct RefusedConnectionTests {
+    @Test func aRefusedConnectionFailsAtOnce() async throws {
+        let port = try freePort()  // nothing listens there
+        let client = try EtcdClient(endpoints: ["http://127.0.0.1:\(port)"], requestTimeout: .seconds(5))
+        let started = ContinuousClock.now
+        await #expect(throws: EtcdError.self) { _ = try await client.get("/nodenet/subnets/x") }
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(1), "a refused connection took \(took) to fail")
+    }
+}

@@ -180,6 +180,38 @@ struct PrivilegedRouteTests {
         }
     }
 
+    /// Issue 14 item 16: a subscriber that falls behind holds at most `queueLimit` events; the
+    /// rest become one `.overrun` after them (then newer events flow again). Without the bound
+    /// all 500 events were queued (memory grew with the event rate) and no overrun was seen.
+    @Test func aSlowSubscriberGetsABoundedQueueAndAnOverrun() async throws {
+        try await withTestNamespace("bq") { ns, _ in
+            let client = try RouteClient(namespace: ns)
+            let br = try client.createBridge(name: "br0")
+            try client.setLink(index: br.index, LinkChange(up: true))
+            let monitor = try NetlinkMonitor(namespace: ns, groups: .routes, queueLimit: 64)
+            let routes = (0..<500).map { i in
+                Route(destination: IPPrefix(address: .v4(IPv4Address(10, 60 + UInt8(i / 256), UInt8(i % 256), 0)), length: 24), outputIndex: br.index)
+            }
+            #expect(try client.apply(routes.map(RouteChange.add)).succeeded)
+            // Nobody reads until the reader thread has seen the whole burst: 64 queued, the rest dropped.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while monitor.droppedEvents < 500 - 64, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(monitor.droppedEvents == 500 - 64)
+            try client.addRoute(Route(destination: IPPrefix("10.99.0.0/24")!, outputIndex: br.index))
+            var before = 0, overruns = 0, after: [NetlinkEvent] = []
+            for await event in monitor.events {
+                if event == .overrun { overruns += 1; continue }
+                if overruns == 0 { before += 1 } else { after.append(event) }
+                if case .route(let r, false) = event, r.destination == IPPrefix("10.99.0.0/24")! { break }
+                if before + after.count > 1000 { break }
+            }
+            #expect(before <= 64, "\(before) events queued for a subscriber with a limit of 64")
+            #expect(overruns == 1)
+            #expect(after.count == 1, "after the overrun only what followed it: \(after.count) events")
+            monitor.stop()
+        }
+    }
+
     @Test func dumpsStayConsistentUnderConcurrentChanges() throws {
         try withRoutedNamespace("intr") { ns, _, client, u0 in
             // Another client churns addresses and links while this one dumps: every dump must

@@ -310,3 +310,16 @@ struct PodMTUTests {
         }
     }
 }
+
+/// Issue 14 item 16: the routes actor subscribes to what drift detection reads, no more. In
+/// host-gw mode no neighbour or FDB entry is nodenet's, so the node's ARP/NDP churn (the
+/// busiest rtnetlink group) is not queued for it at all; with an overlay it is needed.
+@Suite("event subscription")
+struct EventSubscriptionTests {
+    @Test func hostGWDoesNotSubscribeToNeighbours() {
+        #expect(!NodeRoutesActor.groups(for: .hostGW).contains(.neighbours))
+        #expect(NodeRoutesActor.groups(for: .hostGW).isSuperset(of: [.links, .addresses, .routes]))
+        #expect(NodeRoutesActor.groups(for: .vxlan) == .all)
+        #expect(NodeRoutesActor.groups(for: .auto) == .all)
+    }
+}

@@ -1,5 +1,6 @@
 import ClusterState
 import Foundation
+import class GRDB.DatabaseQueue
 import IPAM
 import IPAddressing
 import Logging
@@ -135,5 +136,50 @@ struct PodNetworkAgentTests {
         #expect(retried.exitCode == 0, "\(String(decoding: retried.stdout, as: UTF8.self))")
         #expect(await f.store.snapshot()[key] == nil)
         #expect(try f.reservation(id) == nil)
+    }
+
+    /// Issue 14 item 17: ADDs that wait for a busy state database (a slow disk, another writer)
+    /// do not hold Swift's cooperative pool: more of them than the pool has threads, and other
+    /// async work still runs; they complete once the database is free. Without the fix each
+    /// waiting ADD held a pool thread and nothing else in the agent ran until they finished.
+    @Test func addsWaitingForTheDatabaseLeaveTheCooperativePoolFree() async throws {
+        let f = try Fixture()
+        defer { f.close() }
+        let count = ProcessInfo.processInfo.activeProcessorCount + 1
+        let pods = try (0..<count).map { _ in try TestNamespace("pod") }
+        defer { for p in pods { p.delete() } }
+        // Another connection holds the write lock until told to let go.
+        let locked = DispatchSemaphore(value: 0), unlock = DispatchSemaphore(value: 0)
+        let other = try DatabaseQueue(path: f.database.path)
+        Thread {
+            try? other.inDatabase { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                locked.signal()
+                unlock.wait()
+                try db.execute(sql: "ROLLBACK")
+            }
+        }.start()
+        #expect(locked.wait(timeout: .now() + 5) == .success)
+        let ids = (0..<count).map { i in String(repeating: "c0ffee\(i)0", count: 8) }
+        let adds = try zip(ids, pods).map { id, pod in
+            let request = try f.request("ADD", containerID: id, netns: pod.path)
+            return Task { await f.pods.handle(request) }
+        }
+        // Probed and released from a thread of its own: with the pool stalled, this test's own
+        // task could not go on to release the lock.
+        let ran = await withCheckedContinuation { continuation in
+            Thread {
+                let probe = DispatchSemaphore(value: 0)
+                Task.detached { probe.signal() }
+                let ran = probe.wait(timeout: .now() + 2) == .success
+                unlock.signal()
+                continuation.resume(returning: ran)
+            }.start()
+        }
+        for add in adds {
+            let reply = await add.value
+            #expect(reply.exitCode == 0, "\(String(decoding: reply.stdout, as: UTF8.self))")
+        }
+        #expect(ran, "a task on the cooperative pool did not run while \(count) ADDs waited for the database")
     }
 }

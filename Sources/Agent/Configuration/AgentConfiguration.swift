@@ -55,6 +55,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public struct Etcd: Sendable, Equatable {
         public var endpoints: [String] = ["http://127.0.0.1:2379"]
         public var prefix: String = "/nodenet"
+        /// TTL of this node's subnet lease (its subnet key and Node object live on it).
+        public var leaseSeconds: Int = 30
     }
 
     public struct Kubernetes: Sendable, Equatable {

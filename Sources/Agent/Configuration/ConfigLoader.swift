@@ -30,7 +30,7 @@ public enum ConfigLoader {
         "logLevel": .scalar,
         "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
         "dns.enabled": .scalar,
-        "etcd.endpoints": .list, "etcd.prefix": .scalar,
+        "etcd.endpoints": .list, "etcd.prefix": .scalar, "etcd.leaseSeconds": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
         "cni.conflist": .scalar,
@@ -244,6 +244,7 @@ public enum ConfigLoader {
             guard s.hasPrefix("/") else { throw ConfigError(key: "etcd.prefix", "\"\(s)\" must start with /") }
             c.etcd.prefix = s
         }
+        if let n = try int("etcd.leaseSeconds", 2...3600) { c.etcd.leaseSeconds = n }
         if let s = one("kubernetes.kubeconfig") { c.kubernetes.kubeconfig = s.isEmpty ? nil : s }
         if let n = try int("vxlan.vni", 1...16_777_215) { c.vxlan.vni = UInt32(n) }
         if let n = try int("vxlan.port", 1...65535) { c.vxlan.port = UInt16(n) }

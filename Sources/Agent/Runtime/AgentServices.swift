@@ -126,6 +126,7 @@ struct LifecycleService: AgentActor {
             var lastStatus = ""
             while !Task.isCancelled {
                 if watchdog != nil { notifier.watchdog() }
+                await agent.refreshStatus()
                 let s = agent.summary()
                 if s != lastStatus, board.isReady {
                     notifier.status(s)

@@ -4,12 +4,12 @@ import Netlink
 /// The node-local DNS addresses are exempt from connection tracking, as NodeLocal DNSCache
 /// does: no conntrack entry means no insertion race on parallel UDP queries (the cause of the
 /// 5-second lookups) and no table pressure from DNS. Two raw-priority chains of their own in
-/// nodenet's tables; the service proxy leaves them alone (its `foreignObjects`).
+/// nodenet's tables, declared in `NodenetTables`; the service proxy leaves them alone.
 enum DNSNotrack {
-    static let table = "nodenet"
-    static let chains: [(name: String, hook: NFTablesHook, destination: Bool)] = [
-        ("dns-notrack", .rawPrerouting, true),   // queries arriving for the DNS addresses
-        ("dns-notrack-out", .rawOutput, false),  // answers leaving from them
+    static let table = NodenetTables.name
+    static let chains: [(declaration: NodenetTables.Chain, destination: Bool)] = [
+        (NodenetTables.dnsNotrack, true),      // queries arriving for the DNS addresses
+        (NodenetTables.dnsNotrackOut, false),  // answers leaving from them
     ]
 
     static func rules(addresses: [IPAddress], port: UInt16, family: IPFamily, destination: Bool) -> [(comment: String, expressions: [NFTablesExpression])] {
@@ -31,7 +31,7 @@ enum DNSNotrack {
         var changed = 0
         for family in IPFamily.allCases where addresses.contains(where: { $0.family == family }) {
             for chain in chains {
-                changed += try NFTablesOwnedChain(table: table, chain: chain.name, hook: chain.hook)
+                changed += try chain.declaration.owned
                     .ensure(session: session, family: family,
                             wanted: rules(addresses: addresses, port: port, family: family, destination: chain.destination))
             }

@@ -11,7 +11,7 @@ import Synchronization
 /// through their default route to the node without any service NAT in the way.
 struct DNSService: AgentActor {
     let agent: NodeAgent
-    static let deviceName = "nodenet-dns"
+    static let deviceName = DNSDevice.deviceName
 
     func run() async throws {
         let name = "dns"
@@ -22,7 +22,10 @@ struct DNSService: AgentActor {
         // Subscribed before the first read, so a subnet that appears in between is not missed.
         let subnetChanges = agent.podCIDRChanges()
         let listen = ListenSet(config.dns.listenAddresses(podCIDRs: agent.podCIDRs))
-        prepare(listen.all)
+        // The device and its addresses before the server binds them (the loop below keeps them).
+        let initial = listen.all
+        let device = DNSDevice(client: try RouteClient(), port: config.dns.port)
+        _ = await BlockingWork.run { device.reconcile(addresses: initial) }
         let upstreams: UpstreamSource
         if let first = config.dns.upstreams.first, first.hasPrefix("/") {
             upstreams = .resolvConf(path: first)
@@ -48,35 +51,37 @@ struct DNSService: AgentActor {
                         .joined(separator: ", ")]
         }
         let started = ContinuousClock.now
-        // Readiness once the server answers on some address; then the row follows the listeners:
-        // one that cannot be bound is an error on the row (and retried by the server), never a
-        // reason to stop the agent. While one fails, the device is re-checked too (its address
-        // may be what is missing).
-        let watcher = Task {
+        // The device, its addresses, the notrack chains and the listeners, reconciled as one
+        // set of kernel objects: at once, on the device's own link and address events, every
+        // `interval`, and with backoff while something fails. The row follows each pass.
+        let monitor = try? NetlinkMonitor(groups: [.links, .addresses])
+        let loop = KernelReconcileLoop(interval: Self.resyncInterval)
+        let reconciler = Task {
+            // Readiness once the server answers on some address (its first bind), then passes.
             while !Task.isCancelled, !server.isReady { try? await Task.sleep(for: .milliseconds(20)) }
-            var reported: [IPAddress: String]? = nil
-            var lastRepair = ContinuousClock.now
-            while !Task.isCancelled {
+            await loop.run(events: monitor?.events, relevant: { device.isRelevant($0) }, pass: {
+                let addresses = listen.all
+                var statuses = await BlockingWork.run { device.reconcile(addresses: addresses) }
                 let failed = server.failedListeners
-                if failed != reported {
-                    if failed.isEmpty {
-                        agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds,
-                                               message: "serving \(config.clusterDomain) on \(server.listenAddresses.map(\.description).joined(separator: ","))")
-                    } else {
-                        if reported == nil { agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds) }
-                        agent.board.failed(name, failed.sorted { $0.key.description < $1.key.description }
-                            .map { "listener \($0.key): \($0.value); retrying" }.joined(separator: "; "))
-                    }
-                    reported = failed
+                statuses += server.listenAddresses.map { a in
+                    KernelObjectStatus(kind: "listener", name: Self.endpoint(a, config.dns.port), error: failed[a].map { "\($0); retrying" })
                 }
-                if !failed.isEmpty, ContinuousClock.now - lastRepair > .seconds(5) {
-                    prepare(listen.all)
-                    lastRepair = ContinuousClock.now
+                return statuses
+            }, report: { statuses, changes in
+                for e in changes.newErrors { agent.logger.error("dns: \(e.kind) \(e.name): \(e.error ?? "")") }
+                for c in changes.cleared { agent.logger.info("dns: \(c.kind) \(c.name) in sync again") }
+                let errors = statuses.filter { $0.state == .error }
+                if errors.isEmpty {
+                    agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds,
+                                           message: "serving \(config.clusterDomain) on \(server.listenAddresses.map(\.description).joined(separator: ","))")
+                } else {
+                    if !agent.board.hasReconciled(name) { agent.board.reconciled(name, seconds: (ContinuousClock.now - started).seconds) }
+                    agent.board.failed(name, errors.map { "\($0.kind) \($0.name): \($0.error ?? "")" }.joined(separator: "; "), count: !changes.newErrors.isEmpty)
                 }
-                try? await Task.sleep(for: .milliseconds(200))
-            }
+                agent.board.update(name) { $0.objects = statuses }
+            })
         }
-        defer { watcher.cancel() }
+        defer { reconciler.cancel(); monitor?.stop() }
         // An IPv6 pod subnet that appears later brings the IPv6 address.
         let follower = Task {
             for await cidrs in subnetChanges {
@@ -84,8 +89,10 @@ struct DNSService: AgentActor {
                 let added = listen.add(wanted)
                 guard !added.isEmpty else { continue }
                 agent.logger.info("dns: serving on more addresses", metadata: ["addresses": "\(added.map(\.description))"])
-                prepare(listen.all)
+                let all = listen.all
+                _ = await BlockingWork.run { device.reconcile(addresses: all) }
                 await server.listen(on: added)
+                loop.trigger()
             }
         }
         defer { follower.cancel() }
@@ -94,47 +101,11 @@ struct DNSService: AgentActor {
         try await cancelWhenGracefulShutdown { try await server.run() }
     }
 
-    /// The addresses on the device and exempt from conntrack. Failures are logged and left to
-    /// the listener retry (which reports them): DNS still works with conntrack, and the other
-    /// addresses still serve.
-    private func prepare(_ addresses: [IPAddress]) {
-        do {
-            try Self.ensureDevice(addresses: addresses)
-        } catch {
-            agent.logger.error("cannot put the DNS addresses on \(Self.deviceName)",
-                               metadata: ["addresses": "\(addresses.map(\.description))", "error": "\(error)"])
-        }
-        do {
-            let session = try NetlinkSession(protocol: Netlink.netfilter)
-            try DNSNotrack.ensure(session: session, addresses: addresses, port: agent.config.dns.port)
-        } catch {
-            agent.logger.warning("cannot exempt the DNS addresses from conntrack", metadata: ["error": "\(error)"])
-            agent.board.update("dns") { $0.lastError = "notrack rules: \(error)" }
-        }
-    }
+    /// The periodic full pass over the DNS device, its addresses and notrack chains.
+    static let resyncInterval: Duration = .seconds(10)
 
     static func endpoint(_ a: IPAddress, _ port: UInt16) -> String { a.family == .v6 ? "[\(a)]:\(port)" : "\(a):\(port)" }
 
-    /// The device with every listen address (host prefix), up. Idempotent; never flushes. IPv6
-    /// addresses skip duplicate address detection (IFA_F_NODAD): a tentative address cannot be
-    /// bound, and this device has no link for DAD to probe anyway. One address that cannot be
-    /// added does not keep the others off.
-    static func ensureDevice(addresses: [IPAddress]) throws {
-        let client = try RouteClient()
-        let link = try client.link(named: deviceName) ?? client.createBridge(name: deviceName)
-        let have = Set(try client.addresses(index: link.index).map(\.prefix.address))
-        var failures: [String] = []
-        for a in addresses where !have.contains(a) {
-            do {
-                try client.addAddress(InterfaceAddress(index: link.index, prefix: IPPrefix(address: a, length: a.family.bitWidth),
-                                                       noDAD: a.family == .v6))
-            } catch {
-                failures.append("\(a): \(error)")
-            }
-        }
-        if !link.isUp { try client.setLink(index: link.index, LinkChange(up: true)) }
-        if !failures.isEmpty { throw DNSDeviceError(message: failures.joined(separator: "; ")) }
-    }
 }
 
 /// The addresses the DNS actor serves on; only ever grows while the agent runs.
@@ -150,9 +121,4 @@ final class ListenSet: Sendable {
             return new
         }
     }
-}
-
-struct DNSDeviceError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { "cannot add \(message)" }
 }

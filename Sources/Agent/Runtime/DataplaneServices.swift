@@ -32,6 +32,7 @@ struct NodeRoutesService: AgentActor {
                 agent.board.reconciled(name, seconds: 0, state: status.errors.isEmpty ? .inSync : .error, message: status.summary)
                 agent.board.update(name) { row in
                     row.counters = ["peers": status.peers.count, "routes": status.routes, "repairs": status.repairs]
+                    row.objects = status.objects
                     if let e = status.errors.first { row.lastError = e }
                 }
             })
@@ -104,23 +105,36 @@ struct ServiceProxyService: AgentActor {
         agent.route("GET /v1/rules") { _ in
             ControlReply(body: Array(await current.value.rulesText().utf8), contentType: "text/plain")
         }
+        // The row is brought up to date when someone looks (`nodenet status`, the STATUS=
+        // summary) instead of by polling the proxy every 200 ms for the agent's whole life;
+        // only readiness waits, until the first successful sync, for the proxy to get there.
+        let reported = Mutex(-1)
+        @Sendable func publish(_ s: ServiceProxyStatus) {
+            guard s.syncs > 0 || s.failures > 0 else { return }
+            let fresh = reported.withLock { r in
+                defer { r = s.syncs + s.failures }
+                return r != s.syncs + s.failures
+            }
+            guard fresh else { return }
+            if s.inSync, s.lastError == nil || s.syncs > 0 {
+                agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
+            } else if let e = s.lastError {
+                agent.board.failed(name, e)
+            }
+            agent.board.update(name) { row in
+                row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
+            }
+        }
+        agent.statusRefresher { publish(await current.value.status()) }
         let watcher = Task {
-            var reported = -1
+            // Until the first sync: quickly, for readiness. After: once a second, for the proxy
+            // health endpoint's view of the last successful sync (and failures lasting past its
+            // grace); `nodenet status` refreshes the row itself when it reads.
             while !Task.isCancelled {
                 let s = await current.value.status()
                 agent.proxyHealth.observe(s)
-                if s.syncs + s.failures != reported, s.syncs > 0 || s.failures > 0 {
-                    reported = s.syncs + s.failures
-                    if s.inSync, s.lastError == nil || s.syncs > 0 {
-                        agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
-                    } else if let e = s.lastError {
-                        agent.board.failed(name, e)
-                    }
-                    agent.board.update(name) { row in
-                        row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
-                    }
-                }
-                try? await Task.sleep(for: .milliseconds(200))
+                publish(s)
+                try? await Task.sleep(for: agent.board.hasReconciled(name) ? .seconds(1) : .milliseconds(20))
             }
         }
         defer { watcher.cancel() }

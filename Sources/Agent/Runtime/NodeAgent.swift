@@ -43,6 +43,8 @@ public final class NodeAgent: Sendable {
     private let remote = Mutex<RemoteSource?>(nil)
     /// Subscribers to pod subnet changes.
     private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
+    /// Run before status is read: actors whose rows are brought up to date on demand.
+    let refreshers = Mutex<[@Sendable () async -> Void]>([])
     /// Status details contributed by actors, keyed by actor name.
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
     /// Gauges actors refresh on each /metrics scrape (IPAM usage), keyed by actor name.
@@ -156,6 +158,17 @@ public final class NodeAgent: Sendable {
     /// Registers a control API route (`"POST /v1/cni"`), for actors that serve requests.
     public func route(_ methodAndPath: String, _ handler: @escaping ControlHandler) {
         routes.withLock { $0[methodAndPath] = handler }
+    }
+
+    /// Registers `body` to bring an actor's status row up to date whenever the status is read
+    /// (`nodenet status`, the STATUS= summary), instead of polling.
+    public func statusRefresher(_ body: @escaping @Sendable () async -> Void) {
+        refreshers.withLock { $0.append(body) }
+    }
+
+    /// Runs every status refresher.
+    func refreshStatus() async {
+        for r in refreshers.withLock({ $0 }) { await r() }
     }
 
     /// Adds a section to `nodenet status` (for example routes per peer, DNS counters).
@@ -274,6 +287,7 @@ public final class NodeAgent: Sendable {
     }
 
     func status() async -> AgentStatus {
+        await refreshStatus()
         let config = self.config
         let snapshot = await store.snapshot()
         let source = subnets.withLock { $0.source }

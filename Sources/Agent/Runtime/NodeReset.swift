@@ -63,7 +63,7 @@ public enum NodeReset {
             for family in IPFamily.allCases {
                 let name = "table \(family == .v4 ? "ip" : "ip6") nodenet"
                 step(name) {
-                    let result = try nftables.nftablesTransaction([NFTablesMessages.deleteTable("nodenet", family: family)])
+                    let result = try nftables.nftablesTransaction([NFTablesMessages.deleteTable(NodenetTables.name, family: family)])
                     if let failure = result.failures.values.first {
                         if failure.errno == ENOENT { return false }
                         throw failure

@@ -128,6 +128,28 @@ struct PodNetworkService: AgentActor {
         if released > 0 { agent.logger.info("start-up repair released attachments", metadata: ["count": "\(released)"]) }
         await report((ContinuousClock.now - started).seconds)
 
+        // The host port chains, reconciled in the one shape: every change rewrites them at
+        // once (PodNetwork), and this loop passes over them periodically and with backoff while
+        // one fails, with one status per chain and each error logged once.
+        let hostPortLoop = KernelReconcileLoop(interval: Self.hostPortResync)
+        let hostPortTask = Task {
+            await hostPortLoop.run(pass: {
+                await BlockingWork.run { pods.reconcileHostPorts() }
+            }, report: { objects, changes in
+                for e in changes.newErrors { agent.logger.error("pods: \(e.kind) \(e.name): \(e.error ?? "")") }
+                for c in changes.cleared { agent.logger.info("pods: \(c.kind) \(c.name) in sync again") }
+                let errors = objects.filter { $0.state == .error }
+                if !errors.isEmpty {
+                    agent.board.failed(name, "host ports: " + errors.map { "\($0.name): \($0.error ?? "")" }.joined(separator: "; "),
+                                       count: !changes.newErrors.isEmpty)
+                } else if !changes.cleared.isEmpty {
+                    await report(0)
+                }
+                agent.board.update(name) { $0.objects = objects }
+            })
+        }
+        defer { hostPortTask.cancel() }
+
         let changes = agent.podCIDRChanges()
         await cancelWhenGracefulShutdown {
             for await _ in changes {
@@ -138,6 +160,9 @@ struct PodNetworkService: AgentActor {
         }
         pods.drainReleases()  // interfaces of DELs already answered are removed before exit
     }
+
+    /// The periodic pass over the host port chains.
+    static let hostPortResync: Duration = .seconds(10)
 
     /// The underlay's MTU (the link that holds the node address), less the vxlan overhead of
     /// the underlay's family where pods' packets may be encapsulated (VTEPAddress.podMTU).

@@ -34,7 +34,7 @@ struct SourceService: AgentActor {
             runSource = { try await source.run() }
             waitSync = { await source.waitForFirstSync(timeout: $0) }
             if config.podCIDRs.isEmpty {
-                let leaser = SubnetLeaser(client: source.client, prefix: config.etcd.prefix, nodeName: config.nodeName, ttl: 30,
+                let leaser = SubnetLeaser(client: source.client, prefix: config.etcd.prefix, nodeName: config.nodeName, ttl: Int64(config.etcd.leaseSeconds),
                                           stateDir: config.stateDir)
                 Task { await hold(leaser) }
             }
@@ -88,7 +88,8 @@ struct SourceService: AgentActor {
     private func hold(_ leaser: SubnetLeaser) async {
         let config = agent.config
         guard let cluster = config.clusterCIDRs.first else { return }
-        var delay: Duration = .milliseconds(500)
+        // Bounded so a node that started while etcd was down takes its subnet soon after etcd is back.
+        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
         while !Task.isCancelled {
             do {
                 let cidrs = try await leaser.acquire(clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize,
@@ -99,8 +100,7 @@ struct SourceService: AgentActor {
                 try await leaser.run()
             } catch {
                 agent.logger.warning("etcd subnet lease: retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(15))
+                try? await Task.sleep(for: backoff.next())
             }
         }
     }

@@ -91,6 +91,10 @@ public enum StatusRenderer {
             let counters = a.counters.keys.sorted().map { "\($0)=\(a.counters[$0]!)" }.joined(separator: " ")
             if !counters.isEmpty { details += (details.isEmpty ? "" : "; ") + counters }
             if let e = a.lastError, a.state != .error { details += (details.isEmpty ? "" : "; ") + "last error: \(e)" }
+            if let objects = a.objects, !objects.isEmpty {
+                let failing = objects.filter { $0.state == .error }.count
+                details += (details.isEmpty ? "" : "; ") + "objects \(objects.count - failing)/\(objects.count) in sync"
+            }
             out += a.name.padding(toLength: 16, withPad: " ", startingAt: 0) + a.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
                 + "\(a.reconciles)".padding(toLength: 11, withPad: " ", startingAt: 0) + "\(a.errors)".padding(toLength: 8, withPad: " ", startingAt: 0)
                 + details + "\n"
@@ -101,6 +105,12 @@ public enum StatusRenderer {
                 let name = p.namespace.map { "\($0)/\(p.name ?? "?")" } ?? "container \(p.containerID.prefix(12))"
                 out += name.padding(toLength: 32, withPad: " ", startingAt: 0) + p.ips.joined(separator: ",").padding(toLength: 34, withPad: " ", startingAt: 0) + p.hostInterface + "\n"
             }
+        }
+        // Every kernel object in error, by actor (`--json` has them all, in sync or not).
+        let failing = s.actors.flatMap { a in (a.objects ?? []).filter { $0.state == .error }.map { (a.name, $0) } }
+        if !failing.isEmpty {
+            out += "\nOBJECTS IN ERROR\n"
+            for (actor, o) in failing { out += "  \(actor): \(o.kind) \(o.name): \(o.error ?? "")\n" }
         }
         for key in s.details.keys.sorted() {
             guard let d = s.details[key], !d.isEmpty else { continue }

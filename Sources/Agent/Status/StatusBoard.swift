@@ -1,5 +1,6 @@
 import Foundation
 import Metrics
+import Netlink
 import Synchronization
 
 public enum ActorState: String, Sendable, Codable {
@@ -24,6 +25,9 @@ public struct ActorStatus: Sendable, Codable, Equatable {
     public var errors: Int
     /// Actor-specific figures (routes: 12, rules: 840, ...), shown as key=value.
     public var counters: [String: Int]
+    /// The kernel objects the actor owns, one status each, after its last pass (nil: the
+    /// actor does not report objects).
+    public var objects: [KernelObjectStatus]?
 
     public init(name: String, state: ActorState = .starting, message: String = "") {
         self.name = name
@@ -88,17 +92,26 @@ public final class StatusBoard: Sendable {
         callbacks.forEach { $0() }
     }
 
-    public func failed(_ name: String, _ error: String) {
-        Counter(label: "nodenet_reconcile_errors_total", dimensions: [("actor", name)]).increment()
+    /// Marks the row in error. `count`: a new error (counted, and `lastErrorAt` moves); false
+    /// for the same errors seen again by a retry.
+    public func failed(_ name: String, _ error: String, count: Bool = true) {
+        if count { Counter(label: "nodenet_reconcile_errors_total", dimensions: [("actor", name)]).increment() }
         state.withLock { s in
             var row = s.actors[name] ?? ActorStatus(name: name)
             row.state = .error
             row.lastError = error
-            row.lastErrorAt = Date()
-            row.errors += 1
+            if count || row.lastErrorAt == nil {
+                row.lastErrorAt = Date()
+                row.errors += 1
+            }
             row.message = error
             s.actors[name] = row
         }
+    }
+
+    /// Whether `name` has completed a reconcile (readiness counts it).
+    public func hasReconciled(_ name: String) -> Bool {
+        state.withLock { $0.actors[name]?.lastReconcile != nil }
     }
 
     public var isReady: Bool { state.withLock { $0.ready } }

@@ -5,7 +5,9 @@ public struct Backoff: Sendable {
     public var maximum: Duration
     private var current: Duration
 
-    public init(initial: Duration = .milliseconds(200), maximum: Duration = .seconds(30)) {
+    /// The default bound (5 s) keeps recovery after a long outage quick: the delay never grows
+    /// past what a source takes to notice its server is back; jitter keeps a fleet apart.
+    public init(initial: Duration = .milliseconds(200), maximum: Duration = .seconds(5)) {
         self.initial = initial
         self.maximum = maximum
         self.current = initial

@@ -116,6 +116,10 @@ struct Reconciler: Sendable {
                     // re-list also expired straight away.
                     logger.info("\(e); listing again")
                     if lived < healthyWatch, lists > 1 { try? await Task.sleep(for: backoff.next()) }
+                case let e as StreamOverflow:
+                    // Events were dropped to keep memory bounded: a resync, like an expiry.
+                    logger.warning("\(feed.name): \(e); listing again")
+                    if lived < healthyWatch, lists > 1 { try? await Task.sleep(for: backoff.next()) }
                 default:
                     let delay = backoff.next()
                     logger.warning("\(feed.name): \(error); listing again in \(delay)")

@@ -7,6 +7,13 @@ import NIOFoundationCompat
 /// `HTTPClient.shared`), but with the timeouts a control-plane client needs: a short connect
 /// timeout so endpoint failover is quick, and no read timeout because watches are long-lived
 /// and idle (the reconciler's stall watchdog bounds them instead).
+///
+/// The pool does not retry a failed connection itself: its backoff (100 ms growing by 1.25
+/// per consecutive failure, up to 60 s, counted across the whole pool) grew so long over a
+/// long etcd outage that requests still failed with "connection refused" 13 to 49 s after
+/// etcd was serving again, and the node's lease expired meanwhile. A refused connection now
+/// fails the request at once and the callers' own bounded backoffs (`Backoff`) decide when
+/// to try again.
 enum SourceHTTP {
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration(
@@ -14,6 +21,7 @@ enum SourceHTTP {
             timeout: .init(connect: .seconds(3), read: nil),
             decompression: .disabled)
         configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 
@@ -56,7 +64,7 @@ enum SourceHTTP {
         relay { continuation in
             var splitter = JSONStreamSplitter()
             for try await chunk in response.body {
-                for doc in try splitter.feed(chunk.readableBytesView) { continuation.yield(doc) }
+                for doc in try splitter.feed(chunk.readableBytesView) { try continuation.yield(doc) }
             }
         }
     }
@@ -65,13 +73,20 @@ enum SourceHTTP {
 /// A stream fed by `body` running in its own task: it finishes when `body` returns, fails
 /// with what `body` throws, and a consumer that stops listening cancels `body` (and so the
 /// HTTP request beneath it).
+///
+/// Bounded: at most `limit` elements wait for the consumer. A consumer that falls further
+/// behind (a watch delivering faster than the store commits) gets what was queued, then
+/// `StreamOverflow`, and the request beneath is cancelled; the reconciler then lists again
+/// and applies the difference, as after any lost event, instead of memory growing with the
+/// backlog.
 func relay<Element: Sendable>(
-    _ body: @escaping @Sendable (AsyncThrowingStream<Element, any Error>.Continuation) async throws -> Void
+    limit: Int = relayLimit,
+    _ body: @escaping @Sendable (RelaySink<Element>) async throws -> Void
 ) -> AsyncThrowingStream<Element, any Error> {
-    AsyncThrowingStream { continuation in
+    AsyncThrowingStream(bufferingPolicy: .bufferingOldest(max(1, limit))) { continuation in
         let task = Task {
             do {
-                try await body(continuation)
+                try await body(RelaySink(continuation: continuation, limit: limit))
                 continuation.finish()
             } catch {
                 continuation.finish(throwing: error)
@@ -79,4 +94,24 @@ func relay<Element: Sendable>(
         }
         continuation.onTermination = { _ in task.cancel() }
     }
+}
+
+/// Elements a relay holds for a slow consumer, at most (watch responses or documents).
+let relayLimit = 1024
+
+/// The producer's end of a `relay`.
+struct RelaySink<Element: Sendable>: Sendable {
+    let continuation: AsyncThrowingStream<Element, any Error>.Continuation
+    let limit: Int
+
+    /// Queues `element`; throws `StreamOverflow` when the consumer is `limit` behind.
+    func yield(_ element: Element) throws {
+        if case .dropped = continuation.yield(element) { throw StreamOverflow(limit: limit) }
+    }
+}
+
+/// A watch's consumer fell too far behind: list again (see `relay`).
+struct StreamOverflow: Error, CustomStringConvertible {
+    var limit: Int
+    var description: String { "the store fell \(limit) watch responses behind the stream" }
 }

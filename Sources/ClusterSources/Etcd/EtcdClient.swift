@@ -46,6 +46,11 @@ public struct EtcdCompare: Sendable {
         EtcdCompare(wire: WireCompare(key: Data(key.utf8), target: "MOD", result: "EQUAL", mod_revision: EtcdInt(revision)))
     }
 
+    /// The key is attached to `lease` (false when the key does not exist).
+    public static func lease(_ key: String, equals lease: Int64) -> EtcdCompare {
+        EtcdCompare(wire: WireCompare(key: Data(key.utf8), target: "LEASE", result: "EQUAL", lease: EtcdInt(lease)))
+    }
+
     /// The key holds exactly `value`.
     public static func value(_ key: String, equals value: Data) -> EtcdCompare {
         EtcdCompare(wire: WireCompare(key: Data(key.utf8), target: "VALUE", result: "EQUAL", value: value))
@@ -208,7 +213,7 @@ public final class EtcdClient: Sendable {
                 guard let result = message.result else { continue }
                 if result.canceled == true {
                     if let c = result.compact_revision?.value, c > 0 {
-                        continuation.yield(.compacted(compactRevision: c))
+                        try continuation.yield(.compacted(compactRevision: c))
                         return
                     }
                     throw EtcdError(operation: "watch", endpoint: endpoint, message: "canceled: \(result.cancel_reason ?? "no reason given")")
@@ -218,7 +223,7 @@ public final class EtcdClient: Sendable {
                     e.type == "DELETE" ? .delete(key: String(decoding: e.kv.key, as: UTF8.self), revision: e.kv.mod_revision?.value ?? rev)
                         : .put(EtcdKeyValue(e.kv))
                 }
-                continuation.yield(events.isEmpty ? .progress(revision: rev) : .events(events, revision: rev))
+                try continuation.yield(events.isEmpty ? .progress(revision: rev) : .events(events, revision: rev))
             }
         }
     }

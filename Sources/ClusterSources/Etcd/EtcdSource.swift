@@ -101,13 +101,13 @@ struct EtcdFeed: Feed {
             for try await response in responses {
                 switch response {
                 case .progress(let revision):
-                    continuation.yield(.progress(resume: revision > 0 ? String(revision) : nil))
+                    try continuation.yield(.progress(resume: revision > 0 ? String(revision) : nil))
                 case .compacted(let c):
-                    continuation.yield(.expired("revision \(listed + 1) was compacted (compact revision \(c))"))
+                    try continuation.yield(.expired("revision \(listed + 1) was compacted (compact revision \(c))"))
                     return
                 case .events(let events, let revision):
                     let (changes, last) = translate(events)
-                    continuation.yield(.changes(changes, resume: String(last > 0 ? last : revision)))
+                    try continuation.yield(.changes(changes, resume: String(last > 0 ? last : revision)))
                 }
             }
         }

@@ -120,11 +120,21 @@ public final class SubnetLeaser: Sendable {
         return true
     }
 
-    /// Keeps the lease alive until cancelled (renewing every third of the TTL). If the lease
-    /// was lost (etcd unreachable for longer than the TTL), takes a new one and claims the same
-    /// subnet again if still free.
+    /// Keeps the lease alive until cancelled (renewing every third of the TTL).
+    ///
+    /// A failed renewal is retried with a bounded backoff (first retry within 200 ms, never more
+    /// than a sixth of the TTL apart, at most 2 s) so that once etcd answers again the lease is
+    /// renewed long before it can expire: etcd restores leases with a fresh TTL when it
+    /// restarts, so a node that renews promptly keeps its subnet key and Node object through an
+    /// outage of any length. Each renewal also checks the records themselves and puts back
+    /// what is gone. If the lease was lost (etcd unreachable from this node for
+    /// longer than the TTL while it ran), a new one is taken and the same subnet claimed again
+    /// in one transaction (free, or still naming this node).
     public func run() async throws {
-        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(max(1, ttl / 3)))
+        let bound = Duration.milliseconds(min(2000, max(100, ttl * 1000 / 6)))
+        var backoff = Backoff(initial: min(.milliseconds(200), bound), maximum: bound)
+        // Logged once when renewals start failing and once when they work again, not per retry.
+        var failures = 0
         while !Task.isCancelled {
             guard let current = held.withLock({ $0 }) else {
                 try await Task.sleep(for: .seconds(1))
@@ -132,16 +142,16 @@ public final class SubnetLeaser: Sendable {
             }
             do {
                 let remaining = try await client.keepAlive(lease: current.lease)
+                if remaining > 0 { renewed.withLock { $0 = .now } }
+                if failures > 0 {
+                    logger.info("etcd: the lease of node \(nodeName) is renewed again after \(failures) failed attempts")
+                    failures = 0
+                }
                 if remaining <= 0 {
                     logger.warning("etcd: lease \(current.lease) of node \(nodeName) expired; claiming \(current.subnet) again")
-                    let lease = try await client.grantLease(ttl: ttl)
-                    let key = keys.subnetKey(current.subnet)
-                    // Free, or still ours (the record names us).
-                    let ok = try await claim(current.subnet, lease: lease, nodeIP: current.nodeIPs, condition: .absent(key))
-                    if !ok {
-                        try? await client.revokeLease(lease)
-                        throw SubnetLeaseError(message: "subnet \(current.subnet) was taken by another node after node \(nodeName)'s lease expired")
-                    }
+                    try await reclaim(current)
+                } else {
+                    try await ensureRecords(current)
                 }
                 backoff.reset()
                 try await Task.sleep(for: .milliseconds(max(300, ttl * 1000 / 3)))
@@ -151,10 +161,56 @@ public final class SubnetLeaser: Sendable {
                 throw e
             } catch {
                 let delay = backoff.next()
-                logger.warning("etcd: renewing the lease of node \(nodeName) failed: \(error); retrying in \(delay)")
+                failures += 1
+                if failures == 1 {
+                    logger.warning("etcd: renewing the lease of node \(nodeName) failed: \(error); retrying every \(bound) at most")
+                } else {
+                    logger.debug("etcd: renewing the lease of node \(nodeName) failed: \(error); retrying in \(delay)")
+                }
                 try await Task.sleep(for: delay)
             }
         }
+    }
+
+    /// When the lease was last renewed (nil: not since `run` started).
+    public var lastRenewal: ContinuousClock.Instant? { renewed.withLock { $0 } }
+    private let renewed = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// The lease is gone: a new lease, and the same subnet claimed on it in one transaction if
+    /// its key is absent, or (a second transaction, conditional on the revision read) if it
+    /// still names this node. Anything else means another node took it.
+    private func reclaim(_ current: Held) async throws {
+        let lease = try await client.grantLease(ttl: ttl)
+        let key = keys.subnetKey(current.subnet)
+        var ok = try await claim(current.subnet, lease: lease, nodeIP: current.nodeIPs, condition: .absent(key))
+        if !ok, let kv = try await client.get(key), let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value),
+           record.node == nodeName {
+            ok = try await claim(current.subnet, lease: lease, nodeIP: current.nodeIPs, condition: .modRevision(key, equals: kv.modRevision))
+        }
+        if !ok {
+            try? await client.revokeLease(lease)
+            throw SubnetLeaseError(message: "subnet \(current.subnet) was taken by another node after node \(nodeName)'s lease expired")
+        }
+    }
+
+    /// The lease lives: check (one transaction that only compares) that the subnet key and the
+    /// Node object are still on it, and put back what is missing, conditional on the subnet key
+    /// being absent or still naming this node. Someone may have deleted either (`nodenet
+    /// delete` of the Node, an operator's etcdctl): while the node lives its records come back
+    /// within a third of the TTL.
+    private func ensureRecords(_ current: Held) async throws {
+        let subnetKey = keys.subnetKey(current.subnet)
+        let nodeKey = keys.key(for: ObjectKey(.node, name: nodeName))
+        let intact = try await client.txn(if: [.lease(subnetKey, equals: current.lease), .lease(nodeKey, equals: current.lease)], then: [])
+        if intact.succeeded { return }
+        logger.warning("etcd: the records of node \(nodeName) were not on its lease \(current.lease); writing them again")
+        if try await claim(current.subnet, lease: current.lease, nodeIP: current.nodeIPs, condition: .absent(subnetKey)) { return }
+        if let kv = try await client.get(subnetKey), let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value),
+           record.node == nodeName,
+           try await claim(current.subnet, lease: current.lease, nodeIP: current.nodeIPs, condition: .modRevision(subnetKey, equals: kv.modRevision)) {
+            return
+        }
+        throw SubnetLeaseError(message: "subnet \(current.subnet) of node \(nodeName) now names another node")
     }
 
     /// Gives the subnet back now (deletes the subnet key and the Node object).

@@ -119,7 +119,7 @@ struct KubeFeed: Feed {
         return relay { continuation in
             for try await doc in docs {
                 guard let event = try translate(doc) else { continue }
-                continuation.yield(event)
+                try continuation.yield(event)
                 if case .expired = event { return }
             }
         }

@@ -3,7 +3,15 @@
 ///
 /// Subscribers get a bounded buffer (see `StoreSubscription`): one that falls behind
 /// receives `.resync` instead of silently missing changes.
+///
+/// The store runs on a thread of its own (`DedicatedThreadExecutor`), not on the cooperative
+/// pool: `commit` writes the state database synchronously (an fsync per batch), and on the
+/// pool that stalled every other actor of the agent for as long as the disk took.
 public actor ClusterStore {
+    /// One thread for every store of the process (the agent has one; tests make many).
+    static let executor = DedicatedThreadExecutor(name: "nodenet-store")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { Self.executor.asUnownedSerialExecutor() }
+
     private var state = ClusterSnapshot()
     // Weak: a subscription that its reader dropped unregisters itself from its deinit.
     private var subscribers: [ObjectIdentifier: WeakSubscription] = [:]
@@ -22,6 +30,9 @@ public actor ClusterStore {
     }
 
     public func snapshot() -> ClusterSnapshot { state }
+
+    /// Whether the store's code runs on its own thread (tests).
+    func runsOnItsThread() -> Bool { Self.executor.isCurrent }
 
     public var version: UInt64 { state.version }
 

@@ -8,7 +8,16 @@ extension PodNetwork {
     /// Answers one CNI request (already parsed and validated by `CNIRequest`). `namespace`:
     /// the pod's network namespace as the plugin opened it (CNI_NETNS in the runtime's mount
     /// namespace, passed over the socket); nil: the agent opens CNI_NETNS itself.
+    ///
+    /// Runs on the blocking-work threads (`BlockingWork.perform`), not on the cooperative
+    /// pool: an ADD's IPAM transaction, its netlink exchanges inside the pod's namespace and
+    /// its nftables writes block, and two slow ADDs on the pool's two threads stalled every
+    /// actor of the agent.
     public func handle(_ request: CNIRequest, namespace: NetworkNamespace? = nil) async -> CNIReply {
+        await BlockingWork.perform { await handleBlocking(request, namespace: namespace) }
+    }
+
+    private func handleBlocking(_ request: CNIRequest, namespace: NetworkNamespace?) async -> CNIReply {
         let version = request.replyVersion
         do {
             switch request.command {

@@ -99,6 +99,10 @@ public final class PodNetwork: Sendable {
     /// (an ADD interrupted by a crash). Returns what it released.
     @discardableResult
     public func reconcile() async -> Int {
+        await BlockingWork.perform { await reconcileBlocking() }
+    }
+
+    private func reconcileBlocking() async -> Int {
         var released = 0
         hostPorts.load(Array(await store.snapshot().attachments.values))
         let pending = PendingDeletes(runDir: configuration.runDir)
@@ -149,6 +153,15 @@ public final class PodNetwork: Sendable {
             logger.error("cannot program the host port rules", metadata: ["error": "\(error)", "reason": "\(reason)"])
             return false
         }
+    }
+
+    /// One pass of the host port reconciler (the agent runs it at start, periodically and
+    /// with backoff while a chain fails): every host port chain brought to the attachments'
+    /// mappings, one status per chain and family. Blocking (netlink).
+    public func reconcileHostPorts() -> [KernelObjectStatus] {
+        let (objects, changed) = hostPorts.reconcile(podCIDRs: podCIDRs)
+        if changed > 0 { logger.notice("host port rules repaired", metadata: ["changed": "\(changed)"]) }
+        return objects
     }
 
     /// Everything DEL does, without the CNI envelope. True when something was released.

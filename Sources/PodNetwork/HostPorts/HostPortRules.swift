@@ -17,9 +17,9 @@ import IPAddressing
 import Netlink
 
 public enum HostPortRules {
-    public static let table = "nodenet"
-    /// The mark the service proxy's nat-postrouting masquerades (ServiceProxy/README.md).
-    public static let masqueradeMark: UInt32 = 0x4000
+    public static let table = NodenetTables.name
+    /// The mark the service proxy's nat-postrouting masquerades (`NodenetTables`).
+    public static let masqueradeMark: UInt32 = NodenetTables.masqueradeMark
 
     public enum Role: Sendable, CaseIterable {
         /// Marks for masquerade what a pod of this node sends to a host port.
@@ -29,24 +29,18 @@ public enum HostPortRules {
         /// DNAT of connections the node itself opens to its own addresses.
         case output
 
-        public var chain: String {
+        /// The chain's declaration in `NodenetTables` (name, hook, owner).
+        public var declaration: NodenetTables.Chain {
             switch self {
-            case .hairpin: "hostports-hairpin"
-            case .dnat: "hostports"
-            case .output: "hostports-output"
+            case .hairpin: NodenetTables.hostPortsHairpin
+            case .dnat: NodenetTables.hostPorts
+            case .output: NodenetTables.hostPortsOutput
             }
         }
 
-        /// nat hooks; dstnat is -100, where the service proxy dispatches.
-        public var hook: NFTablesHook {
-            switch self {
-            case .hairpin: NFTablesHook(type: "nat", hook: 0 /* NF_INET_PRE_ROUTING */, priority: -102)
-            case .dnat: NFTablesHook(type: "nat", hook: 0 /* NF_INET_PRE_ROUTING */, priority: -101)
-            case .output: NFTablesHook(type: "nat", hook: 3 /* NF_INET_LOCAL_OUT */, priority: -101)
-            }
-        }
-
-        public var owned: NFTablesOwnedChain { NFTablesOwnedChain(table: HostPortRules.table, chain: chain, hook: hook) }
+        public var chain: String { declaration.name }
+        public var hook: NFTablesHook { declaration.hook }
+        public var owned: NFTablesOwnedChain { declaration.owned }
     }
 
     /// The chains this module owns in nodenet's tables (for the proxy's `foreignObjects`).

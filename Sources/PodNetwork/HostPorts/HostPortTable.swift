@@ -89,6 +89,36 @@ final class HostPortTable: Sendable {
         }
     }
 
+    /// One full pass for the reconcile loop: every chain, both families, brought to the
+    /// bindings, with one status per chain and family (a chain that fails does not keep the
+    /// others from being repaired) and how many rules changed.
+    func reconcile(podCIDRs: [IPPrefix]) -> (objects: [KernelObjectStatus], changed: Int) {
+        let names = IPFamily.allCases.flatMap { f in HostPortRules.Role.allCases.map { Self.objectName(f, $0) } }
+        guard let session else { return (names.map { KernelObjectStatus(kind: "chain", name: $0, error: "no nftables netlink session") }, 0) }
+        return writer.withLock { _ in
+            let (bindings, loaded) = state.withLock { (Array($0.bindings.values), $0.loaded) }
+            guard loaded else { return ([], 0) }
+            var objects: [KernelObjectStatus] = []
+            var changed = 0
+            for family in IPFamily.allCases {
+                for role in HostPortRules.Role.allCases {
+                    do {
+                        changed += try role.owned.ensure(session: session, family: family,
+                                                         wanted: HostPortRules.rules(role, family: family, bindings: bindings, podCIDRs: podCIDRs))
+                        objects.append(KernelObjectStatus(kind: "chain", name: Self.objectName(family, role)))
+                    } catch {
+                        objects.append(KernelObjectStatus(kind: "chain", name: Self.objectName(family, role), error: "\(error)"))
+                    }
+                }
+            }
+            return (objects, changed)
+        }
+    }
+
+    static func objectName(_ family: IPFamily, _ role: HostPortRules.Role) -> String {
+        "\(family == .v4 ? "ip" : "ip6") \(HostPortRules.table) \(role.chain)"
+    }
+
     /// The rules of `binding` the kernel lacks, as "chain: comment" lines (CHECK). Rules are
     /// found by digest, as the reconcile writes them (a comment the kernel cut is no key).
     func missing(_ binding: HostPortBinding, podCIDRs: [IPPrefix]) -> [String] {

@@ -1,4 +1,5 @@
 import IPAddressing
+import Netlink
 
 /// What the proxy needs from the agent's configuration.
 public struct ProxyConfiguration: Hashable, Sendable {
@@ -26,12 +27,11 @@ public struct ProxyConfiguration: Hashable, Sendable {
     /// Chains and sets in the shared tables that belong to other actors (NodeRoutes'
     /// `pod-egress`, the DNS notrack chains, PodNetwork's host port chains): read back from
     /// the kernel but never compared, flushed or deleted.
-    public var foreignObjects: Set<String> = ["pod-egress", "dns-notrack", "dns-notrack-out",
-                                              "hostports", "hostports-hairpin", "hostports-output"]
+    public var foreignObjects: Set<String> = NodenetTables.notServiceProxy
 
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
-                clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = 0x4000,
-                tableName: String = "nodenet", fullSyncInterval: Duration = .seconds(300),
+                clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = NodenetTables.masqueradeMark,
+                tableName: String = NodenetTables.name, fullSyncInterval: Duration = .seconds(300),
                 coalesceDelay: Duration = .milliseconds(20), nodeZone: String? = nil) {
         self.nodeName = nodeName
         self.nodeZone = nodeZone
