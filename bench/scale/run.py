@@ -45,6 +45,7 @@ import gen  # noqa: E402
 PREFIX = f"nns{os.getpid() % 100000}"
 IPV4 = re.compile(rb"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 failures = []
+args_timeout = 600
 
 
 def log(*a):
@@ -171,6 +172,16 @@ class Agent:
             pass
         return out
 
+    def cpu(self):
+        """The agent's CPU seconds so far (user + system): on a shared machine, where wall time
+        moves with everyone else's load, the figure that says what the agent itself costs."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def stop(self, timeout=60):
         t = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
@@ -292,6 +303,32 @@ def status_truth(agent, expect):
     return summary
 
 
+def status_claims_in_sync(agent):
+    st = agent.status()
+    if st and st["agent"]["ready"] and all(a["state"] == "in-sync" for a in st["actors"]):
+        return st
+    return None
+
+
+def status_does_not_claim_early(agent, expect, res):
+    """Right after an apply: once `nodenet status` says every actor is in sync, the kernel must
+    already hold the desired state (in-sync means the kernel has it, not that a loop ran once).
+    Strict for routes; for services once their row reports the store version it applied
+    (`appliedVersion`), reported otherwise."""
+    st = agent.wait(lambda: status_claims_in_sync(agent), "status: every actor in-sync", args_timeout, interval=0.02)
+    t = time.monotonic()
+    ok, detail = kernel_matches(agent.node, expect)
+    check(detail["missing_routes"] == 0 and detail["extra_routes"] == 0,
+          f"status said routes in-sync while the kernel lacked routes: {detail}")
+    services_ok = detail["missing_cluster_ips"] == 0 and detail["missing_endpoints"] == 0
+    rows = {a["name"]: a for a in st["actors"]}
+    if rows.get("services", {}).get("appliedVersion") is not None:
+        check(services_ok, f"status said services in-sync while the kernel lacked rules: {detail}")
+    else:
+        res["services_status_in_sync_before_kernel"] = not services_ok
+    return t
+
+
 def apply_chunks(agent, chunks):
     t0 = time.monotonic()
     for path in chunks:
@@ -374,6 +411,7 @@ def restart(agent, expect):
         check(code == 0, f"agent exit status after SIGTERM: {code}")
         agent.start()
         t0 = agent.started
+        c0 = 0.0
         agent.wait(agent.socket_open, "control socket", 120, interval=0.005)
         res["socket_s"] = time.monotonic() - t0
         agent.wait(agent.ready, "ready", 120, interval=0.01)
@@ -385,6 +423,7 @@ def restart(agent, expect):
         agent.wait(in_sync, "every actor in-sync", 120, interval=0.01)
         res["in_sync_status_s"] = time.monotonic() - t0
         res["in_sync_kernel_s"] = wait_kernel(agent, expect, 120) - t0
+        res["agent_cpu_to_in_sync_s"] = agent.cpu() - c0
         rss = agent.rss()
         res["rss_mb"] = round(rss.get("VmRSS", 0), 1)
         res["peak_mb"] = round(rss.get("VmHWM", 0), 1)
@@ -429,14 +468,19 @@ def run_one(binary, label, args, cluster, expect, chunks):
             agents.append(a)
             a.start()
             a.wait(a.ready, "ready (empty state)", 60)
+            c0 = a.cpu()
             t0, t1 = apply_chunks(a, chunks)
+            cpu = a.cpu() - c0
             rss = a.rss()
             res["apply"] = dict(objects=expect["objects"], seconds=round(t1 - t0, 2),
                                 objects_per_s=round(expect["objects"] / (t1 - t0)), format=args.format,
+                                agent_cpu_s=round(cpu, 2), objects_per_agent_cpu_s=round(expect["objects"] / max(cpu, 0.01)),
                                 rss_mb=round(rss.get("VmRSS", 0), 1), peak_mb=round(rss.get("VmHWM", 0), 1))
             log(f"[{label}] apply: {res['apply']}")
+            ts = status_does_not_claim_early(a, expect, res)
             tk = wait_kernel(a, expect, args.timeout)
-            res["in_sync"] = dict(kernel_from_apply_start_s=round(tk - t0, 2), kernel_from_apply_end_s=round(tk - t1, 2))
+            res["in_sync"] = dict(status_from_apply_end_s=round(ts - t1, 2), kernel_from_apply_start_s=round(tk - t0, 2), kernel_from_apply_end_s=round(tk - t1, 2),
+                                  agent_cpu_s=round(a.cpu() - c0, 2))
             res["status"] = status_truth(a, expect)
             rss = a.rss()
             res["in_sync"].update(rss_mb=round(rss.get("VmRSS", 0), 1), peak_mb=round(rss.get("VmHWM", 0), 1))
@@ -485,9 +529,10 @@ def run_one(binary, label, args, cluster, expect, chunks):
             b.wait(b.ready, "ready (etcd first sync)", args.timeout, interval=0.02)
             tr = time.monotonic() - b.started
             tk = wait_kernel(b, expect, args.timeout) - b.started
+            bcpu = b.cpu()
             rss = b.rss()
             res["etcd_first_sync"] = dict(ready_s=round(tr, 2), kernel_s=round(tk, 2), etcdctl_get_prefix_s=round(ref, 2),
-                                          ratio_ready=round(tr / ref, 2), bytes=int(r.stdout.strip() or 0),
+                                          ratio_ready=round(tr / ref, 2), bytes=int(r.stdout.strip() or 0), agent_cpu_s=round(bcpu, 2),
                                           rss_mb=round(rss.get("VmRSS", 0), 1), peak_mb=round(rss.get("VmHWM", 0), 1))
             log(f"[{label}] etcd first sync: {res['etcd_first_sync']}")
             b.stop()
@@ -517,6 +562,8 @@ def main():
     ap.add_argument("--check", action="store_true", help="exit 1 when a correctness check fails")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     args = ap.parse_args()
+    global args_timeout
+    args_timeout = args.timeout
     if os.geteuid() != 0:
         log("run as root (creates network namespaces)")
         return 2

@@ -14,6 +14,7 @@ struct NodeRoutesService: AgentActor {
     func run() async throws {
         let name = "routes"
         agent.board.register(name)
+        await agent.waitForState()
         let config = agent.config
         guard let nodeIP = agent.nodeIP else {
             agent.board.failed(name, "no node address: set nodeIP (no default-route interface was found)")
@@ -29,10 +30,19 @@ struct NodeRoutesService: AgentActor {
             store: agent.store, logger: agent.logger,
             onReconciled: { [agent] status in
                 agent.board.reconciled(name, seconds: 0, state: status.errors.isEmpty ? .inSync : .error, message: status.summary)
+                Self.report(status, to: agent.board, name)
+            },
+            // Every change, not only full reconciles: counters and the applied store version
+            // follow each Node event (the row said 0 peers with 5,000 routes programmed).
+            onChange: { [agent] status in
+                guard status.reconciled else { return }
                 agent.board.update(name) { row in
-                    row.counters = ["peers": status.peers.count, "routes": status.routes, "repairs": status.repairs]
-                    if let e = status.errors.first { row.lastError = e }
+                    if row.state == .inSync || row.state == .error {
+                        row.state = status.errors.isEmpty ? .inSync : .error
+                        row.message = status.summary
+                    }
                 }
+                Self.report(status, to: agent.board, name)
             })
         agent.statusDetails(name) {
             var d: [String: String] = [:]
@@ -48,6 +58,14 @@ struct NodeRoutesService: AgentActor {
         defer { follow.cancel() }
         try await cancelWhenGracefulShutdown { try await routes.run() }
     }
+
+    private static func report(_ status: NodeRoutesStatus, to board: StatusBoard, _ name: String) {
+        board.update(name) { row in
+            row.counters = ["peers": status.peerCount, "routes": status.routes, "repairs": status.repairs]
+            row.appliedVersion = status.appliedVersion
+            if let e = status.errors.first { row.lastError = e }
+        }
+    }
 }
 
 /// Services in nftables: ClusterIP, NodePort, LoadBalancer and external IPs, affinity, policies.
@@ -57,6 +75,7 @@ struct ServiceProxyService: AgentActor {
     func run() async throws {
         let name = "services"
         agent.board.register(name)
+        await agent.waitForState()
         let config = agent.config
         // nftables over netlink; the nft-command backend is for tests and operators only.
         let backend: any RulesetBackend
