@@ -282,7 +282,8 @@ struct AgentProcessTests {
         #expect(seen == 3, "status during the lame-duck pause: exit \(seen) (3 is running, not ready)\n\(paused.log())")
         #expect(paused.waitForExit(timeout: 15) == 0, "\(paused.log())")
 
-        let quick = AgentProcess(namespace: ns, directory: TempDirectory(), args: ["--node-name", "node1", "--dns-lame-duck", "0",
+        let quickDir = TempDirectory()
+        let quick = AgentProcess(namespace: ns, directory: quickDir, args: ["--node-name", "node1", "--dns-lame-duck", "0",
                                                                                    "--dns-upstreams", "127.0.0.1:53535"], logName: "quick")
         try quick.start()
         let started = Date()
