@@ -121,8 +121,7 @@ public actor NodeRoutesActor {
         nodes = first.nodes
         storeSynced = first.synced
         seenVersion = first.version
-        fullReconcile(reason: "start")
-        markApplied(first.version)
+        fullReconcile(reason: "start", version: first.version)
 
         let interval = configuration.resyncInterval
         let wake = self.wake
@@ -201,7 +200,7 @@ public actor NodeRoutesActor {
             // Another trigger may have arrived during the await; it is served now anyway.
             if full || needFull || topology == nil {
                 needFull = false
-                fullReconcile(reason: "drift")
+                fullReconcile(reason: "drift", version: snapshot.version)
             } else {
                 incremental()
             }
@@ -226,7 +225,9 @@ public actor NodeRoutesActor {
         publishStatus()
     }
 
-    private func fullReconcile(reason: String) {
+    /// - Parameter version: the store version `nodes` is from, recorded as applied when the
+    ///   pass succeeds (before `onReconciled` hears of it).
+    private func fullReconcile(reason: String, version: UInt64? = nil) {
         guard let kernel else { return }
         reconcileCounter.increment()
         countReconcile()
@@ -272,6 +273,7 @@ public actor NodeRoutesActor {
         }
         errors += ensureForwardingAndMasquerade()
         nodeErrors = errors
+        if let version { markApplied(version) }
         let first = !reconciledOnce
         reconciledOnce = true
         publishStatus()
