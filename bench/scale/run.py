@@ -251,8 +251,8 @@ class Monitor:
         return None
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
+        self.proc.kill()
+        self.proc.wait(30)
 
 
 def kernel_state(node):
@@ -597,6 +597,13 @@ def main():
     if os.geteuid() != 0:
         log("run as root (creates network namespaces)")
         return 2
+    # Started from a test runner, this process may inherit blocked or ignored signals, and its
+    # children (agents, monitors) with it: a SIGTERM to them would then do nothing and the
+    # harness would wait forever. Give every child a clean mask and default handlers.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     cleanup_leftovers()
     cluster = gen.Cluster(args.size)
     expect = cluster.expect()
