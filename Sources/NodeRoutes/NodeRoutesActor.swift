@@ -22,7 +22,17 @@ public actor NodeRoutesActor {
     private let store: ClusterStore
     private let logger: Logger
     private let onReconciled: (@Sendable (NodeRoutesStatus) -> Void)?
-    private let statusBox: Mutex<NodeRoutesStatus>
+    private let onChange: (@Sendable (NodeRoutesStatus) -> Void)?
+    /// The status without its per-peer rows, plus what the rows are made from (copy-on-write
+    /// values, so publishing them is O(1)): the rows are built when someone reads `status`,
+    /// never on each change (5,000 peers sorted per Node event was most of a change's work).
+    private let statusBox: Mutex<(status: NodeRoutesStatus, rows: PeerRowInputs)>
+
+    /// The highest store version received, and the highest whose routes the kernel holds.
+    private var seenVersion: UInt64 = 0
+    private var appliedVersion: UInt64 = 0
+    /// True while `work` runs: an event seen meanwhile is not yet reflected in the kernel.
+    private var working = false
 
     private var kernel: Kernel?
     private var nftables: NetlinkSession?
@@ -58,18 +68,32 @@ public actor NodeRoutesActor {
 
     /// - Parameter onReconciled: called after every full reconcile (the first one is when the
     ///   agent may report READY).
+    /// - Parameter onChange: called whenever the status changes (incremental work, a store event
+    ///   the routes do not depend on moving `appliedVersion`); the status has no peer rows.
     public init(configuration: NodeRoutesConfiguration, store: ClusterStore, logger: Logger,
-                onReconciled: (@Sendable (NodeRoutesStatus) -> Void)? = nil) {
+                onReconciled: (@Sendable (NodeRoutesStatus) -> Void)? = nil,
+                onChange: (@Sendable (NodeRoutesStatus) -> Void)? = nil) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
         self.onReconciled = onReconciled
-        statusBox = Mutex(NodeRoutesStatus(mode: configuration.mode.rawValue, podCIDRs: configuration.podCIDRs.map(\.description)))
+        self.onChange = onChange
+        statusBox = Mutex((NodeRoutesStatus(mode: configuration.mode.rawValue, podCIDRs: configuration.podCIDRs.map(\.description)),
+                           PeerRowInputs(configuration: configuration)))
         (wake, wakeContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// The latest status, readable from any thread without waiting for the actor.
-    public nonisolated var status: NodeRoutesStatus { statusBox.withLock { $0 } }
+    /// The latest status with one row per peer, readable from any thread without waiting for
+    /// the actor. Building the rows is O(peers): for `nodenet status`, not for each change.
+    public nonisolated var status: NodeRoutesStatus {
+        let (status, inputs) = statusBox.withLock { $0 }
+        var s = status
+        s.peers = inputs.rows()
+        return s
+    }
+
+    /// The latest status without the per-peer rows: O(1).
+    public nonisolated var summaryStatus: NodeRoutesStatus { statusBox.withLock { $0.status } }
 
     /// Returns once the first full reconcile finished (at once if it already did).
     public func waitUntilReconciled() async {
@@ -103,7 +127,8 @@ public actor NodeRoutesActor {
         let first = await store.snapshot()
         nodes = first.nodes
         storeSynced = first.synced
-        fullReconcile(reason: "start")
+        seenVersion = first.version
+        fullReconcile(reason: "start", version: first.version)
 
         let interval = configuration.resyncInterval
         let wake = self.wake
@@ -137,10 +162,33 @@ public actor NodeRoutesActor {
 
     private func storeEvent(_ e: StoreEvent) {
         switch e {
-        case .changed(_, let changes): if changes.contains(where: { $0.key.kind == .node }) { request(full: false) }
-        case .resync: request(full: false)
-        case .synced: request(full: true)
+        case .changed(let version, let changes):
+            seenVersion = max(seenVersion, version)
+            if changes.contains(where: { $0.key.kind == .node }) {
+                request(full: false)
+            } else if !working, !needFull, !needStore {
+                // Nothing the routes depend on changed and nothing is pending: the kernel
+                // holds the desired state of this version too.
+                markApplied(version)
+            }
+        case .resync(let version):
+            seenVersion = max(seenVersion, version)
+            request(full: false)
+        case .synced(let version):
+            seenVersion = max(seenVersion, version)
+            request(full: true)
         }
+    }
+
+    /// Records that the kernel holds the routes of store `version` (when nothing failed).
+    private func markApplied(_ version: UInt64) {
+        guard version > appliedVersion, peerErrors.isEmpty, nodeErrors.isEmpty else { return }
+        appliedVersion = version
+        let s = statusBox.withLock { box -> NodeRoutesStatus in
+            box.status.appliedVersion = version
+            return box.status
+        }
+        onChange?(s)
     }
 
     private func kernelEvent(_ e: NetlinkEvent) {
@@ -152,19 +200,25 @@ public actor NodeRoutesActor {
 
     private func work() async {
         if needFull || needStore {
+            working = true
+            defer { working = false }
             let full = needFull
             needFull = false
             needStore = false
             let snapshot = await store.snapshot()
+            seenVersion = max(seenVersion, snapshot.version)
             nodes = snapshot.nodes
             storeSynced = snapshot.synced
             // Another trigger may have arrived during the await; it is served now anyway.
             if full || needFull || topology == nil {
                 needFull = false
-                fullReconcile(reason: "drift")
+                fullReconcile(reason: "drift", version: snapshot.version)
             } else {
                 incremental()
             }
+            // The kernel holds the routes of the snapshot; events seen since did not touch
+            // Nodes unless a new pass is already requested.
+            markApplied(needFull || needStore ? snapshot.version : seenVersion)
         }
     }
 
@@ -183,7 +237,9 @@ public actor NodeRoutesActor {
         publishStatus()
     }
 
-    private func fullReconcile(reason: String) {
+    /// - Parameter version: the store version `nodes` is from, recorded as applied when the
+    ///   pass succeeds (before `onReconciled` hears of it).
+    private func fullReconcile(reason: String, version: UInt64? = nil) {
         guard let kernel else { return }
         reconcileCounter.increment()
         countReconcile()
@@ -243,7 +299,8 @@ public actor NodeRoutesActor {
         errors += nodeLevel
         objects += nodeObjects
         setNodeErrors(errors)
-        statusBox.withLock { $0.objects = objects }
+        statusBox.withLock { $0.status.objects = objects }
+        if let version { markApplied(version) }
         let first = !reconciledOnce
         reconciledOnce = true
         publishStatus()
@@ -355,18 +412,21 @@ public actor NodeRoutesActor {
     }
 
     private func incrementRepairs(_ n: Int) {
-        statusBox.withLock { $0.repairs += n }
+        statusBox.withLock { $0.status.repairs += n }
     }
 
     private func publishStatus() {
-        let peers = PeerRouteStatus.rows(nodes: nodes.values, configuration: configuration, desired: desired, errors: peerErrors)
+        let inputs = PeerRowInputs(configuration: configuration, nodes: nodes, desired: desired, errors: peerErrors)
         // Log each refusal once, when it appears or its reason changes.
-        for (name, reason) in desired.refused where lastRefused[name] != reason {
-            logger.warning("peer refused", metadata: ["peer": "\(name)", "reason": "\(reason)"])
+        if desired.refused != lastRefused {
+            for (name, reason) in desired.refused where lastRefused[name] != reason {
+                logger.warning("peer refused", metadata: ["peer": "\(name)", "reason": "\(reason)"])
+            }
+            lastRefused = desired.refused
         }
-        lastRefused = desired.refused
-        peersGauge.record(peers.count)
-        failingGauge.record(peers.filter { $0.state != .inSync }.count)
+        let (peerCount, failing) = inputs.counts
+        peersGauge.record(peerCount)
+        failingGauge.record(failing)
         let errors = desired.nodeErrors + nodeErrors
         let routes = believed.routes.count
         let device = configuration.mode == .hostGW ? nil : configuration.vxlanDeviceName
@@ -374,8 +434,11 @@ public actor NodeRoutesActor {
         let masq = masqueradeState
         let cidrs = configuration.podCIDRs.map(\.description)
         let done = reconciledOnce
-        statusBox.withLock { s in
-            s.peers = peers
+        let status = statusBox.withLock { box -> NodeRoutesStatus in
+            box.rows = inputs
+            var s = box.status
+            s.peerCount = peerCount
+            s.failingPeers = failing
             s.errors = errors
             s.routes = routes
             s.vxlanDevice = device
@@ -383,9 +446,12 @@ public actor NodeRoutesActor {
             s.masquerade = masq
             s.podCIDRs = cidrs
             s.reconciled = done || s.reconciled
+            box.status = s
+            return s
         }
+        onChange?(status)
     }
 
     /// Called at the end of `fullReconcile`; counts reconciles in the status.
-    private func countReconcile() { statusBox.withLock { $0.fullReconciles += 1 } }
+    private func countReconcile() { statusBox.withLock { $0.status.fullReconciles += 1 } }
 }

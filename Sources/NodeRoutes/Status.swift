@@ -43,12 +43,42 @@ extension PeerRouteStatus {
     }
 }
 
+/// What the per-peer rows are built from: published on each change in O(1) (copy-on-write
+/// dictionaries), turned into rows only when the status is read.
+struct PeerRowInputs: Sendable {
+    var configuration: NodeRoutesConfiguration
+    var nodes: [String: Node] = [:]
+    var desired = DesiredState()
+    var errors: [String: String] = [:]
+
+    func rows() -> [PeerRouteStatus] {
+        PeerRouteStatus.rows(nodes: nodes.values, configuration: configuration, desired: desired, errors: errors)
+    }
+
+    /// Peers (other Nodes) and those not in sync (refused, or a programmed one with an error),
+    /// without building the rows: O(errors), not O(peers). `rows()` gives the same figures.
+    var counts: (peers: Int, failing: Int) {
+        let peers = nodes.count - (nodes[configuration.nodeName] == nil ? 0 : 1)
+        // `desired` is computed from `nodes` without this node: its peers are all other Nodes.
+        let programmedWithError = errors.keys.filter { desired.peers[$0] != nil }.count
+        return (peers, peers - desired.peers.count + programmedWithError)
+    }
+}
+
 public struct NodeRoutesStatus: Sendable, Hashable, Codable {
     public var mode: String
     public var underlay: String?
     public var vxlanDevice: String?
     public var podCIDRs: [String]
+    /// One row per peer; filled by `NodeRoutesActor.status` (not by `summaryStatus`).
     public var peers: [PeerRouteStatus] = []
+    /// Other Nodes, and those of them not in sync: maintained on each change, equal to
+    /// `peers.count` and the rows not in sync.
+    public var peerCount = 0
+    public var failingPeers = 0
+    /// The store version whose desired routes the kernel holds (0 before the first reconcile):
+    /// the routes are in sync with the store when it is the store's version.
+    public var appliedVersion: UInt64 = 0
     /// Node-level problems (own subnet missing, underlay not found, masquerade failed).
     public var errors: [String] = []
     public var masquerade: String?
@@ -64,7 +94,6 @@ public struct NodeRoutesStatus: Sendable, Hashable, Codable {
     public var objects: [KernelObjectStatus] = []
 
     public var summary: String {
-        let bad = peers.filter { $0.state != .inSync }.count
-        return "routes: \(mode), \(peers.count - bad)/\(peers.count) peers in sync, \(repairs) repairs" + (errors.isEmpty ? "" : ", \(errors.count) errors")
+        return "routes: \(mode), \(peerCount - failingPeers)/\(peerCount) peers in sync, \(repairs) repairs" + (errors.isEmpty ? "" : ", \(errors.count) errors")
     }
 }

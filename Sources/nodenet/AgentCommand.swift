@@ -32,6 +32,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns-pods"), help: "disabled | insecure | verified") var dnsPods: String?
     @Option(name: .customLong("dns-ttl")) var dnsTTL: String?
     @Option(name: .customLong("dns-enabled")) var dnsEnabled: String?
+    @Option(name: .customLong("dns-lame-duck"), help: "How long DNS keeps answering after SIGTERM (e.g. 5s, 500ms, 0).")
+    var dnsLameDuck: String?
     @Option(name: .customLong("etcd-endpoints")) var etcdEndpoints: String?
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
     @Option(name: .customLong("etcd-lease-seconds")) var etcdLeaseSeconds: String?
@@ -52,7 +54,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("serviceCIDR", serviceCIDR), ("clusterDomain", clusterDomain), ("nodeIP", nodeIP), ("routing", routing),
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
-            ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled),
+            ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled), ("dns.lameDuck", dnsLameDuck),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("etcd.leaseSeconds", etcdLeaseSeconds), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),

@@ -259,6 +259,39 @@ struct AgentProcessTests {
         #expect(try get("/metrics") == "200")
     }
 
+    /// SIGTERM starts DNS's lame-duck pause (`dns.lameDuck`): the agent reports not ready for
+    /// all of it (it said ready for its 5 s), then exits cleanly; without a pause it stops at
+    /// once (the time is printed, not asserted).
+    @Test func notReadyDuringTheShutdownPauseAndNoPauseWhenItIsZero() throws {
+        let ns = try TestNamespace("pause")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let paused = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--dns-lame-duck", "3s",
+                                                                        "--dns-upstreams", "127.0.0.1:53535"], logName: "paused")
+        try paused.start()
+        #expect(try paused.cli(["status"]).status == 0)
+        let pid = try #require(paused.pid)
+        kill(pid, SIGTERM)
+        var seen: Int32 = -1
+        let deadline = Date().addingTimeInterval(2.5)
+        repeat {
+            seen = try paused.cli(["status"]).status
+            if seen == 3 { break }
+            usleep(20_000)
+        } while Date() < deadline
+        #expect(seen == 3, "status during the lame-duck pause: exit \(seen) (3 is running, not ready)\n\(paused.log())")
+        #expect(paused.waitForExit(timeout: 15) == 0, "\(paused.log())")
+
+        let quickDir = TempDirectory()
+        let quick = AgentProcess(namespace: ns, directory: quickDir, args: ["--node-name", "node1", "--dns-lame-duck", "0",
+                                                                                   "--dns-upstreams", "127.0.0.1:53535"], logName: "quick")
+        try quick.start()
+        let started = Date()
+        kill(try #require(quick.pid), SIGTERM)
+        #expect(quick.waitForExit(timeout: 15) == 0, "\(quick.log())")
+        print("stop without a lame-duck pause: \(String(format: "%.3f", Date().timeIntervalSince(started))) s")
+    }
+
     @Test func statusWithoutAgentSaysSo() throws {
         let r = try Shell.run([AgentProcess.binary, "status", "--socket", "/nonexistent/nodenet.sock"])
         #expect(!r.ok)

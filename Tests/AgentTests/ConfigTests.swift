@@ -95,6 +95,9 @@ import Testing
         ("- a\n- b", "the top level must be a mapping"),
         ("a: [", "not valid YAML"),
         ("nodeCIDRMaskSize: 8", "config key nodeCIDRMaskSize"),
+        ("dns: {lameDuck: soon}", "config key dns.lameDuck: \"soon\" is not a duration"),
+        ("dns: {lameDuck: 61s}", "config key dns.lameDuck"),
+        ("dns: {lameDuck: -1}", "config key dns.lameDuck"),
     ])
     func errorsNameTheKey(_ input: (String, String)) {
         do {
@@ -103,6 +106,14 @@ import Testing
         } catch {
             #expect(error.description.contains(input.1), "got: \(error.description)")
         }
+    }
+
+    @Test func dnsLameDuckTakesSecondsOrMilliseconds() throws {
+        #expect(try ConfigLoader.parse(yaml: "", defaultNodeName: "n").dns.lameDuckMilliseconds == 5000)
+        for (text, ms) in [("0", Int64(0)), ("2s", 2000), ("0.5", 500), ("250ms", 250), ("60s", 60_000)] {
+            #expect(try ConfigLoader.parse(yaml: "dns: {lameDuck: \(text)}", defaultNodeName: "n").dns.lameDuckMilliseconds == ms, "\(text)")
+        }
+        #expect(try ConfigLoader.parse(yaml: "", overrides: ["dns.lameDuck": "1s"], defaultNodeName: "n").dns.lameDuckMilliseconds == 1000)
     }
 
     @Test func unknownFlagKeyIsRefused() {

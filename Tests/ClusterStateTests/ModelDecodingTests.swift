@@ -237,6 +237,39 @@ import Testing
         #expect(ManifestDecoder.decodeJSON(encoded) == (try ManifestDecoder.decodeYAML(encoded)))
     }
 
+    /// The API server's objects the source tests serve (Tests/ClusterSourcesTests/Fixtures) and
+    /// the scale harness's generated shapes (bench/scale/gen.py, written there as JSON and as
+    /// kubectl-style YAML): the fast path and the YAML path agree on each.
+    @Test func sameObjectsForTheSourceFixturesAndTheGeneratedCluster() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = root.appendingPathComponent("Tests/ClusterSourcesTests/Fixtures")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".json") }.sorted()
+        #expect(files.count >= 4)
+        for file in files {
+            let text = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            let fast = try #require(ManifestDecoder.decodeJSON(text), "\(file) takes the JSON path")
+            #expect(fast == (try ManifestDecoder.decodeYAML(text)), "\(file)")
+        }
+        let gen = root.appendingPathComponent("bench/scale/gen.py").path
+        let out = NSTemporaryDirectory() + "nodenet-gen-" + UUID().uuidString.prefix(8)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        for format in ["json", "yaml"] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            p.arguments = [gen, "ci", out + "/" + format, "--format", format, "--chunk", "100000"]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        let json = try String(contentsOfFile: out + "/json/chunk-0000.json", encoding: .utf8)
+        let yaml = try String(contentsOfFile: out + "/yaml/chunk-0000.yaml", encoding: .utf8)
+        let fast = try #require(ManifestDecoder.decodeJSON(json))
+        #expect(fast.count == 2410)
+        #expect(fast == (try ManifestDecoder.decodeYAML(json)))
+        #expect(fast == (try ManifestDecoder.decodeYAML(yaml)), "the same cluster written as YAML")
+    }
+
     @Test func listsOfEveryKind() throws {
         let items = Self.fixtures.joined(separator: ",\n")
         for kind in ["List", "ServiceList"] {

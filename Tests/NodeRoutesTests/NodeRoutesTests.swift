@@ -323,3 +323,38 @@ struct EventSubscriptionTests {
         #expect(NodeRoutesActor.groups(for: .auto) == .all)
     }
 }
+
+/// The routes status keeps its peer counters without building the per-peer rows on each change
+/// (`PeerRowInputs.counts`); they must equal a recount of the rows in every situation: this
+/// node present or not, refused peers, programmed peers with errors, errors of peers gone.
+@Suite("status counters")
+struct StatusCounterTests {
+    @Test(arguments: [RoutingMode.hostGW, .vxlan, .auto])
+    func countersEqualARecountOfTheRows(_ mode: RoutingMode) {
+        var nodes: [String: Node] = [:]
+        var rng = SystemRandomNumberGenerator()
+        for step in 0..<400 {
+            let i = Int.random(in: 1...60, using: &rng)
+            let name = "node\(i)"
+            switch Int.random(in: 0..<6, using: &rng) {
+            case 0: nodes[name] = nil
+            case 1: nodes[name] = node(name, nil, ["10.244.\(i).0/24"])                       // no address: refused
+            case 2: nodes[name] = node(name, "192.168.9.\(i)", ["10.244.\(i).0/24"])          // off-link: refused in host-gw
+            case 3: nodes[name] = node(name, "192.168.1.\(i + 20)", [])                       // no subnet: refused
+            default: nodes[name] = node(name, "192.168.1.\(i + 20)", ["10.244.\(i).0/24"])
+            }
+            if step % 7 == 0 { nodes["node1"] = step % 14 == 0 ? cluster[0] : nil }        // this node comes and goes
+            let c = config(mode)
+            let desired = DesiredState.compute(configuration: c, topology: underlay, nodes: nodes.values)
+            var errors: [String: String] = [:]
+            for name in nodes.keys.sorted().prefix(3) { errors[name] = "boom" }
+            errors["node-gone"] = "stale"
+            errors["-"] = "unattributed"
+            let inputs = PeerRowInputs(configuration: c, nodes: nodes, desired: desired, errors: errors)
+            let rows = inputs.rows()
+            let counts = inputs.counts
+            #expect(counts.peers == rows.count, "step \(step)")
+            #expect(counts.failing == rows.filter { $0.state != .inSync }.count, "step \(step)")
+        }
+    }
+}

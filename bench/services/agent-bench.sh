@@ -143,7 +143,13 @@ for i in $(seq 1 "$CHANGES"); do
   for _ in $(seq 500); do [ "$(syncs)" != "$before" ] && break; sleep 0.01; done
   prog >> "$T/changes"
 done
-sort -n "$T/changes" | awk '{a[NR]=$1} END {printf "nodenet change (%d services, event to kernel, %d changes): p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", '"$S"', NR, a[int(NR*0.5)+1], a[int(NR*0.99)>0?int(NR*0.99):1], a[NR]}'
+python3 - "$T/changes" "$S" <<'PY'
+import sys
+v = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
+n = len(v)
+print("nodenet change (%s services, event to kernel, %d changes): p50 %.3f ms  p99 %.3f ms  max %.3f ms"
+      % (sys.argv[2], n, v[n // 2], v[min(n - 1, n * 99 // 100)], v[-1]))
+PY
 printf "nodenet first packet (%d services): " "$S"; connects ${P}c "$(vip 0)" "$CONNECTS"
 printf "nodenet pps (%d services): " "$S"; pps ${P}c "$(vip 0)"
 printf "nodenet rss at the end: "; rss

@@ -50,6 +50,9 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var pods: PodRecordMode = .insecure
         public var ttl: UInt32 = 5
         public var enabled: Bool = true
+        /// After SIGTERM the responder keeps answering this long while the agent reports not
+        /// ready, so clients and probes move away before it goes; the rest of a stop is quick.
+        public var lameDuckMilliseconds: Int64 = 5000
     }
 
     public struct Etcd: Sendable, Equatable {

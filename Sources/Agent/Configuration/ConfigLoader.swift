@@ -29,7 +29,7 @@ public enum ConfigLoader {
         "clusterDomain": .scalar, "nodeIP": .scalar, "routing": .scalar, "nodePortRange": .scalar,
         "logLevel": .scalar,
         "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
-        "dns.enabled": .scalar,
+        "dns.enabled": .scalar, "dns.lameDuck": .scalar,
         "etcd.endpoints": .list, "etcd.prefix": .scalar, "etcd.leaseSeconds": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
@@ -229,6 +229,16 @@ public enum ConfigLoader {
         }
         if let m = try choice("dns.pods", PodRecordMode.self) { c.dns.pods = m }
         if let n = try int("dns.ttl", 0...3600) { c.dns.ttl = UInt32(n) }
+        if let s = one("dns.lameDuck") {
+            // Seconds, as a number ("0.5") or with a unit ("500ms", "5s").
+            var text = s.trimmingCharacters(in: .whitespaces)
+            var scale = 1000.0
+            if text.hasSuffix("ms") { text.removeLast(2); scale = 1 } else if text.hasSuffix("s") { text.removeLast() }
+            guard let v = Double(text), v.isFinite, v >= 0, v * scale <= 60_000 else {
+                throw ConfigError(key: "dns.lameDuck", "\"\(s)\" is not a duration from 0 to 60 seconds (e.g. 5s, 500ms, 0)")
+            }
+            c.dns.lameDuckMilliseconds = Int64((v * scale).rounded())
+        }
         if let s = one("dns.enabled") {
             guard let b = Bool(s) else { throw ConfigError(key: "dns.enabled", "\"\(s)\" is not true or false") }
             c.dns.enabled = b

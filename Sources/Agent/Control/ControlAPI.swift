@@ -31,6 +31,9 @@ struct ControlAPI: Sendable {
 
     func handle(_ request: ControlRequest) async -> ControlReply {
         let key = "\(request.method.rawValue) \(request.path)"
+        // Probes and status answer while the stored objects load (status says so); everything
+        // else reads or writes them, or belongs to an actor that starts after: it waits.
+        if !["GET /healthz", "GET /readyz", "GET /v1/status"].contains(key) { await agent.waitForState() }
         if let extra = agent.routes.withLock({ $0[key] }) { return await extra(request) }
         switch key {
         case "GET /healthz", "GET /readyz":

@@ -3,7 +3,62 @@ import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
+
+/// Loads the stored objects into the store, then opens `NodeAgent.stateLoaded` for the
+/// services that wait on it. Runs beside the control socket, which answers meanwhile (status
+/// says "state" is what readiness waits for). A database that cannot be read stops the agent.
+struct StateService: AgentActor {
+    let agent: NodeAgent
+
+    func run() async throws {
+        do {
+            try await agent.loadState()
+        } catch {
+            agent.board.failed("state", "\(error)")
+            agent.logger.critical("cannot load the stored objects", metadata: ["error": "\(error)"])
+            // The waiting services go on to be cancelled with the group, not left hanging.
+            agent.stateLoaded.open()
+            throw error
+        }
+        agent.stateLoaded.open()
+        try? await gracefulShutdown()
+    }
+}
+
+/// A gate that opens once and stays open; waiting is cancellable.
+final class OneShotGate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>((false, [:], 0))
+
+    func open() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    var isOpen: Bool { state.withLock { $0.open } }
+
+    func wait() async {
+        if isOpen { return }
+        let id = state.withLock { s -> UInt64 in s.next += 1; return s.next }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.open || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+}
 
 /// The control socket: binds, serves until graceful shutdown, closes.
 struct ControlService: AgentActor {
@@ -36,6 +91,7 @@ struct EndpointsService: AgentActor {
 
     func run() async throws {
         agent.board.register("endpoints")
+        await agent.waitForState()
         let started = ContinuousClock.now
         let controller = EndpointsController()
         await controller.reconcileAll(store: agent.store)
@@ -52,6 +108,7 @@ struct NodeSubnetService: AgentActor {
 
     func run() async throws {
         agent.board.register("subnet")
+        await agent.waitForState()
         let events = await agent.store.subscribe()
         let started = ContinuousClock.now
         await agent.refreshPodSubnets()
@@ -135,6 +192,7 @@ struct LifecycleService: AgentActor {
                 try? await Task.sleep(for: tick)
             }
         }
+        board.stopping()
         notifier.stopping()
         logger.info("shutting down: the dataplane stays in place")
     }

@@ -19,6 +19,7 @@ struct DNSService: AgentActor {
         // A ServiceGroup stops the agent when any service returns: a disabled actor idles.
         guard config.dns.enabled else { try? await gracefulShutdown(); return }
         agent.board.register(name)
+        await agent.waitForState()
         // Subscribed before the first read, so a subnet that appears in between is not missed.
         let subnetChanges = agent.podCIDRChanges()
         let listen = ListenSet(config.dns.listenAddresses(podCIDRs: agent.podCIDRs))
@@ -36,7 +37,8 @@ struct DNSService: AgentActor {
         let server = ClusterDNSServer(
             configuration: DNSConfiguration(listenAddresses: listen.all, port: config.dns.port, clusterDomain: config.clusterDomain,
                                             ttl: config.dns.ttl, podMode: mode, upstreams: upstreams,
-                                            nameserverAddresses: config.dns.listen),
+                                            nameserverAddresses: config.dns.listen,
+                                            lameDuckMilliseconds: config.dns.lameDuckMilliseconds),
             store: agent.store, logger: agent.logger)
         agent.statusDetails(name) {
             let s = server.stats

@@ -15,6 +15,7 @@ struct NodeRoutesService: AgentActor {
     func run() async throws {
         let name = "routes"
         agent.board.register(name)
+        await agent.waitForState()
         let config = agent.config
         guard let nodeIP = agent.nodeIP else {
             agent.board.failed(name, "no node address: set nodeIP (no default-route interface was found)")
@@ -30,11 +31,19 @@ struct NodeRoutesService: AgentActor {
             store: agent.store, logger: agent.logger,
             onReconciled: { [agent] status in
                 agent.board.reconciled(name, seconds: 0, state: status.errors.isEmpty ? .inSync : .error, message: status.summary)
+                Self.report(status, to: agent.board, name)
+            },
+            // Every change, not only full reconciles: counters and the applied store version
+            // follow each Node event (the row said 0 peers with 5,000 routes programmed).
+            onChange: { [agent] status in
+                guard status.reconciled else { return }
                 agent.board.update(name) { row in
-                    row.counters = ["peers": status.peers.count, "routes": status.routes, "repairs": status.repairs]
-                    row.objects = status.objects
-                    if let e = status.errors.first { row.lastError = e }
+                    if row.state == .inSync || row.state == .error {
+                        row.state = status.errors.isEmpty ? .inSync : .error
+                        row.message = status.summary
+                    }
                 }
+                Self.report(status, to: agent.board, name)
             })
         agent.statusDetails(name) {
             var d: [String: String] = [:]
@@ -50,6 +59,15 @@ struct NodeRoutesService: AgentActor {
         defer { follow.cancel() }
         try await cancelWhenGracefulShutdown { try await routes.run() }
     }
+
+    private static func report(_ status: NodeRoutesStatus, to board: StatusBoard, _ name: String) {
+        board.update(name) { row in
+            row.counters = ["peers": status.peerCount, "routes": status.routes, "repairs": status.repairs]
+            row.appliedVersion = status.appliedVersion
+            row.objects = status.objects
+            if let e = status.errors.first { row.lastError = e }
+        }
+    }
 }
 
 /// Services in nftables: ClusterIP, NodePort, LoadBalancer and external IPs, affinity, policies.
@@ -64,6 +82,7 @@ struct ServiceProxyService: AgentActor {
     func run() async throws {
         let name = "services"
         agent.board.register(name)
+        await agent.waitForState()
         let config = agent.config
         // nftables over netlink; the nft-command backend is for tests and operators only.
         let backend: any RulesetBackend
@@ -115,7 +134,11 @@ struct ServiceProxyService: AgentActor {
                 defer { r = s.syncs + s.failures }
                 return r != s.syncs + s.failures
             }
-            guard fresh else { return }
+            // The applied version also moves without a sync (events with nothing for the proxy).
+            guard fresh else {
+                agent.board.update(name) { row in row.appliedVersion = s.appliedVersion }
+                return
+            }
             if s.inSync, s.lastError == nil || s.syncs > 0 {
                 agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
             } else if let e = s.lastError {
@@ -123,6 +146,7 @@ struct ServiceProxyService: AgentActor {
             }
             agent.board.update(name) { row in
                 row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
+                row.appliedVersion = s.appliedVersion
             }
         }
         agent.statusRefresher { publish(await current.value.status()) }

@@ -49,6 +49,9 @@ public final class NodeAgent: Sendable {
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
     /// Gauges actors refresh on each /metrics scrape (IPAM usage), keyed by actor name.
     let scrapeHooks = Mutex<[String: @Sendable () async -> Void]>([:])
+    /// Opens once the stored objects are in the store (`StateService`): the control socket
+    /// answers before that, everything that reads or writes the store waits for it.
+    let stateLoaded = OneShotGate()
 
     public var config: AgentConfiguration { configuration.withLock { $0 } }
     public var podCIDRs: [IPPrefix] { subnets.withLock { $0.cidrs } }
@@ -72,15 +75,42 @@ public final class NodeAgent: Sendable {
         } catch {
             throw AgentStartError(message: error.description)
         }
-        let (snapshot, skipped) = try database.loadSnapshot()
-        for (key, why) in skipped {
-            logger.warning("stored object skipped: does not decode", metadata: ["object": "\(key)", "reason": "\(why)"])
-        }
-        store = ClusterStore(snapshot, persistence: database)
+        // The objects are loaded by `StateService` once the agent runs, with the control socket
+        // already open (a restart at 175,000 objects spent seconds here with no socket).
+        store = ClusterStore(persistence: database)
         servesPersistedSync = config.source != .embedded && database.syncedSource() == config.source.rawValue
         resolvedNodeIP = Mutex(config.nodeIP ?? DefaultInterface.nodeIP())
         group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, ProcessInfo.processInfo.activeProcessorCount))
-        logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)"])
+    }
+
+    /// Returns once the stored objects are in the store (at once after that).
+    public func waitForState() async { await stateLoaded.wait() }
+
+    /// Reads every stored object (one SQLite read, on a thread of its own: it blocks) into the
+    /// store, then marks it synced when it is a complete view and derives the pod subnets.
+    func loadState() async throws {
+        let started = ContinuousClock.now
+        let database = self.database
+        let result: Result<(ClusterSnapshot, skipped: [(ObjectKey, String)]), PersistenceError> = await withCheckedContinuation { c in
+            Thread.detachNewThread {
+                c.resume(returning: Result { () throws(PersistenceError) in try database.loadSnapshot() })
+            }
+        }
+        let (snapshot, skipped) = try result.get()
+        for (key, why) in skipped {
+            logger.warning("stored object skipped: does not decode", metadata: ["object": "\(key)", "reason": "\(why)"])
+        }
+        await store.load(snapshot)
+        let config = self.config
+        // The stored objects are a complete view when the source delivered a full sync into them
+        // before: serve it at once (DNS, rules, readiness) while the source reconnects, rather
+        // than answering SERVFAIL and never getting ready while etcd or the API server is down.
+        if config.source == .embedded || servesPersistedSync { await store.markSynced() }
+        await refreshPodSubnets()
+        let seconds = (ContinuousClock.now - started).seconds
+        logger.info("state loaded", metadata: ["objects": "\(snapshot.objectCount)", "stateDir": "\(config.stateDir)",
+                                               "seconds": "\(String(format: "%.3f", seconds))"])
+        board.reconciled("state", seconds: seconds, message: "\(snapshot.objectCount) objects from \(database.path)")
     }
 
     /// Creates `dir` mode 0700, or sets that mode when it exists.
@@ -99,17 +129,12 @@ public final class NodeAgent: Sendable {
     /// is left in place: pods keep working while the agent restarts.
     public func run(actors extra: [any AgentActor] = []) async throws {
         let config = self.config
-        // The stored objects are a complete view when the source delivered a full sync into them
-        // before: serve it at once (DNS, rules, readiness) while the source reconnects, rather
-        // than answering SERVFAIL and never getting ready while etcd or the API server is down.
-        if config.source == .embedded || servesPersistedSync { await store.markSynced() }
-        await refreshPodSubnets()
 
         // Every gating actor is on the board before any of them runs: each registers itself when
         // it starts, and the first to reconcile could otherwise empty the readiness gate before
         // slower ones registered (READY=1 and /readyz while the source had not synced). The names
         // are those the services below register, in the same order (the status table's order).
-        var gating = ["control"]
+        var gating = ["state", "control"]
         if config.source != .embedded { gating.append("source") }
         if config.source != .kubernetes { gating.append("endpoints") }
         gating += ["subnet", "pods", "routes", "services"]
@@ -117,6 +142,7 @@ public final class NodeAgent: Sendable {
         for name in gating { board.register(name) }
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        services.append(.init(service: StateService(agent: self)))
         services.append(.init(service: ControlService(agent: self)))
         if config.source != .embedded {
             services.append(.init(service: SourceService(agent: self)))
@@ -305,7 +331,7 @@ public final class NodeAgent: Sendable {
                         serviceCIDRs: config.serviceCIDRs.map(\.description), clusterDomain: config.clusterDomain,
                         routing: config.routing.rawValue),
             objects: objects,
-            actors: board.rows,
+            actors: board.rows.map { $0.truthful(storeVersion: snapshot.version) },
             pods: snapshot.attachments.values.sorted { $0.keyName < $1.keyName }.map {
                 .init(namespace: $0.podNamespace, name: $0.podName, containerID: $0.containerID, ifname: $0.ifname,
                       ips: $0.ips.map(\.description), hostInterface: $0.hostInterface)

@@ -11,6 +11,7 @@ struct PodIPPublisher: AgentActor {
     let agent: NodeAgent
 
     func run() async throws {
+        await agent.waitForState()
         let events = await agent.store.subscribe()
         await publish(all: true, changes: [])
         await cancelWhenGracefulShutdown {

@@ -18,6 +18,7 @@ struct PodNetworkService: AgentActor {
     func run() async throws {
         let name = "pods"
         agent.board.register(name)
+        await agent.waitForState()
         let started = ContinuousClock.now
         let config = agent.config
         // Both in the agent's own namespace (the node's): one for the request path, one for

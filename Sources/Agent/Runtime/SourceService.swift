@@ -21,6 +21,7 @@ struct SourceService: AgentActor {
         let config = agent.config
         let name = "source"
         agent.board.register(name, message: "connecting to \(config.source.rawValue)")
+        await agent.waitForState()
         let runSource: @Sendable () async throws -> Void
         let waitSync: @Sendable (Duration) async -> Bool
         switch config.source {

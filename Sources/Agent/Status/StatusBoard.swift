@@ -28,6 +28,10 @@ public struct ActorStatus: Sendable, Codable, Equatable {
     /// The kernel objects the actor owns, one status each, after its last pass (nil: the
     /// actor does not report objects).
     public var objects: [KernelObjectStatus]?
+    /// The store version whose desired state the actor's kernel objects hold, for actors that
+    /// track it: the row is in sync only when this is the store's current version (see
+    /// `truthful(storeVersion:)`); nil for actors that do not report it.
+    public var appliedVersion: UInt64?
 
     public init(name: String, state: ActorState = .starting, message: String = "") {
         self.name = name
@@ -36,6 +40,17 @@ public struct ActorStatus: Sendable, Codable, Equatable {
         reconciles = 0
         errors = 0
         counters = [:]
+    }
+
+    /// The row as of store version `storeVersion`: an actor that reported its kernel objects in
+    /// sync for an older version is still applying the changes since (pending), so "in-sync"
+    /// always means the kernel holds the desired state of what the store holds now.
+    public func truthful(storeVersion: UInt64) -> ActorStatus {
+        guard state == .inSync, let applied = appliedVersion, applied < storeVersion else { return self }
+        var row = self
+        row.state = .pending
+        row.message = "applying store changes: the kernel holds version \(applied) of \(storeVersion); " + message
+        return row
     }
 }
 
@@ -47,6 +62,7 @@ public final class StatusBoard: Sendable {
         var order: [String] = []
         var waitingFor: Set<String> = []
         var ready = false
+        var stopping = false
         var onReady: [@Sendable () -> Void] = []
     }
 
@@ -84,7 +100,7 @@ public final class StatusBoard: Sendable {
             row.reconciles += 1
             s.actors[name] = row
             s.waitingFor.remove(name)
-            guard s.waitingFor.isEmpty, !s.ready else { return [] }
+            guard s.waitingFor.isEmpty, !s.ready, !s.stopping else { return [] }
             s.ready = true
             defer { s.onReady = [] }
             return s.onReady
@@ -114,8 +130,19 @@ public final class StatusBoard: Sendable {
         state.withLock { $0.actors[name]?.lastReconcile != nil }
     }
 
-    public var isReady: Bool { state.withLock { $0.ready } }
-    public var waitingFor: [String] { state.withLock { $0.waitingFor.sorted() } }
+    /// Shutdown began: not ready from now on (`/readyz` 503, `nodenet status` exit 3), also
+    /// while DNS answers its lame-duck period, so probes and clients move away first.
+    public func stopping() {
+        state.withLock { s in
+            s.stopping = true
+            s.ready = false
+            s.onReady = []
+        }
+    }
+
+    public var isStopping: Bool { state.withLock { $0.stopping } }
+    public var isReady: Bool { state.withLock { $0.ready && !$0.stopping } }
+    public var waitingFor: [String] { state.withLock { $0.stopping ? ["shutdown"] : $0.waitingFor.sorted() } }
 
     /// Runs `body` once everything is ready (at once if it already is).
     public func whenReady(_ body: @escaping @Sendable () -> Void) {

@@ -108,21 +108,39 @@ public enum ManifestDecoder {
         return nodes
     }
 
-    /// Decodes one object from Kubernetes JSON (the watch/list wire format).
+    /// Decodes one object from Kubernetes JSON (the watch/list wire format). One parse: the
+    /// type (apiVersion, kind) and the object are read from the same decoder (it parsed twice,
+    /// once for the type and once for the object, which was most of an etcd list's CPU).
     public static func decode(json: Data, document: Int = 1) throws(ManifestError) -> ClusterObject {
-        let kind: ObjectKind
+        let seen = KindSeen()
+        let decoder = JSONDecoder()
+        decoder.userInfo[KindSeen.key] = seen
         do {
-            let meta = try JSONDecoder().decode(TypeMeta.self, from: json)
-            kind = try objectKind(meta, document: document)
+            return try decoder.decode(OneObject.self, from: json).object
         } catch let e as ManifestError {
-            throw e
+            throw ManifestError(document: document, object: e.object, field: e.field, message: e.message)
         } catch {
-            throw ManifestError(document: document, message: "not valid JSON: \(describe(error))")
-        }
-        do {
-            return try decodeKind(kind) { try JSONDecoder().decode($0, from: json) }
-        } catch {
+            guard let kind = seen.kind else {
+                throw ManifestError(document: document, message: "not valid JSON: \(describe(error))")
+            }
             throw describeFailure(error, document: document, kind: kind, name: nil)
+        }
+    }
+
+    /// Where `OneObject` leaves the kind it found, so a failure after that is reported as
+    /// the kind's (field path and all), one before it as JSON that is not an object.
+    private final class KindSeen: @unchecked Sendable {
+        // @unchecked: written and read on the one thread running one decode call.
+        static let key = CodingUserInfoKey(rawValue: "nodenet.kindSeen")!
+        var kind: ObjectKind?
+    }
+
+    private struct OneObject: Decodable {
+        var object: ClusterObject
+        init(from decoder: any Decoder) throws {
+            let kind = try ManifestDecoder.objectKind(try TypeMeta(from: decoder), document: 1)
+            (decoder.userInfo[KindSeen.key] as? KindSeen)?.kind = kind
+            object = try ManifestDecoder.decodeKind(kind) { try $0.init(from: decoder) }
         }
     }
 

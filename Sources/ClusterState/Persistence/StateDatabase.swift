@@ -86,20 +86,34 @@ public final class StateDatabase: StorePersistence {
     public func save(_ changes: [ObjectChange]) throws(PersistenceError) {
         do {
             try writer.write { db in
+                // Prepared once per transaction, not parsed per object.
+                let upsert = try db.cachedStatement(sql: "INSERT OR REPLACE INTO objects (kind, namespace, name, json) VALUES (?, ?, ?, ?)")
+                let delete = try db.cachedStatement(sql: "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?")
                 for change in changes {
                     let k = change.key
                     if let object = change.new {
-                        try db.execute(sql: "INSERT OR REPLACE INTO objects (kind, namespace, name, json) VALUES (?, ?, ?, ?)",
-                                       arguments: [k.kind.rawValue, k.namespace, k.name, try ObjectCoding.encode(object)])
+                        try upsert.execute(arguments: [k.kind.rawValue, k.namespace, k.name, try Self.row(object)])
                     } else {
-                        try db.execute(sql: "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                                       arguments: [k.kind.rawValue, k.namespace, k.name])
+                        try delete.execute(arguments: [k.kind.rawValue, k.namespace, k.name])
                     }
                 }
             }
         } catch {
             throw PersistenceError("save \(changes.count) objects", "\(error)")
         }
+    }
+
+    /// The stored form of an object: the compact binary form for the cluster kinds
+    /// (`StoredCoding`), Kubernetes JSON for the node-local ones.
+    static func row(_ object: ClusterObject) throws -> Data {
+        if let bytes = StoredCoding.encode(object) { return Data(bytes) }
+        return try ObjectCoding.encode(object)
+    }
+
+    /// Decodes a row of either form (rows written before the binary form are JSON).
+    static func object(kind: ObjectKind, row bytes: UnsafeRawBufferPointer) throws -> ClusterObject {
+        if bytes.first == StoredCoding.marker { return try StoredCoding.decode(bytes) }
+        return try ObjectCoding.decode(kind: kind, Data(bytes))
     }
 
     /// Every stored object. Rows that no longer decode (written by another version) are
@@ -118,7 +132,9 @@ public final class StateDatabase: StorePersistence {
                         continue
                     }
                     do {
-                        objects.append(try ObjectCoding.decode(kind: kind, row["json"]))
+                        // The blob is read in place: no copy per row.
+                        let data = row.dataNoCopy(named: "json") ?? Data()
+                        objects.append(try data.withUnsafeBytes { try Self.object(kind: kind, row: $0) })
                     } catch {
                         skipped.append((key, "\(error)"))
                     }

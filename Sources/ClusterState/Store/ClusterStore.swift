@@ -33,6 +33,14 @@ public actor ClusterStore {
 
     /// Whether the store's code runs on its own thread (tests).
     func runsOnItsThread() -> Bool { Self.executor.isCurrent }
+    /// Puts the persisted objects in at start: they are the store's content, not changes
+    /// (nothing is published, nothing written). Only before anything else touched the store.
+    public func load(_ snapshot: ClusterSnapshot) {
+        precondition(state.version == 0 && state.objectCount == 0, "load is for an empty store at start")
+        let synced = state.synced
+        state = snapshot
+        state.synced = state.synced || synced
+    }
 
     public var version: UInt64 { state.version }
 

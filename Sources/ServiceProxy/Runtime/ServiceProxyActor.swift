@@ -100,7 +100,13 @@ public actor ServiceProxyActor {
         }
     }
 
-    private func record(_ event: StoreEvent) -> Bool { planner.record(event) }
+    private func record(_ event: StoreEvent) -> Bool {
+        let work = planner.record(event)
+        // An event with nothing for the proxy (a Pod, a Node) while the kernel holds everything
+        // else: the kernel holds that version's state too.
+        if !work, current.inSync, case .changed(let version, _) = event { current.appliedVersion = max(current.appliedVersion ?? 0, version) }
+        return work
+    }
     private func requestFullSync() { planner.requestFullSync() }
 
     /// One sync: plan, apply, delete stale UDP flows, update status and metrics.
@@ -129,6 +135,7 @@ public actor ServiceProxyActor {
             return
         }
         believed = planner.desired.model
+        current.appliedVersion = max(current.appliedVersion ?? 0, snapshot.version)
         if !plan.conntrack.isEmpty {
             do {
                 conntrackCounter.increment(by: try await backend.deleteConntrack(plan.conntrack))

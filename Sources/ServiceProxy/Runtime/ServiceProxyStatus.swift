@@ -24,6 +24,10 @@ public struct ServiceProxyStatus: Sendable, Codable, Equatable {
     /// Store event to kernel for the changes of the last sync (seconds), kube-proxy's network
     /// programming latency; nil for a sync no event asked for (start, periodic check).
     public var lastProgrammingSeconds: Double?
+    /// The store version whose Services and EndpointSlices the kernel holds: advanced by each
+    /// successful sync, and by store events that change nothing here while nothing is pending.
+    /// `nodenet status` reads the row in sync only when this is the store's current version.
+    public var appliedVersion: UInt64?
 
     public init() {}
 }
