@@ -27,6 +27,7 @@ struct MetricsService: AgentActor {
         agent.board.register("metrics", gatesReadiness: false)
         let store = agent.store
         let board = agent.board
+        let agent = agent
         let server = ControlServer(socketPath: "", group: agent.group, logger: agent.logger) { request in
             if let probe = ControlAPI.probe(request.path, board: board) { return probe }
             guard request.path == "/metrics" else { return .error(.notFound, "try /metrics, /healthz or /readyz") }
@@ -35,7 +36,8 @@ struct MetricsService: AgentActor {
                 Gauge(label: "nodenet_store_objects", dimensions: [("kind", kind.rawValue)]).record(snapshot.count(of: kind))
             }
             Gauge(label: "nodenet_store_version").record(Double(snapshot.version))
-            return ControlReply(body: AgentMetrics.registry.emitToBuffer(), contentType: "text/plain; version=0.0.4")
+            return ControlReply(body: AgentMetrics.registry.emitToBuffer() + Array(agent.extraMetricsText.utf8),
+                                contentType: "text/plain; version=0.0.4")
         }
         let channel: any Channel
         do {

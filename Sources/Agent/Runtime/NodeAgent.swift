@@ -43,6 +43,7 @@ public final class NodeAgent: Sendable {
     private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
     /// Status details contributed by actors, keyed by actor name.
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
+    let metricsProviders = Mutex<[String: @Sendable () -> String]>([:])
 
     public var config: AgentConfiguration { configuration.withLock { $0 } }
     public var podCIDRs: [IPPrefix] { subnets.withLock { $0.cidrs } }
@@ -157,6 +158,14 @@ public final class NodeAgent: Sendable {
     public func statusDetails(_ name: String, _ provider: @escaping @Sendable () async -> [String: String]) {
         detailProviders.withLock { $0[name] = provider }
     }
+
+    /// Prometheus text an actor adds to `/metrics` (DNS: CoreDNS's metric names, rendered from
+    /// its own counters at scrape time).
+    public func metricsText(_ name: String, _ provider: @escaping @Sendable () -> String) {
+        metricsProviders.withLock { $0[name] = provider }
+    }
+
+    var extraMetricsText: String { metricsProviders.withLock { $0 }.sorted { $0.key < $1.key }.map { $0.value() }.joined() }
 
     /// Re-derives this node's pod subnets (config, Node object, lease) and leases one from
     /// clusterCIDR if nothing else provides it. Returns true when they changed.
