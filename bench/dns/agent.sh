@@ -10,7 +10,8 @@
 # answer from their cache (warmed first).
 # Never touches the root namespace; every namespace and process is removed on exit.
 # Usage: bench/dns/agent.sh [services=10000] [endpointsPerService=5] [seconds=10] [rounds=3] [ext%=0]
-# Env: NODENET_BIN (default .build-rel/release/nodenet), PERF=1 to record a perf profile of the agent.
+# Env: NODENET_BIN (default .build-rel/release/nodenet), PERF=1 to record a perf profile of the agent
+# (PERF_OUT, default /tmp/nodenet-perf-agent.txt).
 set -euo pipefail
 S=${1:-10000}; EPS=${2:-5}; SECS=${3:-10}; ROUNDS=${4:-3}; EXT=${5:-0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -151,8 +152,8 @@ echo "agent threads by CPU ticks during 5 s of load (tid name ticks):"
 join <(sort $T/threads.0) <(sort $T/threads.1) | awk '{d = $5 - $3; if (d > 0) print "  " $1, $2, d}' | sort -k3 -n -r | head -8
 if [ "${PERF:-0}" = 1 ]; then
   wait $PERFPID || true
-  perf report -i $T/perf.data --no-children --sort comm,dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -60 > $ROOT/bench/dns/perf-agent.txt || true
-  echo "perf profile: bench/dns/perf-agent.txt"
+  perf report -i $T/perf.data --no-children --sort comm,dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -60 > ${PERF_OUT:-/tmp/nodenet-perf-agent.txt} || true
+  echo "perf profile: ${PERF_OUT:-/tmp/nodenet-perf-agent.txt}"
 fi
 read NQ NL NA < <(best <$T/n.rounds)
 read UQ UL UA < <(best <$T/u.rounds)
