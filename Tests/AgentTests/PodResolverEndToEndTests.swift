@@ -347,6 +347,7 @@ struct PodResolverEndToEndTests {
                 }
             }
         }
+        print("autopath: queries the agent received for one getent ahosts www.example.test: \(queries) (false: off, true: on)")
         #expect(addresses[true] == addresses[false], "the same final answer")
         #expect(addresses[true]?.contains("192.0.2.10") == true, "\(addresses)")
         #expect((queries[true] ?? 99) <= 2, "one round trip (A and AAAA) with autopath: \(queries)")
