@@ -84,23 +84,27 @@ struct ServiceProxyService: AgentActor {
         }
         // proxy.status() walks the whole desired model (about 10 ms at 10,000 services): polled
         // every 200 ms it took a large share of the two-core node's CPU from the DNS event
-        // loops (bench/dns/RESULTS.md). It is polled every 200 ms for 60 s after the store last
-        // changed (syncs follow changes), else every 10 s (periodic full syncs, retries).
+        // loops (bench/dns/RESULTS.md). It is polled every 200 ms after the store changed until a
+        // sync shows that finished at least 1 s after the change (syncs follow changes; at most
+        // 60 s), else every 10 s (periodic full syncs, retries, a sync that was already running).
         let store = agent.store
         let watcher = Task {
             var reported = -1
             var seenVersion: UInt64?
             var lastChange = ContinuousClock.now
+            var syncSeen = ContinuousClock.now - .seconds(3600)
             var lastPoll = ContinuousClock.now - .seconds(60)
             while !Task.isCancelled {
                 let version = await store.version
                 if version != seenVersion { seenVersion = version; lastChange = .now }
                 let now = ContinuousClock.now
-                if now - lastChange < .seconds(60) || now - lastPoll >= .seconds(10) {
+                let pending = syncSeen < lastChange + .seconds(1) && now - lastChange < .seconds(60)
+                if pending || now - lastPoll >= .seconds(10) {
                     lastPoll = now
                     let s = await proxy.status()
                     if s.syncs + s.failures != reported, s.syncs > 0 || s.failures > 0 {
                         reported = s.syncs + s.failures
+                        syncSeen = now
                         if s.inSync, s.lastError == nil || s.syncs > 0 {
                             agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
                         } else if let e = s.lastError {
