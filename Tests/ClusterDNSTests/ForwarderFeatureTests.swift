@@ -203,3 +203,45 @@ func shutdownLater(_ group: MultiThreadedEventLoopGroup) {
         }
     }
 }
+
+/// Cache hits answered from the entry's wire form equal the general path's answer.
+@Suite struct WireCacheTests {
+    @Test func cacheHitsFromTheWireFormMatchTheGeneralPath() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { shutdownLater(group) }
+        let f = Forwarder(upstreams: [UpstreamServer(address: IPAddress("127.0.0.1")!, port: 9)], configuration: DNSConfiguration(),
+                          transport: UpstreamTransport(group: group), counters: DNSCounters(), logger: Logger(label: "t"))
+        let now = monotonicMilliseconds()
+        let www = DNSName("www.example.test")!, cdn = DNSName("edge.cdn.example.test")!
+        var up = DNSMessage.response(to: DNSMessage(questions: [DNSQuestion(name: www, type: .a)]), rcode: .noError)
+        up.header.authenticData = true
+        up.answers = [DNSRecord(name: www, type: .cname, ttl: 300, data: .cname(cdn))]
+            + (1...3).map { DNSRecord(name: cdn, type: .a, ttl: 60, data: .a(IPv4Address(192, 0, 2, UInt8($0)))) }
+        f.cache.store(CacheKey(DNSQuestion(name: www, type: .a)), up, now: now - 2000)   // two seconds old
+        let nope = DNSName("nope.example.test")!
+        var nx = DNSMessage.response(to: DNSMessage(questions: [DNSQuestion(name: nope, type: .aaaa)]), rcode: .nxDomain)
+        nx.authority = [DNSRecord(name: DNSName("example.test")!, type: .soa, ttl: 60,
+                                  data: .soa(mname: DNSName("ns.example.test")!, rname: DNSName("h.example.test")!, serial: 7,
+                                             refresh: 1, retry: 1, expire: 1, minimum: 60))]
+        f.cache.store(CacheKey(DNSQuestion(name: nope, type: .aaaa)), nx, now: now)
+        let p = QueryProcessor(zone: await Fixture.zone(), forwarder: f, counters: DNSCounters(), configuration: DNSConfiguration())
+        func query(_ name: String, _ type: RRType, edns: UInt16?, cd: Bool = false) -> [UInt8] {
+            var h = DNSHeader(); h.id = 77; h.recursionDesired = true; h.checkingDisabled = cd
+            return DNSMessage(header: h, questions: [DNSQuestion(name: DNSName(name)!, type: type)], edns: edns.map { EDNS(udpSize: $0) }).encode()
+        }
+        for q in [query("www.example.test", .a, edns: nil), query("WWW.Example.TEST", .a, edns: 1232, cd: true),
+                  query("nope.example.test", .aaaa, edns: 4096)] {
+            let fast = try #require(p.fastZoneReply(q, overTCP: false))
+            guard case .reply(let general) = p.handle(q, overTCP: false, allowFastPath: false) else { Issue.record("no reply"); continue }
+            let a = try DNSMessage(parsing: fast), b = try DNSMessage(parsing: general)
+            #expect(a == b)
+            #expect(fast.count == general.count)
+        }
+        let m = try DNSMessage(parsing: try #require(p.fastZoneReply(query("www.example.test", .a, edns: nil), overTCP: false)))
+        #expect(m.answers.map(\.ttl) == [298, 58, 58, 58], "TTLs aged by the entry's age")
+        #expect(m.header.authenticData && m.questions.first?.name.wire == DNSName("www.example.test")!.wire)
+        // Not from the cache: zone names, reverse names, uncached names.
+        #expect(p.fastZoneReply(query("other.example.test", .a, edns: nil), overTCP: false) == nil)
+        #expect(p.wireReply(query("1.2.0.192.in-addr.arpa", .ptr, edns: nil), overTCP: false) == nil)
+    }
+}

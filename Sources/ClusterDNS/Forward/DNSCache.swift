@@ -11,6 +11,12 @@ struct CacheKey: Hashable, Sendable {
         type = q.type.rawValue
         qclass = q.qclass
     }
+
+    init(name: [UInt8], type: UInt16, qclass: UInt16) {
+        self.name = name
+        self.type = type
+        self.qclass = qclass
+    }
 }
 
 /// A positive and negative cache for upstream answers (RFC 2308 for negative TTLs), with
@@ -24,6 +30,8 @@ final class DNSCache: Sendable {
         /// Hits since stored, and whether a prefetch of this entry is under way.
         var hits = 0
         var prefetching = false
+        /// The same answer in wire form (nil when it could not be made).
+        var wire: WireCacheEntry?
     }
 
     private let entries = Mutex<[CacheKey: Entry]>([:])
@@ -75,6 +83,20 @@ final class DNSCache: Sendable {
         return (Self.aged(e.message, by: UInt32(clamping: (now - e.storedAt) / 1000), cap: nil), prefetch)
     }
 
+    /// A fresh entry's wire form with its age in seconds (the fast path); `prefetch` as in `lookup`.
+    func wireLookup(_ key: CacheKey, now: Int64) -> (entry: WireCacheEntry, age: UInt32, denial: Bool, prefetch: Bool)? {
+        entries.withLock { d in
+            guard let i = d.index(forKey: key) else { return nil }
+            let e = d.values[i]
+            guard now < e.expiresAt, let wire = e.wire else { return nil }
+            d.values[i].hits += 1
+            let lifetime = e.expiresAt - e.storedAt
+            let prefetch = prefetchHits > 0 && !e.prefetching && e.hits + 1 >= prefetchHits && (e.expiresAt - now) * 10 <= lifetime
+            if prefetch { d.values[i].prefetching = true }
+            return (wire, UInt32(clamping: (now - e.storedAt) / 1000), e.message.answers.isEmpty, prefetch)
+        }
+    }
+
     /// An expired entry still inside the serve-stale window, with TTLs of at most `staleTTL`.
     func stale(_ key: CacheKey, now: Int64) -> DNSMessage? {
         guard let e = entries.withLock({ $0[key] }), now >= e.expiresAt, now < e.expiresAt + staleMilliseconds else { return nil }
@@ -111,7 +133,7 @@ final class DNSCache: Sendable {
         guard capacity > 0, let ttl = cacheTTL(m), ttl > 0 else { return }
         var stored = m
         stored.edns = nil
-        let entry = Entry(message: stored, storedAt: now, expiresAt: now + Int64(ttl) * 1000)
+        let entry = Entry(message: stored, storedAt: now, expiresAt: now + Int64(ttl) * 1000, wire: WireCacheEntry(stored))
         entries.withLock { d in
             if d.count >= capacity, d[key] == nil {
                 // Drop expired entries first; if none, an arbitrary one (hash order is random enough).

@@ -93,6 +93,16 @@ final class Forwarder: Sendable {
         return hit.message
     }
 
+    /// A fresh cached answer in wire form (the event loop's fast path): records aged, rcode,
+    /// AD and counts; counted as a cache hit.
+    func cachedWire(_ key: CacheKey, question: @autoclosure () -> DNSQuestion) -> (entry: WireCacheEntry, records: [UInt8])? {
+        guard !loopDetected, let hit = cache.wireLookup(key, now: monotonicMilliseconds()) else { return nil }
+        counters.bump(counters.cacheHits)
+        if hit.denial { counters.bump(counters.cacheDenialHits) }
+        if hit.prefetch { prefetchQueue.yield(question()) }
+        return (hit.entry, hit.entry.aged(by: hit.age))
+    }
+
     /// Refreshes popular entries queued by `cached` until cancelled.
     func prefetchLoop() async {
         await withTaskCancellationHandler {

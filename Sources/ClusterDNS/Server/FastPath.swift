@@ -89,8 +89,13 @@ extension QueryProcessor {
         }
         let nameEnd = i + 1
         let questionEnd = nameEnd + 4
-        guard questionEnd <= bytes.count, nameEnd - 12 <= DNSLimits.maxNameLength,
-              bytes[nameEnd + 2] == 0, bytes[nameEnd + 3] == 1, bytes[nameEnd] == 0, bytes[nameEnd + 1] == 1 || bytes[nameEnd + 1] == 28 else { return nil }
+        guard questionEnd <= bytes.count, nameEnd - 12 <= DNSLimits.maxNameLength, bytes[nameEnd + 2] == 0, bytes[nameEnd + 3] == 1 else { return nil }
+        let type = UInt16(bytes[nameEnd]) << 8 | UInt16(bytes[nameEnd + 1])
+        let zoneType = type == 1 || type == 28
+        // Forwarded names answered from the cache: anything but the zone's own names, reverse
+        // names (the zone answers some), the meta types, and the forwarder's loop probe.
+        let cacheType = forwarder != nil && ![RRType.ptr, .any, .axfr, .ixfr, .opt].contains(RRType(type))
+        guard zoneType || cacheType else { return nil }
         let hasOPT = bytes[11] == 1
         var dnssecOK = false
         var maxSize = overTCP ? 65535 : DNSLimits.classicUDPSize
@@ -105,7 +110,10 @@ extension QueryProcessor {
         }
         var key = Array(bytes[12..<nameEnd])
         for k in key.indices where key[k] >= 65 && key[k] <= 90 { key[k] |= 0x20 }
-        guard let answer = zone.wireAnswer(WireAnswers.Key(name: key, type: UInt16(bytes[nameEnd + 1])), replica: replica) else { return nil }
+        if cacheType, DNSName.suffixOffset(key, zone.resolver.apexKey) == nil {
+            return cacheReply(bytes, key: key, type: type, questionEnd: questionEnd, hasOPT: hasOPT, dnssecOK: dnssecOK, maxSize: maxSize)
+        }
+        guard zoneType, let answer = zone.wireAnswer(WireAnswers.Key(name: key, type: type), replica: replica) else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(questionEnd + answer.records.count + 11)
         out.append(contentsOf: bytes[0..<questionEnd])
@@ -121,6 +129,33 @@ extension QueryProcessor {
         guard out.count <= maxSize else { return nil }
         counters.bump(counters.zoneAnswers)
         counters.bump(counters.noError)
+        return out
+    }
+}
+
+extension QueryProcessor {
+    /// A forwarded name's answer from the cache's wire form: header (QR, RD and CD echoed, RA,
+    /// the cached AD and rcode), the client's question, the cached records with TTLs aged.
+    func cacheReply(_ bytes: [UInt8], key: [UInt8], type: UInt16, questionEnd: Int, hasOPT: Bool, dnssecOK: Bool, maxSize: Int) -> [UInt8]? {
+        guard let forwarder else { return nil }
+        let cacheKey = CacheKey(name: key, type: type, qclass: DNSClass.internet)
+        guard let (entry, records) = forwarder.cachedWire(cacheKey, question: DNSQuestion(name: DNSName(uncheckedWire: Array(bytes[12..<(questionEnd - 4)])), type: RRType(type))) else {
+            return nil
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(questionEnd + records.count + 11)
+        out.append(contentsOf: bytes[0..<questionEnd])
+        out[2] = 0x80 | (bytes[2] & 0x01)                                              // QR, RD echoed
+        out[3] = 0x80 | (entry.authenticData ? 0x20 : 0) | (bytes[3] & 0x10) | entry.rcode   // RA, AD, CD echoed
+        for k in 0..<6 { out[6 + k] = entry.counts[k] }
+        if hasOPT { out[11] &+= 1; if out[11] == 0 { out[10] &+= 1 } }
+        out.append(contentsOf: records)
+        if hasOPT {
+            let size = DNSWire.advertisedUDPSize
+            out += [0, 0, 41, UInt8(size >> 8), UInt8(size & 0xFF), 0, 0, dnssecOK ? 0x80 : 0, 0, 0, 0]
+        }
+        guard out.count <= maxSize else { return nil }  // needs truncation: the general path does it
+        counters.count(rcode: UInt16(entry.rcode))
         return out
     }
 }
