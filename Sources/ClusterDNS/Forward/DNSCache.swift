@@ -12,6 +12,13 @@ struct CacheKey: Hashable, Sendable {
         qclass = q.qclass
     }
 
+    /// The name's bytes in one call (see `WireAnswers.Key`).
+    func hash(into h: inout Hasher) {
+        name.withUnsafeBytes { h.combine(bytes: $0) }
+        h.combine(type)
+        h.combine(qclass)
+    }
+
     init(name: [UInt8], type: UInt16, qclass: UInt16) {
         self.name = name
         self.type = type
