@@ -31,6 +31,9 @@ public final class ClusterDNSServer: Sendable {
     let counters = DNSCounters()
     /// One counter shard per socket (see `DNSCounters`).
     private let shards = Mutex<[DNSCounters]>([])
+    /// Every shard's client allow list, so `setAllowedClients` reaches them all.
+    private let acls = Mutex<(prefixes: [IPPrefix], lists: [ClientACL])>(([], []))
+    private let forwarderRef = Mutex<Forwarder?>(nil)
     private let listening = Atomic<Bool>(false)
     private let listeners: Mutex<Listeners>
     private let lameDuck = Atomic<Bool>(false)
@@ -42,7 +45,34 @@ public final class ClusterDNSServer: Sendable {
         self.logger = logger
         zone = ClusterZone(configuration: configuration, replicas: Self.threads(configuration))
         listeners = Mutex(Listeners(wanted: configuration.listenAddresses))
+        acls.withLock { $0.prefixes = configuration.allowedClients }
     }
+
+    /// Replaces the client allow list (the agent: the pod subnets changed). Empty: everyone.
+    public func setAllowedClients(_ prefixes: [IPPrefix]) {
+        let lists = acls.withLock { a in a.prefixes = prefixes; return a.lists }
+        for l in lists { l.update(prefixes) }
+    }
+
+    public var allowedClients: [IPPrefix] { acls.withLock { $0.prefixes } }
+
+    private func newACL() -> ClientACL {
+        acls.withLock { a in
+            let l = ClientACL(a.prefixes)
+            a.lists.append(l)
+            return l
+        }
+    }
+
+    /// CoreDNS-named metrics in Prometheus text format (see `CoreDNSMetrics`).
+    public var coreDNSMetrics: String {
+        let f = forwarderRef.withLock { $0 }
+        return CoreDNSMetrics.render(stats, upstreams: f?.upstreamStats ?? [], cacheEntries: f?.cache.counts ?? (0, 0),
+                                     port: boundPort ?? Int(configuration.port))
+    }
+
+    /// Per upstream: queries sent, failures, and whether it is in service now (metrics).
+    public var upstreamStats: [UpstreamStats] { forwarderRef.withLock { $0 }?.upstreamStats ?? [] }
 
     /// Event loops: as configured, else one per core.
     static func threads(_ c: DNSConfiguration) -> Int { c.eventLoopThreads > 0 ? c.eventLoopThreads : max(1, System.coreCount) }
@@ -75,14 +105,15 @@ public final class ClusterDNSServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let transport = UpstreamTransport(group: group)
         let upstreams = Self.upstreams(c.upstreams)
-        if upstreams.isEmpty { logger.warning("\(ClusterDNSError.noUpstreams("\(c.upstreams)"))") }
-        let forwarder = Forwarder(upstreams: upstreams, configuration: c, transport: transport, counters: counters, logger: logger)
+        if upstreams.isEmpty, c.zones.isEmpty { logger.warning("\(ClusterDNSError.noUpstreams("\(c.upstreams)"))") }
+        let forwarder = Forwarder(upstreams: upstreams, zones: c.zones, configuration: c, transport: transport, counters: counters, logger: logger)
+        forwarderRef.withLock { $0 = forwarder }
         let processor: @Sendable (Int) -> QueryProcessor = { [zone] loop in
-            QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c, replica: loop)
+            QueryProcessor(zone: zone, forwarder: forwarder, counters: self.newShard(), configuration: c, replica: loop, acl: self.newACL())
         }
         let follower = Task { [zone, store, logger] in await zone.follow(store, logger: logger) }
         let binder = Binder(group: group, processor: processor, sockets: c.udpSocketsPerAddress > 0 ? c.udpSocketsPerAddress : threads,
-                            limiter: ConnectionLimiter(limit: c.maxTCPConnections))
+                            tcpClients: TCPClients(total: c.maxTCPConnections, perClient: c.maxTCPConnectionsPerClient))
         listeners.withLock { $0.binder = binder }
         await bindPending()
         // Addresses that could not be bound (not yet on the device, IPv6 still tentative, taken)
@@ -97,6 +128,7 @@ public final class ClusterDNSServer: Sendable {
             }
         }
         if !upstreams.isEmpty { Task { await forwarder.sendLoopProbe() } }
+        let prefetcher = Task { await forwarder.prefetchLoop() }
 
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
         retry.cancel()
@@ -115,6 +147,7 @@ public final class ClusterDNSServer: Sendable {
         }
         for ch in channels { try? await ch.close() }
         follower.cancel()
+        prefetcher.cancel()
         await transport.close()
         listening.store(false, ordering: .relaxed)
         try? await group.shutdownGracefully()
@@ -143,7 +176,7 @@ public final class ClusterDNSServer: Sendable {
         let group: MultiThreadedEventLoopGroup
         let processor: @Sendable (Int) -> QueryProcessor
         let sockets: Int
-        let limiter: ConnectionLimiter
+        let tcpClients: TCPClients
     }
 
     struct Listeners: Sendable {
@@ -190,7 +223,7 @@ public final class ClusterDNSServer: Sendable {
         var channels: [any Channel] = []
         var port = boundPort ?? Int(c.port)
         let counters = counters
-        let limiter = b.limiter
+        let tcpClients = b.tcpClients
         // Sockets are pinned to loops explicitly so socket i reads zone replica i % loops.
         let loops = Array(b.group.makeIterator())
         let host = address.description
@@ -206,7 +239,7 @@ public final class ClusterDNSServer: Sendable {
                     .channelOption(.maxMessagesPerRead, value: 1)
                     .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
                     .channelInitializer { ch in
-                        ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard)) }
+                        ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(UDPQueryHandler(processor: shard, rateLimit: c.responseRateLimit)) }
                     }
                     .bind(host: host, port: port).get()
                 // Port 0: the first socket picks the port, the others share it.
@@ -215,19 +248,26 @@ public final class ClusterDNSServer: Sendable {
             }
             let tcpProcessor = b.processor(0)
             let idle = TimeAmount.milliseconds(c.tcpIdleTimeoutMilliseconds)
+            let messageTimeout = TimeAmount.milliseconds(c.tcpMessageTimeoutMilliseconds)
             let tcp = try await ServerBootstrap(group: b.group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(.backlog, value: 256)
                 .childChannelInitializer { ch in
-                    guard limiter.admit() else {
+                    let client = ch.remoteAddress.flatMap(ClientAddress.ip)
+                    switch tcpClients.admit(ch, client: client) {
+                    case .tooManyFromClient:
                         counters.bump(counters.tcpConnectionsRejected)
                         return ch.close()
+                    case .admitted(let shed):
+                        if let shed {
+                            counters.bump(counters.tcpConnectionsRejected)
+                            shed.close(promise: nil)
+                        }
                     }
-                    ch.closeFuture.whenComplete { _ in limiter.release() }
+                    ch.closeFuture.whenComplete { _ in tcpClients.closed(ch) }
                     return ch.eventLoop.makeCompletedFuture {
                         let ops = ch.pipeline.syncOperations
-                        try ops.addHandler(IdleStateHandler(readTimeout: idle))
-                        try ops.addHandler(ByteToMessageHandler(DNSFrameDecoder()))
+                        try ops.addHandler(DNSTCPFramer(messageTimeout: messageTimeout, idleTimeout: idle) { tcpClients.progressed($0) })
                         try ops.addHandler(TCPQueryHandler(processor: tcpProcessor))
                     }
                 }

@@ -44,6 +44,17 @@ public struct UpstreamServer: Sendable, Hashable, CustomStringConvertible {
     public var description: String { address.isV4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
+/// Upstreams for the names under one zone (`dns.zones`).
+public struct ZoneForward: Sendable, Hashable {
+    public var zone: String
+    public var servers: [UpstreamServer]
+
+    public init(zone: String, servers: [UpstreamServer]) {
+        self.zone = zone
+        self.servers = servers
+    }
+}
+
 public struct DNSConfiguration: Sendable, Hashable {
     /// Addresses to serve on (UDP and TCP each). The agent binds them on its own device.
     public var listenAddresses: [IPAddress]
@@ -75,6 +86,24 @@ public struct DNSConfiguration: Sendable, Hashable {
     public var maxUDPResponseSize: Int
     /// A listen address that cannot be bound is retried, backing off from 250 ms to this.
     public var listenerRetryMaxMilliseconds: Int64
+    /// TCP connections from one client address at most (more are closed at accept).
+    public var maxTCPConnectionsPerClient = 32
+    /// A TCP message must arrive whole within this many milliseconds of its first byte.
+    public var tcpMessageTimeoutMilliseconds: Int64 = 3000
+    /// Clients allowed to query; the rest get REFUSED. Empty: everyone (the agent always sets it).
+    public var allowedClients: [IPPrefix] = []
+    /// UDP responses per second per client network and identical answer; beyond that they go
+    /// out truncated (empty, TC). 0: no limit.
+    public var responseRateLimit = 0
+    /// Server-side search path: a pod's first search-list query is answered with what its
+    /// resolver would end up with (CoreDNS `autopath`), the pod's namespace known from its address.
+    public var autopath = false
+    /// Per-zone upstreams (kube-dns stubDomains): names under a zone go to its servers.
+    public var zones: [ZoneForward] = []
+    /// Expired cache entries are kept this long and answered (TTL 30) while no upstream answers.
+    public var serveStaleSeconds: UInt32 = 3600
+    /// Entries asked this many times are refreshed before they expire (in their last 10 %); 0: off.
+    public var prefetchHits = 2
 
     public init(listenAddresses: [IPAddress] = [IPAddress("127.0.0.1")!], port: UInt16 = 53,
                 clusterDomain: String = "cluster.local", ttl: UInt32 = 5, podMode: PodRecordMode = .insecure,

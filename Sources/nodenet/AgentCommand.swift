@@ -34,6 +34,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns-enabled")) var dnsEnabled: String?
     @Option(name: .customLong("dns-lame-duck"), help: "How long DNS keeps answering after SIGTERM (e.g. 5s, 500ms, 0).")
     var dnsLameDuck: String?
+    @Option(name: .customLong("dns-allowed-clients"), help: "CIDRs allowed besides the node and its pod subnets.") var dnsAllowedClients: String?
+    @Option(name: .customLong("dns-rate-limit"), help: "UDP responses/s per client network and identical answer; 0 off.") var dnsRateLimit: String?
+    @Option(name: .customLong("dns-autopath"), help: "true | false: server-side search path.") var dnsAutopath: String?
+    @Option(name: .customLong("dns-zones"), help: "Per-zone upstreams: zone=ip[:port] ip..., comma-separated.") var dnsZones: String?
+    @Option(name: .customLong("dns-serve-stale"), help: "How long expired cache entries serve while upstreams are down (e.g. 1h, 0).")
+    var dnsServeStale: String?
     @Option(name: .customLong("etcd-endpoints")) var etcdEndpoints: String?
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
     @Option(name: .customLong("etcd-lease-seconds")) var etcdLeaseSeconds: String?
@@ -54,7 +60,8 @@ struct AgentCommand: AsyncParsableCommand {
             ("serviceCIDR", serviceCIDR), ("clusterDomain", clusterDomain), ("nodeIP", nodeIP), ("routing", routing),
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
-            ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled), ("dns.lameDuck", dnsLameDuck),
+            ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled), ("dns.lameDuck", dnsLameDuck), ("dns.allowedClients", dnsAllowedClients),
+            ("dns.rateLimit", dnsRateLimit), ("dns.autopath", dnsAutopath), ("dns.zones", dnsZones), ("dns.serveStale", dnsServeStale),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("etcd.leaseSeconds", etcdLeaseSeconds), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),

@@ -169,3 +169,47 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigLoader.parse(yaml: "dns: {listenIPv6: 169.254.20.11}", defaultNodeName: "n") }
     }
 }
+
+/// The DNS keys of issue #15 and #14 item 6: zones, autopath, serve-stale, allow list, rate limit.
+@Suite struct DNSConfigTests {
+    @Test func dnsFeatureKeysParseFromFileAndFlags() throws {
+        let c = try ConfigLoader.parse(yaml: """
+            dns:
+              zones: {corp.example: [10.0.0.53, "10.0.0.54:5353"], Lab.Example.: 10.1.0.53}
+              autopath: true
+              serveStale: 30m
+              allowedClients: [192.168.1.0/24, 10.1.2.3]
+              rateLimit: 50
+            """, defaultNodeName: "n")
+        #expect(c.dns.zones == ["corp.example": ["10.0.0.53", "10.0.0.54:5353"], "lab.example": ["10.1.0.53"]])
+        #expect(c.dns.autopath)
+        #expect(c.dns.serveStaleSeconds == 1800)
+        #expect(c.dns.allowedClients == [IPPrefix("192.168.1.0/24")!, IPPrefix("10.1.2.3/32")!])
+        #expect(c.dns.rateLimit == 50)
+        let d = try ConfigLoader.parse(yaml: "", defaultNodeName: "n")
+        #expect(!d.dns.autopath && d.dns.zones.isEmpty && d.dns.serveStaleSeconds == 3600 && d.dns.rateLimit == 1000)
+        let f = try ConfigLoader.parse(yaml: "", overrides: ["dns.zones": "corp.example=10.0.0.53 10.0.0.54,lab.example=10.1.0.53",
+                                                             "dns.autopath": "true", "dns.serveStale": "0"], defaultNodeName: "n")
+        #expect(f.dns.zones == ["corp.example": ["10.0.0.53", "10.0.0.54"], "lab.example": ["10.1.0.53"]])
+        #expect(f.dns.autopath && f.dns.serveStaleSeconds == 0)
+    }
+
+    @Test func anInvalidZoneAddressIsRefusedNamingTheKey() {
+        for (yaml, key) in [
+            ("dns: {zones: {corp.example: [10.0.0.300]}}", "dns.zones.corp.example"),
+            ("dns: {zones: {corp.example: [ns1.corp.example]}}", "dns.zones.corp.example"),
+            ("dns: {zones: {corp.example: []}}", "dns.zones.corp.example"),
+            ("dns: {zones: {\"bad..zone\": [10.0.0.53]}}", "dns.zones"),
+            ("dns: {zones: [10.0.0.53]}", "dns.zones"),
+            ("dns: {autopath: maybe}", "dns.autopath"),
+            ("dns: {serveStale: forever}", "dns.serveStale"),
+            ("dns: {allowedClients: [not-a-cidr]}", "dns.allowedClients"),
+        ] {
+            #expect {
+                _ = try ConfigLoader.parse(yaml: yaml, defaultNodeName: "n")
+            } throws: { error in
+                (error as? ConfigError)?.key == key && "\(error)".contains(key)
+            }
+        }
+    }
+}

@@ -299,6 +299,61 @@ struct PodResolverEndToEndTests {
         return actors.first { $0["name"] as? String == "dns" } ?? [:]
     }
 
+    /// Queries the agent's DNS has received (its `nodenet status --json` counter).
+    static func queriesReceived(_ cluster: TestCluster) throws -> Int {
+        let r = try cluster.nodes[0].agent.cli(["status", "--json"])
+        let doc = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let text = ((doc?["details"] as? [String: Any])?["dns"] as? [String: String])?["queries"] ?? ""
+        guard let n = Int(text.split(separator: " ").first ?? "") else { throw TestFailure("no dns query count: \(r.stdout)") }
+        return n
+    }
+
+    /// Issue #15 autopath: glibc's resolver (ndots:5, the pod's search list) resolving an
+    /// external name sends A and AAAA for each of the three search domains and then the bare
+    /// name: 8 queries. With `dns.autopath` the first pair is answered with a CNAME to the bare
+    /// name and its records: one round trip, the same addresses. The same agent serves
+    /// CoreDNS's metric names on /metrics.
+    @Test func autopathResolvesExternalNamesInOneRoundTrip() throws {
+        var queries: [Bool: Int] = [:]
+        var addresses: [Bool: [String]] = [:]
+        for autopath in [false, true] {
+            let cluster = try TestCluster(nodes: 1) { _ in ["--dns-autopath", "\(autopath)", "--metrics-listen", "127.0.0.1:9154"] }
+            defer { cluster.close() }
+            _ = try Self.upstream(cluster)
+            try cluster.startAgents()
+            try cluster.applyEverywhere(cluster.nodeManifest + "---\n"
+                                        + Self.manifest(clusterIP: "10.107.37.188", endpoints: ["10.244.1.100"], family: "IPv4"))
+            let client = try Self.addPod(cluster, name: "checkout-frontend-7d9f8b6c4d-ap\(autopath ? 1 : 0)")
+            defer { client.pod.delete() }
+            #expect(try Self.digUntil(client, ["@\(Self.v4DNS)", "web-service.apps.svc.cluster.local"], contains: "10.107.37.188") != "")
+            // The pod's address is known to the zone before the walk starts (bounded wait).
+            for _ in 0..<50 {
+                let r = try Self.resolve(.glibc, "warmup-\(UUID().uuidString.prefix(8)).example.test", in: client)
+                if !r.addresses.isEmpty { break }
+                usleep(100_000)
+            }
+            let before = try Self.queriesReceived(cluster)
+            let r = try Self.resolve(.glibc, "www.example.test", in: client)
+            queries[autopath] = try Self.queriesReceived(cluster) - before
+            addresses[autopath] = r.addresses
+            // In-cluster short names resolve the same with autopath on.
+            #expect(try Self.resolve(.glibc, "web-service", in: client).addresses == ["10.107.37.188"])
+            if autopath {
+                let metrics = try cluster.nodes[0].ns.run(["curl", "-s", "-m", "5", "http://127.0.0.1:9154/metrics"]).stdout
+                for name in ["coredns_dns_requests_total{", "coredns_dns_responses_total{", "coredns_dns_request_duration_seconds_bucket{",
+                             "coredns_cache_hits_total{", "coredns_cache_misses_total{", "coredns_forward_requests_total{to=\"192.168.1.1:53\"}",
+                             "coredns_forward_healthcheck_failures_total{", "coredns_autopath_success_total{", "# HELP coredns_dns_requests_total"] {
+                    #expect(metrics.contains(name), "\(name) on /metrics")
+                }
+            }
+        }
+        print("autopath: queries the agent received for one getent ahosts www.example.test: \(queries) (false: off, true: on)")
+        #expect(addresses[true] == addresses[false], "the same final answer")
+        #expect(addresses[true]?.contains("192.0.2.10") == true, "\(addresses)")
+        #expect((queries[true] ?? 99) <= 2, "one round trip (A and AAAA) with autopath: \(queries)")
+        #expect((queries[false] ?? 0) >= 8, "the whole search list without: \(queries)")
+    }
+
     static func canonical(_ s: String) throws -> String {
         var a = in6_addr()
         guard inet_pton(AF_INET6, s, &a) == 1 else { throw TestFailure("not an IPv6 address: \(s)") }

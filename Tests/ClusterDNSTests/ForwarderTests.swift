@@ -63,7 +63,7 @@ final class SlowUpstream: Sendable {
         var m = DNSMessage.response(to: DNSMessage(questions: [q]), rcode: .noError)
         m.answers = [DNSRecord(name: q.name, type: .a, ttl: 10, data: .a(IPv4Address(1, 2, 3, 4)))]
         cache.store(CacheKey(q), m, now: 0)
-        #expect(cache.lookup(CacheKey(q), now: 4000)?.answers.first?.ttl == 6)   // TTL counts down
+        #expect(cache.lookup(CacheKey(q), now: 4000)?.message.answers.first?.ttl == 6)   // TTL counts down
         #expect(cache.lookup(CacheKey(DNSQuestion(name: DNSName("A.EXAMPLE")!, type: .a)), now: 0) != nil)  // case-insensitive
         #expect(cache.lookup(CacheKey(q), now: 10_000) == nil)                  // expired
         var nx = DNSMessage.response(to: DNSMessage(questions: [q]), rcode: .nxDomain)

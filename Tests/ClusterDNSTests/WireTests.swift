@@ -203,6 +203,22 @@ import Testing
             #expect(try DNSMessage(parsing: fast) == DNSMessage(parsing: general), "\(m.questions[0].name)")
             #expect(fast.count == general.count)
         }
+        // Service names' A/AAAA come from the precomputed wire answers (checked equal above);
+        // everything else from the resolver.
+        for (i, m) in cases.enumerated() {
+            #expect((p.wireReply(m.encode(), overTCP: false) != nil) == [0, 1, 2, 3, 6].contains(i), "\(m.questions[0].name)")
+        }
+        // A service change replaces its wire answer (every replica).
+        let store = await Fixture.store()
+        let z2 = ClusterZone(configuration: DNSConfiguration(), replicas: 2)
+        z2.rebuild(from: await store.snapshot())
+        let changes = await store.apply([.upsert(.service(Fixture.service("svc1", ips: ["10.0.0.9"], ports: Fixture.http)))])
+        z2.apply(changes, from: await store.snapshot())
+        for replica in 0..<2 {
+            let p2 = QueryProcessor(zone: z2, forwarder: nil, counters: DNSCounters(), configuration: DNSConfiguration(), replica: replica)
+            let reply = try #require(p2.wireReply(query("svc1.testns.svc.cluster.local", .a).encode(), overTCP: false))
+            #expect(try DNSMessage(parsing: reply).answers.map(\.text) == ["A 10.0.0.9"])
+        }
         // Not for the fast path: ANY, SRV (additional section), ExternalName, forwarded names.
         for m in [query("svc1.testns.svc.cluster.local", .any), query("svc1.testns.svc.cluster.local", .srv),
                   query("external-to-service.testns.svc.cluster.local", .a), query("www.example.test", .a)] {

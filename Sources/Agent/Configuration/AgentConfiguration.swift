@@ -53,6 +53,18 @@ public struct AgentConfiguration: Sendable, Equatable {
         /// After SIGTERM the responder keeps answering this long while the agent reports not
         /// ready, so clients and probes move away before it goes; the rest of a stop is quick.
         public var lameDuckMilliseconds: Int64 = 5000
+        /// Clients allowed besides the node itself and its pod subnets (CIDRs); the rest get
+        /// REFUSED. `0.0.0.0/0` and `::/0` open the server to everyone.
+        public var allowedClients: [IPPrefix] = []
+        /// UDP responses per second per client network and identical answer (over it: empty,
+        /// truncated, so real clients retry over TCP); 0 disables.
+        public var rateLimit: Int = 1000
+        /// Server-side search path (answer a pod's first search-list query with its final name).
+        public var autopath: Bool = false
+        /// Per-zone upstreams: zone (lower case, no trailing dot) -> ip[:port] list.
+        public var zones: [String: [String]] = [:]
+        /// How long expired cache entries are answered while every upstream is down.
+        public var serveStaleSeconds: UInt32 = 3600
     }
 
     public struct Etcd: Sendable, Equatable {

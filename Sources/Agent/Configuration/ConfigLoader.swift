@@ -20,7 +20,8 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
 /// Reads the YAML file and flag overrides into an `AgentConfiguration`. Both go through the
 /// same key table, so a flag and a file key can never disagree on meaning or validation.
 public enum ConfigLoader {
-    enum Shape { case scalar, list }
+    /// `map`: a mapping of names to lists (`dns.zones`), flattened to "name=v1 v2" items.
+    enum Shape { case scalar, list, map }
 
     /// Every key, dotted, with its shape. Anything else in a file is an error naming the key.
     static let keys: [String: Shape] = [
@@ -29,7 +30,8 @@ public enum ConfigLoader {
         "clusterDomain": .scalar, "nodeIP": .scalar, "routing": .scalar, "nodePortRange": .scalar,
         "logLevel": .scalar,
         "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
-        "dns.enabled": .scalar, "dns.lameDuck": .scalar,
+        "dns.enabled": .scalar, "dns.lameDuck": .scalar, "dns.allowedClients": .list, "dns.rateLimit": .scalar, "dns.autopath": .scalar,
+        "dns.zones": .map, "dns.serveStale": .scalar,
         "etcd.endpoints": .list, "etcd.prefix": .scalar, "etcd.leaseSeconds": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
@@ -79,7 +81,7 @@ public enum ConfigLoader {
         var values = try flatten(yaml)
         for (key, value) in overrides {
             guard let shape = keys[key] else { throw ConfigError(key: key, "unknown key") }
-            values[key] = shape == .list
+            values[key] = shape != .scalar
                 ? value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
                 : [value]
         }
@@ -109,6 +111,27 @@ public enum ConfigLoader {
                     continue
                 }
                 guard let shape = keys[key] else { throw ConfigError(key: key, "unknown key") }
+                if shape == .map {
+                    if case .scalar(let s) = v, s.tag == Tag(.null) { out[key] = []; continue }
+                    guard let m = v.mapping else { throw ConfigError(key: key, "must be a mapping, e.g. {corp.example: [10.0.0.53]}") }
+                    var items: [String] = []
+                    for (name, value) in m {
+                        guard let n = name.string else { throw ConfigError(key: key, "keys must be strings") }
+                        var list: [String] = []
+                        switch value {
+                        case .scalar(let s): list = [s.string]
+                        case .sequence(let seq):
+                            for item in seq {
+                                guard case .scalar(let s) = item else { throw ConfigError(key: key + "." + n, "list items must be plain values") }
+                                list.append(s.string)
+                            }
+                        default: throw ConfigError(key: key + "." + n, "must be a list of ip[:port]")
+                        }
+                        items.append(n + "=" + list.joined(separator: " "))
+                    }
+                    out[key] = items
+                    continue
+                }
                 switch v {
                 case .scalar(let s):
                     out[key] = s.tag == Tag(.null) ? [] : [s.string]
@@ -243,6 +266,44 @@ public enum ConfigLoader {
             guard let b = Bool(s) else { throw ConfigError(key: "dns.enabled", "\"\(s)\" is not true or false") }
             c.dns.enabled = b
         }
+        if let list = v["dns.allowedClients"] {
+            c.dns.allowedClients = try list.map { s throws(ConfigError) in
+                guard let p = IPPrefix(s) ?? IPAddress(s).map({ IPPrefix(address: $0, length: $0.family.bitWidth) }) else {
+                    throw ConfigError(key: "dns.allowedClients", "\"\(s)\" is not a CIDR or IP address")
+                }
+                return p.network
+            }
+        }
+        if let n = try int("dns.rateLimit", 0...1_000_000) { c.dns.rateLimit = n }
+        if let s = one("dns.autopath") {
+            guard let b = Bool(s) else { throw ConfigError(key: "dns.autopath", "\"\(s)\" is not true or false") }
+            c.dns.autopath = b
+        }
+        if let s = one("dns.serveStale") {
+            guard let d = parseDuration(s), d <= 7 * 86400 else {
+                throw ConfigError(key: "dns.serveStale", "\"\(s)\" is not a duration up to 7 days (e.g. 1h, 30m, 90s, 0)")
+            }
+            c.dns.serveStaleSeconds = UInt32(d)
+        }
+        if let items = v["dns.zones"] {
+            var zones: [String: [String]] = [:]
+            for item in items {
+                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                let zone = (parts.first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+                let name = zone.hasSuffix(".") ? String(zone.dropLast()) : zone
+                guard !name.isEmpty, name.utf8.count <= 253,
+                      name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ !$0.isEmpty && $0.utf8.count <= 63 }) else {
+                    throw ConfigError(key: "dns.zones", "\"\(zone)\" is not a domain name")
+                }
+                let servers = parts.count > 1 ? parts[1].split(separator: " ").map(String.init) : []
+                guard !servers.isEmpty else { throw ConfigError(key: "dns.zones.\(name)", "needs at least one upstream ip[:port]") }
+                for u in servers where !isUpstream(u) {
+                    throw ConfigError(key: "dns.zones.\(name)", "\"\(u)\" is not an IP address or IP:PORT")
+                }
+                zones[name] = servers
+            }
+            c.dns.zones = zones
+        }
         if let list = v["etcd.endpoints"] {
             for e in list where !(e.hasPrefix("http://") || e.hasPrefix("https://")) {
                 throw ConfigError(key: "etcd.endpoints", "\"\(e)\" must start with http:// or https://")
@@ -278,6 +339,15 @@ public enum ConfigLoader {
             c.cni.conflist = s.isEmpty ? nil : s
         }
         return c
+    }
+
+    /// "90s", "30m", "1h", "2d" or plain seconds.
+    static func parseDuration(_ s: String) -> Int? {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let u = t.last, let mult = units[u], let n = Int(t.dropLast()), n >= 0 { return n * mult }
+        if let n = Int(t), n >= 0 { return n }
+        return nil
     }
 
     static func isUpstream(_ s: String) -> Bool {

@@ -34,12 +34,19 @@ struct DNSService: AgentActor {
             upstreams = .servers(config.dns.upstreams.compactMap { UpstreamServer(parsing: $0) })
         }
         let mode = ClusterDNS.PodRecordMode(rawValue: config.dns.pods.rawValue) ?? .insecure
-        let server = ClusterDNSServer(
-            configuration: DNSConfiguration(listenAddresses: listen.all, port: config.dns.port, clusterDomain: config.clusterDomain,
-                                            ttl: config.dns.ttl, podMode: mode, upstreams: upstreams,
-                                            nameserverAddresses: config.dns.listen,
-                                            lameDuckMilliseconds: config.dns.lameDuckMilliseconds),
-            store: agent.store, logger: agent.logger)
+        var dnsConfig = DNSConfiguration(listenAddresses: listen.all, port: config.dns.port, clusterDomain: config.clusterDomain,
+                                         ttl: config.dns.ttl, podMode: mode, upstreams: upstreams,
+                                         nameserverAddresses: config.dns.listen,
+                                         lameDuckMilliseconds: config.dns.lameDuckMilliseconds)
+        dnsConfig.allowedClients = allowedClients(podCIDRs: agent.podCIDRs)
+        dnsConfig.responseRateLimit = config.dns.rateLimit
+        dnsConfig.autopath = config.dns.autopath
+        dnsConfig.serveStaleSeconds = config.dns.serveStaleSeconds
+        dnsConfig.zones = config.dns.zones.sorted { $0.key < $1.key }.map {
+            ZoneForward(zone: $0.key, servers: $0.value.compactMap { UpstreamServer(parsing: $0) })
+        }
+        let server = ClusterDNSServer(configuration: dnsConfig, store: agent.store, logger: agent.logger)
+        agent.metricsText(name) { server.coreDNSMetrics }
         agent.statusDetails(name) {
             let s = server.stats
             let avg = s.upstreamLatencyCount > 0 ? "\(s.upstreamLatencyMicrosTotal / s.upstreamLatencyCount) us" : "-"
@@ -49,6 +56,9 @@ struct DNSService: AgentActor {
                     "cache": "hits \(s.cacheHits), misses \(s.cacheMisses), coalesced \(s.coalesced)",
                     "upstream": "queries \(s.upstreamQueries), failures \(s.upstreamFailures), avg latency \(avg)"
                         + (s.loopDetected ? ", LOOP DETECTED: forwarding stopped" : ""),
+                    "limits": "refused clients \(s.refusedClients), rate limited \(s.rateLimited), tcp connections closed \(s.tcpConnectionsRejected)",
+                    "autopath": config.dns.autopath ? "answered \(s.autopathAnswers) of \(s.autopathAttempts)" : "off",
+                    "stale": "served \(s.staleAnswers), prefetched \(s.prefetches)",
                     "listen": server.listenAddresses.map { "\(Self.endpoint($0, config.dns.port))\(failed[$0] == nil ? "" : " (failing, retried)")" }
                         .joined(separator: ", ")]
         }
@@ -87,6 +97,7 @@ struct DNSService: AgentActor {
         // An IPv6 pod subnet that appears later brings the IPv6 address.
         let follower = Task {
             for await cidrs in subnetChanges {
+                server.setAllowedClients(allowedClients(podCIDRs: cidrs))
                 let wanted = config.dns.listenAddresses(podCIDRs: cidrs)
                 let added = listen.add(wanted)
                 guard !added.isEmpty else { continue }
@@ -105,6 +116,16 @@ struct DNSService: AgentActor {
 
     /// The periodic full pass over the DNS device, its addresses and notrack chains.
     static let resyncInterval: Duration = .seconds(10)
+
+    /// Who may query: the node itself (loopback, its address, the DNS addresses: what a local
+    /// process's query comes from) and this node's pod subnets, plus `dns.allowedClients`.
+    func allowedClients(podCIDRs: [IPPrefix]) -> [IPPrefix] {
+        let config = agent.config
+        var own: [IPAddress] = config.dns.listen + (config.dns.listenIPv6.map { [$0] } ?? [])
+        if let ip = agent.nodeIP { own.append(ip) }
+        return [IPPrefix("127.0.0.0/8")!, IPPrefix("::1/128")!] + own.map { IPPrefix(address: $0, length: $0.family.bitWidth) }
+            + podCIDRs + config.dns.allowedClients
+    }
 
     static func endpoint(_ a: IPAddress, _ port: UInt16) -> String { a.family == .v6 ? "[\(a)]:\(port)" : "\(a):\(port)" }
 

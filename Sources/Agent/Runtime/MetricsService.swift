@@ -144,7 +144,7 @@ struct MetricsService: AgentActor {
             if let probe = ControlAPI.probe(request.path, board: board) { return probe }
             guard request.path == "/metrics" else { return .error(.notFound, "try /metrics, /healthz or /readyz") }
             await AgentMetrics.refresh(agent: agent)
-            return ControlReply(body: AgentMetrics.registry.emitToBuffer(), contentType: "text/plain; version=0.0.4")
+            return ControlReply(body: AgentMetrics.registry.emitToBuffer() + Array(agent.extraMetricsText.utf8), contentType: "text/plain; version=0.0.4")
         }
         let channel: any Channel
         do {

@@ -52,6 +52,7 @@ public final class NodeAgent: Sendable {
     /// Opens once the stored objects are in the store (`StateService`): the control socket
     /// answers before that, everything that reads or writes the store waits for it.
     let stateLoaded = OneShotGate()
+    let metricsProviders = Mutex<[String: @Sendable () -> String]>([:])
 
     public var config: AgentConfiguration { configuration.withLock { $0 } }
     public var podCIDRs: [IPPrefix] { subnets.withLock { $0.cidrs } }
@@ -207,6 +208,14 @@ public final class NodeAgent: Sendable {
     public func onScrape(_ name: String, _ hook: @escaping @Sendable () async -> Void) {
         scrapeHooks.withLock { $0[name] = hook }
     }
+
+    /// Prometheus text an actor adds to `/metrics` (DNS: CoreDNS's metric names, rendered from
+    /// its own counters at scrape time).
+    public func metricsText(_ name: String, _ provider: @escaping @Sendable () -> String) {
+        metricsProviders.withLock { $0[name] = provider }
+    }
+
+    var extraMetricsText: String { metricsProviders.withLock { $0 }.sorted { $0.key < $1.key }.map { $0.value() }.joined() }
 
     /// Re-derives this node's pod subnets (config, Node object, lease) and leases one from
     /// clusterCIDR if nothing else provides it. Returns true when they changed.

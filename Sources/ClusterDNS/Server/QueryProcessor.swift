@@ -1,10 +1,12 @@
+import NIOCore
+
 /// What to do with one received datagram or TCP frame.
 enum QueryAction: Sendable {
     case drop
     case reply([UInt8])
     /// Needs the upstream: `question` is the client's, or an ExternalName target whose answer
     /// is appended after `prefix` (the CNAME).
-    case forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int)
+    case forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int, fallback: [UInt8]? = nil)
 }
 
 /// Turns query bytes into response bytes. The synchronous part (parsing, zone answers,
@@ -17,22 +19,37 @@ final class QueryProcessor: Sendable {
     let maxUDPResponseSize: Int
     /// Which zone replica this processor reads: the one of the event loop it runs on.
     let replica: Int
+    /// Who may ask (this shard's copy; see `ClientACL`).
+    let acl: ClientACL
+    let autopath: Bool
 
-    init(zone: ClusterZone, forwarder: Forwarder?, counters: DNSCounters, configuration: DNSConfiguration, replica: Int = 0) {
+    init(zone: ClusterZone, forwarder: Forwarder?, counters: DNSCounters, configuration: DNSConfiguration, replica: Int = 0,
+         acl: ClientACL? = nil) {
         self.zone = zone
         self.replica = replica
+        self.acl = acl ?? ClientACL(configuration.allowedClients)
+        autopath = configuration.autopath
         self.forwarder = forwarder
         self.counters = counters
         ttl = configuration.ttl
         maxUDPResponseSize = max(configuration.maxUDPResponseSize, DNSLimits.classicUDPSize)
     }
 
-    func handle(_ bytes: [UInt8], overTCP: Bool, allowFastPath: Bool = true) -> QueryAction {
+    /// Counts the request (metrics) and returns its type index for the duration histogram.
+    func count(_ bytes: [UInt8], overTCP: Bool, client: SocketAddress?) -> Int {
+        var v6 = false
+        if case .v6? = client { v6 = true }
+        return counters.countType(bytes, tcp: overTCP, v6: v6)
+    }
+
+    /// `client`: the sender (nil in unit tests: allowed when the list is empty, no autopath).
+    func handle(_ bytes: [UInt8], overTCP: Bool, client: SocketAddress? = nil, allowFastPath: Bool = true) -> QueryAction {
         counters.bump(counters.queries)
         if overTCP { counters.bump(counters.tcpQueries) } else { counters.bump(counters.udpQueries) }
         // Too short for a header, or a response: never answer (no reflection of junk).
         guard bytes.count >= 12, bytes[2] & 0x80 == 0 else { counters.bump(counters.dropped); return .drop }
-        if allowFastPath, let fast = fastZoneReply(bytes, overTCP: overTCP) { return .reply(fast) }
+        guard acl.allows(client) else { return .reply(refuse(bytes)) }
+        if allowFastPath, let fast = fastZoneReply(bytes, overTCP: overTCP, autopath: autopath && client != nil) { return .reply(fast) }
         let query: DNSMessage
         do { query = try DNSMessage(parsing: bytes) } catch {
             return .reply(formErr(bytes))
@@ -60,6 +77,9 @@ final class QueryProcessor: Sendable {
         }
         if let result = zone.resolve(q, replica: replica) {
             counters.bump(counters.zoneAnswers)
+            if autopath, result.rcode == .nxDomain, let client, let action = searchPath(query, q, first: result, client: client, maxSize: maxSize) {
+                return action
+            }
             if let target = result.forwardTarget {
                 if let hit = forwarder?.cached(DNSQuestion(name: target, type: q.type)) {
                     return .reply(compose(query, hit, prefix: result, maxSize))
@@ -82,17 +102,20 @@ final class QueryProcessor: Sendable {
         return .forward(query: query, question: q, prefix: nil, maxSize: maxSize)
     }
 
-    /// Completes a `.forward` action.
-    func forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int) async -> [UInt8] {
+    /// Completes a `.forward` action. With a `fallback` (autopath's first answer), an upstream
+    /// answer other than NOERROR gives the fallback instead: the client walks on by itself.
+    func forward(query: DNSMessage, question: DNSQuestion, prefix: ZoneResult?, maxSize: Int, fallback: [UInt8]? = nil) async -> [UInt8] {
         defer { forwarder?.release() }
         guard let upstream = await forwarder?.resolve(question) else {
+            if let fallback { counters.count(rcode: UInt16(fallback[3] & 0x0F)); return fallback }
             return finish(DNSMessage.response(to: query, rcode: .servFail), maxSize)
         }
+        if let fallback, upstream.rcode != RCode.noError.rawValue { counters.count(rcode: UInt16(fallback[3] & 0x0F)); return fallback }
         return compose(query, upstream, prefix: prefix, maxSize)
     }
 
     /// The client's reply from an upstream answer, after the zone's CNAME when there is one.
-    private func compose(_ query: DNSMessage, _ upstream: DNSMessage, prefix: ZoneResult?, _ maxSize: Int) -> [UInt8] {
+    func compose(_ query: DNSMessage, _ upstream: DNSMessage, prefix: ZoneResult?, _ maxSize: Int) -> [UInt8] {
         let code = RCode(rawValue: upstream.rcode) ?? .servFail
         var r = DNSMessage.response(to: query, rcode: code)
         r.header.authenticData = upstream.header.authenticData
@@ -117,11 +140,22 @@ final class QueryProcessor: Sendable {
         return min(max(Int(e.udpSize), DNSLimits.classicUDPSize), maxUDPResponseSize)
     }
 
-    private func finish(_ m: DNSMessage, _ maxSize: Int) -> [UInt8] {
+    func finish(_ m: DNSMessage, _ maxSize: Int) -> [UInt8] {
         let bytes = m.encode(maxSize: maxSize)
         counters.count(rcode: m.rcode)
         if bytes[2] & 0x02 != 0 { counters.bump(counters.truncated) }
         return bytes
+    }
+
+    /// REFUSED for a client outside the allow list: header and question only, so never
+    /// bigger than what was sent (no amplification, whatever the question).
+    private func refuse(_ query: [UInt8]) -> [UInt8] {
+        counters.bump(counters.refusedClients)
+        counters.count(rcode: RCode.refused.rawValue)
+        var out = ResponseRateLimiter.questionOnly(query)
+        out[2] = 0x80 | (query[2] & 0x79)  // QR, opcode, RD
+        out[3] = UInt8(RCode.refused.rawValue)
+        return out
     }
 
     /// FORMERR for a message we could not parse: the id and opcode echoed, nothing else.

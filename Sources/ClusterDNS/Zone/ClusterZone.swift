@@ -13,9 +13,12 @@ public final class ClusterZone: Sendable {
     let resolver: ZoneResolver
     private let replicas: [Replica]
     private let syncedFlag = Atomic<Bool>(false)
+    /// Pod addresses are tracked for `pods verified` and for autopath.
+    let tracksPods: Bool
 
     public init(configuration: DNSConfiguration, replicas: Int = 1) {
         resolver = ZoneResolver(configuration: configuration)
+        tracksPods = configuration.podMode == .verified || configuration.autopath
         self.replicas = (0..<max(1, replicas)).map { _ in Replica() }
     }
 
@@ -46,6 +49,18 @@ public final class ClusterZone: Sendable {
         return replicas[replica % replicas.count].data.withLock { resolver.resolve(q, in: $0) }
     }
 
+    /// A precomputed positive answer (count, records) for a lower-cased wire name and type,
+    /// once synced; nil: take the general path.
+    func wireAnswer(_ key: WireAnswers.Key, replica: Int) -> WireAnswers.Answer? {
+        guard isSynced else { return nil }
+        return replicas[replica % replicas.count].data.withLock { $0.wire.answers[key] }
+    }
+
+    /// The namespace of the pod with this address, when known (autopath).
+    func namespace(of address: IPAddress, replica: Int = 0) -> String? {
+        replicas[replica % replicas.count].data.withLock { $0.namespaceOfAddress[address] }
+    }
+
     var serviceCount: Int { replicas[0].data.withLock { $0.services.count } }
 
     // MARK: building
@@ -53,11 +68,13 @@ public final class ClusterZone: Sendable {
     /// Replaces everything from a snapshot (start and `.resync`).
     func rebuild(from s: ClusterSnapshot) {
         var fresh = ZoneData()
+        fresh.wire.apex = resolver.apexKey
+        fresh.wire.ttl = resolver.ttl
         for (id, svc) in s.services {
             fresh.setService(id, ServiceEntry(service: svc, slices: s.endpointSlices(for: id)))
         }
         fresh.namespaceObjects = Set(s.namespaces.keys)
-        if resolver.podMode == .verified {
+        if tracksPods {
             var pods = Set(s.pods.keys)
             for a in s.attachments.values { if let p = a.pod { pods.insert(p) } }
             for p in pods { fresh.setPodAddresses(p, s.addresses(of: p)) }
@@ -87,7 +104,7 @@ public final class ClusterZone: Sendable {
         }
         // Compute outside the lock; publish under it.
         let entries = servicesTouched.map { id in (id, s.services[id].flatMap { ServiceEntry(service: $0, slices: s.endpointSlices(for: id)) }) }
-        let pods = resolver.podMode == .verified ? podsTouched.map { ($0, s.addresses(of: $0)) } : []
+        let pods = tracksPods ? podsTouched.map { ($0, s.addresses(of: $0)) } : []
         for r in replicas {
             r.data.withLock { d in
                 for (id, e) in entries { d.setService(id, e) }

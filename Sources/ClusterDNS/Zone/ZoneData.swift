@@ -25,13 +25,18 @@ struct ZoneData: Sendable {
     var podAddresses: [PodAddressKey: Int] = [:]
     var podsPerNamespace: [String: Int] = [:]
     var addressesOfPod: [NamespacedName: [IPAddress]] = [:]
+    /// A pod address's namespace (autopath: whose search list a query comes from).
+    var namespaceOfAddress: [IPAddress: String] = [:]
     var serial: UInt32 = 1
+    /// Service A/AAAA answers in wire form (the fast path's table).
+    var wire = WireAnswers()
 
     // MARK: services
 
     mutating func setService(_ id: NamespacedName, _ entry: ServiceEntry?) {
         let old = services[id]
         guard old != entry else { return }
+        wire.set(id, entry)
         if let old { removePTR(id, old) } else if entry != nil { servicesPerNamespace[id.namespace, default: 0] += 1 }
         if let entry {
             services[id] = entry
@@ -71,8 +76,12 @@ struct ZoneData: Sendable {
             let k = PodAddressKey(namespace: pod.namespace, address: a)
             let n = (podAddresses[k] ?? 1) - 1
             podAddresses[k] = n > 0 ? n : nil
+            if n <= 0, namespaceOfAddress[a] == pod.namespace { namespaceOfAddress[a] = nil }
         }
-        for a in addresses { podAddresses[PodAddressKey(namespace: pod.namespace, address: a), default: 0] += 1 }
+        for a in addresses {
+            podAddresses[PodAddressKey(namespace: pod.namespace, address: a), default: 0] += 1
+            namespaceOfAddress[a] = pod.namespace
+        }
         addressesOfPod[pod] = addresses.isEmpty ? nil : addresses
         let delta = (addresses.isEmpty ? 0 : 1) - (old.isEmpty ? 0 : 1)
         if delta != 0 {

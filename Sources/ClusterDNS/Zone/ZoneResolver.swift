@@ -66,7 +66,7 @@ final class ZoneResolver: Sendable {
     private func nxdomain() -> ZoneResult { ZoneResult(rcode: .nxDomain) }
 
     private func lookup(_ q: DNSQuestion, _ rel: [ArraySlice<UInt8>], _ data: ZoneData, depth: Int) -> ZoneResult {
-        guard let last = rel.first else { return apexAnswer(q) }
+        guard let last = rel.first else { return apexAnswer(q, serial: data.serial) }
         if rel.count == 1, last.elementsEqual("dns-version".utf8) {
             guard q.type == .txt else { return nodata() }
             return ZoneResult(answers: [DNSRecord(name: q.name, type: .txt, ttl: Self.versionTTL, data: .txt([Self.schemaVersion]))])
@@ -76,10 +76,11 @@ final class ZoneResolver: Sendable {
         return nxdomain()
     }
 
-    private func apexAnswer(_ q: DNSQuestion) -> ZoneResult {
+    /// The apex SOA carries the zone's one serial, the same as negative answers' SOA (CoreDNS).
+    private func apexAnswer(_ q: DNSQuestion, serial: UInt32) -> ZoneResult {
         switch q.type {
         case .soa:
-            var r = soa(serial: 0)
+            var r = soa(serial: serial)
             r.name = q.name
             return ZoneResult(answers: [r])
         case .ns:
