@@ -1,6 +1,7 @@
 // What `nodenet status` shows for routes: one row per peer, plus the node-level facts.
 // A Sendable value the actor publishes after each change, readable without awaiting.
 import ClusterState
+import IPAddressing
 import Netlink
 
 public struct PeerRouteStatus: Sendable, Hashable, Codable {
@@ -20,6 +21,17 @@ public struct PeerRouteStatus: Sendable, Hashable, Codable {
     public var state: State
     /// Why the peer is refused or what failed.
     public var message: String?
+    /// Every InternalIP of the peer (both families on a dual-stack cluster).
+    public var nodeIPs: [String] = []
+    /// One row per pod subnet of the peer: its next hop and state, so a dual-stack peer shows
+    /// each family (an IPv6 subnet of a peer with no usable IPv6 path is refused on its own).
+    public var routes: [Route] = []
+
+    public struct Route: Sendable, Hashable, Codable {
+        public var subnet: String
+        public var nextHop: String?
+        public var state: State
+    }
 }
 
 extension PeerRouteStatus {
@@ -29,13 +41,21 @@ extension PeerRouteStatus {
         nodes.sorted { $0.name < $1.name }.filter { $0.name != c.nodeName }.map { node in
             var row = PeerRouteStatus(name: node.name, nodeIP: node.internalIP(c.nodeIP.family)?.description,
                                       podCIDRs: node.podCIDRs.map(\.description), mode: nil, nextHop: nil, state: .refused)
+            row.nodeIPs = node.internalIPs.map(\.description)
             guard let plan = desired.peers[node.name] else {
                 row.message = desired.refused[node.name] ?? "not programmed"
                 return row
             }
             row.mode = plan.mode.rawValue
-            row.nextHop = plan.nextHops.first.map { plan.mode == .vxlan ? "\($0) dev \(c.vxlanDeviceName) onlink" : "\($0)" }
+            func hop(_ a: IPAddress) -> String { plan.mode == .vxlan ? "\(a) dev \(c.vxlanDeviceName) onlink" : "\(a)" }
+            row.nextHop = plan.nextHops.first.map(hop)
             row.state = errors[node.name] == nil ? .inSync : .error
+            row.routes = node.podCIDRs.map { subnet in
+                guard let i = plan.subnets.firstIndex(of: subnet), i < plan.nextHops.count else {
+                    return Route(subnet: subnet.description, nextHop: nil, state: .refused)
+                }
+                return Route(subnet: subnet.description, nextHop: hop(plan.nextHops[i]), state: row.state)
+            }
             // A partly programmed peer (a subnet of a family it has no address for) says so.
             row.message = errors[node.name] ?? desired.refused[node.name]
             return row

@@ -29,8 +29,10 @@ import Testing
             "add rule ip nodenet nat-postrouting ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random comment \"hairpin\"",
             "add rule ip nodenet nat-postrouting jump masquerading",
             "add rule ip nodenet masquerading meta mark & 0x4000 == 0 return",
-            "add rule ip nodenet service-endpoints-check ip daddr . meta l4proto . th dport @no-ep-reject meta l4proto tcp reject with tcp reset",
-            "add rule ip nodenet service-endpoints-check ip daddr . meta l4proto . th dport @no-ep-reject reject with icmp port-unreachable",
+            "add rule ip nodenet service-endpoints-check ip daddr . meta l4proto . th dport @no-ep-reject goto reject-chain",
+            "add rule ip nodenet reject-chain meta l4proto tcp reject with tcp reset",
+            "add rule ip nodenet reject-chain reject with icmp port-unreachable",
+            "add rule ip nodenet cluster-ips-check ip daddr != { 10.96.0.0/12 } return",
             "add rule ip nodenet service-endpoints-check ip daddr . meta l4proto . th dport @no-ep-drop drop",
             "add rule ip nodenet filter-prerouting ct state new ip daddr . meta l4proto . th dport @fw-tuples ip daddr . th dport . ip saddr != @fw-allow drop",
         ] {
@@ -38,7 +40,7 @@ import Testing
         }
         // No element at all, and nothing per service: the fixed part is the whole ruleset.
         #expect(!text.contains { $0.hasPrefix("add element") })
-        #expect(d.model.tables[.ip]?.chains.count == 15)
+        #expect(d.model.tables[.ip]?.chains.count == 16)
         // IPv6 has no affinity record rules until an IPv6 service asks for affinity (nft 1.0.6
         // could not load them back from a listing).
         #expect(!lines(d.model, .ip6).contains { $0.contains("update @affinity") })

@@ -466,6 +466,7 @@ def restart(agent, expect):
         time.sleep(1.0)  # late writes would show now
         res["kernel_route_writes"] = len(routes.since(rmark))
         res["kernel_nft_writes"] = len(nft.since(nmark))
+        res["kernel_nft_writes_sample"] = [str(x)[:200] for x in nft.since(nmark)[:12]]
         check(res["kernel_route_writes"] == 0, f"restart rewrote no route ({res['kernel_route_writes']} route events)")
         check(res["kernel_nft_writes"] == 0, f"restart rewrote no nftables object ({res['kernel_nft_writes']} events)")
     finally:

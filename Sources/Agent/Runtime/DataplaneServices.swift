@@ -48,7 +48,11 @@ struct NodeRoutesService: AgentActor {
         agent.statusDetails(name) {
             var d: [String: String] = [:]
             for p in routes.status.peers {
-                d[p.name] = "\(p.mode ?? "-") via \(p.nextHop ?? "-") \(p.podCIDRs.joined(separator: ",")): \(p.state)" + (p.message.map { " (\($0))" } ?? "")
+                // Per family: each pod subnet with its next hop and state ("host-gw 10.244.2.0/24 via
+                // 192.168.1.12 in-sync, fd00:10:244:2::/64 via fd00:1::12 in-sync").
+                let routes = p.routes.isEmpty ? "via \(p.nextHop ?? "-") \(p.podCIDRs.joined(separator: ",")): \(p.state.rawValue)"
+                    : p.routes.map { "\($0.subnet) via \($0.nextHop ?? "-") \($0.state.rawValue)" }.joined(separator: ", ")
+                d[p.name] = "\(p.mode ?? "-") \(routes)" + (p.message.map { " (\($0))" } ?? "")
             }
             return d
         }
@@ -162,19 +166,12 @@ struct ServiceProxyService: AgentActor {
             }
         }
         defer { watcher.cancel() }
-        await cancelWhenGracefulShutdown {
-            var proxy = current.value
-            var changes = zones.makeAsyncIterator()
-            while true {
-                let running = Task { [proxy] in await proxy.run() }
-                let next = await changes.next()  // nil: cancelled (shutdown)
-                running.cancel()
-                await running.value
-                guard let zone = next, !Task.isCancelled else { return }
-                agent.logger.info("node zone changed: restarting the service proxy", metadata: ["zone": "\(zone ?? "none")"])
-                proxy = await makeProxy(zone: zone)
-                current.proxy.withLock { $0 = proxy }
-            }
+        // A zone change reconfigures the running actor (one full sync, nothing flushed).
+        let proxy = current.value
+        let follow = Task {
+            for await zone in zones { await proxy.setNodeZone(zone) }
         }
+        defer { follow.cancel() }
+        await cancelWhenGracefulShutdown { await proxy.run() }
     }
 }

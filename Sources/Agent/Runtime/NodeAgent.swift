@@ -330,7 +330,8 @@ public final class NodeAgent: Sendable {
         for (name, provider) in detailProviders.withLock({ $0 }) { details[name] = await provider() }
         var objects: [String: Int] = [:]
         for kind in ObjectKind.allCases where snapshot.count(of: kind) > 0 { objects[kind.rawValue] = snapshot.count(of: kind) }
-        return AgentStatus(
+        let nodeIPs = await primaryNodeAddresses().map(\.description)
+        var status = AgentStatus(
             agent: .init(version: nodenetVersion, pid: getpid(), startedAt: startedAt,
                          uptimeSeconds: Int(Date().timeIntervalSince(startedAt)), ready: board.isReady,
                          waitingFor: board.waitingFor, configPath: configPath, socket: config.socketPath),
@@ -346,5 +347,7 @@ public final class NodeAgent: Sendable {
                       ips: $0.ips.map(\.description), hostInterface: $0.hostInterface)
             },
             details: details)
+        status.node.nodeIPs = nodeIPs
+        return status
     }
 }

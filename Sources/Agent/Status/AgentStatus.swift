@@ -27,6 +27,9 @@ public struct AgentStatus: Codable, Sendable {
     public struct NodeInfo: Codable, Sendable {
         public var name: String
         public var nodeIP: String?
+        /// The node's address of each family (the configured or discovered node IP, and the
+        /// Node object's InternalIPs): where NodePorts answer.
+        public var nodeIPs: [String] = []
         public var podCIDRs: [String]
         /// config, nodeObject, lease, or none.
         public var podCIDRSource: String
@@ -79,7 +82,8 @@ public enum StatusRenderer {
         line("Source:", "\(s.source.kind), " + (s.source.synced ? "synced" : "not synced")
             + (s.source.connected ? "" : ", disconnected") + ", store version \(s.source.storeVersion)"
             + (s.source.message.isEmpty ? "" : " (\(s.source.message))"))
-        line("Node:", "\(s.node.name)" + (s.node.nodeIP.map { ", IP \($0)" } ?? ""))
+        let ips = s.node.nodeIPs.isEmpty ? (s.node.nodeIP.map { [$0] } ?? []) : s.node.nodeIPs
+        line("Node:", "\(s.node.name)" + (ips.isEmpty ? "" : ", IP " + ips.joined(separator: ", ")))
         line("Pod CIDRs:", s.node.podCIDRs.isEmpty ? "none (\(s.node.podCIDRSource))" : "\(s.node.podCIDRs.joined(separator: ", ")) (from \(s.node.podCIDRSource))")
         line("Cluster:", "pods \(s.node.clusterCIDRs.joined(separator: ",")), services \(s.node.serviceCIDRs.joined(separator: ",")), domain \(s.node.clusterDomain), routing \(s.node.routing)")
         let counts = s.objects.keys.sorted().map { "\($0)=\(s.objects[$0]!)" }.joined(separator: " ")

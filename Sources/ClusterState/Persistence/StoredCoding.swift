@@ -23,8 +23,11 @@ struct StoredCodingError: Error, CustomStringConvertible {
 }
 
 enum StoredCoding {
-    /// The first byte of a binary row (a JSON row starts with `{`).
-    static let marker: UInt8 = 0xB1
+    /// The first byte of a binary row (a JSON row starts with `{`). 0xB2 added the topology
+    /// fields (Service trafficDistribution and healthCheckNodePort, endpoint zone and hints);
+    /// rows of 0xB1 still load, without them.
+    static let marker: UInt8 = 0xB2
+    static let markerWithoutTopology: UInt8 = 0xB1
 
     /// True for kinds this form covers.
     static func covers(_ kind: ObjectKind) -> Bool {
@@ -34,7 +37,7 @@ enum StoredCoding {
         }
     }
 
-    static func isBinary(_ bytes: some Collection<UInt8>) -> Bool { bytes.first == marker }
+    static func isBinary(_ bytes: some Collection<UInt8>) -> Bool { bytes.first == marker || bytes.first == markerWithoutTopology }
 
     static func encode(_ object: ClusterObject) -> [UInt8]? {
         var w = Writer()
@@ -63,6 +66,8 @@ enum StoredCoding {
                 } else {
                     w.u8(0)
                 }
+                w.optString(e.zone)
+                w.array(e.zoneHints) { $0.string($1) }
             }
             w.array(o.ports) { w, p in
                 w.string(p.name); w.string(p.protocol.rawValue); w.optInt(p.port.map(Int.init))
@@ -87,7 +92,9 @@ enum StoredCoding {
 
     static func decode(_ bytes: UnsafeRawBufferPointer) throws(StoredCodingError) -> ClusterObject {
         var r = Reader(bytes)
-        guard try r.u8() == marker else { throw StoredCodingError(message: "not a binary row") }
+        let first = try r.u8()
+        guard first == marker || first == markerWithoutTopology else { throw StoredCodingError(message: "not a binary row") }
+        let topology = first == marker
         let object: ClusterObject
         switch try r.u8() {
         case 1:
@@ -96,7 +103,7 @@ enum StoredCoding {
             let addresses = try r.array { r throws(StoredCodingError) in NodeAddress(type: try r.string(), address: try r.string()) }
             object = .node(Node(metadata: meta, podCIDRs: cidrs, addresses: addresses))
         case 2:
-            object = .service(try r.service())
+            object = .service(try r.service(topology: topology))
         case 3:
             let meta = try r.meta()
             let type = try r.enumValue(EndpointAddressType.self)
@@ -109,8 +116,10 @@ enum StoredCoding {
                 if try r.u8() == 1 {
                     ref = ObjectReference(kind: try r.optString(), namespace: try r.optString(), name: try r.optString(), uid: try r.optString())
                 }
+                let zone = topology ? try r.optString() : nil
+                let hints = topology ? try r.array { r throws(StoredCodingError) in try r.string() } : []
                 return Endpoint(addresses: addresses, conditions: EndpointConditions(ready: c & 1 != 0, serving: c & 2 != 0, terminating: c & 4 != 0),
-                                hostname: hostname, nodeName: nodeName, targetRef: ref)
+                                hostname: hostname, nodeName: nodeName, targetRef: ref, zone: zone, zoneHints: hints)
             }
             let ports = try r.array { r throws(StoredCodingError) -> EndpointPort in
                 let name = try r.string()
@@ -263,6 +272,8 @@ private struct Writer {
         bool(o.publishNotReadyAddresses)
         array(o.ipFamilies) { $0.string($1.rawValue) }
         optString(o.ipFamilyPolicy?.rawValue)
+        optString(o.trafficDistribution)
+        optInt(o.healthCheckNodePort.map(Int.init))
     }
 }
 
@@ -400,7 +411,7 @@ private struct Reader {
         return m
     }
 
-    mutating func service() throws(StoredCodingError) -> Service {
+    mutating func service(topology: Bool) throws(StoredCodingError) -> Service {
         let meta = try meta()
         var s = Service(metadata: meta, type: try enumValue(ServiceType.self))
         s.clusterIPs = try array { r throws(StoredCodingError) in try r.ip() }
@@ -424,6 +435,10 @@ private struct Reader {
         s.publishNotReadyAddresses = try bool()
         s.ipFamilies = try array { r throws(StoredCodingError) in try r.enumValue(IPFamily.self) }
         s.ipFamilyPolicy = try optString().map { v throws(StoredCodingError) in try Self.enumValue(IPFamilyPolicy.self, v) }
+        if topology {
+            s.trafficDistribution = try optString()
+            s.healthCheckNodePort = try optInt().map { UInt16(truncatingIfNeeded: $0) }
+        }
         return s
     }
 }

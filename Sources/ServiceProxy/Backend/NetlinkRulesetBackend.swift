@@ -114,6 +114,12 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     public func checkKernelFeatures() async throws(BackendError) {
         let probe = NetlinkRuleEncoder(tableName: tableName + "-probe")
         for family in TableFamily.allCases {
+            // A table already holding the shape proves the kernel takes it (an agent restart):
+            // nothing is written then, not even the throwaway table.
+            if (try? setExists(family, SharedName.backends)) == true,
+               (try? setExists(family, SharedName.firewallAllow)) == true {
+                continue
+            }
             let types = TupleTypes(family: family)
             let tuple = types.tupleFields
             let features: [(String, [RulesetOperation])] = [
@@ -279,6 +285,21 @@ public final class NetlinkRulesetBackend: RulesetBackend {
             t.sets[s.name] = set
         }
         return t
+    }
+
+    /// NFT_MSG_GETSET of one named set of nodenet's table (not a dump).
+    private func setExists(_ family: TableFamily, _ name: String) throws(NetlinkError) -> Bool {
+        var b = NfnetlinkMessages.builder(message: 10 /* NFT_MSG_GETSET */, family: NFTablesMessages.family(family.ipFamily))
+        b.attribute(1 /* NFTA_SET_TABLE */, string: tableName)
+        b.attribute(2 /* NFTA_SET_NAME */, string: name)
+        let request = NetlinkRequest(bytes: b.finish(), operation: "get nftables set", object: "\(tableName) \(name)")
+        do {
+            _ = try session.execute(request)
+            return true
+        } catch {
+            if error.isNotFound { return false }
+            throw error
+        }
     }
 
     private func tableExists(_ f: IPFamily) throws(NetlinkError) -> Bool {

@@ -32,7 +32,7 @@ public struct ProxyConfiguration: Hashable, Sendable {
     public init(nodeName: String, nodeAddresses: [IPAddress] = [], nodePortRange: ClosedRange<UInt16> = 30000...32767,
                 clusterCIDRs: [IPPrefix] = [], serviceCIDRs: [IPPrefix] = [], masqueradeMark: UInt32 = NodenetTables.masqueradeMark,
                 tableName: String = NodenetTables.name, fullSyncInterval: Duration = .seconds(300),
-                coalesceDelay: Duration = .milliseconds(20), nodeZone: String? = nil) {
+                coalesceDelay: Duration = .zero, nodeZone: String? = nil) {
         self.nodeName = nodeName
         self.nodeZone = nodeZone
         self.nodeAddresses = nodeAddresses

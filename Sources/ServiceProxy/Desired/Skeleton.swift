@@ -41,6 +41,7 @@ public enum SharedName {
     public static let clusterLB = "cluster-lb"
     public static let externalLocalChain = "external-local"
     public static let serviceEndpointsCheck = "service-endpoints-check"
+    public static let rejectChain = "reject-chain"
     public static let clusterIPsCheck = "cluster-ips-check"
     public static let masquerading = "masquerading"
     public static let natPostrouting = "nat-postrouting"
@@ -152,13 +153,21 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
     t.chains[N.clusterLB] = NFChain(N.clusterLB, rules: [])
     t.chains[N.externalLocalChain] = NFChain(N.externalLocalChain, rules: [])
 
+    // One lookup per new connection: the reject verdicts (TCP RST, ICMP) sit in their own chain.
     chain(N.serviceEndpointsCheck, nil, [
-        NFRule([.lookup(tuple, set: N.noEndpointReject), .match(.l4proto, .proto(.tcp)), .reject(.tcpReset)]),
-        NFRule([.lookup(tuple, set: N.noEndpointReject), .reject(.portUnreachable)]),
+        NFRule([.lookup(tuple, set: N.noEndpointReject), .verdict(.goto(N.rejectChain))]),
         NFRule([.lookup(tuple, set: N.noEndpointDrop), .verdict(.drop)]),
     ])
-    var clusterCheck = [NFRule([.lookup([.daddr], set: N.clusterIPs), .reject(.portUnreachable)], comment: "no such port on this ClusterIP")]
+    chain(N.rejectChain, nil, [
+        NFRule([.match(.l4proto, .proto(.tcp)), .reject(.tcpReset)]),
+        NFRule([.reject(.portUnreachable)]),
+    ])
     let serviceNets = config.serviceCIDRs(family)
+    // Most packets here are not for the service range (forwarded traffic after DNAT): one
+    // compare sends them back before the set lookup and the route lookup below.
+    var clusterCheck: [NFRule] = serviceNets.isEmpty ? []
+        : [NFRule([.matchAny(.daddr, serviceNets.map(NFValue.prefix), negated: true), .verdict(.return)])]
+    clusterCheck.append(NFRule([.lookup([.daddr], set: N.clusterIPs), .reject(.portUnreachable)], comment: "no such port on this ClusterIP"))
     if !serviceNets.isEmpty {
         // An address of the node's own in the service range is not a ClusterIP: the cluster DNS
         // listens on one (10.96.0.10 by default, on its own device), and the node must reach it.

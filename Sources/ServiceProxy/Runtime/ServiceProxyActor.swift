@@ -12,7 +12,11 @@ import Metrics
 /// `fullSyncInterval`, and after any failed transaction, the next sync is a full one.
 public actor ServiceProxyActor {
     public let store: ClusterStore
-    public let configuration: ProxyConfiguration
+    public private(set) var configuration: ProxyConfiguration
+    /// True from planning to the end of a sync's transaction.
+    private var syncing = false
+    /// Wakes the run loop (set while `run()` runs).
+    private var wake: (@Sendable () -> Void)?
     private let backend: any RulesetBackend
     private let logger: Logger
     private var planner: ServiceProxyPlanner
@@ -58,6 +62,7 @@ public actor ServiceProxyActor {
     public func run() async {
         let events = await store.subscribe()
         let (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wake = { kick.yield() }
         // A kernel without a feature the shape needs: say which, and program nothing.
         while !Task.isCancelled {
             do {
@@ -87,7 +92,9 @@ public actor ServiceProxyActor {
             let delay = configuration.coalesceDelay
             for await _ in kicks {
                 if Task.isCancelled { break }
-                try? await Task.sleep(for: delay)
+                // Events that arrive while a sync runs are taken by the next one (bursts coalesce
+                // by themselves); an optional delay waits for more before starting.
+                if delay > .zero { try? await Task.sleep(for: delay) }
                 await syncOnce()
                 if planner.needsFullSync {
                     // The sync failed: retry (as a full sync) after a pause, not in a tight loop.
@@ -100,11 +107,24 @@ public actor ServiceProxyActor {
         }
     }
 
+    /// The node's zone changed (topology-aware routing): every service is rebuilt with it in one
+    /// full sync against the kernel; elements move, nothing is flushed.
+    public func setNodeZone(_ zone: String?) {
+        guard zone != configuration.nodeZone else { return }
+        configuration.nodeZone = zone
+        planner.reconfigure(configuration)
+        wake?()
+    }
+
     private func record(_ event: StoreEvent) -> Bool {
         let work = planner.record(event)
         // An event with nothing for the proxy (a Pod, a Node) while the kernel holds everything
         // else: the kernel holds that version's state too.
-        if !work, current.inSync, case .changed(let version, _) = event { current.appliedVersion = max(current.appliedVersion ?? 0, version) }
+        // Not while a sync is applying (the actor is reentrant at its awaits): the kernel may not
+        // hold that sync's changes yet.
+        if !work, !syncing, current.inSync, case .changed(let version, _) = event {
+            current.appliedVersion = max(current.appliedVersion ?? 0, version)
+        }
         return work
     }
     private func requestFullSync() { planner.requestFullSync() }
@@ -112,6 +132,8 @@ public actor ServiceProxyActor {
     /// One sync: plan, apply, delete stale UDP flows, update status and metrics.
     public func syncOnce() async {
         guard planner.hasWork else { return }
+        syncing = true
+        defer { syncing = false }
         let started = ContinuousClock.now
         let full = planner.needsFullSync
         var kernel: RulesetModel?

@@ -31,6 +31,12 @@ public struct ServiceProxyPlanner: Sendable {
         desired = DesiredState(configuration: configuration)
     }
 
+    /// A new configuration (the node's zone): the next plan is a full one built with it.
+    public mutating func reconfigure(_ configuration: ProxyConfiguration) {
+        desired = DesiredState(configuration: configuration)
+        needsFullSync = true
+    }
+
     public var hasWork: Bool { needsFullSync || !dirtyServices.isEmpty || !dirtySlices.isEmpty }
 
     /// Notes what an event touches. Returns true when a sync is needed.
