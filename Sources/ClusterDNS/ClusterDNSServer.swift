@@ -171,6 +171,9 @@ public final class ClusterDNSServer: Sendable {
     /// Addresses that could not be bound yet, with the last error (retried until they bind).
     public var failedListeners: [IPAddress: String] { listeners.withLock { $0.errors } }
 
+    /// True once every wanted address has been tried: bound, or failed (and being retried).
+    public var listenersSettled: Bool { listeners.withLock { l in l.wanted.allSatisfy { l.bound[$0] != nil || l.errors[$0] != nil } } }
+
     /// What one bind attempt needs; set while `run()` serves.
     struct Binder: Sendable {
         let group: MultiThreadedEventLoopGroup

@@ -70,7 +70,8 @@ struct DNSService: AgentActor {
         let loop = KernelReconcileLoop(interval: Self.resyncInterval)
         let reconciler = Task {
             // Readiness once the server answers on some address (its first bind), then passes.
-            while !Task.isCancelled, !server.isReady { try? await Task.sleep(for: .milliseconds(20)) }
+            // (and every listen address tried, so a listener that cannot bind is in the first pass).
+            while !Task.isCancelled, !server.isReady || !server.listenersSettled { try? await Task.sleep(for: .milliseconds(20)) }
             await loop.run(events: monitor?.events, relevant: { device.isRelevant($0) }, pass: {
                 let addresses = listen.all
                 var statuses = await BlockingWork.run { device.reconcile(addresses: addresses) }
