@@ -139,13 +139,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
             var owner: [Int] = []
             for (i, f) in features.enumerated() { owner += repeatElement(i, count: f.1.count) }
             let (requests, origin) = probe.requests(ops, anonymousTag: "probe")
-            let result: BatchResult
-            do {
-                result = try session.nftablesTransaction(requests)
-            } catch {
-                throw BackendError(operation: "kernel feature check", message: "\(error)")
-            }
-            guard let index = result.failures.keys.min(), let e = result.failures[index] else { continue }
+            guard let (index, e) = try firstFailure(requests, what: "kernel feature check")?.first else { continue }
             let feature = features[owner[origin[index]]].0
             throw BackendError(operation: "kernel feature check (\(family.rawValue))",
                                message: "the kernel lacks \(feature.isEmpty ? "table deletion" : feature), which the service rules need: \(e)")
@@ -215,15 +209,27 @@ public final class NetlinkRulesetBackend: RulesetBackend {
         return wanted
     }
 
-    private func transaction(_ requests: [NetlinkRequest], _ origin: [Int], _ ops: [RulesetOperation]) throws(BackendError) {
+    /// Sends one batch; nil when the kernel took every message, else the refused messages by
+    /// index (`first`: the lowest, the one that names the cause).
+    private func firstFailure(_ requests: [NetlinkRequest], what: String) throws(BackendError) -> Refusals? {
         let result: BatchResult
         do {
             result = try session.nftablesTransaction(requests)
         } catch {
-            throw BackendError(operation: "nf_tables transaction (\(ops.count) operations, \(requests.count) messages)", message: "\(error)")
+            throw BackendError(operation: what, message: "\(error)")
         }
+        return result.failures.isEmpty ? nil : Refusals(failures: result.failures)
+    }
+
+    struct Refusals {
+        var failures: [Int: NetlinkError]
+        var first: (Int, NetlinkError)? { failures.keys.min().map { ($0, failures[$0]!) } }
+    }
+
+    private func transaction(_ requests: [NetlinkRequest], _ origin: [Int], _ ops: [RulesetOperation]) throws(BackendError) {
         // The first failing message names the operation; later ones are often consequences.
-        guard let index = result.failures.keys.min(), let e = result.failures[index] else { return }
+        guard let result = try firstFailure(requests, what: "nf_tables transaction (\(ops.count) operations, \(requests.count) messages)"),
+              let (index, e) = result.first else { return }
         let render = NftRenderer(tableName: tableName)
         let text = render.lines(ops[origin[index]]).first ?? "\(ops[origin[index]])"
         let others = result.failures.keys.sorted().dropFirst().prefix(3).map { i in
