@@ -178,4 +178,27 @@ extension TrafficTests {
         for _ in 0..<30 where !hairpin { hairpin = try t.connect(from: t.pod1, "[fd00:96::10]:80").text == "pod1" }
         #expect(hairpin)
     }
+
+    /// ClientIP affinity over IPv6 sticks, and the learned entry (a 40-byte key and 20-byte data,
+    /// packed into the kernel's 4-byte registers) is in the ip6 affinity map. Netlink backend
+    /// only: nft 1.0.6 cannot express that record rule.
+    @Test func clientIPAffinityOverIPv6() async throws {
+        let t = try Topology(.netlink)
+        defer { t.delete() }
+        let store = ClusterStore()
+        await store.apply([
+            .upsert(.service(service("sticky6", ips: ["10.96.0.12", "fd00:96::12"], affinity: 300))),
+            .upsert(.endpointSlice(slice("sticky6", [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5")]))),
+            .upsert(.endpointSlice(slice("sticky6", family: .ipv6, [EP(ip: "fd00:10:244:1::5"), EP(ip: "fd00:10:244:2::5")]))),
+        ])
+        let (actor, task) = try await t.startProxy(store)
+        defer { task.cancel() }
+        #expect(await actor.status().lastError == nil)
+        let first = try t.connect(from: t.client, "[fd00:96::12]:80").text
+        #expect(["pod1", "pod2"].contains(first))
+        for _ in 0..<10 { #expect(try t.connect(from: t.client, "[fd00:96::12]:80").text == first) }
+        let listing = try t.node.check(["nft", "list", "map", "ip6", "nodenet", SharedName.affinity]).stdout
+        let endpoint = first == "pod1" ? "fd00:10:244:1::5" : "fd00:10:244:2::5"
+        #expect(listing.contains("fd00:10:244:3::5 . fd00:96::12 . tcp . 80") && listing.contains(": \(endpoint) . 8080"), "\(listing)")
+    }
 }
