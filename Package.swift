@@ -130,6 +130,15 @@ let package = Package(
         .executableTarget(name: "proxy-bench", dependencies: ["ServiceProxy", "ClusterState"], path: "bench/services/proxy-bench",
                           swiftSettings: strict),
 
+        // NetworkPolicy: selection into identities and allow sets, enforced in nftables tables of
+        // its own (the nft model, diff and netlink backend are ServiceProxy's).
+        .target(name: "PolicyEnforcement", dependencies: [
+            "IPAddressing", "Netlink", "ClusterState", "ServiceProxy",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], exclude: ["README.md"], swiftSettings: strict),
+        .testTarget(name: "PolicyEnforcementTests", dependencies: ["PolicyEnforcement", "NodenetTestSupport"]),
+
         .target(name: "ClusterDNS", dependencies: [
             "IPAddressing", "ClusterState",
             .product(name: "Logging", package: "swift-log"),
@@ -146,7 +155,7 @@ let package = Package(
         // Composition: configuration, lifecycle, control API, status, metrics, systemd.
         .target(name: "Agent", dependencies: [
             "IPAddressing", "ClusterState", "ClusterSources", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
-            "Netlink", "CSystemd", "CShims", "ControlClient",
+            "PolicyEnforcement", "Netlink", "CSystemd", "CShims", "ControlClient",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -368,7 +368,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
                 guard let p = L4Protocol.allCases.first(where: { $0.number == b[0] }) else { return nil }
                 values.append(.proto(p))
             case .inetService: values.append(.port(UInt16(b[0]) << 8 | UInt16(b[1])))
-            case .integer: values.append(.slot(b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+            case .integer, .mark: values.append(.slot(b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
             case .verdict: return nil
             }
             offset += types.count > 1 || concatenated ? NetlinkRuleEncoder.roundUp4(length) : length
