@@ -40,6 +40,7 @@ public enum PolicyTables {
         public static let namespace = "namespace"
         public static let dnsAddresses = "dns-addresses"
         public static let dns = "dns"
+        public static let localPods = "local-pods"
         public static let dnsAllowed = "eg-dns"
         public static func isolated(_ d: PolicyDirection) -> String { d == .ingress ? "in-isolated" : "eg-isolated" }
         public static func chain(_ d: PolicyDirection) -> String { d == .ingress ? "ingress" : "egress" }
@@ -63,6 +64,7 @@ public enum PolicyTables {
         set(Names.namespace, [addr], data: [.mark])
         set(Names.dnsAddresses, [addr])
         set(Names.dnsAllowed, [addr, addr, .inetProto, .inetService])
+        set(Names.localPods, [addr])
         for d in PolicyDirection.allCases {
             set(Names.isolated(d), [addr])
             set(Names.allow(d, "identity", ports: false), [addr, .mark])
@@ -126,6 +128,19 @@ public enum PolicyTables {
             for (ip, n) in desired.addressIdentity where ip.family == ipFamily { put(Names.identity, [.address(ip)], .data(ElementKey([.slot(n)]))) }
             for (ip, n) in desired.addressNamespace where ip.family == ipFamily { put(Names.namespace, [.address(ip)], .data(ElementKey([.slot(n)]))) }
             for ip in desired.dnsAddresses where ip.family == ipFamily { put(Names.dnsAddresses, [.address(ip)]) }
+            // A pod being created (an address of the node's pod subnets the tables do not know
+            // yet) neither sends nor receives until its ADD has programmed it: fail closed. The
+            // subnets are the node's, set once: these rules change only when they do.
+            let starting = desired.localSubnets.filter { $0.family == ipFamily }.flatMap { prefix in
+                [NFField.saddr, .daddr].map {
+                    NFRule([.match($0, .prefix(prefix.network)), .lookup([$0], set: Names.localPods, negated: true), .counter,
+                            .verdict(.drop)], comment: "pod not programmed yet")
+                }
+            }
+            var forward = t.chains[Names.forward]!.rules!
+            forward.insert(contentsOf: starting, at: forward.firstIndex { $0.expressions.first == .lookup([.saddr], set: Names.isolated(.egress)) }!)
+            t.chains[Names.forward]!.rules = forward
+            for ips in desired.localAddresses.values { for ip in ips where ip.family == ipFamily { put(Names.localPods, [.address(ip)]) } }
             for (d, ips) in desired.isolated { for ip in ips where ip.family == ipFamily { put(Names.isolated(d), [.address(ip)]) } }
             for key in desired.allows.keys {
                 if case .addresses(_, _, let range, _) = key, range.family != ipFamily { continue }

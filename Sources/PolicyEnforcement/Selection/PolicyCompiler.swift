@@ -187,6 +187,9 @@ public struct PolicyDesired: Sendable, Equatable {
     public var podsByAddress: [IPAddress: NamespacedName] = [:]
     /// Policies isolating each local pod, per direction (explanations and status).
     public var isolatingPolicies: [NamespacedName: [PolicyDirection: [NamespacedName]]] = [:]
+    /// The node's pod subnets: an address there that is no known pod is a pod being created
+    /// (its ADD has not returned), and its traffic is dropped until its policies are in.
+    public var localSubnets: [IPPrefix] = []
     /// The node's DNS responder addresses (the input chain judges traffic to them).
     public var dnsAddresses: [IPAddress] = []
     /// Named ports a rule asked for that no destination pod has (status lines, not errors).

@@ -69,8 +69,10 @@ public struct PolicyInputs: Sendable, Equatable {
         var pods: [NamespacedName: PodInfo] = [:]
         var attached: [NamespacedName: [IPAddress]] = [:]
         for a in snapshot.attachments.values {
-            guard let ns = a.podNamespace, let name = a.podName else { continue }
-            attached[NamespacedName(ns, name), default: []] += a.ips.map(\.address)
+            // A container that is no Kubernetes pod (podman without pod arguments): a pod of no
+            // namespace, which no policy selects, so that its address is known.
+            let id = a.pod ?? NamespacedName("", a.keyName)
+            attached[id, default: []] += a.ips.map(\.address)
         }
         for (id, pod) in snapshot.pods where !pod.hostNetwork && !pod.isFinished {
             let local = pod.nodeName == nodeName || attached[id] != nil
@@ -83,7 +85,7 @@ public struct PolicyInputs: Sendable, Equatable {
         // only policies selecting every pod of its namespace apply to it until the pod arrives.
         for (id, ips) in attached where pods[id] == nil {
             pods[id] = PodInfo(id: id, labels: [:], ips: ips, local: true)
-            if namespaces[id.namespace] == nil { namespaces[id.namespace] = [Self.namespaceNameLabel: id.namespace] }
+            if !id.namespace.isEmpty, namespaces[id.namespace] == nil { namespaces[id.namespace] = [Self.namespaceNameLabel: id.namespace] }
         }
         self.init(namespaces: namespaces, pods: pods, policies: policies, dnsAddresses: dnsAddresses)
     }
