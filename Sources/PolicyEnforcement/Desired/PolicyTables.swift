@@ -75,16 +75,7 @@ public enum PolicyTables {
             set(Names.allow(d, "addresses", ports: true), [addr, addr, .inetProto, .inetService], interval: true)
         }
 
-        var established: [NFRule] = [NFRule([.ctStateEstablishedRelated, .verdict(.accept)])]
-        if family == .ip6 {
-            // Neighbour discovery between pods on the bridge passes the forward hook too
-            // (br_netfilter): never filter it.
-            established += (133...136).map { NFRule([.icmpv6Type(UInt8($0)), .verdict(.accept)]) }
-        }
-        t.chains[Names.forward] = NFChain(Names.forward, base: BaseChainSpec(.filter, .forward, priority: 0), rules: established + [
-            NFRule([.lookup([.saddr], set: Names.isolated(.egress)), .verdict(.jump(Names.chain(.egress)))]),
-            NFRule([.lookup([.daddr], set: Names.isolated(.ingress)), .verdict(.jump(Names.chain(.ingress)))]),
-        ])
+        t.chains[Names.forward] = forwardChain(family, localSubnets: [])
         t.chains[Names.input] = NFChain(Names.input, base: BaseChainSpec(.filter, .input, priority: 0), rules: [
             NFRule([.lookup([.saddr], set: Names.isolated(.egress)), .lookup([.daddr], set: Names.dnsAddresses),
                     .verdict(.jump(Names.dns))]),
@@ -116,11 +107,34 @@ public enum PolicyTables {
         return t
     }
 
+    /// The forward chain: replies first, pods being created dropped, then the isolated pods'
+    /// checks.
+    static func forwardChain(_ family: TableFamily, localSubnets: [IPPrefix]) -> NFChain {
+        var rules: [NFRule] = [NFRule([.ctStateEstablishedRelated, .verdict(.accept)])]
+        if family == .ip6 {
+            // Neighbour discovery between pods on the bridge passes the forward hook too
+            // (br_netfilter): never filter it.
+            rules += (133...136).map { NFRule([.icmpv6Type(UInt8($0)), .verdict(.accept)]) }
+        }
+        // A pod being created (an address of the node's pod subnets the tables do not know yet)
+        // neither sends nor receives until its ADD has programmed it: fail closed.
+        for prefix in localSubnets where TableFamily(prefix.family) == family {
+            for field in [NFField.saddr, .daddr] {
+                rules.append(NFRule([.match(field, .prefix(prefix.network)), .lookup([field], set: Names.localPods, negated: true), .counter,
+                                     .verdict(.drop)], comment: "pod not programmed yet"))
+            }
+        }
+        rules.append(NFRule([.lookup([.saddr], set: Names.isolated(.egress)), .verdict(.jump(Names.chain(.egress)))]))
+        rules.append(NFRule([.lookup([.daddr], set: Names.isolated(.ingress)), .verdict(.jump(Names.chain(.ingress)))]))
+        return NFChain(Names.forward, base: BaseChainSpec(.filter, .forward, priority: 0), rules: rules)
+    }
+
     /// The tables with the desired elements.
     public static func model(_ desired: PolicyDesired) -> RulesetModel {
         var model = RulesetModel()
         for family in TableFamily.allCases {
             var t = skeleton(family)
+            t.chains[Names.forward] = forwardChain(family, localSubnets: desired.localSubnets)
             let ipFamily = family.ipFamily
             func put(_ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
                 t.sets[set]!.elements[ElementKey(key)] = .some(value)
@@ -128,38 +142,32 @@ public enum PolicyTables {
             for (ip, n) in desired.addressIdentity where ip.family == ipFamily { put(Names.identity, [.address(ip)], .data(ElementKey([.slot(n)]))) }
             for (ip, n) in desired.addressNamespace where ip.family == ipFamily { put(Names.namespace, [.address(ip)], .data(ElementKey([.slot(n)]))) }
             for ip in desired.dnsAddresses where ip.family == ipFamily { put(Names.dnsAddresses, [.address(ip)]) }
-            // A pod being created (an address of the node's pod subnets the tables do not know
-            // yet) neither sends nor receives until its ADD has programmed it: fail closed. The
-            // subnets are the node's, set once: these rules change only when they do.
-            let starting = desired.localSubnets.filter { $0.family == ipFamily }.flatMap { prefix in
-                [NFField.saddr, .daddr].map {
-                    NFRule([.match($0, .prefix(prefix.network)), .lookup([$0], set: Names.localPods, negated: true), .counter,
-                            .verdict(.drop)], comment: "pod not programmed yet")
-                }
-            }
-            var forward = t.chains[Names.forward]!.rules!
-            forward.insert(contentsOf: starting, at: forward.firstIndex { $0.expressions.first == .lookup([.saddr], set: Names.isolated(.egress)) }!)
-            t.chains[Names.forward]!.rules = forward
+            for d in PolicyDirection.allCases { for ip in desired.isolated(d) where ip.family == ipFamily { put(Names.isolated(d), [.address(ip)]) } }
             for ips in desired.localAddresses.values { for ip in ips where ip.family == ipFamily { put(Names.localPods, [.address(ip)]) } }
-            for (d, ips) in desired.isolated { for ip in ips where ip.family == ipFamily { put(Names.isolated(d), [.address(ip)]) } }
             for key in desired.allows.keys {
-                if case .addresses(_, _, let range, _) = key, range.family != ipFamily { continue }
                 for local in desired.localAddresses[key.local] ?? [] where local.family == ipFamily {
-                    let (set, start, end) = elements(key, local: local)
-                    if let end { put(set, start, .intervalEnd(ElementKey(end))) } else { put(set, start) }
+                    guard let e = element(key, local: local) else { continue }
+                    put(e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
                 }
             }
-            for (src, dns, p) in desired.dnsAllowed() where src.family == ipFamily {
-                put(Names.dnsAllowed, [.address(src), .address(dns), .proto(p.proto), .port(p.first)])
+            for ips in desired.localAddresses.values {
+                for src in ips where src.family == ipFamily {
+                    for e in desired.dnsAllowed(from: src) { put(Names.dnsAllowed, dnsElement(e)) }
+                }
             }
             model.tables[family] = t
         }
         return model
     }
 
+    /// The `eg-dns` key of one allowed (source, responder, port).
+    static func dnsElement(_ e: (IPAddress, IPAddress, PortRange)) -> [NFValue] {
+        [.address(e.0), .address(e.1), .proto(e.2.proto), .port(e.2.first)]
+    }
+
     /// The set an allow key goes to for one of its local pod's addresses, its key, and for
-    /// interval sets the range's closing key.
-    static func elements(_ key: AllowKey, local: IPAddress) -> (set: String, start: [NFValue], end: [NFValue]?) {
+    /// interval sets the range's closing key; nil when the key's addresses are of the other family.
+    static func element(_ key: AllowKey, local: IPAddress) -> (set: String, start: [NFValue], end: [NFValue]?)? {
         let l = NFValue.address(local)
         func ports(_ p: PortRange?) -> (start: [NFValue], end: [NFValue]) {
             guard let p else { return ([], []) }
@@ -171,6 +179,7 @@ public enum PolicyTables {
             let ps = ports(p)
             return (Names.allow(d, kind, ports: p != nil), [l, .slot(peer)] + ps.start, p == nil ? nil : [l, .slot(peer)] + ps.end)
         case .addresses(let d, _, let range, let p):
+            guard range.family == local.family else { return nil }
             let ps = ports(p)
             return (Names.allow(d, "addresses", ports: p != nil), [l, .address(range.first)] + ps.start, [l, .address(range.last)] + ps.end)
         }

@@ -48,8 +48,8 @@ extension PolicyDesired {
         var v = PolicyVerdict(allowed: true, deniedBy: nil, allowingRules: [:], isolatingPolicies: [:])
         for d in [PolicyDirection.egress, .ingress] {
             let (local, peer) = d == .egress ? (source, destination) : (destination, source)
-            guard isolated[d]?.contains(local) == true, let identity = addressIdentity[local] else { continue }
-            if let pod = podsByAddress[local] { v.isolatingPolicies[d] = isolatingPolicies[pod]?[d] ?? [] }
+            guard isIsolated(local, d), let identity = addressIdentity[local] else { continue }
+            v.isolatingPolicies[d] = (isolatedBy[identity]?[d] ?? []).sorted()
             let rules = allowingRules(d, local: identity, peer: peer, proto: proto, port: port)
             v.allowingRules[d] = rules
             if rules.isEmpty, v.allowed {
@@ -60,19 +60,21 @@ extension PolicyDesired {
         return v
     }
 
-    /// (local pod address, responder address, port) for every DNS query the policies allow
-    /// from an egress-isolated local pod: the `eg-dns` elements.
-    func dnsAllowed() -> [(IPAddress, IPAddress, PortRange)] {
+    /// (responder address, port) for every DNS query the policies allow from the local pod at
+    /// `source` when it is isolated for egress: its `eg-dns` elements.
+    func dnsAllowed(from source: IPAddress) -> [(IPAddress, IPAddress, PortRange)] {
+        guard isIsolated(source, .egress), let identity = addressIdentity[source] else { return [] }
         var out: [(IPAddress, IPAddress, PortRange)] = []
-        for src in isolated[.egress] ?? [] {
-            guard let identity = addressIdentity[src] else { continue }
-            for dns in dnsAddresses where dns.family == src.family {
-                for proto in [L4Protocol.udp, .tcp]
-                where !allowingRules(.egress, local: identity, peer: dns, proto: proto, port: 53).isEmpty {
-                    out.append((src, dns, PortRange(proto, 53, 53)))
-                }
+        for dns in dnsAddresses where dns.family == source.family {
+            for proto in [L4Protocol.udp, .tcp] where !allowingRules(.egress, local: identity, peer: dns, proto: proto, port: 53).isEmpty {
+                out.append((source, dns, PortRange(proto, 53, 53)))
             }
         }
         return out
+    }
+
+    /// Every `eg-dns` element (tests).
+    func dnsAllowed() -> [(IPAddress, IPAddress, PortRange)] {
+        localAddresses.values.flatMap { $0 }.flatMap { dnsAllowed(from: $0) }
     }
 }

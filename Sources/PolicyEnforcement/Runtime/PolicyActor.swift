@@ -54,10 +54,15 @@ public actor PolicyActor {
     public let configuration: PolicyConfiguration
     private let backend: any RulesetBackend
     private let logger: Logger
-    private var compiler = PolicyCompiler()
-    private var desired = PolicyDesired()
-    /// What the last successful transaction left in the kernel (nil: unknown, read it back).
-    private var applied: RulesetModel?
+    private var engine: PolicyEngine
+    /// The kernel holds `engine.model` as of the last successful transaction (false: read it
+    /// back and compare whole).
+    private var kernelKnown = false
+    /// What changed since the last sync (read from the newest snapshot when it runs).
+    private var dirtyPods: Set<NamespacedName> = []
+    private var dirtyNamespaces: Set<String> = []
+    private var dirtyPolicies: Set<NamespacedName> = []
+    private var dirtyNode = true
     private var dirty = true
     private var pendingSince: ContinuousClock.Instant?
     private var syncing = false
@@ -78,15 +83,16 @@ public actor PolicyActor {
         self.backend = backend
         self.logger = logger
         self.onSync = onSync
+        engine = PolicyEngine(dnsAddresses: configuration.dnsAddresses)
     }
 
     public func status() -> PolicyStatus { current }
 
     /// The compiled desired state (explanations; tests).
-    public func desiredState() -> PolicyDesired { desired }
+    public func desiredState() -> PolicyDesired { engine.desired }
 
     /// The tables in `nft -f` syntax.
-    public func rulesText() -> String { NftRenderer(tableName: PolicyTables.tableName).ruleset(PolicyTables.model(desired)) }
+    public func rulesText() -> String { NftRenderer(tableName: PolicyTables.tableName).ruleset(engine.model) }
 
     /// Waits until the kernel holds the policy state of store version `version` (or a later
     /// one): what a CNI ADD waits for before it returns, so a pod's first packet meets its
@@ -154,23 +160,30 @@ public actor PolicyActor {
     }
 
     private func requestFullSync() {
-        applied = nil
+        kernelKnown = false
         dirty = true
-    }
-
-    /// Kinds whose changes can change the policy tables.
-    static func concerns(_ change: ObjectChange, nodeName: String) -> Bool {
-        switch change.key.kind {
-        case .pod, .namespace, .attachment: true // MERGE: .networkPolicy
-        case .node: change.key.name == nodeName
-        default: false
-        }
     }
 
     private func record(_ event: StoreEvent) -> Bool {
         switch event {
         case .changed(let version, let changes):
-            if changes.contains(where: { Self.concerns($0, nodeName: configuration.nodeName) }) {
+            var work = false
+            for change in changes {
+                switch change.key.kind {
+                case .pod: dirtyPods.insert(NamespacedName(change.key.namespace, change.key.name))
+                case .attachment:
+                    for o in [change.old, change.new] {
+                        if case .attachment(let a)? = o { dirtyPods.insert(a.pod ?? NamespacedName("", a.keyName)) }
+                    }
+                case .namespace: dirtyNamespaces.insert(change.key.name)
+                case let k where k.rawValue == "NetworkPolicy": // MERGE: case .networkPolicy
+                    dirtyPolicies.insert(NamespacedName(change.key.namespace, change.key.name))
+                case .node where change.key.name == configuration.nodeName: dirtyNode = true
+                default: continue
+                }
+                work = true
+            }
+            if work {
                 dirty = true
                 if pendingSince == nil { pendingSince = .now }
                 return true
@@ -186,7 +199,9 @@ public actor PolicyActor {
         }
     }
 
-    /// One sync: compile, diff against the kernel's state, apply in one transaction.
+    /// One sync: the changes since the last one into the engine, its element operations in one
+    /// transaction. A full one (start, resync, after a failure, periodic) loads everything and
+    /// compares the engine's model with what the kernel holds.
     public func syncOnce() async {
         guard dirty, !syncing else { return }
         syncing = true
@@ -195,25 +210,42 @@ public actor PolicyActor {
         let since = pendingSince
         pendingSince = nil
         dirty = false
-        let full = applied == nil
-        var kernel = applied
+        let full = !kernelKnown
+        let snapshot = await store.snapshot()
+        let ops: [RulesetOperation]
         if full {
+            let kernel: RulesetModel?
             do {
-                // Chains come back without their rules: the diff rewrites those chains in the
-                // same transaction (atomic: never a moment without them); elements are compared.
+                // Chains come back without their rules: the diff rewrites them in the same
+                // transaction (atomic: never a moment without them); elements are compared.
                 kernel = try await backend.currentState()
             } catch {
                 fail("reading the kernel's policy tables: \(error)")
                 return
             }
+            engine.load(PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
+                                     dnsAddresses: configuration.dnsAddresses))
+            engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? [])
+            engine.discardOperations()
+            ops = RulesetDiff.operations(from: kernel, to: engine.model)
+        } else {
+            var changes = PolicyChanges()
+            if !dirtyPods.isEmpty {
+                let attached = PolicyInputs.attachedAddresses(snapshot)
+                for id in dirtyPods {
+                    changes.pods[id] = .some(PolicyInputs.podInfo(id, snapshot: snapshot, nodeName: configuration.nodeName, attached: attached[id]))
+                }
+            }
+            for name in dirtyNamespaces { changes.namespaces[name] = .some(snapshot.namespaces[name].map(PolicyInputs.namespaceLabels)) }
+            for id in dirtyPolicies { changes.policies[id] = .some(snapshot.networkPolicies[id]) }
+            engine.apply(changes)
+            if dirtyNode { engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? []) }
+            ops = engine.takeOperations()
         }
-        let snapshot = await store.snapshot()
-        let inputs = PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName,
-                                  policies: [:] /* MERGE: snapshot.networkPolicies */, dnsAddresses: configuration.dnsAddresses)
-        var next = compiler.compile(inputs)
-        next.localSubnets = snapshot.nodes[configuration.nodeName]?.podCIDRs.map(\.network) ?? []
-        let model = PolicyTables.model(next)
-        let ops = RulesetDiff.operations(from: kernel, to: model)
+        dirtyPods = []
+        dirtyNamespaces = []
+        dirtyPolicies = []
+        dirtyNode = false
         let size = ops.reduce(0) { $0 + $1.weight }
         if !ops.isEmpty {
             do {
@@ -223,8 +255,7 @@ public actor PolicyActor {
                 return
             }
         }
-        desired = next
-        applied = model
+        kernelKnown = true
         let elapsed = ContinuousClock.now - started
         syncTimer.record(duration: elapsed)
         current.syncs += 1
@@ -232,12 +263,13 @@ public actor PolicyActor {
         current.inSync = true
         current.lastError = nil
         current.lastSyncSeconds = elapsed.seconds
-        current.policies = 0 // MERGE: snapshot.networkPolicies.count
-        current.isolatedIngress = next.isolatingPolicies.values.filter { $0[.ingress] != nil }.count
-        current.isolatedEgress = next.isolatingPolicies.values.filter { $0[.egress] != nil }.count
-        current.identities = next.identities.count
-        current.elements = model.elementCount
-        current.notes = next.unresolvedNamedPorts.sorted { $0.key < $1.key }.prefix(10).map {
+        let desired = engine.desired
+        current.policies = snapshot.networkPolicies.count
+        current.isolatedIngress = desired.isolatedPodCount(.ingress)
+        current.isolatedEgress = desired.isolatedPodCount(.egress)
+        current.identities = desired.identities.count
+        current.elements = engine.model.elementCount
+        current.notes = desired.unresolvedNamedPorts.sorted { $0.key < $1.key }.prefix(10).map {
             "\($0.key): named port \($0.value.sorted().joined(separator: ", ")) matches no destination pod"
         }
         if let since {
@@ -253,7 +285,7 @@ public actor PolicyActor {
     }
 
     private func fail(_ message: String) {
-        applied = nil
+        kernelKnown = false
         dirty = true
         failureCounter.increment()
         current.failures += 1

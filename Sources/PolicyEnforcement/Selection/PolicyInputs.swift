@@ -61,32 +61,46 @@ public struct PolicyInputs: Sendable, Equatable {
     /// NetworkPolicy), finished pods left out (their addresses may be reused).
     public init(snapshot: ClusterSnapshot, nodeName: String, policies: [NamespacedName: NetworkPolicy], dnsAddresses: [IPAddress]) {
         var namespaces: [String: [String: String]] = [:]
-        for (name, ns) in snapshot.namespaces {
-            var l = ns.metadata.labels ?? [:]
-            l[Self.namespaceNameLabel] = name
-            namespaces[name] = l
-        }
+        for (name, ns) in snapshot.namespaces { namespaces[name] = Self.namespaceLabels(ns) }
+        let attached = Self.attachedAddresses(snapshot)
         var pods: [NamespacedName: PodInfo] = [:]
-        var attached: [NamespacedName: [IPAddress]] = [:]
-        for a in snapshot.attachments.values {
-            // A container that is no Kubernetes pod (podman without pod arguments): a pod of no
-            // namespace, which no policy selects, so that its address is known.
-            let id = a.pod ?? NamespacedName("", a.keyName)
-            attached[id, default: []] += a.ips.map(\.address)
-        }
-        for (id, pod) in snapshot.pods where !pod.hostNetwork && !pod.isFinished {
-            let local = pod.nodeName == nodeName || attached[id] != nil
-            var ips = pod.podIPs
-            for ip in attached[id] ?? [] where !ips.contains(ip) { ips.append(ip) }
-            pods[id] = PodInfo(id: id, labels: pod.metadata.labels ?? [:], ips: ips, ports: pod.ports, local: local)
-            if namespaces[id.namespace] == nil { namespaces[id.namespace] = [Self.namespaceNameLabel: id.namespace] }
-        }
-        // A local attachment whose pod the store does not know (yet): a pod with no labels, so
-        // only policies selecting every pod of its namespace apply to it until the pod arrives.
-        for (id, ips) in attached where pods[id] == nil {
-            pods[id] = PodInfo(id: id, labels: [:], ips: ips, local: true)
+        for id in Set(snapshot.pods.keys).union(attached.keys) {
+            guard let info = Self.podInfo(id, snapshot: snapshot, nodeName: nodeName, attached: attached[id]) else { continue }
+            pods[id] = info
             if !id.namespace.isEmpty, namespaces[id.namespace] == nil { namespaces[id.namespace] = [Self.namespaceNameLabel: id.namespace] }
         }
         self.init(namespaces: namespaces, pods: pods, policies: policies, dnsAddresses: dnsAddresses)
+    }
+
+    public static func namespaceLabels(_ ns: Namespace) -> [String: String] {
+        var l = ns.metadata.labels ?? [:]
+        l[namespaceNameLabel] = ns.metadata.name
+        return l
+    }
+
+    /// This node's attachments' addresses by pod. A container that is no Kubernetes pod (podman
+    /// without pod arguments) is a pod of no namespace, which no policy selects, so that its
+    /// address is known.
+    public static func attachedAddresses(_ snapshot: ClusterSnapshot) -> [NamespacedName: [IPAddress]] {
+        var attached: [NamespacedName: [IPAddress]] = [:]
+        for a in snapshot.attachments.values {
+            attached[a.pod ?? NamespacedName("", a.keyName), default: []] += a.ips.map(\.address)
+        }
+        return attached
+    }
+
+    /// One pod as policy sees it, from the store (nil: none, host network, or finished). A local
+    /// attachment whose pod the store does not know (yet) is a pod without labels, so only
+    /// policies selecting every pod of its namespace apply to it until the pod arrives.
+    public static func podInfo(_ id: NamespacedName, snapshot: ClusterSnapshot, nodeName: String, attached: [IPAddress]?) -> PodInfo? {
+        if let pod = snapshot.pods[id] {
+            guard !pod.hostNetwork, !pod.isFinished else { return nil }
+            var ips = pod.podIPs
+            for ip in attached ?? [] where !ips.contains(ip) { ips.append(ip) }
+            return PodInfo(id: id, labels: pod.metadata.labels ?? [:], ips: ips, ports: pod.ports,
+                           local: pod.nodeName == nodeName || attached != nil)
+        }
+        guard let attached else { return nil }
+        return PodInfo(id: id, labels: [:], ips: attached, local: true)
     }
 }
