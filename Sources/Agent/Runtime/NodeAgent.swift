@@ -309,6 +309,7 @@ public final class NodeAgent: Sendable {
         var message = remote.endpoint.map { "endpoint \($0)" } ?? ""
         message += ", watch restarts \(remote.watchRestarts), relists \(remote.relists)"
         if remote.skippedObjects > 0 { message += ", \(remote.skippedObjects) objects skipped" }
+        if let skipped = remote.lastSkipped { message += ", last skipped \(skipped)" }
         if let e = remote.lastError { message += ", last error: \(e)" }
         return .init(kind: config.source.rawValue, synced: remote.synced, connected: remote.connected, lastSync: remote.lastSync,
                      storeVersion: snapshot.version, message: message)
