@@ -75,7 +75,7 @@ struct PolicyService: AgentActor {
             do {
                 let query = try PolicyCheck.Query(from: q["from"] ?? "", to: q["to"] ?? "", port: q["port"] ?? "")
                 let snapshot = await agent.store.snapshot()
-                let inputs = PolicyInputs(snapshot: snapshot, nodeName: config.nodeName, policies: [:] /* MERGE: snapshot.networkPolicies */,
+                let inputs = PolicyInputs(snapshot: snapshot, nodeName: config.nodeName, policies: snapshot.networkPolicies,
                                           dnsAddresses: dnsAddresses)
                 let result = try PolicyCheck.run(query, inputs: inputs)
                 let encoder = JSONEncoder()

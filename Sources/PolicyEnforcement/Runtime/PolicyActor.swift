@@ -176,8 +176,7 @@ public actor PolicyActor {
                         if case .attachment(let a)? = o { dirtyPods.insert(a.pod ?? NamespacedName("", a.keyName)) }
                     }
                 case .namespace: dirtyNamespaces.insert(change.key.name)
-                case let k where k.rawValue == "NetworkPolicy": // MERGE: case .networkPolicy
-                    dirtyPolicies.insert(NamespacedName(change.key.namespace, change.key.name))
+                case .networkPolicy: dirtyPolicies.insert(NamespacedName(change.key.namespace, change.key.name))
                 case .node where change.key.name == configuration.nodeName: dirtyNode = true
                 default: continue
                 }
