@@ -23,9 +23,11 @@ struct NetworkPolicyConformanceTests {
     func conformance(_ c: PolicyCase) throws {
         let model = try Self.model()
         if c.usesPolicies, let missing = PolicyModelScope.policySupportMissing {
+            print("netpol case \(c.name): not run: NetworkPolicy is not supported by this build")
             try Test.cancel("NetworkPolicy is not supported by this build: \(missing)")
         }
         if !model.sctpAvailable, c.portProtocols.allSatisfy({ $0.proto == .sctp }) {
+            print("netpol case \(c.name): not run: SCTP only, and this kernel has no SCTP sockets")
             try Test.cancel("SCTP traffic not probed: this kernel has no SCTP sockets (no /proc/sys/net/sctp)")
         }
         defer {
@@ -34,7 +36,9 @@ struct NetworkPolicyConformanceTests {
         let outcome = try model.run(c)
         for note in outcome.notes { print("\(c.name): \(note)") }
         print(String(format: "netpol case %@: %d probes in %.2f s", c.name, outcome.probes, outcome.seconds))
-        #expect(outcome.failures.isEmpty, "\(c.name) (\(c.summary))\n\(outcome.failures.joined(separator: "\n\n"))")
+        if !outcome.failures.isEmpty {
+            Issue.record("\(c.name) (\(c.summary))\n\(outcome.failures.joined(separator: "\n\n"))")
+        }
     }
 
     /// The first-packet check sees packets when nothing denies them, so a zero count under a
@@ -118,7 +122,7 @@ struct PolicyModelScope: SuiteTrait, TestScoping {
     }
 
     @Test func badFilesAreRefusedWithTheCaseNamed() throws {
-        let header = "    x/a x/b x/c y/a y/b y/c z/a z/b z/c\n"
+        let header = "x/a x/b x/c y/a y/b y/c z/a z/b z/c\n"
         let row = { (p: String) in "\(p) . . . . . . . . .\n" }
         let full = header + ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"].map(row).joined()
         func file(_ step: String) -> String {

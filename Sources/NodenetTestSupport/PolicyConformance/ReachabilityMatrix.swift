@@ -145,7 +145,7 @@ public struct ReachabilityMatrix: Equatable, Sendable {
         let left = expected.render()
         let right = actual.render { bad.contains("\($0)>\($1)") }
         let w = left.map(\.count).max() ?? 0
-        var lines = ["\(title): expected" + String(repeating: " ", count: max(1, w - title.count - 8)) + "| actual (* differs)"]
+        var lines = [title, "expected" + String(repeating: " ", count: max(1, w - 8)) + " | actual (* differs)"]
         for (l, r) in zip(left, right) { lines.append(l + String(repeating: " ", count: w - l.count) + " | " + r) }
         return lines.joined(separator: "\n")
     }
