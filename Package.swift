@@ -173,10 +173,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], exclude: ["NetworkPolicyCases"]),
 
         // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
-        .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing"], swiftSettings: strict),
+        // Yams: the NetworkPolicy conformance cases file (netpol-cases.yaml).
+        .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
 
         // The executable: argument parsing and the CNI entry point, nothing else.
         .executableTarget(name: "nodenet", dependencies: [
