@@ -20,7 +20,7 @@ struct PolicyService: AgentActor {
         let config = agent.config
         let backend: any RulesetBackend
         do {
-            backend = try NetlinkRulesetBackend(tableName: PolicyTables.tableName)
+            backend = try NetlinkRulesetBackend(tableName: PolicyTables.tableName, rewriteCheckFrom: 1)
         } catch {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error

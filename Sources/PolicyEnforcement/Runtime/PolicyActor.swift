@@ -222,8 +222,10 @@ public actor PolicyActor {
                 fail("reading the kernel's policy tables: \(error)")
                 return
             }
-            engine.load(PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
-                                     dnsAddresses: configuration.dnsAddresses))
+            let inputs = PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
+                                      dnsAddresses: configuration.dnsAddresses)
+            if current.syncs == 0, let kernel { engine.seedNumbers(from: kernel, for: inputs) }
+            engine.load(inputs)
             engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? [])
             engine.discardOperations()
             ops = RulesetDiff.operations(from: kernel, to: engine.model)

@@ -158,6 +158,16 @@ public struct NumberAllocator<Key: Hashable & Sendable>: Sendable {
         return n
     }
 
+    /// Takes over numbers an earlier run gave (read back from the kernel), so a restart
+    /// rewrites no element. Only numbers not already taken.
+    public mutating func seed(_ hints: [Key: UInt32]) {
+        let taken = Set(numbers.values)
+        for (key, n) in hints.sorted(by: { $0.value < $1.value }) where numbers[key] == nil && !taken.contains(n) && n > 0 {
+            numbers[key] = n
+            next = max(next, n + 1)
+        }
+    }
+
     /// Frees one key's number.
     public mutating func release(_ key: Key) {
         if let n = numbers.removeValue(forKey: key) { free.append(n) }

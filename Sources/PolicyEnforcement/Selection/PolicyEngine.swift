@@ -56,6 +56,35 @@ public struct PolicyEngine: Sendable {
 
     // MARK: inputs
 
+    /// Identity and namespace numbers an earlier run wrote to the kernel's maps (address ->
+    /// number), taken over for the pods that still hold those addresses, so that a restart
+    /// finds every element already right. Call before the first `load`.
+    public mutating func seedNumbers(from kernel: RulesetModel, for all: PolicyInputs) {
+        var byAddress: [IPAddress: UInt32] = [:], nsByAddress: [IPAddress: UInt32] = [:]
+        for table in kernel.tables.values {
+            for (set, into) in [(PolicyTables.Names.identity, 0), (PolicyTables.Names.namespace, 1)] {
+                for (k, v) in table.sets[set]?.elements ?? [:] {
+                    guard case .address(let a)? = k.values.first, case .data(let d)?? = v, case .slot(let n)? = d.values.first else { continue }
+                    if into == 0 { byAddress[a] = n } else { nsByAddress[a] = n }
+                }
+            }
+        }
+        var identities: [Identity: UInt32] = [:], namespaces: [String: UInt32] = [:]
+        var pods = all.pods
+        if !all.dnsAddresses.isEmpty {
+            pods[PolicyInputs.dnsPodID] = PolicyInputs.PodInfo(id: PolicyInputs.dnsPodID, labels: PolicyInputs.dnsPodLabels,
+                                                              ips: all.dnsAddresses, ports: PolicyInputs.dnsPodPorts, local: false)
+        }
+        for (id, pod) in pods {
+            for ip in pod.ips {
+                if let n = byAddress[ip] { identities[Identity(namespace: id.namespace, labels: pod.labels, ports: pod.ports)] = n }
+                if let n = nsByAddress[ip] { namespaces[id.namespace] = n }
+            }
+        }
+        identityNumbers.seed(identities)
+        namespaceNumbers.seed(namespaces)
+    }
+
     /// Everything at once (a full compile): the same path as a change.
     public mutating func load(_ all: PolicyInputs) {
         if all.dnsAddresses != inputs.dnsAddresses { setDNSAddresses(all.dnsAddresses) }
