@@ -141,7 +141,7 @@ struct NetworkPolicyApplyTests {
             named = (try? status(agent))?.source.message ?? ""
             if !named.contains("bad-port") { usleep(100_000) }
         }
-        #expect(named.contains("last skipped /nodenet/objects/NetworkPolicy/apps/bad-port: document 1 (NetworkPolicy): spec.ingress[0].ports[0].port: \"http_alt\": must contain only alpha-numeric characters"),
+        #expect(named.contains("last skipped /nodenet/objects/NetworkPolicy/apps/bad-port: spec.ingress[0].ports[0].port: \"http_alt\": must contain only alpha-numeric characters"),
                 "\(named)")
         #expect(try status(agent).objects["NetworkPolicy"] == 2, "the invalid policy is not in the store")
     }

@@ -42,7 +42,7 @@ struct EtcdNetworkPolicyTests {
         #expect(b.source.status.skippedObjects == 1)
         let skipped = try #require(b.source.status.lastSkipped)
         #expect(skipped.contains("/nodenet/objects/NetworkPolicy/apps/bad-range"), "\(skipped)")
-        #expect(skipped.contains("spec.ingress[0].ports[0].endPort"), "\(skipped)")
+        #expect(skipped == "/nodenet/objects/NetworkPolicy/apps/bad-range: spec.ingress[0].ports[0].endPort: 8000: must be greater than or equal to `port` (9000)", "\(skipped)")
 
         // Added through the writer `nodenet apply` uses: arrives defaulted.
         let writer = EtcdWriter(client: client)
