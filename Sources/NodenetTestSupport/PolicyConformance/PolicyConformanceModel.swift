@@ -209,8 +209,30 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         }
     }
 
-    /// Whether the agents take NetworkPolicy objects: `nodenet apply` of a policy that selects
-    /// nothing, on node1, then deleted. Nil when supported, else why not (the agent's answer).
+    /// The labels of a stored object as node `node`'s agent holds it (GET /v1/objects on its
+    /// control socket); nil when it has no such object.
+    public func storedLabels(node: Int, kind: String, namespace: String?, name: String) throws -> [String: String]? {
+        let r = try Shell.check(["curl", "-s", "--max-time", "5", "--unix-socket", cluster.nodes[node].agent.socket,
+                                 "http://agent/v1/objects?kind=\(kind)"])
+        struct List: Decodable {
+            struct Item: Decodable {
+                struct Meta: Decodable { var name: String; var namespace: String?; var labels: [String: String]? }
+                var metadata: Meta
+            }
+            var items: [Item]
+        }
+        let list = try JSONDecoder().decode(List.self, from: Data(r.stdout.utf8))
+        return list.items.first { $0.metadata.name == name && $0.metadata.namespace == namespace }.map { $0.metadata.labels ?? [:] }
+    }
+
+    /// The labels the model gave a pod or namespace (what `reset()` restores differs from it
+    /// only while a case runs).
+    public func currentLabels(of p: ModelPod) -> [String: String] { podLabels[p] ?? [:] }
+    public func currentLabels(ofNamespace ns: String) -> [String: String] { namespaceLabels[ns] ?? [:] }
+
+    /// Whether the agents take NetworkPolicy objects: `nodenet apply --dry-run` of a policy
+    /// (the agent decodes and admits it and writes nothing). Nil when supported, else why not
+    /// (the agent's answer).
     public func policySupportMissing() -> String? {
         let probe = """
             apiVersion: networking.k8s.io/v1
@@ -218,10 +240,8 @@ public final class PolicyConformanceModel: @unchecked Sendable {
             metadata: {name: nodenet-support-probe, namespace: \(shape.namespaces[0])}
             spec: {podSelector: {matchLabels: {nodenet.test/selects: nothing}}, policyTypes: [Ingress]}
             """
-        let agent = cluster.nodes[0].agent
-        guard let r = try? agent.apply(probe) else { return "nodenet apply did not run" }
+        guard let r = try? cluster.nodes[0].agent.cli(["apply", "--dry-run", "-f", "-"], stdin: probe) else { return "nodenet apply did not run" }
         guard r.ok else { return "nodenet apply of a NetworkPolicy: \((r.stderr + r.stdout).trimmingCharacters(in: .whitespacesAndNewlines))" }
-        _ = try? agent.cli(["delete", "-f", "-"], stdin: probe)
         return nil
     }
 
@@ -257,19 +277,27 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         let sources = Array(bySource.keys)
         let results = LockedResults()
         let timeout = probeTimeout
-        DispatchQueue.concurrentPerform(iterations: sources.count) { i in
-            let src = sources[i]
-            let batch = bySource[src]!
-            let requests = batch.map { k in
-                PodAgentClient.ProbeRequest(host: k.mode == .podIP ? pods[k.to]!.ip : serviceIPs[k.to]!, port: k.port.port,
-                                            proto: k.port.proto.rawValue, timeout: timeout)
+        // A thread per source pod, not concurrentPerform: that runs as many iterations at once
+        // as there are cores (two here), and blocked probes would then cost one timeout per
+        // round of two pods instead of one timeout in all.
+        let group = DispatchGroup()
+        for src in sources {
+            group.enter()
+            Thread.detachNewThread { [self] in
+                defer { group.leave() }
+                let batch = bySource[src]!
+                let requests = batch.map { k in
+                    PodAgentClient.ProbeRequest(host: k.mode == .podIP ? pods[k.to]!.ip : serviceIPs[k.to]!, port: k.port.port,
+                                                proto: k.port.proto.rawValue, timeout: timeout)
+                }
+                let answers: [String]
+                do { answers = try agents[src]!.probe(requests, timeout: timeout * 4 + 10) } catch {
+                    answers = Array(repeating: "error:prober \(error)", count: batch.count)
+                }
+                results.set(zip(batch, answers))
             }
-            let answers: [String]
-            do { answers = try agents[src]!.probe(requests, timeout: timeout * 4 + 10) } catch {
-                answers = Array(repeating: "error:prober \(error)", count: batch.count)
-            }
-            results.set(zip(batch, answers))
         }
+        group.wait()
         return results.all
     }
 
