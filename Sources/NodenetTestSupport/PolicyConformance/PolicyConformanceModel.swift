@@ -28,6 +28,8 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     public var modes = ProbeMode.allCases
     /// Seconds the set-up took (cluster, pods, servers, first full connectivity).
     public private(set) var setupSeconds = 0.0
+    /// Nil when the agents take NetworkPolicy objects, else why not (checked once at set-up).
+    public private(set) var policySupportMissing: String?
 
     private var podLabels: [ModelPod: [String: String]] = [:]
     private var namespaceLabels: [String: [String: String]] = [:]
@@ -43,6 +45,7 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         self.shape = shape
         cluster = try TestCluster(nodes: 3)
         do { try build() } catch { close(); throw error }
+        policySupportMissing = checkPolicySupport()
         setupSeconds = Date().timeIntervalSince(start)
     }
 
@@ -233,7 +236,7 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     /// Whether the agents take NetworkPolicy objects: `nodenet apply --dry-run` of a policy
     /// (the agent decodes and admits it and writes nothing). Nil when supported, else why not
     /// (the agent's answer).
-    public func policySupportMissing() -> String? {
+    private func checkPolicySupport() -> String? {
         let probe = """
             apiVersion: networking.k8s.io/v1
             kind: NetworkPolicy
