@@ -202,6 +202,50 @@ struct PolicyModelScope: SuiteTrait, TestScoping {
         for c in cases { #expect(c.steps.allSatisfy { !$0.expect.isEmpty }, "\(c.name) has a step without expectations") }
     }
 
+    /// The committed file is what generate.py writes: nobody edited a matrix by hand.
+    @Test(.enabled(if: (try? Shell.run(["/usr/bin/python3", "-c", "import yaml"]))?.ok == true, "needs python3-yaml"))
+    func casesFileIsTheGeneratorsOutput() throws {
+        let generator = URL(fileURLWithPath: Self.path).deletingLastPathComponent().appendingPathComponent("generate.py").path
+        let r = try Shell.check(["/usr/bin/python3", generator])
+        let committed = try String(contentsOfFile: Self.path, encoding: .utf8)
+        #expect(r.stdout == committed, "netpol-cases.yaml differs from generate.py's output: regenerate it")
+    }
+
+    /// A second derivation of some matrices, written the way upstream builds its expectations
+    /// (ExpectAllIngress, ExpectPeer ...), against the generator's evaluator.
+    @Test func generatedMatricesAgreeWithUpstreamStyleExpectations() throws {
+        let cases = Dictionary(uniqueKeysWithValues: try PolicyCases.load(path: Self.path).map { ($0.name, $0) })
+        let pods = ModelShape.upstream.pods
+        let x = pods.filter { $0.namespace == "x" }, xa = ModelPod("x", "a")
+        func matrix(_ c: String, step: Int = 0, _ port: PortProtocol = PortProtocol(80, .tcp)) throws -> ReachabilityMatrix {
+            let steps = try #require(cases[c]?.steps)
+            return try #require(steps[step].expect.first { $0.ports.contains(port) }).matrix
+        }
+        func expect(_ build: (inout ReachabilityMatrix) -> Void) -> ReachabilityMatrix {
+            var m = ReachabilityMatrix(pods: pods, all: true)
+            build(&m)
+            return m
+        }
+        // ExpectAllIngress(x, false)
+        #expect(try matrix("deny-all-ingress-in-x") == expect { m in for f in pods { for t in x { m[f, t] = false } } })
+        // ExpectAllEgress(x, false)
+        #expect(try matrix("deny-all-egress-in-x") == expect { m in for f in x { for t in pods { m[f, t] = false } } })
+        // Only the peers a rule names reach x/a.
+        func onlyInto(_ a: ModelPod, from allowed: [ModelPod]) -> ReachabilityMatrix {
+            expect { m in for f in pods where !allowed.contains(f) { m[f, a] = false } }
+        }
+        let y = pods.filter { $0.namespace == "y" }
+        #expect(try matrix("pod-and-namespace-one-peer") == onlyInto(xa, from: [ModelPod("y", "b")]))
+        #expect(try matrix("pod-or-namespace-two-peers") == onlyInto(xa, from: y + [ModelPod("x", "b")]))
+        #expect(try matrix("allow-to-pod-from-pod-in-namespace") == onlyInto(xa, from: [ModelPod("x", "b")]))
+        #expect(try matrix("ipblock-with-except-ingress") == onlyInto(xa, from: pods.filter { $0 != ModelPod("y", "b") }))
+        #expect(try matrix("named-port-ingress", PortProtocol(81, .tcp)) == onlyInto(xa, from: []))
+        #expect(try matrix("named-port-ingress", PortProtocol(80, .tcp)) == ReachabilityMatrix(pods: pods, all: true))
+        #expect(try matrix("udp-rule-is-not-tcp") == onlyInto(xa, from: []))
+        #expect(try matrix("pod-label-added-to-client", step: 1) == onlyInto(xa, from: [ModelPod("y", "c")]))
+        #expect(try matrix("policy-updated-allow-all-to-deny-all", step: 2) == ReachabilityMatrix(pods: pods, all: true))
+    }
+
     @Test func matrixRoundTripsAndMarksMismatches() throws {
         let pods = ModelShape.upstream.pods
         var m = ReachabilityMatrix(pods: pods, all: true)
