@@ -19,8 +19,13 @@ struct NetworkPolicyConformanceTests {
         try #require(PolicyConformanceModel.current, "the suite's model cluster")
     }
 
+    /// NODENET_NETPOL_CASE=<text> runs only the cases whose name contains it (a debugging
+    /// loop on one case; --filter cannot pick arguments).
+    static let only = ProcessInfo.processInfo.environment["NODENET_NETPOL_CASE"].flatMap { $0.isEmpty ? nil : $0 }
+
     @Test(arguments: cases)
     func conformance(_ c: PolicyCase) throws {
+        if let only = Self.only, !c.name.contains(only) { try Test.cancel("not selected by NODENET_NETPOL_CASE=\(only)") }
         let model = try Self.model()
         if c.usesPolicies, let missing = model.policySupportMissing {
             print("netpol case \(c.name): not run: NetworkPolicy is not supported by this build")
