@@ -46,22 +46,28 @@ struct NetworkPolicyConformanceTests {
         }
     }
 
-    /// The first-packet check sees packets when nothing denies them, so a zero count under a
-    /// deny policy means something. Cross-node and same-node peer.
-    @Test func firstPacketCheckSeesPacketsWithoutPolicy() throws {
+    /// The first-packet checks see packets when nothing denies them, so a zero count under a
+    /// deny policy means something: out of a new pod and into it, peers on another node and on
+    /// the same node.
+    @Test func firstPacketChecksSeePacketsWithoutPolicy() throws {
         let model = try Self.model()
         for (i, peer) in [ModelPod("y", "b"), ModelPod("x", "a")].enumerated() {
-            let report = try model.firstPackets(newPod: "fresh-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], to: peer, seconds: 0.5)
-            print("first packets to \(peer) (\(model.node(of: peer) == 0 ? "same node" : "other node")): \(report)")
-            #expect(report.packetsAtPeer > 0, "no packet from the new pod reached \(peer): \(report)")
-            #expect(report.firstSendSeconds != nil, "the sender never sent: \(report)")
+            let where_ = model.node(of: peer) == 0 ? "same node" : "other node"
+            let out = try model.firstPackets(newPod: "fresh-out-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], to: peer, seconds: 0.5)
+            print("first packets out of a new pod to \(peer) (\(where_)): \(out)")
+            #expect(out.delivered > 0, "no packet from the new pod reached \(peer): \(out)")
+            #expect(out.firstSendSeconds != nil, "the sender never sent: \(out)")
+            let into = try model.firstPacketsInto(newPod: "fresh-in-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], from: peer, seconds: 0.5)
+            print("first packets into a new pod from \(peer) (\(where_)): \(into)")
+            #expect(into.delivered > 0, "no packet from \(peer) reached the new pod: \(into)")
         }
     }
 
-    /// Issue 13: a new pod selected by a deny-egress policy sends nothing, from the instant its
-    /// CNI ADD returns (its Pod object and the policy are in the store before the ADD, as with
-    /// a scheduled pod). Peers on another node and on the same node.
-    @Test func newPodSelectedByDenyEgressSendsNoPacket() throws {
+    /// Issue 13: a new pod selected by a deny policy sends nothing (deny egress) and receives
+    /// nothing (deny ingress) from the instant its CNI ADD returns (its Pod object and the
+    /// policy are in the store before the ADD, as with a scheduled pod). Peers on another node
+    /// and on the same node.
+    @Test func newPodSelectedByDenyPolicySendsAndReceivesNoPacket() throws {
         let model = try Self.model()
         if let missing = model.policySupportMissing {
             try Test.cancel("NetworkPolicy is not supported by this build: \(missing)")
@@ -72,13 +78,16 @@ struct NetworkPolicyConformanceTests {
         try model.applyPolicies("""
             apiVersion: networking.k8s.io/v1
             kind: NetworkPolicy
-            metadata: {name: deny-egress-fresh, namespace: x}
-            spec: {podSelector: {matchLabels: {pod: fresh}}, policyTypes: [Egress]}
+            metadata: {name: deny-fresh, namespace: x}
+            spec: {podSelector: {matchLabels: {pod: fresh}}, policyTypes: [Ingress, Egress]}
             """)
         for (i, peer) in [ModelPod("y", "b"), ModelPod("x", "a")].enumerated() {
-            let report = try model.firstPackets(newPod: "fresh-denied-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], to: peer, seconds: 0.5)
-            print("first packets under deny-egress to \(peer): \(report)")
-            #expect(report.packetsAtPeer == 0, "the new pod's packets reached \(peer) before its policy applied: \(report)")
+            let out = try model.firstPackets(newPod: "fresh-denied-out-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], to: peer, seconds: 0.5)
+            print("first packets out of a denied new pod to \(peer): \(out)")
+            #expect(out.delivered == 0, "the new pod's packets reached \(peer) before its policy applied: \(out)")
+            let into = try model.firstPacketsInto(newPod: "fresh-denied-in-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], from: peer, seconds: 0.5)
+            print("first packets into a denied new pod from \(peer): \(into)")
+            #expect(into.delivered == 0, "\(peer)'s packets reached the new pod before its policy applied: \(into)")
         }
     }
 
