@@ -7,8 +7,9 @@ import Testing
 /// test, probed with the full 9x9 matrix via pod IP and via Service ClusterIP.
 ///
 /// Cases that create policies run only when the agent takes NetworkPolicy objects (checked
-/// with a real `nodenet apply` on the model's cluster), so they start running, and failing
-/// when wrong, as soon as the kind and its enforcement land.
+/// once at set-up with a real `nodenet apply --dry-run` of a policy on the model's cluster),
+/// so they start running, and failing when wrong, as soon as the kind lands; until then they
+/// are cancelled with the agent's answer as the reason.
 @Suite(.serialized, .enabled(if: isPrivileged && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
                              "needs root and python3"),
        PolicyModelScope())
