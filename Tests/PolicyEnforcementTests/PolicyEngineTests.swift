@@ -15,6 +15,13 @@ struct PolicyEngineTests {
             case .addElements(let f, let set, let elements):
                 for (k, v) in elements {
                     #expect(model.tables[f]!.sets[set]!.elements[k] == nil, "add of an element already there: \(set) \(k)")
+                    if case .intervalEnd(let end)? = v {
+                        // The kernel refuses an interval element that overlaps one it holds (EEXIST).
+                        for (ok, ov) in model.tables[f]!.sets[set]!.elements {
+                            guard case .intervalEnd(let oend)?? = ov else { continue }
+                            #expect(!Self.overlap(k, end, ok, oend), "overlapping elements in \(set): \(k)-\(end) and \(ok)-\(oend)")
+                        }
+                    }
                     model.tables[f]!.sets[set]!.elements[k] = .some(v)
                 }
             case .deleteElements(let f, let set, let keys):
@@ -32,6 +39,48 @@ struct PolicyEngineTests {
             default: Issue.record("not an element or forward-chain operation: \(op)")
             }
         }
+    }
+
+    /// Two concatenated ranges overlap when every field's ranges do.
+    static func overlap(_ a: ElementKey, _ aEnd: ElementKey, _ b: ElementKey, _ bEnd: ElementKey) -> Bool {
+        let (as_, ae, bs, be) = (a.values, aEnd.values, b.values, bEnd.values)
+        for i in as_.indices where !(as_[i] <= be[i] && bs[i] <= ae[i]) { return false }
+        return true
+    }
+
+    /// Overlapping rules (a protocol-only entry beside a port, a block inside a block, the
+    /// same block from two policies) become disjoint elements the kernel takes.
+    @Test func overlappingRulesGiveDisjointElements() {
+        var engine = PolicyEngine()
+        var kernel = RulesetModel()
+        for f in TableFamily.allCases { kernel.tables[f] = PolicyTables.skeleton(f) }
+        let p1 = PolicyCompilerTests.policy("wide", selecting: ["pod": "a"], ingress: [
+            .init(ports: [.init(protocol: .tcp)], peers: [.init(podSelector: LabelSelector(matchLabels: ["pod": "b"]))]),
+            .init(ports: [.init(protocol: .tcp, port: .int(80)), .init(protocol: .tcp, port: .int(79), endPort: 81)],
+                  peers: [.init(podSelector: LabelSelector(matchLabels: ["pod": "b"]))]),
+            .init(ports: [.init(protocol: .udp, port: .int(53))], peers: [
+                .init(ipBlock: .init(cidr: IPPrefix("10.0.0.0/8")!)), .init(ipBlock: .init(cidr: IPPrefix("10.1.0.0/16")!)),
+                .init(ipBlock: .init(cidr: IPPrefix("10.244.0.0/16")!, except: [IPPrefix("10.244.1.0/24")!]))]),
+            .init(ports: [.init(protocol: .udp, port: .int(50), endPort: 60)], peers: [.init(ipBlock: .init(cidr: IPPrefix("10.1.2.0/24")!))]),
+            .init(peers: [.init(ipBlock: .init(cidr: IPPrefix("192.168.0.0/16")!)), .init(ipBlock: .init(cidr: IPPrefix("192.168.1.0/24")!))]),
+        ])
+        let p2 = PolicyCompilerTests.policy("same-again", selecting: ["pod": "a"], ingress: p1.ingress)
+        engine.load(PolicyCompilerTests.model([p1, p2]))
+        Self.apply(engine.takeOperations(), to: &kernel)
+        #expect(kernel == engine.model)
+        let d = engine.desired
+        let xa = PolicyCompilerTests.ip("x", "a"), xb = PolicyCompilerTests.ip("x", "b")
+        #expect(d.verdict(from: xb, to: xa, proto: .tcp, port: 22).allowed)
+        #expect(d.verdict(from: IPAddress("10.1.2.3")!, to: xa, proto: .udp, port: 55).allowed)
+        #expect(!d.verdict(from: IPAddress("10.1.3.3")!, to: xa, proto: .udp, port: 55).allowed)
+        #expect(d.verdict(from: IPAddress("10.1.3.3")!, to: xa, proto: .udp, port: 53).allowed)
+        // One policy goes: the other still allows everything; elements stay disjoint.
+        engine.apply(PolicyChanges(policies: [p2.id: Optional<NetworkPolicy>.none]))
+        Self.apply(engine.takeOperations(), to: &kernel)
+        #expect(kernel == engine.model)
+        #expect(PolicyTables.disjointRectangles([(AddressRange(IPAddress("10.0.0.0")!, IPAddress("10.255.255.255")!), PortRange(.udp, 53, 53)),
+                                                 (AddressRange(IPAddress("10.1.2.0")!, IPAddress("10.1.2.255")!), PortRange(.udp, 50, 60))])
+                    .map { "\($0.0) \($0.1)" } == ["10.0.0.0-10.1.1.255 53/UDP", "10.1.2.0-10.1.2.255 50-60/UDP", "10.1.3.0-10.255.255.255 53/UDP"])
     }
 
     struct SeededRandom: RandomNumberGenerator {

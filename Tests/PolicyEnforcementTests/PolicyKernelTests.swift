@@ -138,6 +138,22 @@ struct PolicyKernelTests {
         #expect(try b.connects("x/b", "10.244.1.4", port: 81), "y/a on 81 (namespaceSelector {} AND pod a)")
         #expect(try !b.connects("x/b", "10.244.1.2", port: 81), "x/a on 81: egress allows, x/a's ingress does not (81)")
         #expect(try b.connects("x/a", "10.244.1.3"), "x/b is not isolated for ingress")
+        // Overlapping rules (a protocol-only entry beside a port, nested blocks) are merged into
+        // elements the kernel takes (it refuses overlapping intervals with EEXIST).
+        let overlapping = NetworkPolicy(metadata: ObjectMeta(name: "overlap", namespace: "x"),
+                                        podSelector: LabelSelector(matchLabels: ["pod": "a"]),
+                                        ingress: [.init(ports: [.init(protocol: .tcp)], peers: [.init(podSelector: LabelSelector(matchLabels: ["pod": "b"]))]),
+                                                  .init(ports: [.init(protocol: .tcp, port: .int(80))], peers: [.init(podSelector: LabelSelector(matchLabels: ["pod": "b"]))]),
+                                                  .init(ports: [.init(protocol: .tcp, port: .int(81))],
+                                                        peers: [.init(ipBlock: .init(cidr: IPPrefix("10.0.0.0/8")!)), .init(ipBlock: .init(cidr: IPPrefix("10.244.0.0/16")!))])])
+        var engine = PolicyEngine()
+        engine.load(inputs([allowX, egressB]))
+        engine.discardOperations()
+        try await backend.apply(RulesetDiff.operations(from: next, to: engine.model))  // the engine's numbering
+        engine.apply(PolicyChanges(policies: [overlapping.id: overlapping]))
+        try await backend.apply(engine.takeOperations())
+        #expect(try b.connects("y/a", "10.244.1.2", port: 81), "the block allows y/a on 81")
+
         // nft still lists the tables (operators read them with nft).
         let listing = try b.node.run(["nft", "list", "table", "ip", PolicyTables.tableName])
         #expect(listing.ok, "nft list: \(listing.stderr)")

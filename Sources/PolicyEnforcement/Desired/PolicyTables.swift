@@ -144,10 +144,11 @@ public enum PolicyTables {
             for ip in desired.dnsAddresses where ip.family == ipFamily { put(Names.dnsAddresses, [.address(ip)]) }
             for d in PolicyDirection.allCases { for ip in desired.isolated(d) where ip.family == ipFamily { put(Names.isolated(d), [.address(ip)]) } }
             for ips in desired.localAddresses.values { for ip in ips where ip.family == ipFamily { put(Names.localPods, [.address(ip)]) } }
-            for key in desired.allows.keys {
-                for local in desired.localAddresses[key.local] ?? [] where local.family == ipFamily {
-                    guard let e = element(key, local: local) else { continue }
-                    put(e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
+            var groups: [AllowGroup: [AllowKey]] = [:]
+            for key in desired.allows.keys { groups[key.group, default: []].append(key) }
+            for (g, keys) in groups {
+                for local in desired.localAddresses[g.local] ?? [] where local.family == ipFamily {
+                    for e in elements(g, keys, local: local) { put(e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) }) }
                 }
             }
             for ips in desired.localAddresses.values {
@@ -165,23 +166,4 @@ public enum PolicyTables {
         [.address(e.0), .address(e.1), .proto(e.2.proto), .port(e.2.first)]
     }
 
-    /// The set an allow key goes to for one of its local pod's addresses, its key, and for
-    /// interval sets the range's closing key; nil when the key's addresses are of the other family.
-    static func element(_ key: AllowKey, local: IPAddress) -> (set: String, start: [NFValue], end: [NFValue]?)? {
-        let l = NFValue.address(local)
-        func ports(_ p: PortRange?) -> (start: [NFValue], end: [NFValue]) {
-            guard let p else { return ([], []) }
-            return ([.proto(p.proto), .port(p.first)], [.proto(p.proto), .port(p.last)])
-        }
-        switch key {
-        case .identity(let d, _, let peer, let p), .namespace(let d, _, let peer, let p):
-            let kind = if case .identity = key { "identity" } else { "namespace" }
-            let ps = ports(p)
-            return (Names.allow(d, kind, ports: p != nil), [l, .slot(peer)] + ps.start, p == nil ? nil : [l, .slot(peer)] + ps.end)
-        case .addresses(let d, _, let range, let p):
-            guard range.family == local.family else { return nil }
-            let ps = ports(p)
-            return (Names.allow(d, "addresses", ports: p != nil), [l, .address(range.first)] + ps.start, [l, .address(range.last)] + ps.end)
-        }
-    }
 }

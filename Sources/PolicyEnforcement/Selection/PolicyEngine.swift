@@ -37,7 +37,12 @@ public struct PolicyEngine: Sendable {
     private var localMembers: [Identity: Int] = [:]
     private var byNamespace: [String: Set<Identity>] = [:]
     private var contributions: [NamespacedName: Contribution] = [:]
-    private var keysByLocal: [UInt32: Set<AllowKey>] = [:]
+    /// Keys by the group whose elements they share, groups by local identity, and the keys each
+    /// group's elements in the model were computed from.
+    private var keysByGroup: [AllowGroup: Set<AllowKey>] = [:]
+    private var groupsByLocal: [UInt32: Set<AllowGroup>] = [:]
+    private var emittedKeys: [AllowGroup: Set<AllowKey>] = [:]
+    private var dirtyGroups: Set<AllowGroup> = []
     /// eg-dns elements per local source address.
     private var dnsElements: [IPAddress: Set<ElementKey>] = [:]
     private var pending = ElementDelta()
@@ -197,6 +202,7 @@ public struct PolicyEngine: Sendable {
             let next = inputs.policies[id].map { evaluate($0) } ?? Contribution()
             replace(id, with: next, touched: &touchedLocal)
         }
+        flushGroups()
         // Identities that ended: their numbers are free once nothing refers to them.
         for identity in Set(identitiesChanged) where members[identity]?.isEmpty ?? true {
             members[identity] = nil
@@ -206,7 +212,10 @@ public struct PolicyEngine: Sendable {
             if let n = identityNumbers.numbers[identity] {
                 desired.identities[n] = nil
                 desired.isolatedBy[n] = nil
-                keysByLocal[n] = nil
+                for g in groupsByLocal.removeValue(forKey: n) ?? [] {
+                    keysByGroup[g] = nil
+                    emittedKeys[g] = nil
+                }
                 identityNumbers.release(identity)
             }
         }
@@ -333,8 +342,10 @@ public struct PolicyEngine: Sendable {
             agg.subtract(refs)
             if agg.isEmpty {
                 desired.allows[key] = nil
-                keysByLocal[key.local]?.remove(key)
-                for a in desired.localAddresses[key.local] ?? [] { pendingRemoveAllow(key, a) }
+                let g = key.group
+                keysByGroup[g]?.remove(key)
+                if keysByGroup[g]?.isEmpty == true { keysByGroup[g] = nil }
+                dirtyGroups.insert(g)
                 if key.direction == .egress { touched.insert(key.local) }
             } else {
                 desired.allows[key] = agg
@@ -344,8 +355,10 @@ public struct PolicyEngine: Sendable {
             let before = desired.allows[key]
             desired.allows[key] = (before ?? []).union(refs)
             if before == nil {
-                keysByLocal[key.local, default: []].insert(key)
-                for a in desired.localAddresses[key.local] ?? [] { pendingAddAllow(key, a) }
+                let g = key.group
+                keysByGroup[g, default: []].insert(key)
+                groupsByLocal[key.local, default: []].insert(g)
+                dirtyGroups.insert(g)
                 if key.direction == .egress { touched.insert(key.local) }
             }
         }
@@ -382,7 +395,7 @@ public struct PolicyEngine: Sendable {
         guard local else { return }
         desired.localAddresses[n, default: []].insert(ip)
         pendingAdd(ip.family, PolicyTables.Names.localPods, [.address(ip)])
-        for key in keysByLocal[n] ?? [] { pendingAddAllow(key, ip) }
+        for g in groupsByLocal[n] ?? [] { emit(g, emittedKeys[g] ?? [], ip, add: true) }
         for d in PolicyDirection.allCases where !(desired.isolatedBy[n]?[d]?.isEmpty ?? true) {
             pendingAdd(ip.family, PolicyTables.Names.isolated(d), [.address(ip)])
         }
@@ -400,7 +413,7 @@ public struct PolicyEngine: Sendable {
         guard local, desired.localAddresses[n]?.remove(ip) != nil else { return }
         if desired.localAddresses[n]?.isEmpty == true { desired.localAddresses[n] = nil }
         pendingRemove(ip.family, PolicyTables.Names.localPods, [.address(ip)])
-        for key in keysByLocal[n] ?? [] { pendingRemoveAllow(key, ip) }
+        for g in groupsByLocal[n] ?? [] { emit(g, emittedKeys[g] ?? [], ip, add: false) }
         for d in PolicyDirection.allCases where !(desired.isolatedBy[n]?[d]?.isEmpty ?? true) {
             pendingRemove(ip.family, PolicyTables.Names.isolated(d), [.address(ip)])
         }
@@ -418,14 +431,31 @@ public struct PolicyEngine: Sendable {
         }
     }
 
-    private mutating func pendingAddAllow(_ key: AllowKey, _ local: IPAddress) {
-        guard let e = PolicyTables.element(key, local: local) else { return }
-        pendingAdd(local.family, e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
+    /// Adds or removes one group's elements for one local address.
+    private mutating func emit(_ g: AllowGroup, _ keys: Set<AllowKey>, _ local: IPAddress, add: Bool) {
+        for e in PolicyTables.elements(g, keys, local: local) {
+            let value = e.end.map { ElementValue.intervalEnd(ElementKey($0)) }
+            if add { pendingAdd(local.family, e.set, e.start, value) } else { pendingRemove(local.family, e.set, e.start, value) }
+        }
     }
 
-    private mutating func pendingRemoveAllow(_ key: AllowKey, _ local: IPAddress) {
-        guard let e = PolicyTables.element(key, local: local) else { return }
-        pendingRemove(local.family, e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
+    /// The groups whose keys changed get their elements recomputed, for every local address.
+    private mutating func flushGroups() {
+        for g in dirtyGroups {
+            let now = keysByGroup[g] ?? []
+            let was = emittedKeys[g] ?? []
+            guard now != was else { continue }
+            for a in desired.localAddresses[g.local] ?? [] {
+                emit(g, was, a, add: false)
+                emit(g, now, a, add: true)
+            }
+            emittedKeys[g] = now.isEmpty ? nil : now
+            if now.isEmpty {
+                groupsByLocal[g.local]?.remove(g)
+                if groupsByLocal[g.local]?.isEmpty == true { groupsByLocal[g.local] = nil }
+            }
+        }
+        dirtyGroups = []
     }
 
     private mutating func pendingAdd(_ family: IPFamily, _ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
