@@ -97,4 +97,21 @@ struct NetworkPolicyAgentTests {
         let s = try node.agent.cli(["status", "--json"]).stdout
         #expect(s.contains("\"policy\""), "a policy row")
     }
+
+    /// `policy.enabled: false`: tables an earlier run left are removed (they would enforce stale
+    /// policies), pods attach without waiting for policy, the row says disabled.
+    @Test func disabledRemovesLeftoverTables() throws {
+        let cluster = try TestCluster(nodes: 1, agentArgs: { _ in ["--policy-enabled", "false"] })
+        defer { cluster.close() }
+        let node = cluster.nodes[0]
+        try node.ns.check(["nft", "add", "table", "ip", "nodenet-policy"])
+        try node.ns.check(["nft", "add", "table", "ip6", "nodenet-policy"])
+        try cluster.startAgents()
+        try poll("the leftover tables to go") { try !node.ns.run(["nft", "list", "table", "ip", "nodenet-policy"]).ok }
+        #expect(try !node.ns.run(["nft", "list", "table", "ip6", "nodenet-policy"]).ok)
+        let pod = try cluster.addPod("web", on: 0)
+        #expect(!pod.ip.isEmpty)
+        let status = try node.agent.cli(["status"]).stdout
+        #expect(status.contains("disabled"), "\(status)")
+    }
 }

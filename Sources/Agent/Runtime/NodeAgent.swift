@@ -161,7 +161,7 @@ public final class NodeAgent: Sendable {
         services.append(.init(service: PodNetworkService(agent: self)))
         services.append(.init(service: NodeRoutesService(agent: self)))
         services.append(.init(service: ServiceProxyService(agent: self)))
-        if config.policy.enabled { services.append(.init(service: PolicyService(agent: self))) }
+        services.append(.init(service: PolicyService(agent: self)))
         services.append(.init(service: DNSService(agent: self)))
         services += extra.map { .init(service: $0) }
         services.append(.init(service: HealthService(agent: self), failureTerminationBehavior: .ignore))

@@ -15,9 +15,10 @@ struct PolicyService: AgentActor {
 
     func run() async throws {
         let name = Self.name
+        let config = agent.config
+        guard config.policy.enabled else { return try await removeTables() }
         agent.board.register(name)
         await agent.waitForState()
-        let config = agent.config
         let backend: any RulesetBackend
         do {
             backend = try NetlinkRulesetBackend(tableName: PolicyTables.tableName, rewriteCheckFrom: 1)
@@ -87,6 +88,23 @@ struct PolicyService: AgentActor {
         }
         defer { agent.policy.set(nil) }
         await cancelWhenGracefulShutdown { await actor.run() }
+    }
+
+    /// Enforcement off: tables an earlier run left would keep enforcing stale policies, so they
+    /// go (the row says so, and does not gate readiness).
+    private func removeTables() async throws {
+        agent.board.register(Self.name, gatesReadiness: false, message: "disabled")
+        do {
+            let backend = try NetlinkRulesetBackend(tableName: PolicyTables.tableName)
+            if let held = try await backend.currentState() {
+                try await backend.apply(held.tables.keys.map { RulesetOperation.deleteTable($0) })
+                agent.logger.notice("NetworkPolicy enforcement is off: removed the policy tables an earlier run left")
+            }
+            agent.board.reconciled(Self.name, seconds: 0, message: "disabled (policy.enabled: false)")
+        } catch {
+            agent.board.failed(Self.name, "removing the policy tables: \(error)")
+        }
+        try? await gracefulShutdown()
     }
 
     private func jsonString(_ s: String) -> String {
