@@ -35,6 +35,9 @@ NAMESPACES = 100
 POLICIES_PER_NS = 10
 ROLES = ["frontend", "backend", "db"]
 CHUNK = 4000
+# PB_NO_RANGES=1: app-range allows the single port 8400 (no endPort), for the experiment in
+# RESULTS.md with exact-match (hash) port sets, which cannot hold ranges.
+NO_RANGES = os.environ.get("PB_NO_RANGES") == "1"
 FREE_NS = "pb-free"
 FREE_IPS = ["10.244.1.200", "10.244.1.201"]
 
@@ -161,7 +164,7 @@ def policies(i, frontend_port=8080):
            ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}, "podSelector": {"matchLabels": {"app": "app-07"}}}],
                      "ports": [tcp("metrics")]}]),
         np(i, "app-range", {"app": f"app-{i % 20:02d}"}, ["Ingress", "Egress"],
-           ingress=[{"from": [{"podSelector": {"matchLabels": {"app": f"app-{(i + 1) % 20:02d}"}}}], "ports": [tcp(8400, 8500)]}],
+           ingress=[{"from": [{"podSelector": {"matchLabels": {"app": f"app-{(i + 1) % 20:02d}"}}}], "ports": [tcp(8400) if NO_RANGES else tcp(8400, 8500)]}],
            egress=[{"to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}]}]),
     ][:POLICIES_PER_NS]
 

@@ -112,7 +112,7 @@ class Agent:
         self.logpath = f"{workdir}/agent.log"
         self.args = ["agent", "--node-name", gen.node_name(0), "--node-ip", "192.168.1.11", "--pod-cidrs", "10.244.1.0/24",
                      "--cluster-cidr", "10.244.0.0/16", "--state-dir", self.state, "--run-dir", self.rundir,
-                     "--metrics-listen", "", "--log-level", "warning", "--dns-lame-duck", "0",
+                     "--metrics-listen", "", "--log-level", os.environ.get("PB_LOG_LEVEL", "warning"), "--dns-lame-duck", "0",
                      # A stub upstream nothing listens on: DNS never forwards to the machine's resolver.
                      "--dns-upstreams", "127.0.0.1:53535"]
         self.proc = None
@@ -347,8 +347,9 @@ def main():
         row, d = agent.policy(st)
         res["full_first_sync_ms"] = d.get("last sync")
         res["full_policy_row"] = {"counters": row["counters"], "details": d}
-        elements = sh(["ip", "netns", "exec", node2, "nft", "list", "table", "ip", "nodenet-policy"], timeout=300).stdout.count(b"\n")
-        res["full_kernel_table_lines"] = elements
+        table = json.loads(sh(["ip", "netns", "exec", node2, "nft", "-j", "list", "table", "ip", "nodenet-policy"], timeout=300).stdout)
+        res["kernel_set_sizes"] = {o["set"]["name"]: len(o["set"].get("elem", [])) for o in table["nftables"] if "set" in o}
+        res["kernel_set_sizes"].update({o["map"]["name"]: len(o["map"].get("elem", [])) for o in table["nftables"] if "map" in o})
         agent.stop()
         log("full", res["full_start_to_policy_in_sync_s"], res["full_first_sync_ms"])
 
