@@ -342,8 +342,14 @@ def main():
         # nodenet full sync: the agent on its state in a fresh node namespace (empty kernel).
         node2 = node_namespace("node2")
         agent.start(node2)
+        if a.perf:
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", a.perf + ".full", "-p", str(agent.proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         st = agent.wait(agent.policy_caught_up, "policy in sync after the restart", 600, 0.01)
         res["full_start_to_policy_in_sync_s"] = round(time.monotonic() - agent.started, 3)
+        if a.perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         row, d = agent.policy(st)
         res["full_first_sync_ms"] = d.get("last sync")
         res["full_policy_row"] = {"counters": row["counters"], "details": d}
