@@ -3,7 +3,7 @@
 same run. As root; everything happens in network namespaces named pb<pid>-* that this script
 creates and deletes (also on failure); nothing touches the root namespace.
 
-    run.py [--bin NODENET] [--changes N] [--connects N] [--reloads N]
+    run.py [--bin NODENET] [--changes N] [--connects N] [--reloads N] [--perf FILE] [--keep]
 
 Cluster (gen.py): 10,000 pods on 100 nodes (100 on this node, pb-node-000), 100 namespaces,
 1,000 NetworkPolicies (10 per namespace, a zero-trust mix), applied with `nodenet apply` into the
@@ -29,6 +29,7 @@ frontend and B: backend of pb-ns-000, C: db of pb-ns-001), which are pods of the
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,6 +245,7 @@ def main():
     ap.add_argument("--connects", type=int, default=2000)
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--perf", help="perf record -g the agent during the changes into this file")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (agent log, state, generated files)")
     a = ap.parse_args()
     res = {"binary": os.path.realpath(a.bin)}
     cleanup_leftovers()
@@ -380,7 +382,10 @@ def main():
             agent.proc.kill()
         for n in reversed(created):
             delete_netns(n)
-        log("work dir (agent log):", work)
+        if a.keep:
+            log("work dir (agent log):", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
