@@ -48,13 +48,12 @@ struct PolicyService: AgentActor {
             onSync: { s in
                 if s.inSync {
                     board.reconciled(name, seconds: s.lastSyncSeconds ?? 0,
-                                     message: "\(s.policies) policies, \(s.isolatedIngress + s.isolatedEgress) isolations")
+                                     message: "\(s.policies) policies, \(s.identities) identities")
                 } else if let e = s.lastError {
                     board.failed(name, e)
                 }
                 board.update(name) { row in
-                    row.counters = ["policies": s.policies, "isolated ingress": s.isolatedIngress, "isolated egress": s.isolatedEgress,
-                                    "identities": s.identities, "elements": s.elements]
+                    row.counters = ["policies": s.policies, "identities": s.identities, "elements": s.elements]
                     row.appliedVersion = s.appliedVersion
                 }
             })

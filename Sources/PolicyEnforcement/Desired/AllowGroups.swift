@@ -42,8 +42,14 @@ extension PolicyTables {
         case .identity(let n), .namespace(let n):
             let kind = if case .identity = group.peer { "identity" } else { "namespace" }
             guard let proto = group.proto else { return [(Names.allow(d, kind, ports: false), [l, .slot(n)], nil)] }
-            return mergedPorts(keys.compactMap(\.ports)).map {
-                (Names.allow(d, kind, ports: true), [l, .slot(n), .proto(proto), .port($0.first)], [l, .slot(n), .proto(proto), .port($0.last)])
+            let merged = mergedPorts(keys.compactMap(\.ports))
+            if merged.contains(where: { $0.first <= 1 && $0.last == 65535 }) {
+                return [(Names.allow(d, kind, suffix: "proto"), [l, .slot(n), .proto(proto)], nil)]
+            }
+            return merged.map { r in
+                r.first == r.last
+                    ? (Names.allow(d, kind, ports: true), [l, .slot(n), .proto(proto), .port(r.first)], nil)
+                    : (Names.allow(d, kind, suffix: "ranges"), [l, .slot(n), .proto(proto), .port(r.first)], [l, .slot(n), .proto(proto), .port(r.last)])
             }
         case .addresses(let family):
             guard family == local.family else { return [] }

@@ -34,9 +34,9 @@ extension PolicyDesired {
                               proto: L4Protocol, port: UInt16) -> [RuleRef] {
         let peerIdentity = addressIdentity[address], peerNamespace = addressNamespace[address]
         var out: Set<RuleRef> = []
-        for (key, refs) in allows where key.direction == direction && key.local == local {
+        for key in allowsByLocal[local] ?? [] where key.direction == direction {
             if key.allows(peerIdentity: peerIdentity, peerNamespace: peerNamespace, address: address, proto: proto, port: port) {
-                out.formUnion(refs)
+                out.formUnion(allows[key] ?? [])
             }
         }
         return out.sorted()

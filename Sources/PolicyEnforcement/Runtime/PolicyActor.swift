@@ -86,7 +86,14 @@ public actor PolicyActor {
         engine = PolicyEngine(dnsAddresses: configuration.dnsAddresses)
     }
 
-    public func status() -> PolicyStatus { current }
+    /// The status, with the isolated pod counts taken now (they walk the local pods: done when
+    /// someone asks, not on every sync).
+    public func status() -> PolicyStatus {
+        var s = current
+        s.isolatedIngress = engine.desired.isolatedPodCount(.ingress)
+        s.isolatedEgress = engine.desired.isolatedPodCount(.egress)
+        return s
+    }
 
     /// The compiled desired state (explanations; tests).
     public func desiredState() -> PolicyDesired { engine.desired }
@@ -225,7 +232,7 @@ public actor PolicyActor {
             let inputs = PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
                                       dnsAddresses: configuration.dnsAddresses)
             if current.syncs == 0, let kernel { engine.seedNumbers(from: kernel, for: inputs) }
-            engine.load(inputs)
+            engine.load(inputs, recordOperations: false)
             engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? [])
             engine.discardOperations()
             ops = RulesetDiff.operations(from: kernel, to: engine.model)
@@ -266,8 +273,6 @@ public actor PolicyActor {
         current.lastSyncSeconds = elapsed.seconds
         let desired = engine.desired
         current.policies = snapshot.networkPolicies.count
-        current.isolatedIngress = desired.isolatedPodCount(.ingress)
-        current.isolatedEgress = desired.isolatedPodCount(.egress)
         current.identities = desired.identities.count
         current.elements = engine.model.elementCount
         current.notes = desired.unresolvedNamedPorts.sorted { $0.key < $1.key }.prefix(10).map {

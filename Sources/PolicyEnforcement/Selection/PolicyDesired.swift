@@ -12,7 +12,30 @@ public struct PolicyDesired: Sendable, Equatable {
     /// Local pods' addresses by identity (the kernel's allow sets are keyed by these).
     public var localAddresses: [UInt32: Set<IPAddress>] = [:]
     /// Allowed combinations, each with the rules that allow it.
-    public var allows: [AllowKey: Set<RuleRef>] = [:]
+    public private(set) var allows: [AllowKey: Set<RuleRef>] = [:]
+    /// The keys of `allows` by local identity (kept with it: verdicts read only their pod's).
+    public private(set) var allowsByLocal: [UInt32: Set<AllowKey>] = [:]
+
+    /// Adds rules to a key, keeping the index.
+    mutating func allow(_ key: AllowKey, _ refs: Set<RuleRef>) {
+        if allows[key] == nil { allowsByLocal[key.local, default: []].insert(key) }
+        allows[key, default: []].formUnion(refs)
+    }
+
+    /// Takes rules away from a key; true when the key is gone.
+    @discardableResult
+    mutating func disallow(_ key: AllowKey, _ refs: Set<RuleRef>) -> Bool {
+        guard var agg = allows[key] else { return false }
+        agg.subtract(refs)
+        if agg.isEmpty {
+            allows[key] = nil
+            allowsByLocal[key.local]?.remove(key)
+            if allowsByLocal[key.local]?.isEmpty == true { allowsByLocal[key.local] = nil }
+            return true
+        }
+        allows[key] = agg
+        return false
+    }
     /// Policies isolating each local identity, per direction.
     public var isolatedBy: [UInt32: [PolicyDirection: Set<NamespacedName>]] = [:]
     /// Identity number -> identity (for status and explanations).

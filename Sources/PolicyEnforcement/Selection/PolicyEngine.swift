@@ -46,6 +46,8 @@ public struct PolicyEngine: Sendable {
     /// eg-dns elements per local source address.
     private var dnsElements: [IPAddress: Set<ElementKey>] = [:]
     private var pending = ElementDelta()
+    /// Off while a full load builds a model that is then compared whole with the kernel's.
+    private var recording = true
 
     struct Contribution: Sendable {
         var allows: [AllowKey: Set<RuleRef>] = [:]
@@ -90,8 +92,12 @@ public struct PolicyEngine: Sendable {
         namespaceNumbers.seed(namespaces)
     }
 
-    /// Everything at once (a full compile): the same path as a change.
-    public mutating func load(_ all: PolicyInputs) {
+    /// Everything at once (a full compile): the same path as a change. `recordOperations`
+    /// false when the caller compares `model` with the kernel's tables itself (a full sync):
+    /// the per-element operations would be thrown away.
+    public mutating func load(_ all: PolicyInputs, recordOperations: Bool = true) {
+        recording = recordOperations
+        defer { recording = true }
         if all.dnsAddresses != inputs.dnsAddresses { setDNSAddresses(all.dnsAddresses) }
         var c = PolicyChanges()
         for (name, labels) in all.namespaces { c.namespaces[name] = .some(labels) }
@@ -338,23 +344,18 @@ public struct PolicyEngine: Sendable {
     private mutating func replace(_ id: NamespacedName, with next: Contribution, touched: inout Set<UInt32>) {
         let old = contributions[id] ?? Contribution()
         for (key, refs) in old.allows where next.allows[key] != refs {
-            var agg = desired.allows[key] ?? []
-            agg.subtract(refs)
-            if agg.isEmpty {
-                desired.allows[key] = nil
+            if desired.disallow(key, refs) {
                 let g = key.group
                 keysByGroup[g]?.remove(key)
                 if keysByGroup[g]?.isEmpty == true { keysByGroup[g] = nil }
                 dirtyGroups.insert(g)
                 if key.direction == .egress { touched.insert(key.local) }
-            } else {
-                desired.allows[key] = agg
             }
         }
         for (key, refs) in next.allows where old.allows[key] != refs {
-            let before = desired.allows[key]
-            desired.allows[key] = (before ?? []).union(refs)
-            if before == nil {
+            let isNew = desired.allows[key] == nil
+            desired.allow(key, refs)
+            if isNew {
                 let g = key.group
                 keysByGroup[g, default: []].insert(key)
                 groupsByLocal[key.local, default: []].insert(g)
@@ -462,16 +463,16 @@ public struct PolicyEngine: Sendable {
         let f = TableFamily(family), k = ElementKey(key)
         let current = model.tables[f]!.sets[set]!.elements[k]
         if current == .some(value) { return }
-        if let current { pending.remove(f, set, k, current) }
+        if let current, recording { pending.remove(f, set, k, current) }
         model.tables[f]!.sets[set]!.elements[k] = .some(value)
-        pending.add(f, set, k, value)
+        if recording { pending.add(f, set, k, value) }
     }
 
     private mutating func pendingRemove(_ family: IPFamily, _ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
         let f = TableFamily(family), k = ElementKey(key)
         guard let current = model.tables[f]!.sets[set]!.elements[k] else { return }
         model.tables[f]!.sets[set]!.elements[k] = nil
-        pending.remove(f, set, k, current)
+        if recording { pending.remove(f, set, k, current) }
     }
 
     /// The operations that bring the kernel from the state after the previous call to `model`:

@@ -243,6 +243,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .numgen(let n): return .numgenRandom(modulus: n, dreg: reg)
         case .mapped(let inner, _): return load(inner, family, into: reg)
         case .ctMark: return .ct(key: 3 /* NFT_CT_MARK */, dreg: reg)
+        case .zero: return .immediate(dreg: reg, data: [0, 0, 0, 0])
         }
     }
 
@@ -259,7 +260,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .saddr, .daddr: family == .ip ? 4 : 16
         case .l4proto: 1
         case .dport, .ctOriginalDport: 2
-        case .mark, .numgen, .mapped, .ctMark: 4
+        case .mark, .numgen, .mapped, .ctMark, .zero: 4
         case .ctOriginalDaddr: family == .ip ? 4 : 16
         }
     }

@@ -99,6 +99,8 @@ public enum NFField: Hashable, Sendable {
     /// `ct mark`: the connection's mark (the policy tables park a peer's identity there
     /// between a map lookup and the set lookup that reads it).
     case ctMark
+    /// The constant 0 (4 bytes), e.g. `ct mark set 0`.
+    case zero
 }
 
 public enum Verdict: Hashable, Sendable, CustomStringConvertible {

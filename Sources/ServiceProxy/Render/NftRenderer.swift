@@ -150,6 +150,7 @@ public struct NftRenderer: Sendable {
         case .numgen(let n): "numgen random mod \(n)"
         case .mapped(let inner, let m): "\(field(inner, f)) map @\(m)"
         case .ctMark: "ct mark"
+        case .zero: "0"
         }
     }
 }
