@@ -90,29 +90,63 @@ final class HostPortTable: Sendable {
     }
 
     /// One full pass for the reconcile loop: every chain, both families, brought to the
-    /// bindings, with one status per chain and family (a chain that fails does not keep the
-    /// others from being repaired) and how many rules changed.
+    /// bindings (a chain that fails does not keep the others from being repaired). One status
+    /// per mapping (kind "hostport"): in error when a chain that should hold one of its rules
+    /// failed, with that chain's error; a failing chain no mapping uses is reported as itself.
+    /// Also how many rules changed.
     func reconcile(podCIDRs: [IPPrefix]) -> (objects: [KernelObjectStatus], changed: Int) {
-        let names = IPFamily.allCases.flatMap { f in HostPortRules.Role.allCases.map { Self.objectName(f, $0) } }
-        guard let session else { return (names.map { KernelObjectStatus(kind: "chain", name: $0, error: "no nftables netlink session") }, 0) }
-        return writer.withLock { _ in
+        writer.withLock { _ in
             let (bindings, loaded) = state.withLock { (Array($0.bindings.values), $0.loaded) }
             guard loaded else { return ([], 0) }
-            var objects: [KernelObjectStatus] = []
+            var chainErrors: [String: String] = [:]
             var changed = 0
             for family in IPFamily.allCases {
                 for role in HostPortRules.Role.allCases {
+                    guard let session else {
+                        chainErrors[Self.objectName(family, role)] = "no nftables netlink session"
+                        continue
+                    }
                     do {
                         changed += try role.owned.ensure(session: session, family: family,
                                                          wanted: HostPortRules.rules(role, family: family, bindings: bindings, podCIDRs: podCIDRs))
-                        objects.append(KernelObjectStatus(kind: "chain", name: Self.objectName(family, role)))
                     } catch {
-                        objects.append(KernelObjectStatus(kind: "chain", name: Self.objectName(family, role), error: "\(error)"))
+                        chainErrors[Self.objectName(family, role)] = "\(error)"
                     }
                 }
             }
-            return (objects, changed)
+            return (Self.mappingStatuses(bindings, podCIDRs: podCIDRs, chainErrors: chainErrors), changed)
         }
+    }
+
+    /// Per mapping of every bound attachment, its status given the chains that failed
+    /// (object name -> error); then every failing chain that holds no mapping's rules.
+    static func mappingStatuses(_ bindings: [HostPortBinding], podCIDRs: [IPPrefix], chainErrors: [String: String]) -> [KernelObjectStatus] {
+        var objects: [KernelObjectStatus] = []
+        var used = Set<String>()
+        for b in bindings.sorted(by: { $0.key < $1.key }) where !b.ips.isEmpty {
+            for m in b.mappings {
+                let one = [HostPortBinding(key: b.key, ips: b.ips, mappings: [m])]
+                let chains = IPFamily.allCases.flatMap { family in
+                    HostPortRules.Role.allCases.filter { !HostPortRules.rules($0, family: family, bindings: one, podCIDRs: podCIDRs).isEmpty }
+                        .map { objectName(family, $0) }
+                }
+                used.formUnion(chains)
+                let errors = chains.compactMap { c in chainErrors[c].map { "\(c): \($0)" } }
+                objects.append(KernelObjectStatus(kind: "hostport", name: mappingName(b.key, m),
+                                                  error: errors.isEmpty ? nil : errors.joined(separator: "; ")))
+            }
+        }
+        for (chain, error) in chainErrors.sorted(by: { $0.key < $1.key }) where !used.contains(chain) {
+            objects.append(KernelObjectStatus(kind: "chain", name: chain, error: error))
+        }
+        return objects
+    }
+
+    /// How status names a mapping: "<containerID>/<ifname> <hostIP>:<hostPort>/<proto>><containerPort>"
+    /// ("*" for every address).
+    public static func mappingName(_ key: String, _ m: PodAttachment.PortMapping) -> String {
+        let host = m.hostIP.map { $0.family == .v4 ? "\($0)" : "[\($0)]" } ?? "*"
+        return "\(key) \(host):\(m.hostPort)/\(m.protocol.rawValue.lowercased())>\(m.containerPort)"
     }
 
     static func objectName(_ family: IPFamily, _ role: HostPortRules.Role) -> String {
