@@ -213,3 +213,38 @@ struct ReconcilerStatusTests {
         }
     }
 }
+
+/// The board announces its changes, so what follows the status (systemd's STATUS= line) waits
+/// on them instead of re-reading the board on a timer: one element for the board as it is, then
+/// one per change after the reader took the previous one.
+@Suite struct StatusBoardChangesTests {
+    /// The next element of `iterator`, or false after `seconds`.
+    static func next(_ changes: AsyncStream<Void>, within seconds: Double) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var iterator = changes.makeAsyncIterator()
+                return await iterator.next() != nil
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(seconds)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    @Test func everyReconcileErrorAndStopIsAnnounced() async {
+        let board = StatusBoard()
+        board.register("routes")
+        let changes = board.changes()
+        #expect(await Self.next(changes, within: 5), "the board as it is")
+        board.reconciled("routes", seconds: 0.01, message: "in sync")
+        #expect(await Self.next(changes, within: 5), "a reconcile")
+        board.failed("routes", "add route 10.244.2.0/24: ENETDOWN")
+        #expect(await Self.next(changes, within: 5), "an error")
+        board.update("routes") { $0.counters["peers"] = 2 }
+        #expect(await Self.next(changes, within: 5), "an update")
+        board.stopping()
+        #expect(await Self.next(changes, within: 5), "shutdown")
+        #expect(!(await Self.next(changes, within: 0.2)), "nothing changed since")
+    }
+}
