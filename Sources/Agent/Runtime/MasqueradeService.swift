@@ -19,19 +19,21 @@ struct MasqueradeService: AgentActor {
         agent.board.register(name)
         await agent.waitForState()
         let cidrs = agent.config.clusterCIDRs
-        let session: NetlinkSession?
-        do {
-            session = try NetlinkSession(protocol: Netlink.netfilter)
-        } catch {
-            // Every rule in error (the pass says so); the loop retries with backoff.
-            session = nil
+        // Opened by the first pass that can: until then every rule is in error (the pass says
+        // so) and the loop retries with backoff.
+        let session = Mutex<NetlinkSession?>(nil)
+        @Sendable func openSession() -> NetlinkSession? {
+            session.withLock { s in
+                if s == nil { s = try? NetlinkSession(protocol: Netlink.netfilter) }
+                return s
+            }
         }
         let started = ContinuousClock.now
         let loop = KernelReconcileLoop(interval: Self.resyncInterval)
         let first = Mutex(true)
         await cancelWhenGracefulShutdown {
             await loop.run(pass: {
-                let (objects, changed) = await BlockingWork.run { Masquerade.reconcile(session: session, clusterCIDRs: cidrs) }
+                let (objects, changed) = await BlockingWork.run { Masquerade.reconcile(session: openSession(), clusterCIDRs: cidrs) }
                 // The first pass writes what a fresh node lacks; later changes were made by someone else.
                 if changed > 0, !first.withLock({ $0 }) {
                     agent.logger.notice("masquerade: repaired rules changed behind nodenet's back", metadata: ["changed": "\(changed)"])
