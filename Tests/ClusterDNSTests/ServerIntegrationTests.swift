@@ -77,8 +77,13 @@ struct ServerIntegrationTests {
             let h = try Helper(dnsmasqPath, ["--no-daemon", "--no-resolv", "--no-hosts", "--port=\(port)", "--listen-address=\(addr)",
                                              "--bind-interfaces", "--address=/example.test/192.0.2.10", "--local-ttl=60"]
                                + (0..<8).map { "--txt-record=big.txt.test,\($0)" + String(repeating: "x", count: 200) })
-            try await Task.sleep(for: .milliseconds(200))
-            if h.isRunning { return (h, UpstreamServer(address: IPAddress(addr)!, port: port)) }
+            // Up once it answers (bounded); a port taken makes dnsmasq exit: try another.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while h.isRunning, ContinuousClock.now < deadline {
+                let answer = try? Helper.run(digPath, ["@\(addr)", "-p", "\(port)", "+time=1", "+tries=1", "+short", "www.example.test", "A"])
+                if answer == "192.0.2.10\n" { return (h, UpstreamServer(address: IPAddress(addr)!, port: port)) }
+                try await Task.sleep(for: .milliseconds(20))
+            }
             h.kill()
         }
         throw CancellationError()
