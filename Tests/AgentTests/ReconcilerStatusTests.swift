@@ -94,6 +94,8 @@ struct ReconcilerStatusTests {
         }
         let initial = try dnatRules()
         try #require(initial.count == 1, "\(initial)")
+        // Writing the ADD's own rules is no repair, whether the ADD or a pass wrote them.
+        #expect(try row(agent, "pods")?.counters["hostPortRepairs"] == nil)
 
         // The rule deleted behind the agent's back: back by the periodic pass, counted.
         let handle = try #require(initial[0].components(separatedBy: "# handle ").last?.trimmingCharacters(in: .whitespaces))
@@ -102,6 +104,7 @@ struct ReconcilerStatusTests {
             let rules = try dnatRules(), repairs = try row(agent, "pods")?.counters["hostPortRepairs"] ?? 0
             return rules.count == 1 && repairs >= 1
         }
+        #expect(try row(agent, "pods")?.counters["hostPortRepairs"] == 1, "the one rule deleted")
         #expect(try objects(agent, "pods")[v4] == .some(nil))
 
         // The IPv4 DNAT chain cannot be written: the IPv4 mapping is in error, the IPv6 one not.

@@ -174,13 +174,14 @@ public final class PodNetwork: Sendable {
     /// One pass of the host port reconciler (the agent runs it at start, periodically and
     /// with backoff while a chain fails): every host port chain brought to the attachments'
     /// mappings, one status per mapping (`HostPortTable.mappingStatuses`), and how many rules
-    /// it had to add or remove: every change is written when it happens, so these are
-    /// repairs of what someone changed behind nodenet's back (or retries of a failed write).
+    /// it had to add or remove that no change of the bindings since the last write explains:
+    /// repairs of what someone changed behind nodenet's back.
     /// Blocking (netlink).
     public func reconcileHostPorts() -> (objects: [KernelObjectStatus], repaired: Int) {
-        let (objects, changed) = hostPorts.reconcile(podCIDRs: podCIDRs)
-        if changed > 0 { logger.notice("host port rules repaired", metadata: ["changed": "\(changed)"]) }
-        return (objects, changed)
+        let (objects, changed, repaired) = hostPorts.reconcile(podCIDRs: podCIDRs)
+        if repaired > 0 { logger.notice("host port rules repaired", metadata: ["changed": "\(repaired)"]) }
+        else if changed > 0 { logger.info("host port rules updated", metadata: ["changed": "\(changed)", "reason": "reconcile"]) }
+        return (objects, repaired)
     }
 
     /// Everything DEL does, without the CNI envelope. True when something was released.

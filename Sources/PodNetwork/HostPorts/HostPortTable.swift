@@ -31,6 +31,9 @@ final class HostPortTable: Sendable {
         /// Until the table is loaded from the store, a rewrite would delete the rules of pods
         /// attached before a restart: rewrites wait for it.
         var loaded = false
+        /// The bindings changed since the chains were last written: what the next rewrite or
+        /// pass writes is that change, not a repair of something done behind nodenet's back.
+        var unwritten = false
     }
     private let state = Mutex(State())
     /// One rewrite at a time, reading the bindings inside: the last rewrite always sees the
@@ -44,6 +47,7 @@ final class HostPortTable: Sendable {
         state.withLock { s in
             for a in attachments where !a.portMappings.isEmpty { s.bindings[a.keyName] = HostPortBinding(a) }
             s.loaded = true
+            s.unwritten = true
         }
     }
 
@@ -60,13 +64,20 @@ final class HostPortTable: Sendable {
 
     /// The attachment got its addresses: its rules can be written.
     func bind(key: String, ips: [IPPrefix]) {
-        state.withLock { s in s.bindings[key]?.ips = ips }
+        state.withLock { s in
+            s.bindings[key]?.ips = ips
+            s.unwritten = true
+        }
     }
 
     /// Drops the attachment's claim; true when it had one (a rewrite is due).
     @discardableResult
     func release(key: String) -> Bool {
-        state.withLock { s in s.bindings.removeValue(forKey: key) != nil }
+        state.withLock { s in
+            let had = s.bindings.removeValue(forKey: key) != nil
+            if had { s.unwritten = true }
+            return had
+        }
     }
 
     var bindings: [HostPortBinding] { state.withLock { Array($0.bindings.values) } }
@@ -76,14 +87,20 @@ final class HostPortTable: Sendable {
     func sync(podCIDRs: [IPPrefix]) throws(NetlinkError) -> Int {
         guard let session else { return 0 }
         return try writer.withLock { (_: inout ()) throws(NetlinkError) -> Int in
-            let (bindings, loaded) = state.withLock { (Array($0.bindings.values), $0.loaded) }
+            let (bindings, loaded, _) = takeBindings()
             guard loaded else { return 0 }
             var changed = 0
-            for family in IPFamily.allCases {
-                for role in HostPortRules.Role.allCases {
-                    changed += try role.owned.ensure(session: session, family: family,
-                                                     wanted: HostPortRules.rules(role, family: family, bindings: bindings, podCIDRs: podCIDRs))
+            do throws(NetlinkError) {
+                for family in IPFamily.allCases {
+                    for role in HostPortRules.Role.allCases {
+                        changed += try role.owned.ensure(session: session, family: family,
+                                                         wanted: HostPortRules.rules(role, family: family, bindings: bindings, podCIDRs: podCIDRs))
+                    }
                 }
+            } catch {
+                // Not written: what the next pass writes is this change, not a repair.
+                state.withLock { $0.unwritten = true }
+                throw error
             }
             return changed
         }
@@ -93,11 +110,12 @@ final class HostPortTable: Sendable {
     /// bindings (a chain that fails does not keep the others from being repaired). One status
     /// per mapping (kind "hostport"): in error when a chain that should hold one of its rules
     /// failed, with that chain's error; a failing chain no mapping uses is reported as itself.
-    /// Also how many rules changed.
-    func reconcile(podCIDRs: [IPPrefix]) -> (objects: [KernelObjectStatus], changed: Int) {
+    /// Also how many rules changed, and how many of those were repairs (changes made behind
+    /// nodenet's back, not bindings changed since the last write).
+    func reconcile(podCIDRs: [IPPrefix]) -> (objects: [KernelObjectStatus], changed: Int, repaired: Int) {
         writer.withLock { _ in
-            let (bindings, loaded) = state.withLock { (Array($0.bindings.values), $0.loaded) }
-            guard loaded else { return ([], 0) }
+            let (bindings, loaded, unwritten) = takeBindings()
+            guard loaded else { return ([], 0, 0) }
             var chainErrors: [String: String] = [:]
             var changed = 0
             for family in IPFamily.allCases {
@@ -114,7 +132,18 @@ final class HostPortTable: Sendable {
                     }
                 }
             }
-            return (Self.mappingStatuses(bindings, podCIDRs: podCIDRs, chainErrors: chainErrors), changed)
+            // A chain that failed keeps the change unwritten for the next pass or rewrite.
+            if !chainErrors.isEmpty { state.withLock { $0.unwritten = true } }
+            return (Self.mappingStatuses(bindings, podCIDRs: podCIDRs, chainErrors: chainErrors), changed, unwritten ? 0 : changed)
+        }
+    }
+
+    /// The bindings to write, whether the table is loaded, and whether they changed since the
+    /// last write (cleared: the caller writes them now, under `writer`).
+    private func takeBindings() -> ([HostPortBinding], Bool, Bool) {
+        state.withLock { s in
+            defer { s.unwritten = false }
+            return (Array(s.bindings.values), s.loaded, s.unwritten)
         }
     }
 
