@@ -98,4 +98,51 @@ struct NetworkPolicyApplyTests {
         #expect(deleted.stdout.contains("NetworkPolicy apps/default-deny deleted"), "\(deleted.stdout)\(deleted.stderr)")
         #expect(try status(agent).objects["NetworkPolicy"] == 1)
     }
+
+    /// The etcd source: `nodenet apply` writes the policy to etcd and it comes back through the
+    /// watch; a policy another writer put in etcd that does not validate is skipped, and
+    /// `nodenet status` names it on the source line.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func etcdSourceAppliesAndNamesTheInvalidPolicyInStatus() throws {
+        let ns = try TestNamespace("netpol-etcd")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let endpoint = "http://127.0.0.1:23790"
+        let etcd = try Shell.spawn(["/usr/bin/nsenter", "--net=\(ns.path)", try Shell.which("etcd"), "--data-dir", dir.file("etcd"),
+                                    "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                                    "--listen-peer-urls", "http://127.0.0.1:23800"], log: dir.file("etcd.log"))
+        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
+        var up = false
+        for _ in 0..<100 where !up {
+            up = (try? ns.run(["etcdctl", "--endpoints", endpoint, "endpoint", "health"]))?.ok == true
+            if !up { usleep(100_000) }
+        }
+        try #require(up, "etcd did not start")
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--source", "etcd", "--etcd-endpoints", endpoint])
+        try agent.start()
+        defer { agent.stop() }
+
+        let applied = try agent.apply(Self.manifest)
+        #expect(applied.ok, "\(applied.stderr)")
+        var synced = false
+        for _ in 0..<100 where !synced {
+            synced = (try? status(agent))?.objects["NetworkPolicy"] == 2
+            if !synced { usleep(100_000) }
+        }
+        #expect(synced, "the policies came back through the watch")
+        let stored = try ns.run(["etcdctl", "--endpoints", endpoint, "get", "--print-value-only", "/nodenet/objects/NetworkPolicy/apps/allow-frontend-to-db"])
+        #expect(stored.stdout.contains(#""policyTypes":["Ingress","Egress"]"#), "stored defaulted: \(stored.stdout)")
+
+        let bad = #"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"bad-port","namespace":"apps"},"#
+            + #""spec":{"podSelector":{},"ingress":[{"ports":[{"port":"http_alt"}]}]}}"#
+        #expect(try ns.run(["etcdctl", "--endpoints", endpoint, "put", "/nodenet/objects/NetworkPolicy/apps/bad-port", bad]).ok)
+        var named = ""
+        for _ in 0..<100 where !named.contains("bad-port") {
+            named = (try? status(agent))?.source.message ?? ""
+            if !named.contains("bad-port") { usleep(100_000) }
+        }
+        #expect(named.contains("last skipped /nodenet/objects/NetworkPolicy/apps/bad-port: spec.ingress[0].ports[0].port: \"http_alt\": must contain only alpha-numeric characters"),
+                "\(named)")
+        #expect(try status(agent).objects["NetworkPolicy"] == 2, "the invalid policy is not in the store")
+    }
 }

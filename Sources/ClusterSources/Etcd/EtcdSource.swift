@@ -162,7 +162,8 @@ struct EtcdFeed: Feed {
         do {
             object = try ManifestDecoder.decode(json: kv.value)
         } catch {
-            return skip("\(error)")
+            // The key names the object: keep the field and the reason, not the document number.
+            return skip(error.field.map { "\($0): \(error.message)" } ?? error.message)
         }
         guard object.key == expected else {
             return skip("it holds \(object.key), which belongs at \(keys.key(for: object.key))")

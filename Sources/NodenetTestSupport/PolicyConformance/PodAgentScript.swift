@@ -16,8 +16,11 @@
 /// - {"op":"status"} -> {"name":..., "serving":["TCP/80",...]}
 /// - {"op":"probe","probes":[{"host","port","proto","timeout"}]} -> {"results":["ok:x/b"|"error:..."]}
 /// - {"op":"capture-start","ifname":"eth0"}: count incoming IPv4 packets per source address
-///   (AF_PACKET, before netfilter: what tcpdump would see) from now on.
+///   (AF_PACKET, before netfilter: what tcpdump would see) from now on; ifname "" captures on
+///   every interface, including one that a CNI ADD creates later.
 /// - {"op":"capture-count"} -> {"counts":{"10.244.1.7": 12}}
+/// - {"op":"flood","host","port","seconds"}: UDP datagrams and TCP connection attempts to
+///   host:port for that long -> {"sent","failed","connectAttempts"}
 enum PodAgentScript {
     static let server = #"""
 import json, os, socket, sys, threading, time
@@ -104,7 +107,8 @@ capture_started = [False]
 
 def capture(ifname):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    s.bind((ifname, 0x0800))
+    if ifname:
+        s.bind((ifname, 0x0800))  # else every interface, also ones that appear later
     while True:
         data, addr = s.recvfrom(65535)
         if addr[2] == socket.PACKET_OUTGOING or len(data) < 20:
@@ -112,6 +116,32 @@ def capture(ifname):
         src = socket.inet_ntoa(data[12:16])
         with counts_lock:
             counts[src] = counts.get(src, 0) + 1
+
+def flood(host, port, seconds):
+    # UDP datagrams as fast as possible and a TCP connection attempt every 10 ms.
+    t0 = time.monotonic()
+    sent = failed = connects = 0
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    last_tcp = 0.0
+    while time.monotonic() - t0 < seconds:
+        try:
+            u.sendto(b"first-packet", (host, port))
+            sent += 1
+        except OSError:
+            failed += 1
+        now = time.monotonic()
+        if now - last_tcp > 0.01:
+            last_tcp = now
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            t.setblocking(False)
+            try:
+                t.connect_ex((host, port))
+                connects += 1
+            finally:
+                t.close()
+        time.sleep(0.0002)
+    u.close()
+    return {"sent": sent, "failed": failed, "connectAttempts": connects}
 
 def handle(c):
     with c:
@@ -140,6 +170,8 @@ def handle(c):
                 ready.wait()
                 time.sleep(0.05)  # the packet socket is bound once its thread runs
             out = {"ok": True}
+        elif op == "flood":
+            out = flood(req["host"], int(req["port"]), float(req["seconds"]))
         elif op == "capture-count":
             with counts_lock:
                 out = {"counts": dict(counts)}

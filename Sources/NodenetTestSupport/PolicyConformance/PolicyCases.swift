@@ -45,6 +45,10 @@ public struct PolicyCase: Sendable, CustomStringConvertible {
     public struct Expectation: Sendable {
         public var ports: [PortProtocol]
         public var matrix: ReachabilityMatrix
+        public init(ports: [PortProtocol], matrix: ReachabilityMatrix) {
+            self.ports = ports
+            self.matrix = matrix
+        }
     }
 
     /// True when any step creates or changes a policy (and so needs NetworkPolicy support).

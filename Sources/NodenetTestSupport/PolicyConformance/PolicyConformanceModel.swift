@@ -28,11 +28,13 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     public var modes = ProbeMode.allCases
     /// Seconds the set-up took (cluster, pods, servers, first full connectivity).
     public private(set) var setupSeconds = 0.0
+    /// Nil when the agents take NetworkPolicy objects, else why not (checked once at set-up).
+    public private(set) var policySupportMissing: String?
 
     private var podLabels: [ModelPod: [String: String]] = [:]
     private var namespaceLabels: [String: [String: String]] = [:]
     private var policies = Set<ModelPod>()
-    private var agents: [ModelPod: PodAgentClient] = [:]
+    var agents: [ModelPod: PodAgentClient] = [:]
     private var processes: [pid_t] = []
 
     public static func defaultPodLabels(_ p: ModelPod) -> [String: String] { ["pod": p.name] }
@@ -43,6 +45,7 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         self.shape = shape
         cluster = try TestCluster(nodes: 3)
         do { try build() } catch { close(); throw error }
+        policySupportMissing = checkPolicySupport()
         setupSeconds = Date().timeIntervalSince(start)
     }
 
@@ -209,152 +212,40 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         }
     }
 
-    /// Whether the agents take NetworkPolicy objects: `nodenet apply` of a policy that selects
-    /// nothing, on node1, then deleted. Nil when supported, else why not (the agent's answer).
-    public func policySupportMissing() -> String? {
+    /// The labels of a stored object as node `node`'s agent holds it (GET /v1/objects on its
+    /// control socket); nil when it has no such object.
+    public func storedLabels(node: Int, kind: String, namespace: String?, name: String) throws -> [String: String]? {
+        let r = try Shell.check(["curl", "-s", "--max-time", "5", "--unix-socket", cluster.nodes[node].agent.socket,
+                                 "http://agent/v1/objects?kind=\(kind)"])
+        struct List: Decodable {
+            struct Item: Decodable {
+                struct Meta: Decodable { var name: String; var namespace: String?; var labels: [String: String]? }
+                var metadata: Meta
+            }
+            var items: [Item]
+        }
+        let list = try JSONDecoder().decode(List.self, from: Data(r.stdout.utf8))
+        return list.items.first { $0.metadata.name == name && $0.metadata.namespace == namespace }.map { $0.metadata.labels ?? [:] }
+    }
+
+    /// The labels the model gave a pod or namespace (what `reset()` restores differs from it
+    /// only while a case runs).
+    public func currentLabels(of p: ModelPod) -> [String: String] { podLabels[p] ?? [:] }
+    public func currentLabels(ofNamespace ns: String) -> [String: String] { namespaceLabels[ns] ?? [:] }
+
+    /// Whether the agents take NetworkPolicy objects: `nodenet apply --dry-run` of a policy
+    /// (the agent decodes and admits it and writes nothing). Nil when supported, else why not
+    /// (the agent's answer).
+    private func checkPolicySupport() -> String? {
         let probe = """
             apiVersion: networking.k8s.io/v1
             kind: NetworkPolicy
             metadata: {name: nodenet-support-probe, namespace: \(shape.namespaces[0])}
             spec: {podSelector: {matchLabels: {nodenet.test/selects: nothing}}, policyTypes: [Ingress]}
             """
-        let agent = cluster.nodes[0].agent
-        guard let r = try? agent.apply(probe) else { return "nodenet apply did not run" }
+        guard let r = try? cluster.nodes[0].agent.cli(["apply", "--dry-run", "-f", "-"], stdin: probe) else { return "nodenet apply did not run" }
         guard r.ok else { return "nodenet apply of a NetworkPolicy: \((r.stderr + r.stdout).trimmingCharacters(in: .whitespacesAndNewlines))" }
-        _ = try? agent.cli(["delete", "-f", "-"], stdin: probe)
         return nil
-    }
-
-    // MARK: probing
-
-    public struct MatrixKey: Hashable, Sendable, CustomStringConvertible {
-        public var port: PortProtocol
-        public var mode: ProbeMode
-        public init(port: PortProtocol, mode: ProbeMode) {
-            self.port = port
-            self.mode = mode
-        }
-        public var description: String { "\(port) via \(mode)" }
-    }
-
-    public struct MatrixResult: Sendable {
-        public var matrix: ReachabilityMatrix
-        /// What each probe got: "ok:x/b" or "error:timeout" (the reason behind an X).
-        public var outcomes: [ModelPod: [ModelPod: String]]
-    }
-
-    struct ProbeKey: Hashable {
-        var from: ModelPod
-        var to: ModelPod
-        var port: PortProtocol
-        var mode: ProbeMode
-    }
-
-    /// Runs the given probes, all at once: each source pod's agent gets its batch and runs it
-    /// concurrently, and the pods run in parallel. One pass costs about one probe timeout.
-    func run(_ keys: [ProbeKey]) -> [ProbeKey: String] {
-        let bySource = Dictionary(grouping: keys, by: \.from)
-        let sources = Array(bySource.keys)
-        let results = LockedResults()
-        let timeout = probeTimeout
-        DispatchQueue.concurrentPerform(iterations: sources.count) { i in
-            let src = sources[i]
-            let batch = bySource[src]!
-            let requests = batch.map { k in
-                PodAgentClient.ProbeRequest(host: k.mode == .podIP ? pods[k.to]!.ip : serviceIPs[k.to]!, port: k.port.port,
-                                            proto: k.port.proto.rawValue, timeout: timeout)
-            }
-            let answers: [String]
-            do { answers = try agents[src]!.probe(requests, timeout: timeout * 4 + 10) } catch {
-                answers = Array(repeating: "error:prober \(error)", count: batch.count)
-            }
-            results.set(zip(batch, answers))
-        }
-        return results.all
-    }
-
-    /// The matrices for the given ports and modes (one pass, no re-probe).
-    public func probeMatrices(_ ports: [PortProtocol], modes: [ProbeMode]) -> [MatrixKey: MatrixResult] {
-        var keys: [ProbeKey] = []
-        for port in ports { for mode in modes { for f in shape.pods { for t in shape.pods where t != f { keys.append(.init(from: f, to: t, port: port, mode: mode)) } } } }
-        return matrices(run(keys), ports: ports, modes: modes)
-    }
-
-    private func matrices(_ outcomes: [ProbeKey: String], ports: [PortProtocol], modes: [ProbeMode]) -> [MatrixKey: MatrixResult] {
-        var out: [MatrixKey: MatrixResult] = [:]
-        for port in ports {
-            for mode in modes {
-                var r = MatrixResult(matrix: ReachabilityMatrix(pods: shape.pods, all: false), outcomes: [:])
-                for f in shape.pods {
-                    for t in shape.pods where t != f {
-                        let o = outcomes[.init(from: f, to: t, port: port, mode: mode)] ?? "error:not probed"
-                        r.outcomes[f, default: [:]][t] = o
-                        r.matrix[f, t] = o == "ok:\(t)"
-                    }
-                }
-                out[.init(port: port, mode: mode)] = r
-            }
-        }
-        return out
-    }
-
-    /// Probes every expected matrix (both modes), re-probes the mismatched pairs once (as
-    /// upstream ValidateOrFail does), and describes each matrix that still differs: expected
-    /// and actual side by side, and the outcome of each differing probe.
-    public func validate(_ expectations: [PolicyCase.Expectation]) -> (failures: [String], probes: Int) {
-        var wanted: [MatrixKey: ReachabilityMatrix] = [:]
-        for e in expectations { for port in e.ports where port.proto != .sctp || sctpAvailable { for m in modes { wanted[.init(port: port, mode: m)] = e.matrix } } }
-        var keys: [ProbeKey] = []
-        for k in wanted.keys { for f in shape.pods { for t in shape.pods where t != f { keys.append(.init(from: f, to: t, port: k.port, mode: k.mode)) } } }
-        var outcomes = run(keys)
-        var probes = keys.count
-        func isWrong(_ k: ProbeKey) -> Bool { (outcomes[k] == "ok:\(k.to)") != wanted[.init(port: k.port, mode: k.mode)]![k.from, k.to] }
-        let retry = keys.filter(isWrong)
-        if !retry.isEmpty {
-            for (k, v) in run(retry) { outcomes[k] = v }
-            probes += retry.count
-        }
-        let ports = Array(Set(wanted.keys.map(\.port))).sorted()
-        let results = matrices(outcomes, ports: ports, modes: modes)
-        var failures: [String] = []
-        for k in wanted.keys.sorted(by: { ($0.port, $0.mode.rawValue) < ($1.port, $1.mode.rawValue) }) {
-            let expected = wanted[k]!, actual = results[k]!
-            let bad = expected.mismatches(actual.matrix)
-            guard !bad.isEmpty else { continue }
-            let why = bad.prefix(12).map { "  \($0.from) -> \($0.to): expected \(expected[$0.from, $0.to] ? "connect" : "blocked"), got \(actual.outcomes[$0.from]?[$0.to] ?? "?")" }
-            failures.append(ReachabilityMatrix.sideBySide(title: k.description, expected: expected, actual: actual.matrix)
-                            + "\n" + why.joined(separator: "\n") + (bad.count > 12 ? "\n  ... \(bad.count - 12) more" : ""))
-        }
-        return (failures, probes)
-    }
-
-    public struct CaseOutcome: Sendable {
-        public var failures: [String] = []
-        public var notes: [String] = []
-        public var probes = 0
-        public var seconds = 0.0
-    }
-
-    /// Runs a case's steps in order, each followed by its expectations. Does not reset: the
-    /// caller resets (also when this throws).
-    public func run(_ c: PolicyCase) throws -> CaseOutcome {
-        let start = Date()
-        var outcome = CaseOutcome()
-        for (i, step) in c.steps.enumerated() {
-            if let manifest = step.apply { try applyPolicies(manifest) }
-            try deletePolicies(step.delete)
-            for (p, l) in step.podLabels.sorted(by: { $0.key < $1.key }) { try setPodLabels(p, l) }
-            for (ns, l) in step.namespaceLabels.sorted(by: { $0.key < $1.key }) { try setNamespaceLabels(ns, l) }
-            let sctp = step.expect.flatMap(\.ports).filter { $0.proto == .sctp }
-            if !sctp.isEmpty, !sctpAvailable {
-                outcome.notes.append("step \(i + 1): \(sctp.map(\.description).joined(separator: ", ")) not probed: this kernel has no SCTP sockets (no /proc/sys/net/sctp)")
-            }
-            let (failures, probes) = validate(step.expect)
-            outcome.probes += probes
-            outcome.failures += failures.map { "step \(i + 1): \($0)" }
-        }
-        outcome.seconds = Date().timeIntervalSince(start)
-        return outcome
     }
 
     // MARK: life cycle
@@ -386,15 +277,4 @@ public final class PolicyConformanceModel: @unchecked Sendable {
 
     func agent(_ p: ModelPod) -> PodAgentClient { agents[p]! }
     func track(process pid: pid_t) { processes.append(pid) }
-}
-
-private final class LockedResults: @unchecked Sendable {
-    // @unchecked: every access goes through `lock`.
-    private let lock = NSLock()
-    private var values: [PolicyConformanceModel.ProbeKey: String] = [:]
-    func set<S: Sequence>(_ pairs: S) where S.Element == (PolicyConformanceModel.ProbeKey, String) {
-        lock.lock(); defer { lock.unlock() }
-        for (k, v) in pairs { values[k] = v }
-    }
-    var all: [PolicyConformanceModel.ProbeKey: String] { lock.lock(); defer { lock.unlock() }; return values }
 }
