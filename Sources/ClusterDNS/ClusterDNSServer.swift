@@ -38,6 +38,11 @@ public final class ClusterDNSServer: Sendable {
     private let listeners: Mutex<Listeners>
     private let lameDuck = Atomic<Bool>(false)
     private let port = Atomic<Int>(0)
+    /// Yields when what `isReady`, `listenersSettled` and `failedListeners` report may have
+    /// changed (an address bound or failed, the zone synced, lame duck began), so a caller
+    /// follows them without polling. One consumer; coalesced (one element for any number).
+    public let changes: AsyncStream<Void>
+    private let changed: AsyncStream<Void>.Continuation
 
     public init(configuration: DNSConfiguration, store: ClusterStore, logger: Logger) {
         self.configuration = configuration
@@ -46,6 +51,8 @@ public final class ClusterDNSServer: Sendable {
         zone = ClusterZone(configuration: configuration, replicas: Self.threads(configuration))
         listeners = Mutex(Listeners(wanted: configuration.listenAddresses))
         acls.withLock { $0.prefixes = configuration.allowedClients }
+        (changes, changed) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        zone.whenSynced { [changed] in changed.yield() }
     }
 
     /// Replaces the client allow list (the agent: the pod subnets changed). Empty: everyone.
@@ -135,6 +142,7 @@ public final class ClusterDNSServer: Sendable {
 
         // Lame duck: keep answering while load balancers and clients notice we are going.
         lameDuck.store(true, ordering: .relaxed)
+        changed.yield()
         logger.info("dns lame duck", metadata: ["milliseconds": "\(c.lameDuckMilliseconds)"])
         if c.lameDuckMilliseconds > 0 {
             // Not Task.sleep: our task is already cancelled and would not wait at all.
@@ -217,6 +225,7 @@ public final class ClusterDNSServer: Sendable {
             }
         }
         listeners.withLock { $0.binding = false }
+        changed.yield()
     }
 
     /// UDP sockets (SO_REUSEPORT, one per loop) and a TCP listener on one address; nothing stays

@@ -1,11 +1,13 @@
-// The one reconciler shape for kernel objects nodenet owns (the routes actor has it built in;
-// the DNS device and notrack chains, host port chains and others use this loop):
+// The one reconciler shape for kernel objects nodenet owns (the routes actor and the service
+// proxy have it built in; the DNS device, its addresses, notrack chains and listeners, the host
+// port mappings and the masquerade rules use this loop):
 //
 // - event-driven: kernel events the owner calls relevant (its device, its addresses) wake a pass;
 //   so do explicit `trigger()`s (a desired-state change);
 // - a periodic full pass catches what no event reports (nftables rules, anything missed);
 // - a pass returns one status per object; errors are reported once when they appear and once
-//   when they clear (the owner logs them), never at every retry;
+//   when they clear (the owner logs them), never at every retry; `report` pushes the statuses
+//   to the owner's status row after every pass (nobody polls the loop for them);
 // - a pass with errors is retried with backoff (from `retryInitial`, doubling, up to the
 //   periodic interval) until it is clean.
 // Triggers coalesce: a burst of events is one pass.

@@ -19,22 +19,21 @@ public struct NodeRoutesConfiguration: Sendable {
     public var nodeIP: IPAddress
     /// This node's own pod subnets (at most one per family).
     public var podCIDRs: [IPPrefix]
-    /// The whole pod network: traffic from it to outside it is masqueraded.
+    /// The whole pod network (the routes treat addresses in it as pods'; the masquerade
+    /// reconciler, run beside the routes, masquerades what leaves it).
     public var clusterCIDRs: [IPPrefix]
     public var mode: RoutingMode
     public var vxlanVNI: UInt32
     public var vxlanPort: UInt16
     /// The safety-net full reconcile (kernel dump and diff) on top of event-driven repair.
     public var resyncInterval: Duration
-    /// Masquerade pod traffic leaving the cluster (nftables `ip nodenet` chain `pod-egress`).
-    public var masquerade: Bool
     /// Where the dataplane lives; nil for the agent's own namespace (tests and benchmarks
     /// pass a node namespace so the actor never touches the machine's own).
     public var namespace: NetworkNamespace?
 
     public init(nodeName: String, nodeIP: IPAddress, podCIDRs: [IPPrefix], clusterCIDRs: [IPPrefix], mode: RoutingMode,
                 vxlanVNI: UInt32 = 1, vxlanPort: UInt16 = 8472, resyncInterval: Duration = .seconds(60),
-                masquerade: Bool = true, namespace: NetworkNamespace? = nil) {
+                namespace: NetworkNamespace? = nil) {
         self.nodeName = nodeName
         self.nodeIP = nodeIP
         self.podCIDRs = podCIDRs
@@ -43,7 +42,6 @@ public struct NodeRoutesConfiguration: Sendable {
         self.vxlanVNI = vxlanVNI
         self.vxlanPort = vxlanPort
         self.resyncInterval = resyncInterval
-        self.masquerade = masquerade
         self.namespace = namespace
     }
 

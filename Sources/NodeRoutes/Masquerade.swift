@@ -4,6 +4,10 @@
 // Pod-to-pod traffic (also across nodes) keeps its source. Idempotent: the chain is listed
 // first and only missing rules are added (and rules of ours nobody wants removed), in one
 // transaction; the table's other chains are never touched.
+//
+// The rules are a kernel object set of their own, not part of the routes pass: the agent runs
+// `reconcile` in the one reconciler shape (KernelReconcileLoop: periodic full pass, backoff
+// while a chain fails, one status per rule, errors logged once), with a status row of its own.
 import IPAddressing
 import Netlink
 
@@ -43,5 +47,36 @@ public enum Masquerade {
             changed += try owned.ensure(session: session, family: family, wanted: wanted(family: family, clusterCIDRs: clusterCIDRs))
         }
         return changed
+    }
+
+    /// How status names the rule for one source cluster CIDR ("ip nodenet pod-egress 10.244.0.0/16").
+    public static func objectName(_ source: IPPrefix) -> String {
+        "\(source.family == .v4 ? "ip" : "ip6") \(table) \(chain) \(source.network)"
+    }
+
+    /// One pass: each family's chain brought to the wanted rules (a family that fails does not
+    /// keep the other from being repaired). One status per rule (kind "rule"), in error with
+    /// its chain's error, and how many rules were added or removed: after the first pass,
+    /// rules someone changed behind nodenet's back. Blocking (netlink): call it off the
+    /// cooperative pool. `session` nil: no netfilter netlink here, every rule in error.
+    public static func reconcile(session: NetlinkSession?, clusterCIDRs: [IPPrefix]) -> (objects: [KernelObjectStatus], changed: Int) {
+        var objects: [KernelObjectStatus] = []
+        var changed = 0
+        for family in IPFamily.allCases {
+            let cidrs = clusterCIDRs.filter { $0.family == family }
+            guard !cidrs.isEmpty else { continue }
+            var error: String?
+            if let session {
+                do {
+                    changed += try owned.ensure(session: session, family: family, wanted: wanted(family: family, clusterCIDRs: cidrs))
+                } catch let e {
+                    error = "\(e)"
+                }
+            } else {
+                error = "no nftables netlink session"
+            }
+            objects += cidrs.map { KernelObjectStatus(kind: "rule", name: objectName($0), error: error) }
+        }
+        return (objects, changed)
     }
 }

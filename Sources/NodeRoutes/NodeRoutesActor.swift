@@ -35,7 +35,6 @@ public actor NodeRoutesActor {
     private var working = false
 
     private var kernel: Kernel?
-    private var nftables: NetlinkSession?
     private var topology: Topology?
     private var nodes: [String: Node] = [:]
     private var desired = DesiredState()
@@ -43,7 +42,6 @@ public actor NodeRoutesActor {
     private var believed = Dataplane()
     private var peerErrors: [String: String] = [:]
     private var nodeErrors: [String] = []
-    private var masqueradeState: String?
     private var lastRefused: [String: String] = [:]
     /// The vxlan device's wanted MTU and MAC, to notice it being altered.
     private var vxlanShape: DriftWatch.DeviceShape?
@@ -114,7 +112,6 @@ public actor NodeRoutesActor {
     public func run() async throws {
         let ns = configuration.namespace
         let client = try ns.map { try RouteClient(namespace: $0) } ?? RouteClient()
-        nftables = try ns.map { try NetlinkSession(protocol: Netlink.netfilter, namespace: $0) } ?? NetlinkSession(protocol: Netlink.netfilter)
         kernel = Kernel(client: client, configuration: configuration)
         if ns == nil { _ = try? RouteProtocol.installName() }
         // Subscribe before reading so nothing between the read and the events is lost.
@@ -294,7 +291,7 @@ public actor NodeRoutesActor {
             errors.append("\(error)")
             scheduleRetry()
         }
-        let (nodeLevel, nodeObjects) = ensureForwardingAndMasquerade()
+        let (nodeLevel, nodeObjects) = ensureForwarding()
         if !nodeLevel.isEmpty { scheduleRetry() }
         errors += nodeLevel
         objects += nodeObjects
@@ -349,7 +346,7 @@ public actor NodeRoutesActor {
         if errors.isEmpty, nodeErrors.isEmpty { retryDelay = .seconds(2) }
     }
 
-    /// Node-level errors (the vxlan device and its addresses, forwarding, masquerade, a failed
+    /// Node-level errors (the vxlan device and its addresses, forwarding, a failed
     /// dump), each logged once when it appears and once when it clears, not at every retry.
     private func setNodeErrors(_ errors: [String]) {
         for e in errors where !nodeErrors.contains(e) { logger.error("routes: \(e)") }
@@ -376,39 +373,19 @@ public actor NodeRoutesActor {
         request(full: true)
     }
 
-    /// Forwarding and the masquerade chain of each family: the errors (for the node-level
-    /// list) and one status per object.
-    private func ensureForwardingAndMasquerade() -> ([String], [KernelObjectStatus]) {
-        var errors: [String] = []
-        var objects: [KernelObjectStatus] = []
+    /// Forwarding (the sysctls of each family the pods use): the errors (for the node-level
+    /// list) and one status per sysctl. Masquerade is a reconciler of its own (`Masquerade`).
+    private func ensureForwarding() -> ([String], [KernelObjectStatus]) {
         var sysctls = [(key: "net.ipv4.ip_forward", value: "1")]
         if (configuration.clusterCIDRs + configuration.podCIDRs).contains(where: { $0.family == .v6 }) {
             sysctls.append((key: "net.ipv6.conf.all.forwarding", value: "1"))
         }
         do {
             if let ns = configuration.namespace { try ns.setSysctls(sysctls) } else { for s in sysctls { try Sysctl.write(s.key, s.value) } }
-            objects += sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key) }
+            return ([], sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key) })
         } catch {
-            errors.append("enabling forwarding: \(error)")
-            objects += sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key, error: "\(error)") }
+            return (["enabling forwarding: \(error)"], sysctls.map { KernelObjectStatus(kind: "sysctl", name: $0.key, error: "\(error)") })
         }
-        guard configuration.masquerade, let nftables else { masqueradeState = "off"; return (errors, objects) }
-        var changed = 0
-        var failed = false
-        for family in IPFamily.allCases where configuration.clusterCIDRs.contains(where: { $0.family == family }) {
-            let name = "\(family == .v4 ? "ip" : "ip6") \(Masquerade.table) \(Masquerade.chain)"
-            do {
-                changed += try Masquerade.ensure(session: nftables, clusterCIDRs: configuration.clusterCIDRs.filter { $0.family == family })
-                objects.append(KernelObjectStatus(kind: "chain", name: name))
-            } catch {
-                failed = true
-                errors.append("masquerade rules (\(name)): \(error)")
-                objects.append(KernelObjectStatus(kind: "chain", name: name, error: "\(error)"))
-            }
-        }
-        if changed > 0, reconciledOnce { incrementRepairs(changed) }
-        masqueradeState = failed ? "error" : "\(configuration.clusterCIDRs.count) rule(s) in table nodenet chain \(Masquerade.chain)"
-        return (errors, objects)
     }
 
     private func incrementRepairs(_ n: Int) {
@@ -431,7 +408,6 @@ public actor NodeRoutesActor {
         let routes = believed.routes.count
         let device = configuration.mode == .hostGW ? nil : configuration.vxlanDeviceName
         let underlay = topology.map { "index \($0.underlayIndex) (\($0.underlayPrefixes.map(\.description).joined(separator: ", ")))" }
-        let masq = masqueradeState
         let cidrs = configuration.podCIDRs.map(\.description)
         let done = reconciledOnce
         let status = statusBox.withLock { box -> NodeRoutesStatus in
@@ -443,7 +419,6 @@ public actor NodeRoutesActor {
             s.routes = routes
             s.vxlanDevice = device
             s.underlay = underlay
-            s.masquerade = masq
             s.podCIDRs = cidrs
             s.reconciled = done || s.reconciled
             box.status = s

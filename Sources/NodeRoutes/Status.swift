@@ -99,9 +99,8 @@ public struct NodeRoutesStatus: Sendable, Hashable, Codable {
     /// The store version whose desired routes the kernel holds (0 before the first reconcile):
     /// the routes are in sync with the store when it is the store's version.
     public var appliedVersion: UInt64 = 0
-    /// Node-level problems (own subnet missing, underlay not found, masquerade failed).
+    /// Node-level problems (own subnet missing, underlay not found, forwarding failed).
     public var errors: [String] = []
-    public var masquerade: String?
     /// True after the first full reconcile.
     public var reconciled = false
     public var fullReconciles = 0
@@ -109,8 +108,7 @@ public struct NodeRoutesStatus: Sendable, Hashable, Codable {
     public var repairs = 0
     /// The number of nodenet routes the last reconcile left in the kernel.
     public var routes = 0
-    /// The node-level kernel objects (the vxlan device and its addresses, the masquerade chain
-    /// per family, forwarding), one status each after the last full reconcile.
+    /// The node-level kernel objects (the vxlan device and its addresses, forwarding), one status each after the last full reconcile.
     public var objects: [KernelObjectStatus] = []
 
     public var summary: String {

@@ -26,6 +26,86 @@ struct ClusterEndToEndTests {
         try pod.ns.run(["dig", "+short", "+time=2", "+tries=2"] + args).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Polls `condition` every 50 ms until it holds, at most `timeout` seconds; records a
+    /// failure naming `what` when it never does.
+    func eventually(_ what: String, timeout: Double = 10, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(50_000)
+        }
+        #expect(try condition(), "\(what) within \(timeout) s")
+    }
+
+    /// One node on the etcd source with etcd (Debian's etcd-server) in the fabric namespace at
+    /// 192.168.1.1: etcd started, the agent started, a service applied that resolves from the
+    /// node. The preamble of the etcd fault tests.
+    final class EtcdNode {
+        let cluster: TestCluster
+        let etcdArgs: [String]
+        /// The running etcd's pid; 0 while it is stopped.
+        private(set) var etcd: pid_t = 0
+        var node: TestCluster.Node { cluster.nodes[0] }
+
+        init(agentArgs: [String] = []) throws {
+            cluster = try TestCluster(nodes: 1) { _ in ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379"] + agentArgs }
+            etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
+                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
+                        "--listen-peer-urls", "http://127.0.0.1:2380"]
+            do {
+                try startEtcd()
+                try node.agent.start()
+                let applied = try node.agent.apply("""
+                    apiVersion: v1
+                    kind: Service
+                    metadata: {name: ledger-api, namespace: payments}
+                    spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
+                    """)
+                #expect(applied.ok, "\(applied.stderr)")
+                var answer = ""
+                for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
+                #expect(answer == "10.96.41.17", "resolves while etcd is up")
+            } catch {
+                close()
+                throw error
+            }
+        }
+
+        func etcdctl(_ args: [String]) throws -> Shell.Result {
+            try cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379"] + args)
+        }
+
+        /// Starts etcd and waits (bounded) until it reports healthy.
+        func startEtcd() throws {
+            etcd = try Shell.spawn(etcdArgs)
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? etcdctl(["endpoint", "health"]))?.ok == true
+                if !up { usleep(100_000) }
+            }
+            try #require(up, "etcd did not start")
+        }
+
+        /// Stops etcd with `signal` and reaps it.
+        func stopEtcd(_ signal: Int32 = SIGKILL) {
+            guard etcd > 0 else { return }  // never kill(0, ...): that is the whole process group
+            kill(etcd, signal)
+            waitpid(etcd, nil, 0)
+            etcd = 0
+        }
+
+        /// The node-local DNS answer for the applied service ("" when none).
+        func resolve() throws -> String {
+            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        func close() {
+            stopEtcd()
+            cluster.close()
+        }
+    }
+
     /// The embedded source's static cluster: the same manifest on every node.
     @Test func threeNodesHostGWServicesAndDNS() throws {
         let cluster = try TestCluster(nodes: 3)
@@ -41,7 +121,10 @@ struct ClusterEndToEndTests {
         try cluster.applyEverywhere(cluster.podManifest([client], labels: ["app": "client"]))
         try cluster.echoPeerServer(in: web1)
         try cluster.echoPeerServer(in: web2)
-        usleep(300_000)
+        // The servers start asynchronously: wait until both answer (bounded), not a fixed pause.
+        try eventually("both echo servers answer the client") {
+            try [web1, web2].allSatisfy { try cluster.request(from: client.ns, $0.ip, 8080).stdout.contains("from-\($0.name)-peer") }
+        }
 
         // Pod to pod across nodes, without NAT: the server sees the client's own address.
         #expect(try cluster.ping(from: client.ns, web1.ip))
@@ -101,9 +184,10 @@ struct ClusterEndToEndTests {
         // A peer removed from the store loses its routes on every node.
         let node3 = "apiVersion: v1\nkind: Node\nmetadata: {name: node3}\n"
         for n in cluster.nodes.prefix(2) { #expect(try n.agent.cli(["delete", "-f", "-"], stdin: node3).ok) }
-        usleep(300_000)
         for n in cluster.nodes.prefix(2) {
-            #expect(!(try n.ns.check(["ip", "route"]).stdout.contains("10.244.3.0/24")), "\(n.name) still routes to the removed node3")
+            try eventually("\(n.name) drops its route to the removed node3") {
+                !(try n.ns.check(["ip", "route"]).stdout.contains("10.244.3.0/24"))
+            }
         }
     }
 
@@ -112,50 +196,20 @@ struct ClusterEndToEndTests {
     /// status says the source is not synced yet; once etcd is back it syncs.
     @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
     func etcdDownAtStartServesThePersistedSync() throws {
-        let cluster = try TestCluster(nodes: 1) { _ in ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379"] }
-        defer { cluster.close() }
-        let etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
-                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
-                        "--listen-peer-urls", "http://127.0.0.1:2380"]
-        func startEtcd() throws -> pid_t {
-            let pid = try Shell.spawn(etcdArgs)
-            var up = false
-            for _ in 0..<100 where !up {
-                up = (try? cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379", "endpoint", "health"]))?.ok == true
-                if !up { usleep(100_000) }
-            }
-            try #require(up, "etcd did not start")
-            return pid
-        }
-        var etcd = try startEtcd()
-        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
-        let node = cluster.nodes[0]
-        try node.agent.start()
-        let applied = try node.agent.apply("""
-            apiVersion: v1
-            kind: Service
-            metadata: {name: ledger-api, namespace: payments}
-            spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
-            """)
-        #expect(applied.ok, "\(applied.stderr)")
-        func resolve() throws -> String {
-            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        var answer = ""
-        for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
-        #expect(answer == "10.96.41.17", "resolves while etcd is up")
+        let fixture = try EtcdNode()
+        defer { fixture.close() }
+        let node = fixture.node
+        let resolve = fixture.resolve
 
         _ = node.agent.stop()
-        kill(etcd, SIGKILL)
-        waitpid(etcd, nil, 0)
+        fixture.stopEtcd()
         // Well under the source's 30 s first-sync wait: ready from the persisted sync.
         try node.agent.start(timeout: 15)
         #expect(try resolve() == "10.96.41.17", "DNS answers from the persisted state while etcd is down")
         let status = try node.agent.cli(["status", "--json"]).stdout
         #expect(status.contains("serving the persisted state"), "status says where the view comes from: \(status)")
 
-        etcd = try startEtcd()
+        try fixture.startEtcd()
         var synced = false
         for _ in 0..<100 where !synced {
             synced = (try node.agent.cli(["status", "--json"]).stdout).contains("synced from etcd")
@@ -175,26 +229,11 @@ struct ClusterEndToEndTests {
     @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
     func etcdOutageLongerThanTheLeaseKeepsTheNodesRecords() throws {
         let ttl = 4
-        let cluster = try TestCluster(nodes: 1) { _ in
-            ["--source", "etcd", "--etcd-endpoints", "http://192.168.1.1:2379", "--etcd-lease-seconds", "\(ttl)"]
-        }
-        defer { cluster.close() }
-        let etcdArgs = ["/usr/bin/nsenter", "--net=\(cluster.fabric.path)", try Shell.which("etcd"), "--data-dir", cluster.dir.file("etcd"),
-                        "--listen-client-urls", "http://192.168.1.1:2379", "--advertise-client-urls", "http://192.168.1.1:2379",
-                        "--listen-peer-urls", "http://127.0.0.1:2380"]
-        func etcdctl(_ args: [String]) throws -> Shell.Result {
-            try cluster.fabric.run(["etcdctl", "--endpoints", "http://192.168.1.1:2379"] + args)
-        }
-        func startEtcd() throws -> pid_t {
-            let pid = try Shell.spawn(etcdArgs)
-            var up = false
-            for _ in 0..<100 where !up {
-                up = (try? etcdctl(["endpoint", "health"]))?.ok == true
-                if !up { usleep(100_000) }
-            }
-            try #require(up, "etcd did not start")
-            return pid
-        }
+        let fixture = try EtcdNode(agentArgs: ["--etcd-lease-seconds", "\(ttl)"])
+        defer { fixture.close() }
+        let node = fixture.node
+        let resolve = fixture.resolve
+        let etcdctl = fixture.etcdctl
         /// create revision and lease of a key, from etcdctl's JSON (nil: no such key).
         func record(_ key: String) throws -> (create: Int, lease: Int)? {
             let out = try etcdctl(["get", key, "-w", "json"]).stdout
@@ -202,42 +241,25 @@ struct ClusterEndToEndTests {
                   let kv = (json["kvs"] as? [[String: Any]])?.first else { return nil }
             return ((kv["create_revision"] as? Int) ?? -1, (kv["lease"] as? Int) ?? 0)
         }
-        var etcd = try startEtcd()
-        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
-        let node = cluster.nodes[0]
-        try node.agent.start()
-        let applied = try node.agent.apply("""
-            apiVersion: v1
-            kind: Service
-            metadata: {name: ledger-api, namespace: payments}
-            spec: {clusterIP: 10.96.41.17, ports: [{name: https, port: 443}]}
-            """)
-        #expect(applied.ok, "\(applied.stderr)")
-        func resolve() throws -> String {
-            try node.ns.run(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", "ledger-api.payments.svc.cluster.local"]).stdout
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        var answer = ""
-        for _ in 0..<50 where answer != "10.96.41.17" { answer = try resolve(); if answer != "10.96.41.17" { usleep(100_000) } }
-        #expect(answer == "10.96.41.17", "resolves while etcd is up")
         let subnetKeys = try etcdctl(["get", "--prefix", "--keys-only", "/nodenet/subnets/"]).stdout
             .split(separator: "\n").map(String.init).filter { !$0.isEmpty }
         try #require(subnetKeys.count == 1, "one subnet key: \(subnetKeys)")
         let subnetBefore = try #require(try record(subnetKeys[0]))
         let nodeBefore = try #require(try record("/nodenet/objects/Node/node1"))
 
-        kill(etcd, SIGTERM)
-        waitpid(etcd, nil, 0)
-        // Six lease lifetimes without etcd; DNS answers from the store all along.
-        let outageEnd = Date().addingTimeInterval(Double(ttl * 6))
+        fixture.stopEtcd(SIGTERM)
+        // Six lease lifetimes without etcd; DNS answers from the store all along, asked twice a
+        // second (a schedule for the queries, not a wait for anything).
+        let outageStart = Date()
         var dnsAnswers = 0, dnsQueries = 0
-        while Date() < outageEnd {
+        while Date().timeIntervalSince(outageStart) < Double(ttl * 6) {
             dnsQueries += 1
             if try resolve() == "10.96.41.17" { dnsAnswers += 1 }
-            usleep(500_000)
+            let next = outageStart.addingTimeInterval(Double(dnsQueries) * 0.5)
+            Thread.sleep(until: next)
         }
         #expect(dnsAnswers == dnsQueries, "DNS answered \(dnsAnswers) of \(dnsQueries) queries during the outage")
-        etcd = try startEtcd()
+        try fixture.startEtcd()
         let back = Date()
         var synced = false
         while !synced, Date().timeIntervalSince(back) < 10 {

@@ -77,8 +77,13 @@ struct ServerIntegrationTests {
             let h = try Helper(dnsmasqPath, ["--no-daemon", "--no-resolv", "--no-hosts", "--port=\(port)", "--listen-address=\(addr)",
                                              "--bind-interfaces", "--address=/example.test/192.0.2.10", "--local-ttl=60"]
                                + (0..<8).map { "--txt-record=big.txt.test,\($0)" + String(repeating: "x", count: 200) })
-            try await Task.sleep(for: .milliseconds(200))
-            if h.isRunning { return (h, UpstreamServer(address: IPAddress(addr)!, port: port)) }
+            // Up once it answers (bounded); a port taken makes dnsmasq exit: try another.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while h.isRunning, ContinuousClock.now < deadline {
+                let answer = try? Helper.run(digPath, ["@\(addr)", "-p", "\(port)", "+time=1", "+tries=1", "+short", "www.example.test", "A"])
+                if answer == "192.0.2.10\n" { return (h, UpstreamServer(address: IPAddress(addr)!, port: port)) }
+                try await Task.sleep(for: .milliseconds(20))
+            }
             h.kill()
         }
         throw CancellationError()
@@ -157,6 +162,31 @@ struct ServerIntegrationTests {
         #expect(try dig(port, "+short", "svc1.testns.svc.cluster.local", "A") == "10.0.0.1\n")
         try await running.value
         #expect(try !dig(port, "+short", "svc1.testns.svc.cluster.local", "A").contains("10.0.0.1"))
+    }
+
+    /// The server announces what its readiness and listener outcomes depend on (a bind that
+    /// succeeded or failed, the zone's sync) on `changes`, so the agent's DNS reconciler
+    /// follows them instead of polling every 20 ms: waiting on the stream alone sees the server
+    /// ready with every address tried, the one that cannot be bound among the failed.
+    @Test func changesAnnounceReadinessAndListenerOutcomes() async throws {
+        let store = await Fixture.store()
+        let config = DNSConfiguration(listenAddresses: [IPAddress("127.0.0.1")!, IPAddress("192.0.2.77")!], port: 0, upstreams: .servers([]),
+                                      lameDuckMilliseconds: 0, udpSocketsPerAddress: 1)
+        let dns = ClusterDNSServer(configuration: config, store: store, logger: Logger(label: "dns-test"))
+        let running = Task { try await dns.run() }
+        defer { running.cancel() }
+        let settled = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in dns.changes where dns.isReady && dns.listenersSettled { return true }
+                return false
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        #expect(settled, "ready with every address tried, seen from the change stream within 10 s")
+        #expect(dns.failedListeners[IPAddress("192.0.2.77")!] != nil, "\(dns.failedListeners)")
     }
 
     @Test func idleTCPClientsAreClosed() async throws {

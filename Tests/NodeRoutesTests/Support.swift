@@ -33,7 +33,8 @@ func store(_ nodes: [Node]) async -> ClusterStore {
     return s
 }
 
-/// A NodeRoutesActor running in a task; `stop()` cancels it (the dataplane stays).
+/// A NodeRoutesActor running in a task, with one masquerade pass beside it as the agent runs
+/// them (masquerade is a reconciler of its own); `stop()` cancels it (the dataplane stays).
 final class RunningActor: Sendable {
     let actor: NodeRoutesActor
     let task: Task<Void, any Error>
@@ -45,6 +46,10 @@ final class RunningActor: Sendable {
         actor = a
         task = Task { try await a.run() }
         try await waitFor("first reconcile of \(configuration.nodeName)", limit: .seconds(20)) { a.status.reconciled }
+        let session = try configuration.namespace.map { try NetlinkSession(protocol: Netlink.netfilter, namespace: $0) }
+            ?? NetlinkSession(protocol: Netlink.netfilter)
+        let masquerade = Masquerade.reconcile(session: session, clusterCIDRs: configuration.clusterCIDRs)
+        #expect(masquerade.objects.allSatisfy { $0.state == .inSync }, "masquerade: \(masquerade.objects)")
     }
 
     func stop() async {

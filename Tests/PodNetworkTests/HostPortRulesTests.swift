@@ -13,6 +13,31 @@ import Testing
         HostPortBinding(key: key, ips: ips ?? dual, mappings: mappings)
     }
 
+    /// Host port status is per mapping: a mapping is in error exactly when a chain that should
+    /// hold one of its rules failed (here the IPv4 DNAT chain: the any-address and the IPv4
+    /// mapping, not the IPv6 one), with that chain's error; a failing chain no mapping uses is
+    /// its own object; an attachment still without addresses has no rules and no status yet.
+    @Test func statusIsPerMappingFromTheChainsThatHoldItsRules() {
+        let id = String(repeating: "5e0c4d1a", count: 8)
+        let any = PodAttachment.PortMapping(hostPort: 8080, containerPort: 80)
+        let v4 = PodAttachment.PortMapping(hostPort: 8081, containerPort: 81, protocol: .udp, hostIP: IPAddress("192.168.1.11"))
+        let v6 = PodAttachment.PortMapping(hostPort: 8443, containerPort: 443, hostIP: IPAddress("fd00::11"))
+        let bindings = [binding([any, v4, v6], key: "\(id)/eth0"), binding([any], ips: [], key: "pending/eth0")]
+        let failed = ["ip nodenet hostports": "EEXIST (File exists)", "ip6 nodenet hostports-output": "ENOMEM"]
+        let objects = HostPortTable.mappingStatuses(bindings, podCIDRs: cidrs, chainErrors: ["ip nodenet hostports": "EEXIST (File exists)"])
+        #expect(objects.map(\.name) == ["\(id)/eth0 *:8080/tcp>80", "\(id)/eth0 192.168.1.11:8081/udp>81", "\(id)/eth0 [fd00::11]:8443/tcp>443"])
+        #expect(objects.map(\.kind) == ["hostport", "hostport", "hostport"])
+        #expect(objects.map(\.error) == ["ip nodenet hostports: EEXIST (File exists)", "ip nodenet hostports: EEXIST (File exists)", nil])
+        // The IPv6 output chain holds rules of the any-address and the IPv6 mapping.
+        let both = HostPortTable.mappingStatuses(bindings, podCIDRs: cidrs, chainErrors: failed)
+        #expect(both.map(\.error) == ["ip nodenet hostports: EEXIST (File exists); ip6 nodenet hostports-output: ENOMEM",
+                                      "ip nodenet hostports: EEXIST (File exists)", "ip6 nodenet hostports-output: ENOMEM"])
+        // No mappings: a failing chain is reported as itself.
+        let none = HostPortTable.mappingStatuses([], podCIDRs: cidrs, chainErrors: failed)
+        #expect(none.map(\.id) == ["chain ip nodenet hostports", "chain ip6 nodenet hostports-output"])
+        #expect(HostPortTable.mappingStatuses(bindings, podCIDRs: cidrs, chainErrors: [:]).allSatisfy { $0.state == .inSync })
+    }
+
     @Test func anyAddressMappingInBothFamilies() {
         let b = binding([.init(hostPort: 8080, containerPort: 80)])
         let v4 = HostPortRules.rules(.dnat, family: .v4, bindings: [b], podCIDRs: cidrs)

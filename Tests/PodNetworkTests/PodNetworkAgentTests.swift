@@ -36,14 +36,14 @@ struct PodNetworkAgentTests {
         let store: ClusterStore
         let pods: PodNetwork
 
-        init() throws {
+        init() async throws {
             node = try TestNamespace("node")
             database = try StateDatabase(directory: dir.file("state"))
             persistence = FlakyPersistence(database)
             store = ClusterStore(persistence: persistence)
             pods = PodNetwork(configuration: PodNetworkConfiguration(runDir: dir.file("run")), store: store, database: database.writer,
                               host: try RouteClient(namespace: NetworkNamespace(path: node.path)), logger: Logger(label: "test"))
-            try pods.updatePodCIDRs([IPPrefix("10.244.1.0/24")!, IPPrefix("fd00:10:244:1::/64")!])
+            try await pods.updatePodCIDRs([IPPrefix("10.244.1.0/24")!, IPPrefix("fd00:10:244:1::/64")!])
         }
 
         func close() { node.delete() }
@@ -75,7 +75,7 @@ struct PodNetworkAgentTests {
     /// A GC that runs while an ADD has allocated its addresses but not yet recorded its
     /// attachment (the runtime's valid list cannot name it yet) leaves those addresses alone.
     @Test func gcSparesTheAddressesOfAnAddInFlight() async throws {
-        let f = try Fixture()
+        let f = try await Fixture()
         defer { f.close() }
         let pod = try TestNamespace("pod")
         defer { pod.delete() }
@@ -112,7 +112,7 @@ struct PodNetworkAgentTests {
     /// (a record naming a free address could see it handed to another pod); the retried DEL
     /// then releases both.
     @Test func delThatCannotDeleteTheRecordFailsAndKeepsTheAddress() async throws {
-        let f = try Fixture()
+        let f = try await Fixture()
         defer { f.close() }
         let pod = try TestNamespace("pod")
         defer { pod.delete() }
@@ -143,7 +143,7 @@ struct PodNetworkAgentTests {
     /// async work still runs; they complete once the database is free. Without the fix each
     /// waiting ADD held a pool thread and nothing else in the agent ran until they finished.
     @Test func addsWaitingForTheDatabaseLeaveTheCooperativePoolFree() async throws {
-        let f = try Fixture()
+        let f = try await Fixture()
         defer { f.close() }
         let count = ProcessInfo.processInfo.activeProcessorCount + 1
         let pods = try (0..<count).map { _ in try TestNamespace("pod") }
@@ -181,5 +181,21 @@ struct PodNetworkAgentTests {
             #expect(reply.exitCode == 0, "\(String(decoding: reply.stdout, as: UTF8.self))")
         }
         #expect(ran, "a task on the cooperative pool did not run while \(count) ADDs waited for the database")
+    }
+
+    /// Issue 14 item 17, the pod subnets: setting them opens IPAM's database, adds the bridge's
+    /// gateway addresses over rtnetlink and rewrites the host port chains, all blocking, and
+    /// runs on the blocking-work threads, not on the calling task's cooperative thread. Without
+    /// the fix `updatePodCIDRs` was synchronous and did it all where it was called.
+    @Test func podSubnetsAreSetOffTheCooperativePool() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let seen = Mutex<[Bool]>([])
+        f.pods.testHooks.withLock { $0.updatingPodCIDRs = { seen.withLock { $0.append(BlockingWork.onBlockingThread) } } }
+        try await f.pods.updatePodCIDRs([IPPrefix("10.244.1.0/24")!, IPPrefix("fd00:10:244:2::/64")!])
+        #expect(seen.withLock { $0 } == [true], "the blocking work ran on a blocking-work thread")
+        #expect(f.pods.podCIDRs.map(\.description) == ["10.244.1.0/24", "fd00:10:244:2::/64"])
+        let bridge = try f.node.check(["ip", "-6", "addr", "show", "dev", "nodenet0"]).stdout
+        #expect(bridge.contains("fd00:10:244:2::1/64"), "the new gateway on the bridge: \(bridge)")
     }
 }

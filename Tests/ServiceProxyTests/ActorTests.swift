@@ -1,4 +1,5 @@
 import ClusterState
+import IPAddressing
 import Logging
 import Synchronization
 import Testing
@@ -111,5 +112,52 @@ final class FakeBackend: RulesetBackend {
         #expect(s.chains == backend.kernel.chainCount)
         #expect(s.elements == backend.kernel.elementCount)
         #expect(s.lastTransactionSize >= 0 && s.lastSyncSeconds != nil)
+    }
+
+    /// Issue 14 (one reconciler shape): the proxy pushes its status on every sync, applied or
+    /// failed, and every store version it holds without a sync, so the agent's row follows
+    /// without polling the actor (it polled every second and on every read). Nothing here asks
+    /// the actor for its status: only what `onEvent` delivered is looked at.
+    @Test func statusIsPushedOnEverySyncWithoutBeingAsked() async throws {
+        let backend = FakeBackend()
+        let pushed = Mutex<[ServiceProxyActor.Event]>([])
+        let store = ClusterStore()
+        await store.apply([.upsert(.service(service("web"))), .upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.1")])))])
+        var config = testConfig
+        config.coalesceDelay = .milliseconds(2)
+        config.fullSyncInterval = .seconds(300)
+        let actor = ServiceProxyActor(store: store, configuration: config, backend: backend, logger: Logger(label: "test"),
+                                      onEvent: { e in pushed.withLock { $0.append(e) } })
+        let task = Task { await actor.run() }
+        defer { task.cancel() }
+        @Sendable func lastSync() -> ServiceProxyStatus? {
+            pushed.withLock { events in
+                for e in events.reversed() { if case .synced(let s) = e { return s } }
+                return nil
+            }
+        }
+        try await waitFor { lastSync()?.services == 1 && lastSync()?.inSync == true }
+        #expect(lastSync()?.endpoints == 1)
+
+        await store.apply([.upsert(.service(service("api", ips: ["10.96.0.11"]))),
+                           .upsert(.endpointSlice(slice("api", [EP(ip: "10.244.1.2"), EP(ip: "10.244.1.3")])))])
+        try await waitFor { lastSync()?.services == 2 && lastSync()?.endpoints == 3 }
+        #expect(lastSync()?.appliedVersion == (await store.version))
+
+        // A failed transaction is pushed with its error, the retry with the row in sync again.
+        backend.failNextApplies(1)
+        await store.apply([.upsert(.endpointSlice(slice("web", [EP(ip: "10.244.1.4")])))])
+        try await waitFor { lastSync()?.lastError?.contains("injected failure") == true && lastSync()?.inSync == false }
+        try await waitFor { lastSync()?.inSync == true && lastSync()?.lastError == nil }
+
+        // A store change with nothing for the proxy: pushed as the version the kernel now holds.
+        let syncs = lastSync()?.syncs
+        await store.apply([.upsert(.node(Node(metadata: ObjectMeta(name: "node9"), podCIDRs: [IPPrefix("10.244.9.0/24")!],
+                                              addresses: [NodeAddress(type: "InternalIP", address: "192.168.1.19")])))])
+        let version = await store.version
+        try await waitFor {
+            pushed.withLock { $0.contains { if case .applied(let v) = $0 { v == version } else { false } } }
+        }
+        #expect(lastSync()?.syncs == syncs, "no sync for a change the proxy does not depend on")
     }
 }

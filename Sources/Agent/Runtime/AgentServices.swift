@@ -177,19 +177,32 @@ struct LifecycleService: AgentActor {
                 logger.info("agent ready", metadata: ["summary": "\(agent.summary())"])
             }
         }
+        // WATCHDOG=1 is a heartbeat (at half WatchdogSec); STATUS= follows the board's changes
+        // (each reconcile, error or readiness change), not a timer.
         let watchdog = notifier.watchdogInterval
-        let tick: Duration = watchdog.map { $0 / 2 } ?? .seconds(10)
+        let changes = board.changes()
         await cancelWhenGracefulShutdown {
-            var lastStatus = ""
-            while !Task.isCancelled {
-                if watchdog != nil { notifier.watchdog() }
-                await agent.refreshStatus()
-                let s = agent.summary()
-                if s != lastStatus, board.isReady {
-                    notifier.status(s)
-                    lastStatus = s
+            await withTaskGroup(of: Void.self) { group in
+                if let watchdog {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            notifier.watchdog()
+                            try? await Task.sleep(for: watchdog / 2)
+                        }
+                    }
                 }
-                try? await Task.sleep(for: tick)
+                group.addTask {
+                    var lastStatus = ""
+                    for await _ in changes {
+                        let s = agent.summary()
+                        if s != lastStatus, board.isReady {
+                            notifier.status(s)
+                            lastStatus = s
+                        }
+                    }
+                }
+                await group.next()
+                group.cancelAll()
             }
         }
         board.stopping()

@@ -68,10 +68,20 @@ struct DNSService: AgentActor {
         // `interval`, and with backoff while something fails. The row follows each pass.
         let monitor = try? NetlinkMonitor(groups: [.links, .addresses])
         let loop = KernelReconcileLoop(interval: Self.resyncInterval)
+        let serverChanges = server.changes
         let reconciler = Task {
-            // Readiness once the server answers on some address (its first bind), then passes.
-            // (and every listen address tried, so a listener that cannot bind is in the first pass).
-            while !Task.isCancelled, !server.isReady || !server.listenersSettled { try? await Task.sleep(for: .milliseconds(20)) }
+            // The first pass once the server answers on some address (its first bind) and every
+            // listen address was tried, so a listener that cannot bind is in it; then a pass on
+            // each change of the server's listeners (a retried address bound, or failing anew),
+            // all followed from the server's change stream rather than polled.
+            var changes = serverChanges.makeAsyncIterator()
+            while !server.isReady || !server.listenersSettled {
+                guard await changes.next() != nil, !Task.isCancelled else { return }
+            }
+            let follow = Task {
+                while await changes.next() != nil { loop.trigger() }
+            }
+            defer { follow.cancel() }
             await loop.run(events: monitor?.events, relevant: { device.isRelevant($0) }, pass: {
                 let addresses = listen.all
                 var statuses = await BlockingWork.run { device.reconcile(addresses: addresses) }

@@ -96,16 +96,36 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
+        // The row follows the proxy's own events (each sync, each version applied without one):
+        // nothing polls the proxy, and reading the status never waits for it.
+        @Sendable func publish(_ event: ServiceProxyActor.Event) {
+            switch event {
+            case .applied(let version):
+                agent.board.update(name) { row in row.appliedVersion = max(row.appliedVersion ?? 0, version) }
+            case .synced(let s):
+                agent.proxyHealth.observe(s)
+                if s.inSync {
+                    agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0,
+                                           message: "\(s.services) services, \(s.rules) rules")
+                } else if let e = s.lastError {
+                    agent.board.failed(name, e)
+                }
+                agent.board.update(name) { row in
+                    row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
+                    row.appliedVersion = s.appliedVersion
+                }
+            }
+        }
         @Sendable func makeProxy(zone: String?) async -> ServiceProxyActor {
             ServiceProxyActor(
                 store: agent.store,
                 configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: await agent.primaryNodeAddresses(),
                                                   nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
                                                   serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
-                backend: backend, logger: agent.logger)
+                backend: backend, logger: agent.logger, onEvent: publish)
         }
         let (initialZone, zones) = await NodeZoneWatch.follow(config.nodeName, in: agent.store)
-        // The running actor, read by the status, rules route and watcher below.
+        // The running actor, read by the status details and the rules route.
         final class Current: Sendable {
             let proxy: Mutex<ServiceProxyActor>
             init(_ p: ServiceProxyActor) { proxy = Mutex(p) }
@@ -128,44 +148,6 @@ struct ServiceProxyService: AgentActor {
         agent.route("GET /v1/rules") { _ in
             ControlReply(body: Array(await current.value.rulesText().utf8), contentType: "text/plain")
         }
-        // The row is brought up to date when someone looks (`nodenet status`, the STATUS=
-        // summary) instead of by polling the proxy every 200 ms for the agent's whole life;
-        // only readiness waits, until the first successful sync, for the proxy to get there.
-        let reported = Mutex(-1)
-        @Sendable func publish(_ s: ServiceProxyStatus) {
-            guard s.syncs > 0 || s.failures > 0 else { return }
-            let fresh = reported.withLock { r in
-                defer { r = s.syncs + s.failures }
-                return r != s.syncs + s.failures
-            }
-            // The applied version also moves without a sync (events with nothing for the proxy).
-            guard fresh else {
-                agent.board.update(name) { row in row.appliedVersion = s.appliedVersion }
-                return
-            }
-            if s.inSync, s.lastError == nil || s.syncs > 0 {
-                agent.board.reconciled(name, seconds: s.lastSyncSeconds ?? 0, message: "\(s.services) services, \(s.rules) rules")
-            } else if let e = s.lastError {
-                agent.board.failed(name, e)
-            }
-            agent.board.update(name) { row in
-                row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
-                row.appliedVersion = s.appliedVersion
-            }
-        }
-        agent.statusRefresher { publish(await current.value.status()) }
-        let watcher = Task {
-            // Until the first sync: quickly, for readiness. After: once a second, for the proxy
-            // health endpoint's view of the last successful sync (and failures lasting past its
-            // grace); `nodenet status` refreshes the row itself when it reads.
-            while !Task.isCancelled {
-                let s = await current.value.status()
-                agent.proxyHealth.observe(s)
-                publish(s)
-                try? await Task.sleep(for: agent.board.hasReconciled(name) ? .seconds(1) : .milliseconds(20))
-            }
-        }
-        defer { watcher.cancel() }
         // A zone change reconfigures the running actor (one full sync, nothing flushed).
         let proxy = current.value
         let follow = Task {

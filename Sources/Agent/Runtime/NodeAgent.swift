@@ -45,8 +45,6 @@ public final class NodeAgent: Sendable {
     private let remote = Mutex<RemoteSource?>(nil)
     /// Subscribers to pod subnet changes.
     private let subnetWatchers = Mutex<[AsyncStream<[IPPrefix]>.Continuation]>([])
-    /// Run before status is read: actors whose rows are brought up to date on demand.
-    let refreshers = Mutex<[@Sendable () async -> Void]>([])
     /// Status details contributed by actors, keyed by actor name.
     let detailProviders = Mutex<[String: @Sendable () async -> [String: String]]>([:])
     /// Gauges actors refresh on each /metrics scrape (IPAM usage), keyed by actor name.
@@ -140,7 +138,7 @@ public final class NodeAgent: Sendable {
         var gating = ["state", "control"]
         if config.source != .embedded { gating.append("source") }
         if config.source != .kubernetes { gating.append("endpoints") }
-        gating += ["subnet", "pods", "routes", "services"]
+        gating += ["subnet", "pods", "routes", "masquerade", "services"]
         if config.policy.enabled { gating.append(PolicyService.name) }
         if config.dns.enabled { gating.append("dns") }
         for name in gating { board.register(name) }
@@ -160,6 +158,7 @@ public final class NodeAgent: Sendable {
         services.append(.init(service: NodeSubnetService(agent: self)))
         services.append(.init(service: PodNetworkService(agent: self)))
         services.append(.init(service: NodeRoutesService(agent: self)))
+        services.append(.init(service: MasqueradeService(agent: self)))
         services.append(.init(service: ServiceProxyService(agent: self)))
         services.append(.init(service: PolicyService(agent: self)))
         services.append(.init(service: DNSService(agent: self)))
@@ -189,17 +188,6 @@ public final class NodeAgent: Sendable {
     /// Registers a control API route (`"POST /v1/cni"`), for actors that serve requests.
     public func route(_ methodAndPath: String, _ handler: @escaping ControlHandler) {
         routes.withLock { $0[methodAndPath] = handler }
-    }
-
-    /// Registers `body` to bring an actor's status row up to date whenever the status is read
-    /// (`nodenet status`, the STATUS= summary), instead of polling.
-    public func statusRefresher(_ body: @escaping @Sendable () async -> Void) {
-        refreshers.withLock { $0.append(body) }
-    }
-
-    /// Runs every status refresher.
-    func refreshStatus() async {
-        for r in refreshers.withLock({ $0 }) { await r() }
     }
 
     /// Adds a section to `nodenet status` (for example routes per peer, DNS counters).
@@ -326,8 +314,9 @@ public final class NodeAgent: Sendable {
         return s
     }
 
+    /// The status document. Rows are as the actors last pushed them (each reports its passes
+    /// and syncs as they happen): reading never waits for an actor or refreshes a row.
     func status() async -> AgentStatus {
-        await refreshStatus()
         let config = self.config
         let snapshot = await store.snapshot()
         let source = subnets.withLock { $0.source }

@@ -47,11 +47,11 @@ struct PodNetworkService: AgentActor {
                 clusterDomain: config.clusterDomain, runDir: config.runDir),
             store: agent.store, database: agent.database.writer, host: host, reaperClient: reaper, nftables: nftables, logger: agent.logger)
 
-        @Sendable func applySubnets() {
+        @Sendable func applySubnets() async {
             let cidrs = agent.podCIDRs
             guard !cidrs.isEmpty else { return }
             do {
-                try pods.updatePodCIDRs(cidrs)
+                try await pods.updatePodCIDRs(cidrs)
             } catch {
                 agent.board.failed(name, "pod subnets \(cidrs.map(\.description)): \(error)")
             }
@@ -60,7 +60,7 @@ struct PodNetworkService: AgentActor {
             let handle = agent.policy, timeout = config.policy.addTimeout
             pods.setAdmission { _, version in try await handle.admit(version: version, timeout: timeout) }
         }
-        applySubnets()
+        await applySubnets()
         let released = await pods.reconcile()
         /// `descriptor`: the pod's namespace as the plugin opened it, owned from here on.
         // Every command and result at zero from the start, so a rate or an alert on errors
@@ -133,13 +133,16 @@ struct PodNetworkService: AgentActor {
         if released > 0 { agent.logger.info("start-up repair released attachments", metadata: ["count": "\(released)"]) }
         await report((ContinuousClock.now - started).seconds)
 
-        // The host port chains, reconciled in the one shape: every change rewrites them at
-        // once (PodNetwork), and this loop passes over them periodically and with backoff while
-        // one fails, with one status per chain and each error logged once.
+        // The host ports, reconciled in the one shape: every change rewrites their chains at
+        // once (PodNetwork) and wakes this loop, which also passes over them periodically and
+        // with backoff while one fails, with one status per mapping and each error logged once.
+        // What a pass has to add or remove was changed behind nodenet's back: counted as repairs.
         let hostPortLoop = KernelReconcileLoop(interval: Self.hostPortResync)
         let hostPortTask = Task {
             await hostPortLoop.run(pass: {
-                await BlockingWork.run { pods.reconcileHostPorts() }
+                let (objects, repaired) = await BlockingWork.run { pods.reconcileHostPorts() }
+                if repaired > 0 { agent.board.update(name) { $0.counters["hostPortRepairs", default: 0] += repaired } }
+                return objects
             }, report: { objects, changes in
                 for e in changes.newErrors { agent.logger.error("pods: \(e.kind) \(e.name): \(e.error ?? "")") }
                 for c in changes.cleared { agent.logger.info("pods: \(c.kind) \(c.name) in sync again") }
@@ -153,13 +156,16 @@ struct PodNetworkService: AgentActor {
                 agent.board.update(name) { $0.objects = objects }
             })
         }
-        defer { hostPortTask.cancel() }
+        let hostPortFollow = Task {
+            for await _ in pods.hostPortChanges { hostPortLoop.trigger() }
+        }
+        defer { hostPortTask.cancel(); hostPortFollow.cancel() }
 
         let changes = agent.podCIDRChanges()
         await cancelWhenGracefulShutdown {
             for await _ in changes {
                 let t = ContinuousClock.now
-                applySubnets()
+                await applySubnets()
                 await report((ContinuousClock.now - t).seconds)
             }
         }

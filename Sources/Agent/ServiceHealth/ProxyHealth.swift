@@ -5,9 +5,9 @@ import Synchronization
 /// The service proxy's health as kube-proxy's healthz server judges it: healthy once the rules
 /// have been synced and while they keep being synced.
 ///
-/// `observe` is fed the status the agent polls every 200 ms. The last success is the actor's
+/// `observe` is fed the status the proxy pushes after each sync. The last success is the actor's
 /// `lastSuccessfulSync`; a status without one (an older actor) is stamped when the success
-/// counter moves (at most one poll late). Failures are stamped when they start.
+/// counter moves. Failures are stamped when they start.
 /// Healthy means:
 /// - a sync has succeeded, and the last one is at most `fullSyncInterval + grace` old (the
 ///   proxy re-syncs at least every `fullSyncInterval`, so an older one means it is stuck);

@@ -64,6 +64,7 @@ public final class StatusBoard: Sendable {
         var ready = false
         var stopping = false
         var onReady: [@Sendable () -> Void] = []
+        var watchers: [AsyncStream<Void>.Continuation] = []
     }
 
     private let state = Mutex(State())
@@ -81,17 +82,33 @@ public final class StatusBoard: Sendable {
     }
 
     public func update(_ name: String, _ body: (inout ActorStatus) -> Void) {
-        state.withLock { s in
+        let watchers = state.withLock { s in
             var row = s.actors[name] ?? ActorStatus(name: name)
             body(&row)
             s.actors[name] = row
+            return s.watchers
         }
+        Self.notify(watchers)
+    }
+
+    /// A stream that yields after each change to the board (coalesced: a burst of changes
+    /// while the reader is busy is one element). Those who follow the status (the systemd
+    /// STATUS= line) wait on it instead of polling the board.
+    public func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        state.withLock { $0.watchers.append(continuation) }
+        continuation.yield()  // the board as it is now counts as the first change
+        return stream
+    }
+
+    private static func notify(_ watchers: [AsyncStream<Void>.Continuation]) {
+        for w in watchers { w.yield() }
     }
 
     /// Records a finished reconcile; the first one of each gating actor moves readiness.
     public func reconciled(_ name: String, seconds: Double, state newState: ActorState = .inSync, message: String = "") {
         Metrics.Timer(label: "nodenet_reconcile_duration_seconds", dimensions: [("actor", name)]).recordNanoseconds(Int64(seconds * 1e9))
-        let callbacks: [@Sendable () -> Void] = state.withLock { s in
+        let (callbacks, watchers): ([@Sendable () -> Void], [AsyncStream<Void>.Continuation]) = state.withLock { s in
             var row = s.actors[name] ?? ActorStatus(name: name)
             row.state = newState
             row.message = message
@@ -100,19 +117,20 @@ public final class StatusBoard: Sendable {
             row.reconciles += 1
             s.actors[name] = row
             s.waitingFor.remove(name)
-            guard s.waitingFor.isEmpty, !s.ready, !s.stopping else { return [] }
+            guard s.waitingFor.isEmpty, !s.ready, !s.stopping else { return ([], s.watchers) }
             s.ready = true
             defer { s.onReady = [] }
-            return s.onReady
+            return (s.onReady, s.watchers)
         }
         callbacks.forEach { $0() }
+        Self.notify(watchers)
     }
 
     /// Marks the row in error. `count`: a new error (counted, and `lastErrorAt` moves); false
     /// for the same errors seen again by a retry.
     public func failed(_ name: String, _ error: String, count: Bool = true) {
         if count { Counter(label: "nodenet_reconcile_errors_total", dimensions: [("actor", name)]).increment() }
-        state.withLock { s in
+        let watchers = state.withLock { s in
             var row = s.actors[name] ?? ActorStatus(name: name)
             row.state = .error
             row.lastError = error
@@ -122,7 +140,9 @@ public final class StatusBoard: Sendable {
             }
             row.message = error
             s.actors[name] = row
+            return s.watchers
         }
+        Self.notify(watchers)
     }
 
     /// Whether `name` has completed a reconcile (readiness counts it).
@@ -133,11 +153,13 @@ public final class StatusBoard: Sendable {
     /// Shutdown began: not ready from now on (`/readyz` 503, `nodenet status` exit 3), also
     /// while DNS answers its lame-duck period, so probes and clients move away first.
     public func stopping() {
-        state.withLock { s in
+        let watchers = state.withLock { s in
             s.stopping = true
             s.ready = false
             s.onReady = []
+            return s.watchers
         }
+        Self.notify(watchers)
     }
 
     public var isStopping: Bool { state.withLock { $0.stopping } }

@@ -13,6 +13,8 @@ public final class ClusterZone: Sendable {
     let resolver: ZoneResolver
     private let replicas: [Replica]
     private let syncedFlag = Atomic<Bool>(false)
+    /// Run once, when the zone first syncs (the server's change stream).
+    private let onSynced = Mutex<[@Sendable () -> Void]>([])
     /// Pod addresses are tracked for `pods verified` and for autopath.
     let tracksPods: Bool
 
@@ -81,7 +83,7 @@ public final class ClusterZone: Sendable {
         }
         fresh.serial = UInt32(truncatingIfNeeded: s.version)
         for r in replicas { r.data.withLock { $0 = fresh } }
-        if s.synced { syncedFlag.store(true, ordering: .releasing) }
+        if s.synced { markSynced() }
     }
 
     /// Applies one batch of changes, recomputing only the services and pods they touch.
@@ -114,7 +116,21 @@ public final class ClusterZone: Sendable {
         }
     }
 
-    func markSynced() { syncedFlag.store(true, ordering: .releasing) }
+    func markSynced() {
+        syncedFlag.store(true, ordering: .releasing)
+        let callbacks = onSynced.withLock { c in defer { c = [] }; return c }
+        callbacks.forEach { $0() }
+    }
+
+    /// Runs `body` once the zone has synced (at once when it has).
+    func whenSynced(_ body: @escaping @Sendable () -> Void) {
+        let now = onSynced.withLock { c -> Bool in
+            if isSynced { return true }
+            c.append(body)
+            return false
+        }
+        if now { body() }
+    }
 
     /// Follows the store until the task is cancelled: snapshot, then events.
     func follow(_ store: ClusterStore, logger: Logger) async {

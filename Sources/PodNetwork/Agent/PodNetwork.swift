@@ -44,6 +44,11 @@ public final class PodNetwork: Sendable {
     /// ADD of the same attachment may overlap). A GC must leave their addresses alone: no
     /// valid list and no store snapshot can name them yet.
     private let addsInFlight = Mutex<[AttachmentID: Int]>([:])
+    /// Yields each time the host port rules were rewritten for a change (an ADD, a DEL, new
+    /// pod subnets), so the agent's host port reconciler refreshes the per-mapping status then
+    /// rather than at its next periodic pass. Coalesced: one element stands for any number.
+    public let hostPortChanges: AsyncStream<Void>
+    private let hostPortChanged: AsyncStream<Void>.Continuation
     /// Test seams; nil in the agent.
     let testHooks = Mutex<TestHooks>(TestHooks())
     /// What an ADD waits for after its attachment is recorded and before it replies: the
@@ -59,6 +64,8 @@ public final class PodNetwork: Sendable {
     struct TestHooks {
         /// Runs in ADD right after its addresses are allocated (before the interfaces and the record).
         var afterAllocation: (@Sendable (AttachmentID) async -> Void)?
+        /// Runs where `updatePodCIDRs` does its blocking work.
+        var updatingPodCIDRs: (@Sendable () -> Void)?
     }
 
     struct State {
@@ -79,13 +86,21 @@ public final class PodNetwork: Sendable {
         interfaces = PodInterfaces(host: host, bridgeName: configuration.bridgeName, reaperClient: reaperClient)
         hostPorts = HostPortTable(session: nftables)
         self.logger = logger
+        (hostPortChanges, hostPortChanged) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     public var podCIDRs: [IPPrefix] { state.withLock { $0.podCIDRs } }
 
     /// Sets the node's pod subnets: the bridge gets their gateway addresses (added, never
     /// flushed) and new allocations come from them. Existing reservations are kept.
-    public func updatePodCIDRs(_ cidrs: [IPPrefix]) throws {
+    /// The work blocks (IPAM's database, rtnetlink, the host port chains): it runs on the
+    /// blocking-work threads, never on the caller's (the cooperative pool has two here).
+    public func updatePodCIDRs(_ cidrs: [IPPrefix]) async throws {
+        try await BlockingWork.run { () throws -> Void in try self.updatePodCIDRsBlocking(cidrs) }
+    }
+
+    private func updatePodCIDRsBlocking(_ cidrs: [IPPrefix]) throws {
+        testHooks.withLock { $0.updatingPodCIDRs }?()
         guard !cidrs.isEmpty else { return }
         if cidrs == podCIDRs, state.withLock({ $0.bridge != nil }) { return }
         let allocator = try AddressAllocator(database: database, configuration: try IPAMConfiguration(subnets: cidrs))
@@ -154,6 +169,7 @@ public final class PodNetwork: Sendable {
     /// start-up repairs it). Returns false on failure.
     @discardableResult
     func syncHostPorts(reason: String) -> Bool {
+        defer { hostPortChanged.yield() }
         do {
             let changed = try hostPorts.sync(podCIDRs: podCIDRs)
             if changed > 0 { logger.info("host port rules updated", metadata: ["changed": "\(changed)", "reason": "\(reason)"]) }
@@ -166,11 +182,15 @@ public final class PodNetwork: Sendable {
 
     /// One pass of the host port reconciler (the agent runs it at start, periodically and
     /// with backoff while a chain fails): every host port chain brought to the attachments'
-    /// mappings, one status per chain and family. Blocking (netlink).
-    public func reconcileHostPorts() -> [KernelObjectStatus] {
-        let (objects, changed) = hostPorts.reconcile(podCIDRs: podCIDRs)
-        if changed > 0 { logger.notice("host port rules repaired", metadata: ["changed": "\(changed)"]) }
-        return objects
+    /// mappings, one status per mapping (`HostPortTable.mappingStatuses`), and how many rules
+    /// it had to add or remove that no change of the bindings since the last write explains:
+    /// repairs of what someone changed behind nodenet's back.
+    /// Blocking (netlink).
+    public func reconcileHostPorts() -> (objects: [KernelObjectStatus], repaired: Int) {
+        let (objects, changed, repaired) = hostPorts.reconcile(podCIDRs: podCIDRs)
+        if repaired > 0 { logger.notice("host port rules repaired", metadata: ["changed": "\(repaired)"]) }
+        else if changed > 0 { logger.info("host port rules updated", metadata: ["changed": "\(changed)", "reason": "reconcile"]) }
+        return (objects, repaired)
     }
 
     /// Everything DEL does, without the CNI envelope. True when something was released.

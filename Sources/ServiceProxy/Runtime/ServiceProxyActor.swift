@@ -10,7 +10,19 @@ import Metrics
 /// entries and counters survive an agent restart). Then store events mark services dirty and a
 /// sync follows after `coalesceDelay` (a burst becomes one transaction). Every
 /// `fullSyncInterval`, and after any failed transaction, the next sync is a full one.
+///
+/// Status is pushed, not polled: `onEvent` hears of every sync (applied or failed) with the
+/// status after it, and of every store version the kernel holds without a sync.
 public actor ServiceProxyActor {
+    /// What `onEvent` reports.
+    public enum Event: Sendable {
+        /// A sync ended, applied or failed (`lastError`): the status right after it.
+        case synced(ServiceProxyStatus)
+        /// A store event with nothing for the proxy while the kernel holds everything else:
+        /// the kernel holds the desired state of `version` too (no sync, no new counts).
+        case applied(version: UInt64)
+    }
+
     public let store: ClusterStore
     public private(set) var configuration: ProxyConfiguration
     /// True from planning to the end of a sync's transaction.
@@ -19,6 +31,7 @@ public actor ServiceProxyActor {
     private var wake: (@Sendable () -> Void)?
     private let backend: any RulesetBackend
     private let logger: Logger
+    private let onEvent: (@Sendable (Event) -> Void)?
     private var planner: ServiceProxyPlanner
     private var current = ServiceProxyStatus()
     /// The last state believed to be in the kernel (rules are taken from here when the backend
@@ -32,11 +45,15 @@ public actor ServiceProxyActor {
     private let lastSuccessGauge = Gauge(label: "nodenet_proxy_last_successful_sync_timestamp_seconds")
     private let programmingTimer = Metrics.Timer(label: "nodenet_proxy_network_programming_seconds")
 
-    public init(store: ClusterStore, configuration: ProxyConfiguration, backend: any RulesetBackend, logger: Logger) {
+    /// - Parameter onEvent: called on the actor after each sync and each version applied
+    ///   without one; it must not block (the agent's status board takes a lock and returns).
+    public init(store: ClusterStore, configuration: ProxyConfiguration, backend: any RulesetBackend, logger: Logger,
+                onEvent: (@Sendable (Event) -> Void)? = nil) {
         self.store = store
         self.configuration = configuration
         self.backend = backend
         self.logger = logger
+        self.onEvent = onEvent
         planner = ServiceProxyPlanner(configuration: configuration)
     }
 
@@ -122,8 +139,9 @@ public actor ServiceProxyActor {
         // else: the kernel holds that version's state too.
         // Not while a sync is applying (the actor is reentrant at its awaits): the kernel may not
         // hold that sync's changes yet.
-        if !work, !syncing, current.inSync, case .changed(let version, _) = event {
-            current.appliedVersion = max(current.appliedVersion ?? 0, version)
+        if !work, !syncing, current.inSync, case .changed(let version, _) = event, version > current.appliedVersion ?? 0 {
+            current.appliedVersion = version
+            onEvent?(.applied(version: version))
         }
         return work
     }
@@ -181,6 +199,9 @@ public actor ServiceProxyActor {
             current.lastProgrammingSeconds = nil
         }
         logger.debug("service rules synced", metadata: ["full": "\(full)", "operations": "\(size)", "services": "\(plan.services)"])
+        // The counts walk the fixed chains and sets only (element-only: O(1) per service), so
+        // they are taken once per sync rather than on every read.
+        onEvent?(.synced(status()))
     }
 
     private func fail(_ message: String) {
@@ -191,6 +212,7 @@ public actor ServiceProxyActor {
         current.lastError = message
         current.inSync = false
         logger.error("service rules sync failed; next sync is a full one", metadata: ["error": "\(message)"])
+        onEvent?(.synced(status()))
     }
 
     private func updateStatus(seconds: Double, size: Int, full: Bool) {
