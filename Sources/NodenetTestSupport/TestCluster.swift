@@ -255,6 +255,7 @@ public final class TestCluster: @unchecked Sendable {
             waitpid(pid, &status, 0)
         }
         background = []
+        for n in nodes { n.agent.terminate() }
         for n in nodes { n.agent.stop(timeout: 8) }
         for p in pods {
             try? FileManager.default.removeItem(atPath: "/etc/netns/\(p.ns.name)")

@@ -151,7 +151,7 @@ struct ClusterEndToEndTests {
             #expect(try cluster.nodes[0].ns.check(["nft", "list", "chain", table, "nodenet", "dns-notrack"]).stdout.contains("notrack"))
         }
         // A service applied now resolves at once.
-        let late = families.hasV4 ? "10.96.7.7" : "fd00:10:96::7:7"
+        let late = families.hasV4 ? "10.96.7.7" : "fd00:10:96::707"
         try cluster.applyEverywhere("apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: apps}\nspec: {clusterIP: \"\(late)\", ports: [{port: 80}]}\n")
         #expect(try dig(client, families.hasV4 ? "A" : "AAAA", "late.apps.svc.cluster.local") == late)
 
