@@ -29,6 +29,16 @@ struct ClusterEndToEndTests {
           \(spec)
           selector: {app: web}
           ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}, {name: udp, protocol: UDP, port: 81, targetPort: 8081, nodePort: 30081}]
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web-local, namespace: apps}
+        spec:
+          type: NodePort
+          externalTrafficPolicy: Local
+          \(families == .dualStack ? "ipFamilyPolicy: PreferDualStack" : "ipFamilyPolicy: SingleStack")
+          selector: {app: web}
+          ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30090}]
         """
     }
 
@@ -82,8 +92,9 @@ struct ClusterEndToEndTests {
         // Pod to pod across nodes in each family, without NAT: the server sees the client's own address.
         for v6 in [false, true] {
             guard let from = client.ip(v6), let to1 = web1.ip(v6), let to2 = web2.ip(v6) else { continue }
-            #expect(try cluster.ping(from: client.ns, to1))
-            #expect(try cluster.ping(from: client.ns, to2))
+            // Routes follow the Node objects applied above, asynchronously: bounded waits.
+            #expect(try eventually { try cluster.ping(from: client.ns, to1) }, "\(client.name) reaches \(to1)")
+            #expect(try eventually { try cluster.ping(from: client.ns, to2) }, "\(client.name) reaches \(to2)")
             var direct = ""
             _ = try eventually { direct = try cluster.request(from: client.ns, to2, 8080).stdout; return !direct.isEmpty }
             #expect(TestCluster.peer(direct) == from && direct.hasPrefix("from-web-2"), "no NAT between pods: \(direct)")
@@ -114,6 +125,18 @@ struct ClusterEndToEndTests {
                 #expect(try eventually { udp = try cluster.udpRequest(from: cluster.fabric, ip, 30081).stdout; return udp.hasPrefix("from-web-") },
                         "UDP NodePort on \(node.name) \(ip): \(udp)")
             }
+        }
+
+        // externalTrafficPolicy Local: a node with an endpoint (node2 holds web-1) answers on each
+        // of its addresses with that endpoint and the client's own address; node1 has none and
+        // drops (kube-proxy's behaviour), in each family.
+        for (ip, fabricIP) in zip(cluster.nodes[1].ips, families.fabricIPs) {
+            var r = ""
+            #expect(try eventually { r = try cluster.request(from: cluster.fabric, ip, 30090).stdout; return !r.isEmpty })
+            #expect(r.hasPrefix("from-web-1") && TestCluster.peer(r) == fabricIP, "eTP Local on node2 \(ip): \(r)")
+        }
+        for ip in cluster.nodes[0].ips {
+            #expect(try cluster.request(from: cluster.fabric, ip, 30090, timeout: 1).stdout.isEmpty, "eTP Local without a local endpoint on node1 \(ip)")
         }
 
         // DNS from the pod, through the resolv.conf its CNI result produced, in each family.

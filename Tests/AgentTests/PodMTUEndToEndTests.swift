@@ -12,6 +12,7 @@ import Testing
 struct PodMTUEndToEndTests {
     struct Case: Sendable, CustomStringConvertible {
         var routing: String
+        var families: TestCluster.Families = .dualStack
         /// The node IP (the underlay vxlan uses) is the nodes' IPv6 address.
         var ipv6Underlay: Bool
         /// The last node on a second subnet behind the fabric's router (host-gw cannot reach it).
@@ -21,7 +22,7 @@ struct PodMTUEndToEndTests {
         var mtu: Int
         /// Start the agents on the README's dual-stack example config (its routing: vxlan).
         var readmeConfig = false
-        var description: String { "\(routing) over IPv\(ipv6Underlay ? 6 : 4)\(routed ? ", routed" : "")" }
+        var description: String { "\(routing) over IPv\(ipv6Underlay ? 6 : 4)\(routed ? ", routed" : "")\(families == .ipv6 ? ", IPv6-only" : "")" }
     }
 
     static let cases: [Case] = [
@@ -33,6 +34,8 @@ struct PodMTUEndToEndTests {
         // MTU because some of their packets take the vxlan device.
         Case(routing: "auto", ipv6Underlay: false, routed: true, nodes: 3, mtu: 1450),
         Case(routing: "auto", ipv6Underlay: true, routed: true, nodes: 3, mtu: 1430),
+        // An IPv6-only cluster: IPv6 pods, underlay and overlay.
+        Case(routing: "auto", families: .ipv6, ipv6Underlay: true, routed: true, nodes: 3, mtu: 1430),
     ]
 
     /// `ping` with DF set and `payload` bytes of ICMP data.
@@ -43,7 +46,7 @@ struct PodMTUEndToEndTests {
     @Test(arguments: cases)
     func dfPacketsAtThePodMTUCrossNodes(_ c: Case) throws {
         let config = c.readmeConfig ? try TestCluster.readmeExample("dual-stack config") : nil
-        let cluster = try TestCluster(nodes: c.nodes, families: .dualStack, routed: c.routed, ipv6Primary: c.ipv6Underlay, config: config) { _ in
+        let cluster = try TestCluster(nodes: c.nodes, families: c.families, routed: c.routed, ipv6Primary: c.ipv6Underlay, config: config) { _ in
             c.readmeConfig ? [] : ["--routing", c.routing]
         }
         defer { cluster.close() }
@@ -66,7 +69,7 @@ struct PodMTUEndToEndTests {
         }
 
         for peer in pods.dropFirst() {
-            for v6 in [false, true] {
+            for v6 in [false, true] where v6 ? c.families.hasV6 : c.families.hasV4 {
                 let to = try #require(peer.ip(v6))
                 // IPv4 header 20 + ICMP 8; IPv6 header 40 + ICMPv6 8.
                 let payload = podMTU - (v6 ? 48 : 28)
