@@ -177,7 +177,13 @@ struct ClusterEndToEndTests {
         let late = families.hasV4 ? "10.96.7.7" : "fd00:10:96::707"
         try cluster.applyEverywhere("apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: apps}\nspec: {clusterIP: \"\(late)\", ports: [{port: 80}]}\n")
         #expect(try dig(client, families.hasV4 ? "A" : "AAAA", "late.apps.svc.cluster.local") == late)
-        // It has no endpoints: connections are refused at once (kube-proxy's reject), not left to time out.
+        // It has no endpoints: connections are refused at once (kube-proxy's reject), not left to
+        // time out. The reject sits in the forward hook, after routing (as kube-proxy's): give
+        // node1 the default route a production node has, or the kernel answers "network
+        // unreachable" first (this fabric has no default route).
+        for gateway in families.fabricIPs {
+            try cluster.nodes[0].ns.check(["ip", gateway.contains(":") ? "-6" : "-4", "route", "add", "default", "via", gateway])
+        }
         var refused = try cluster.request(from: client.ns, late, 80, timeout: 2)
         _ = try eventually { refused = try cluster.request(from: client.ns, late, 80, timeout: 2); return refused.stderr.contains("Connection refused") }
         #expect(!refused.ok && refused.stderr.contains("Connection refused"), "no endpoints: \(refused.stderr)")
