@@ -130,6 +130,15 @@ let package = Package(
         .executableTarget(name: "proxy-bench", dependencies: ["ServiceProxy", "ClusterState"], path: "bench/services/proxy-bench",
                           swiftSettings: strict),
 
+        // NetworkPolicy: selection into identities and allow sets, enforced in nftables tables of
+        // its own (the nft model, diff and netlink backend are ServiceProxy's).
+        .target(name: "PolicyEnforcement", dependencies: [
+            "IPAddressing", "Netlink", "ClusterState", "ServiceProxy",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], exclude: ["README.md"], swiftSettings: strict),
+        .testTarget(name: "PolicyEnforcementTests", dependencies: ["PolicyEnforcement", "NodenetTestSupport"]),
+
         .target(name: "ClusterDNS", dependencies: [
             "IPAddressing", "ClusterState",
             .product(name: "Logging", package: "swift-log"),
@@ -146,7 +155,7 @@ let package = Package(
         // Composition: configuration, lifecycle, control API, status, metrics, systemd.
         .target(name: "Agent", dependencies: [
             "IPAddressing", "ClusterState", "ClusterSources", "IPAM", "PodNetwork", "NodeRoutes", "ServiceProxy", "ClusterDNS",
-            "Netlink", "CSystemd", "CShims", "ControlClient",
+            "PolicyEnforcement", "Netlink", "CSystemd", "CShims", "ControlClient",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -164,10 +173,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], exclude: ["NetworkPolicyCases"]),
 
         // Helpers for tests that touch the kernel: namespaces, the built binary as a process.
-        .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing"], swiftSettings: strict),
+        // Yams: the NetworkPolicy conformance cases file (netpol-cases.yaml).
+        .target(name: "NodenetTestSupport", dependencies: ["CNIProtocol", "IPAddressing", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
 
         // The executable: argument parsing and the CNI entry point, nothing else.
         .executableTarget(name: "nodenet", dependencies: [

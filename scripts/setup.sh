@@ -11,8 +11,9 @@ packages=(
   libc6-dev libstdc++-12-dev
   # kernel-facing tools the tests and the demo use to look at what nodenet did
   iproute2 nftables conntrack iputils-ping util-linux procps curl
-  # test peers: TCP/UDP servers and clients inside the test namespaces
-  socat python3
+  # test peers: TCP/UDP servers and clients inside the test namespaces; python3-yaml for the
+  # NetworkPolicy cases generator (Tests/AgentTests/NetworkPolicyCases/generate.py)
+  socat python3 python3-yaml
   # real peers: DNS clients and the servers we benchmark against, etcd, a container runtime
   dnsutils dnsperf unbound dnsmasq-base etcd-server etcd-client
   # the stub resolvers pods run, built at test time: musl's getaddrinfo (musl-gcc), Go's resolver

@@ -89,6 +89,8 @@ public enum NFTablesExpression: Sendable, Hashable {
     case ctDirection(key: UInt32, dreg: UInt32, direction: UInt8)
     /// `notrack`: the packet skips connection tracking (raw-priority chains only).
     case notrack
+    /// ct set `key` (3: mark) of the packet's connection from `sreg`.
+    case ctSet(key: UInt32, sreg: UInt32)
 
     public static let register1 = UInt32(NFT_REG_1.rawValue)
     public static let verdictRegister = UInt32(NFT_REG_VERDICT.rawValue)
@@ -171,7 +173,7 @@ public enum NFTablesExpression: Sendable, Hashable {
         case .numgenRandom: "numgen"
         case .nat: "nat"
         case .masq: "masq"
-        case .ct, .ctDirection: "ct"
+        case .ct, .ctDirection, .ctSet: "ct"
         case .fibAddressType: "fib"
         case .reject: "reject"
         case .counter: "counter"
@@ -234,6 +236,9 @@ public enum NFTablesExpression: Sendable, Hashable {
         case .ct(let key, let dreg):
             d.attribute(a(NFTA_CT_DREG), be32: dreg)
             d.attribute(a(NFTA_CT_KEY), be32: key)
+        case .ctSet(let key, let sreg):
+            d.attribute(a(NFTA_CT_KEY), be32: key)
+            d.attribute(a(NFTA_CT_SREG), be32: sreg)
         case .ctDirection(let key, let dreg, let direction):
             d.attribute(a(NFTA_CT_DREG), be32: dreg)
             d.attribute(a(NFTA_CT_KEY), be32: key)

@@ -149,11 +149,22 @@ public final class TestCluster: @unchecked Sendable {
         }
     }
 
+    /// Deletes the objects a manifest names on every node.
+    public func deleteEverywhere(_ manifest: String) throws {
+        for n in nodes {
+            let r = try n.agent.cli(["delete", "-f", "-"], stdin: manifest)
+            guard r.ok else { throw Shell.Failure(command: "delete on \(n.name)", result: r) }
+        }
+    }
+
     /// A pod namespace attached through the CNI plugin on `node`, named as Kubernetes would.
+    /// `netns`: a namespace the caller made beforehand (to have something running in it the
+    /// moment ADD returns); `containerID`: what the runtime passes (default `<name>-<node>`).
     @discardableResult
-    public func addPod(_ name: String, namespace: String = "apps", on node: Int) throws -> Pod {
-        let ns = try TestNamespace("pod")
-        let r = try nodes[node].cni.run("ADD", containerID: "\(name)-\(node)", netns: ns.path,
+    public func addPod(_ name: String, namespace: String = "apps", on node: Int, netns: TestNamespace? = nil,
+                       containerID: String? = nil) throws -> Pod {
+        let ns = try netns ?? TestNamespace("pod")
+        let r = try nodes[node].cni.run("ADD", containerID: containerID ?? "\(name)-\(node)", netns: ns.path,
                                         args: "K8S_POD_NAMESPACE=\(namespace);K8S_POD_NAME=\(name)")
         let ips = CNIInvoker.addresses(r)
         guard r.ok, let ip = ips.first else { throw Shell.Failure(command: "CNI ADD \(name)", result: r) }

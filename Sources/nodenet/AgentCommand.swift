@@ -52,6 +52,9 @@ struct AgentCommand: AsyncParsableCommand {
     var proxyHealthListen: String?
     @Option(name: .customLong("proxy-health-grace"), help: "Seconds past the sync interval before /healthz says 503.")
     var proxyHealthGrace: String?
+    @Option(name: .customLong("policy-enabled"), help: "Enforce NetworkPolicy (true | false).") var policyEnabled: String?
+    @Option(name: .customLong("policy-add-timeout"), help: "Seconds a CNI ADD waits for its pod's policy state in the kernel.")
+    var policyAddTimeout: String?
 
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
@@ -65,6 +68,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("etcd.leaseSeconds", etcdLeaseSeconds), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),
+            ("policy.enabled", policyEnabled), ("policy.addTimeout", policyAddTimeout),
         ]
         var out: [String: String] = [:]
         for (k, v) in pairs { if let v { out[k] = v } }

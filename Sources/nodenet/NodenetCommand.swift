@@ -8,7 +8,7 @@ struct NodenetCommand: AsyncParsableCommand {
         commandName: "nodenet",
         abstract: "Kubernetes node networking in one agent: CNI and IPAM, node routes, service proxy, cluster DNS.",
         version: nodenetVersion,
-        subcommands: [AgentCommand.self, CNICommand.self, StatusCommand.self, ApplyCommand.self, DeleteCommand.self, ResetCommand.self,
+        subcommands: [AgentCommand.self, CNICommand.self, StatusCommand.self, ApplyCommand.self, DeleteCommand.self, PolicyCommand.self, ResetCommand.self,
                       VersionCommand.self])
 }
 

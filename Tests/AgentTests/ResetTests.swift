@@ -51,7 +51,8 @@ struct ResetTests {
         agent.stop()
         try ns.check(["ip", "route", "add", "10.244.9.0/24", "via", "192.168.1.12", "dev", "eth0", "proto", "78"])
         try ns.check(["ip", "route", "add", "10.244.10.0/24", "via", "192.168.1.13", "dev", "eth0", "proto", "78", "table", "100"])
-        for thing in [["ip", "link", "show", "nodenet0"], ["ip", "link", "show", "nodenet-dns"], ["nft", "list", "table", "ip", "nodenet"]] {
+        for thing in [["ip", "link", "show", "nodenet0"], ["ip", "link", "show", "nodenet-dns"], ["nft", "list", "table", "ip", "nodenet"],
+                      ["nft", "list", "table", "ip6", "nodenet-policy"]] {
             #expect(try ns.run(thing).ok, "the agent made no \(thing.last!)")
         }
 
@@ -61,6 +62,8 @@ struct ResetTests {
         #expect(try !ns.run(["ip", "link", "show", "nodenet-dns"]).ok)
         #expect(try !ns.run(["nft", "list", "table", "ip", "nodenet"]).ok)
         #expect(try !ns.run(["nft", "list", "table", "ip6", "nodenet"]).ok)
+        #expect(try !ns.run(["nft", "list", "table", "ip", "nodenet-policy"]).ok)
+        #expect(try !ns.run(["nft", "list", "table", "ip6", "nodenet-policy"]).ok)
         #expect(try ns.check(["ip", "route", "show", "table", "all", "proto", "78"]).stdout.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: agent.stateDir))
         #expect(!FileManager.default.fileExists(atPath: agent.runDir))

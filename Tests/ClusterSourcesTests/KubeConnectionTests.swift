@@ -140,7 +140,8 @@ struct KubernetesTLSTests {
         serverTLS.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(dir.file("ca.crt")))
         serverTLS.certificateVerification = .noHostnameVerification  // a client certificate is required
         let server = try await StandInAPIServer(tls: serverTLS)
-        for path in ["/api/v1/nodes", "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices", "/api/v1/pods"] {
+        for path in ["/api/v1/nodes", "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices", "/api/v1/pods",
+                     "/api/v1/namespaces", "/apis/networking.k8s.io/v1/networkpolicies"] {
             server.script.set(path, [])
         }
         server.script.set("/api/v1/nodes", [Fixture.item(Fixture.object("node"))])

@@ -65,6 +65,7 @@ func setPath(_ o: inout [String: Any], _ path: [String], _ value: Any) {
 @Suite struct KubernetesSourceTests {
     static let nodes = "/api/v1/nodes", services = "/api/v1/services"
     static let slices = "/apis/discovery.k8s.io/v1/endpointslices", pods = "/api/v1/pods"
+    static let namespaces = "/api/v1/namespaces", policies = "/apis/networking.k8s.io/v1/networkpolicies"
 
     @Test func listsWatchesAndRelistsOnGoneAndBrokenStreams() async throws {
         let server = try await StandInAPIServer()
@@ -86,6 +87,8 @@ func setPath(_ o: inout [String: Any], _ path: [String], _ value: Any) {
         script.set(Self.services, [Fixture.item(web)])
         script.set(Self.slices, [Fixture.item(slice)])
         script.set(Self.pods, [Fixture.item(pod)])
+        script.set(Self.namespaces, [])
+        script.set(Self.policies, [])
 
         // Nodes: a heartbeat-only change and a bookmark, then watch ERROR 410 (worker-2 was
         // deleted meanwhile); then HTTP 410 Gone (worker-3 was added meanwhile).
@@ -164,7 +167,7 @@ func setPath(_ o: inout [String: Any], _ path: [String], _ value: Any) {
         let server = try await StandInAPIServer()
         let pod = Fixture.object("pod")
         let elsewhere = renamed(pod, "other", rv: "99") { setPath(&$0, ["spec", "nodeName"], "worker-2") }
-        for path in [Self.nodes, Self.services, Self.slices] { server.script.set(path, []) }
+        for path in [Self.nodes, Self.services, Self.slices, Self.namespaces, Self.policies] { server.script.set(path, []) }
         server.script.set(Self.pods, [pod, elsewhere].map(Fixture.item))
         let store = ClusterStore()
         let source = try KubernetesSource(configuration: .init(connection: KubeConnection(server: server.url), nodeName: "worker-1", allPods: false), store: store)
@@ -190,7 +193,7 @@ func setPath(_ o: inout [String: Any], _ path: [String], _ value: Any) {
     }
 
     @Test func fixturesDecodeAsTheModelTypes() throws {
-        for name in ["node", "service", "endpointslice", "pod"] {
+        for name in ["node", "service", "endpointslice", "pod", "namespace", "networkpolicy"] {
             let data = try Data(contentsOf: Fixture.directory.appendingPathComponent(name + ".json"))
             _ = try ManifestDecoder.decode(json: data)
         }

@@ -60,4 +60,15 @@ enum Fixtures {
     static let namespace = """
     {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"apps","labels":{"kubernetes.io/metadata.name":"apps"}},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}
     """
+
+    /// As the API server returns it (defaulted): named port, range, SCTP, both selectors in one
+    /// peer, ipBlock with except in both families.
+    static let networkPolicy = """
+    {"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"web-ingress","namespace":"apps","uid":"3f1c9a7e-5b2d-4e8f-a6c1-9d0e7b4a2c53","resourceVersion":"51102","generation":1},
+     "spec":{"podSelector":{"matchLabels":{"app":"web"}},"policyTypes":["Ingress","Egress"],
+      "ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"apps"}},"podSelector":{"matchExpressions":[{"key":"role","operator":"In","values":["frontend","canary"]}]}},
+                          {"ipBlock":{"cidr":"192.168.1.0/24","except":["192.168.1.10/32"]}}],
+                  "ports":[{"protocol":"TCP","port":"web"},{"protocol":"TCP","port":8080,"endPort":8090},{"protocol":"SCTP","port":9003}]}],
+      "egress":[{"to":[{"ipBlock":{"cidr":"fd00:10:244::/48","except":["fd00:10:244:2::/64"]}}],"ports":[{"protocol":"UDP","port":53}]},{}]}}
+    """
 }

@@ -74,7 +74,8 @@ import Testing
         #expect(p.ports == [ContainerPort(name: "web", containerPort: 8080, protocol: .tcp)])
     }
 
-    @Test(arguments: [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice, Fixtures.pod, Fixtures.namespace])
+    @Test(arguments: [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice, Fixtures.pod, Fixtures.namespace,
+                      Fixtures.networkPolicy])
     func encodeDecodeRoundTrip(_ json: String) throws {
         let object = try decode(json)
         let again = try ObjectCoding.decode(kind: object.kind, ObjectCoding.encode(object))
@@ -226,7 +227,7 @@ import Testing
 /// leaves errors to the YAML path (same messages as before).
 @Suite struct JSONFastPathTests {
     static let fixtures = [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice,
-                           Fixtures.pod, Fixtures.namespace]
+                           Fixtures.pod, Fixtures.namespace, Fixtures.networkPolicy]
 
     @Test(arguments: fixtures)
     func sameObjectsAsTheYAMLPath(_ json: String) throws {

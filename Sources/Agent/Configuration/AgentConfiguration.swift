@@ -36,6 +36,7 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var cni = CNI()
     public var vxlan = Vxlan()
     public var proxyHealth = ProxyHealthSettings()
+    public var policy = Policy()
     public var logLevel: String = "info"
 
     public struct DNS: Sendable, Equatable {
@@ -92,6 +93,15 @@ public struct AgentConfiguration: Sendable, Equatable {
         /// How much older than the full sync interval the last successful sync may be, and how
         /// long syncs may keep failing, before `/healthz` answers 503.
         public var grace: Duration = .seconds(60)
+    }
+
+    /// NetworkPolicy enforcement (the `nodenet-policy` nftables tables).
+    public struct Policy: Sendable, Equatable {
+        /// Off: no policy tables, NetworkPolicies are stored but not enforced.
+        public var enabled: Bool = true
+        /// How long a CNI ADD waits for its pod's policy state to reach the kernel before it
+        /// fails (the runtime retries; a pod never starts unprogrammed).
+        public var addTimeout: Duration = .seconds(10)
     }
 
     public struct CNI: Sendable, Equatable {

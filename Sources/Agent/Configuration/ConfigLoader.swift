@@ -38,8 +38,9 @@ public enum ConfigLoader {
         "cni.conflist": .scalar,
         "vxlan.vni": .scalar, "vxlan.port": .scalar,
         "proxyHealth.listen": .scalar, "proxyHealth.grace": .scalar,
+        "policy.enabled": .scalar, "policy.addTimeout": .scalar,
     ]
-    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "proxyHealth", "cni"]
+    static let sections: Set<String> = ["dns", "etcd", "kubernetes", "metrics", "vxlan", "proxyHealth", "cni", "policy"]
 
     /// The flag name of a key: `dns.listen` -> `dns-listen`, `nodeCIDRMaskSize` -> `node-cidr-mask-size`.
     public static func flagName(_ key: String) -> String {
@@ -332,6 +333,11 @@ public enum ConfigLoader {
             c.proxyHealth.listen = s
         }
         if let n = try int("proxyHealth.grace", 0...86400) { c.proxyHealth.grace = .seconds(n) }
+        if let s = one("policy.enabled") {
+            guard let b = Bool(s) else { throw ConfigError(key: "policy.enabled", "\"\(s)\" is not true or false") }
+            c.policy.enabled = b
+        }
+        if let n = try int("policy.addTimeout", 1...300) { c.policy.addTimeout = .seconds(n) }
         if let s = one("cni.conflist") {
             guard s.isEmpty || (s.hasPrefix("/") && s.hasSuffix(".conflist")) else {
                 throw ConfigError(key: "cni.conflist", "\"\(s)\" must be an absolute path ending in .conflist (runtimes read only those), or empty")

@@ -79,6 +79,9 @@ public enum MetricCatalog {
         "nodenet_proxy_sync_failures_total": .init("Service rule syncs that failed (the kernel refused the transaction).", zeroAtStart: true),
         "nodenet_proxy_conntrack_deletes_total": .init("Conntrack entries deleted for removed UDP endpoints.", zeroAtStart: true),
         "nodenet_proxy_last_successful_sync_timestamp_seconds": .init("Unix time of the last service rule sync the kernel took (kube-proxy's sync_proxy_rules_last_timestamp_seconds)."),
+        "nodenet_policy_sync_seconds": .init("Time of each NetworkPolicy sync: the changes into the policy engine and one nftables transaction.", buckets: latencyBuckets),
+        "nodenet_policy_sync_failures_total": .init("NetworkPolicy syncs that failed (the next one reads the kernel back).", zeroAtStart: true),
+        "nodenet_policy_programming_seconds": .init("From a Pod, Namespace or NetworkPolicy change in the store to the kernel enforcing it.", buckets: latencyBuckets),
         "nodenet_proxy_network_programming_seconds": .init("From a Service or EndpointSlice change in the store to the kernel holding it (kube-proxy's network_programming_duration_seconds).", buckets: latencyBuckets),
         // Process (the names every Prometheus client library uses)
         "process_cpu_seconds_total": .init("Total user and system CPU time spent in seconds."),

@@ -29,6 +29,8 @@ public final class NodeAgent: Sendable {
     public let board = StatusBoard()
     /// The service proxy's sync times, for the health endpoints (fed by ServiceProxyService).
     public let proxyHealth = ProxyHealth()
+    /// The running NetworkPolicy actor (PolicyService), for the CNI ADD gate.
+    let policy = PolicyHandle()
     public let logger: Logger
     public let notifier = SystemdNotifier()
     public let startedAt = Date()
@@ -139,6 +141,7 @@ public final class NodeAgent: Sendable {
         if config.source != .embedded { gating.append("source") }
         if config.source != .kubernetes { gating.append("endpoints") }
         gating += ["subnet", "pods", "routes", "services"]
+        if config.policy.enabled { gating.append(PolicyService.name) }
         if config.dns.enabled { gating.append("dns") }
         for name in gating { board.register(name) }
 
@@ -158,6 +161,7 @@ public final class NodeAgent: Sendable {
         services.append(.init(service: PodNetworkService(agent: self)))
         services.append(.init(service: NodeRoutesService(agent: self)))
         services.append(.init(service: ServiceProxyService(agent: self)))
+        if config.policy.enabled { services.append(.init(service: PolicyService(agent: self))) }
         services.append(.init(service: DNSService(agent: self)))
         services += extra.map { .init(service: $0) }
         services.append(.init(service: HealthService(agent: self), failureTerminationBehavior: .ignore))
@@ -305,6 +309,7 @@ public final class NodeAgent: Sendable {
         var message = remote.endpoint.map { "endpoint \($0)" } ?? ""
         message += ", watch restarts \(remote.watchRestarts), relists \(remote.relists)"
         if remote.skippedObjects > 0 { message += ", \(remote.skippedObjects) objects skipped" }
+        if let skipped = remote.lastSkipped { message += ", last skipped \(skipped)" }
         if let e = remote.lastError { message += ", last error: \(e)" }
         return .init(kind: config.source.rawValue, synced: remote.synced, connected: remote.connected, lastSync: remote.lastSync,
                      storeVersion: snapshot.version, message: message)

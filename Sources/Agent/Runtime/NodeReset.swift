@@ -1,9 +1,11 @@
 import Glibc
+import PolicyEnforcement
 import IPAddressing
 import Netlink
 
 /// Removes from a node everything nodenet put there: the node bridge (and the pod veths still
-/// on it), the DNS device, the vxlan device, the nftables tables `ip nodenet` and `ip6 nodenet`,
+/// on it), the DNS device, the vxlan device, the nftables tables `ip nodenet` and `ip6 nodenet`
+/// and the policy tables `ip nodenet-policy` and `ip6 nodenet-policy`,
 /// routes and nexthop objects of protocol nodenet (78) in every table, and, unless kept, the
 /// state and run directories. The package runs it when it is removed (`nodenet reset`, from
 /// prerm), with the agent already stopped. Nothing else is touched: every object is found by a
@@ -60,10 +62,10 @@ public enum NodeReset {
         }
         do {
             let nftables = try NetlinkSession(protocol: Netlink.netfilter)
-            for family in IPFamily.allCases {
-                let name = "table \(family == .v4 ? "ip" : "ip6") nodenet"
+            for (table, family) in [NodenetTables.name, PolicyTables.tableName].flatMap({ t in IPFamily.allCases.map { (t, $0) } }) {
+                let name = "table \(family == .v4 ? "ip" : "ip6") \(table)"
                 step(name) {
-                    let result = try nftables.nftablesTransaction([NFTablesMessages.deleteTable(NodenetTables.name, family: family)])
+                    let result = try nftables.nftablesTransaction([NFTablesMessages.deleteTable(table, family: family)])
                     if let failure = result.failures.values.first {
                         if failure.errno == ENOENT { return false }
                         throw failure

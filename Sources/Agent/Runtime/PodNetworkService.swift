@@ -56,6 +56,10 @@ struct PodNetworkService: AgentActor {
                 agent.board.failed(name, "pod subnets \(cidrs.map(\.description)): \(error)")
             }
         }
+        if config.policy.enabled {
+            let handle = agent.policy, timeout = config.policy.addTimeout
+            pods.setAdmission { _, version in try await handle.admit(version: version, timeout: timeout) }
+        }
         applySubnets()
         let released = await pods.reconcile()
         /// `descriptor`: the pod's namespace as the plugin opened it, owned from here on.

@@ -11,6 +11,8 @@ enum FeedEvent: Sendable {
     case progress(resume: String?)
     /// The resume position is gone (etcd compaction, Kubernetes 410 Gone): list again.
     case expired(String)
+    /// An object in the stream did not decode (already logged): named in the status.
+    case skipped(String)
 }
 
 /// A full list: the objects and the position to watch from.
@@ -19,6 +21,8 @@ struct FeedList: Sendable {
     var resume: String
     /// Keys or names of items that did not decode (already logged by the backend).
     var skipped: Int = 0
+    /// The skipped items named with the reason, for the status line.
+    var skippedNotes: [String] = []
 }
 
 /// One resource a source lists and watches: the part that differs between etcd and the
@@ -148,7 +152,12 @@ struct Reconciler: Sendable {
         let snapshot = await store.snapshot()
         let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
         let made = try await write(changes)
-        if listed.skipped > 0 { tracker.update { $0.skippedObjects += listed.skipped } }
+        if listed.skipped > 0 {
+            tracker.update { s in
+                s.skippedObjects += listed.skipped
+                if let note = listed.skippedNotes.last { s.lastSkipped = note }
+            }
+        }
         logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
         if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
         tracker.counted(await store.snapshot(), kinds: feed.kinds)
@@ -177,6 +186,8 @@ struct Reconciler: Sendable {
                         tracker.update { $0.lastEvent = .now; $0.connected = true }
                     case .expired(let reason):
                         throw ResumeExpired(feed: feedName, reason: reason)
+                    case .skipped(let note):
+                        tracker.update { $0.lastSkipped = note }
                     }
                 }
             }

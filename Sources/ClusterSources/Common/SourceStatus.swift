@@ -24,6 +24,9 @@ public struct SourceStatus: Sendable, Codable, Equatable {
     public var objects: [String: Int]
     /// Objects skipped because they did not decode, since start.
     public var skippedObjects: Int
+    /// The last object skipped (from a list or a watch event), named with the reason, e.g.
+    /// `NetworkPolicy apps/web: spec.ingress[0].ports[0].endPort: ...`.
+    public var lastSkipped: String?
     public var lastError: String?
     public var lastErrorAt: Date?
 

@@ -87,11 +87,14 @@ struct EtcdFeed: Feed {
     func list() async throws -> FeedList {
         let (kvs, revision) = try await client.range(prefix: keys.objects)
         var objects: [ClusterObject] = []
-        var skipped = 0
+        var notes: [String] = []
         for kv in kvs {
-            if let object = decode(kv) { objects.append(object) } else { skipped += 1 }
+            switch decode(kv) {
+            case .success(let object): objects.append(object)
+            case .failure(let skip): notes.append(skip.note)
+            }
         }
-        return FeedList(objects: objects, resume: String(revision), skipped: skipped)
+        return FeedList(objects: objects, resume: String(revision), skipped: notes.count, skippedNotes: notes)
     }
 
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
@@ -106,7 +109,8 @@ struct EtcdFeed: Feed {
                     try continuation.yield(.expired("revision \(listed + 1) was compacted (compact revision \(c))"))
                     return
                 case .events(let events, let revision):
-                    let (changes, last) = translate(events)
+                    let (changes, last, notes) = translate(events)
+                    for note in notes { try continuation.yield(.skipped(note)) }
                     try continuation.yield(.changes(changes, resume: String(last > 0 ? last : revision)))
                 }
             }
@@ -115,44 +119,55 @@ struct EtcdFeed: Feed {
 
     /// Watch events to store changes. A value that does not decode removes the object: the
     /// store then agrees with what a list would give.
-    func translate(_ events: [EtcdWatchEvent]) -> ([StoreChange], Int64) {
+    func translate(_ events: [EtcdWatchEvent]) -> ([StoreChange], Int64, [String]) {
         var changes: [StoreChange] = []
+        var notes: [String] = []
         var last: Int64 = 0
         for event in events {
             switch event {
             case .put(let kv):
                 last = max(last, kv.modRevision)
-                if let object = decode(kv) {
+                switch decode(kv) {
+                case .success(let object):
                     changes.append(.upsert(object))
-                } else if let key = keys.objectKey(kv.key) {
-                    changes.append(.delete(key))
+                case .failure(let skip):
+                    notes.append(skip.note)
+                    if let key = keys.objectKey(kv.key) { changes.append(.delete(key)) }
                 }
             case .delete(let key, let revision):
                 last = max(last, revision)
                 if let k = keys.objectKey(key) { changes.append(.delete(k)) }
             }
         }
-        return (changes, last)
+        return (changes, last, notes)
     }
 
-    /// The object stored at a key, or nil (logged) when it does not decode or sits at a key
-    /// that is not its own.
-    func decode(_ kv: EtcdKeyValue) -> ClusterObject? {
+    /// Why a key was skipped, naming it (logged, and shown in the status).
+    struct Skip: Error {
+        var note: String
+    }
+
+    /// The object stored at a key, or why not (logged) when it does not decode (an invalid
+    /// object is never half-loaded) or sits at a key that is not its own.
+    func decode(_ kv: EtcdKeyValue) -> Result<ClusterObject, Skip> {
+        func skip(_ reason: String) -> Result<ClusterObject, Skip> {
+            let note = "\(kv.key): \(reason)"
+            logger.warning("etcd: skipping \(note)")
+            return .failure(Skip(note: note))
+        }
         guard let expected = keys.objectKey(kv.key) else {
-            logger.warning("etcd: skipping \(kv.key): not a key of the layout <prefix>/objects/<Kind>[/<namespace>]/<name>")
-            return nil
+            return skip("not a key of the layout <prefix>/objects/<Kind>[/<namespace>]/<name>")
         }
         let object: ClusterObject
         do {
             object = try ManifestDecoder.decode(json: kv.value)
         } catch {
-            logger.warning("etcd: skipping \(kv.key): \(error)")
-            return nil
+            // The key names the object: keep the field and the reason, not the document number.
+            return skip(error.field.map { "\($0): \(error.message)" } ?? error.message)
         }
         guard object.key == expected else {
-            logger.warning("etcd: skipping \(kv.key): it holds \(object.key), which belongs at \(keys.key(for: object.key))")
-            return nil
+            return skip("it holds \(object.key), which belongs at \(keys.key(for: object.key))")
         }
-        return object
+        return .success(object)
     }
 }

@@ -49,6 +49,9 @@ struct KubeResource: Sendable {
             KubeResource(kind: .service, path: "/api/v1/services"),
             KubeResource(kind: .endpointSlice, path: "/apis/discovery.k8s.io/v1/endpointslices"),
             KubeResource(kind: .pod, path: "/api/v1/pods", fieldSelector: node.map { "spec.nodeName=\($0)" }),
+            // Policy selection: namespace labels (namespaceSelector) and the policies themselves.
+            KubeResource(kind: .namespace, path: "/api/v1/namespaces"),
+            KubeResource(kind: .networkPolicy, path: "/apis/networking.k8s.io/v1/networkpolicies"),
         ]
     }
 }
@@ -83,6 +86,7 @@ struct KubeFeed: Feed {
     func list() async throws -> FeedList {
         var objects: [ClusterObject] = []
         var skipped = 0
+        var notes: [String] = []
         var token: String?
         var restarts = 0
         while true {
@@ -92,16 +96,17 @@ struct KubeFeed: Feed {
             if response.status.code == 410, token != nil, restarts < 3 {
                 // The continue token expired between pages: list again from the start.
                 logger.info("\(name): continue token expired, listing from the start")
-                objects = []; skipped = 0; token = nil; restarts += 1
+                objects = []; skipped = 0; notes = []; token = nil; restarts += 1
                 continue
             }
             guard response.status == .ok else { throw error(response.status.code, data) }
             let page = try decodeList(data)
             objects += page.objects
             skipped += page.skipped
+            notes += page.notes
             guard let next = page.continueToken, !next.isEmpty else {
                 guard let rv = page.resourceVersion else { throw KubeAPIError(resource: resource.path, message: "the list has no resourceVersion") }
-                return FeedList(objects: objects, resume: rv, skipped: skipped)
+                return FeedList(objects: objects, resume: rv, skipped: skipped, skippedNotes: notes)
             }
             token = next
         }
@@ -118,15 +123,17 @@ struct KubeFeed: Feed {
         let docs = SourceHTTP.documents(response)
         return relay { continuation in
             for try await doc in docs {
-                guard let event = try translate(doc) else { continue }
-                try continuation.yield(event)
-                if case .expired = event { return }
+                for event in try translate(doc) {
+                    try continuation.yield(event)
+                    if case .expired = event { return }
+                }
             }
         }
     }
 
-    /// One watch event to a feed event; nil for objects skipped.
-    func translate(_ doc: Data) throws -> FeedEvent? {
+    /// One watch event to feed events (none for events ignored; a skipped object is named
+    /// before the change that removes it).
+    func translate(_ doc: Data) throws -> [FeedEvent] {
         try translate(doc, as: modelType)
     }
 
@@ -137,11 +144,12 @@ struct KubeFeed: Feed {
         case .service: Service.self
         case .endpointSlice: EndpointSlice.self
         case .pod: Pod.self
+        case .networkPolicy: NetworkPolicy.self
         default: Namespace.self
         }
     }
 
-    private func translate<T: Decodable>(_ doc: Data, as: T.Type) throws -> FeedEvent? {
+    private func translate<T: Decodable>(_ doc: Data, as: T.Type) throws -> [FeedEvent] {
         let event: KubeWatchEvent<T>
         do {
             event = try JSONDecoder().decode(KubeWatchEvent<T>.self, from: doc)
@@ -152,26 +160,27 @@ struct KubeFeed: Feed {
         let rv = meta?.resourceVersion
         switch event.type {
         case "BOOKMARK":
-            return .progress(resume: rv)
+            return [.progress(resume: rv)]
         case "ERROR":
-            if event.partial.code == 410 { return .expired("watch ERROR 410 \(event.partial.reason ?? ""): \(event.partial.message ?? "")") }
+            if event.partial.code == 410 { return [.expired("watch ERROR 410 \(event.partial.reason ?? ""): \(event.partial.message ?? "")")] }
             throw KubeAPIError(resource: resource.path, status: event.partial.code.map(UInt.init), message: event.partial.message ?? "watch error")
         case "ADDED", "MODIFIED", "DELETED":
             guard let rv else { throw KubeAPIError(resource: resource.path, message: "\(event.type) event without resourceVersion") }
             let key = objectKey(meta)
             switch event.object.result {
             case .success(let value):
-                guard let object = storeObject(resource.kind, value) else { return nil }
-                return .changes([event.type == "DELETED" ? .delete(object.key) : .upsert(object)], resume: rv)
+                guard let object = storeObject(resource.kind, value) else { return [] }
+                return [.changes([event.type == "DELETED" ? .delete(object.key) : .upsert(object)], resume: rv)]
             case .failure(let error):
-                logger.warning("\(name): skipping \(key.map { "\($0)" } ?? "an object"): \(describe(error))")
+                let note = "\(key.map { "\($0)" } ?? "an object"): \(describe(error))"
+                logger.warning("\(name): skipping \(note)")
                 // A deletion still removes it; an update that no longer decodes removes it too
                 // (what a re-list would do).
-                return .changes(key.map { [.delete($0)] } ?? [], resume: rv)
+                return [.skipped(note), .changes(key.map { [.delete($0)] } ?? [], resume: rv)]
             }
         default:
             logger.warning("\(name): ignoring watch event of type \(event.type)")
-            return nil
+            return []
         }
     }
 
@@ -184,6 +193,7 @@ struct KubeFeed: Feed {
     struct Page {
         var objects: [ClusterObject]
         var skipped: Int
+        var notes: [String] = []
         var resourceVersion: String?
         var continueToken: String?
     }
@@ -207,7 +217,9 @@ struct KubeFeed: Feed {
             case .failure(let error):
                 page.skipped += 1
                 let key = objectKey(item.partial?.metadata)
-                logger.warning("\(name): skipping \(key.map { "\($0)" } ?? "an object"): \(describe(error))")
+                let note = "\(key.map { "\($0)" } ?? "an object"): \(describe(error))"
+                page.notes.append(note)
+                logger.warning("\(name): skipping \(note)")
             }
         }
         return page
@@ -215,7 +227,18 @@ struct KubeFeed: Feed {
 
     private func describe(_ error: any Error) -> String {
         guard let d = error as? DecodingError else { return "\(error)" }
-        func path(_ keys: [any CodingKey]) -> String { keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+        /// The field's path inside the object ("spec.ingress[0].from[1]"), without the list or
+        /// watch envelope around it ("items[3]", "object").
+        func path(_ keys: [any CodingKey]) -> String {
+            var keys = keys[...]
+            if keys.first?.stringValue == "items", keys.dropFirst().first?.intValue != nil { keys = keys.dropFirst(2) }
+            else if keys.first?.stringValue == "object" { keys = keys.dropFirst() }
+            var s = ""
+            for k in keys {
+                if let i = k.intValue { s += "[\(i)]" } else { s += (s.isEmpty ? "" : ".") + k.stringValue }
+            }
+            return s
+        }
         switch d {
         case .dataCorrupted(let c): return "\(path(c.codingPath)): \(c.debugDescription)"
         case .keyNotFound(let k, let c): return "\(path(c.codingPath + [k])): is required"

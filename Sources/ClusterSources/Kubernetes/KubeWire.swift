@@ -68,6 +68,7 @@ func storeObject(_ kind: ObjectKind, _ value: any Decodable) -> ClusterObject? {
     case (.endpointSlice, var o as EndpointSlice): o.metadata.resourceVersion = nil; return .endpointSlice(o)
     case (.pod, var o as Pod): o.metadata.resourceVersion = nil; return .pod(o)
     case (.namespace, var o as Namespace): o.metadata.resourceVersion = nil; return .namespace(o)
+    case (.networkPolicy, var o as NetworkPolicy): o.metadata.resourceVersion = nil; return .networkPolicy(o)
     default: return nil
     }
 }

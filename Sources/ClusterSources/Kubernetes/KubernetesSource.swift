@@ -27,9 +27,9 @@ public struct KubernetesSourceConfiguration: Sendable {
     }
 }
 
-/// Feeds the store from the Kubernetes API: Nodes, Services, EndpointSlices and Pods, each
-/// listed, applied as a difference, and watched from the list's resourceVersion. The store is
-/// marked synced once all four have listed.
+/// Feeds the store from the Kubernetes API: Nodes, Services, EndpointSlices, Pods, Namespaces
+/// and NetworkPolicies, each listed, applied as a difference, and watched from the list's
+/// resourceVersion. The store is marked synced once all of them have listed.
 public final class KubernetesSource: Sendable {
     public let configuration: KubernetesSourceConfiguration
     private let store: ClusterStore

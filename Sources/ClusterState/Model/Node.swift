@@ -80,16 +80,29 @@ public struct Node: Hashable, Sendable, Codable {
     }
 }
 
-/// A Namespace: only its name and labels matter to nodenet.
+/// A Namespace: only its name and labels matter to nodenet (namespaceSelector matches the labels).
 public struct Namespace: Hashable, Sendable, Codable {
     public var metadata: ObjectMeta
 
-    public init(metadata: ObjectMeta) { self.metadata = metadata }
+    /// The label the API server puts on every namespace, set to its name (whatever the manifest
+    /// said), so `namespaceSelector` can pick a namespace by name.
+    public static let nameLabel = "kubernetes.io/metadata.name"
+
+    /// Adds the `kubernetes.io/metadata.name` label as the API server does: the embedded and
+    /// etcd sources have no API server, and older stored rows lack it.
+    public init(metadata: ObjectMeta) {
+        var metadata = metadata
+        metadata.labels = (metadata.labels ?? [:]).merging([Self.nameLabel: metadata.name]) { _, name in name }
+        self.metadata = metadata
+    }
+
+    public var name: String { metadata.name }
+    public var labels: [String: String] { metadata.labels ?? [:] }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: AnyKey.self)
         try checkKind(c, decoder, .namespace)
-        metadata = try decodeMeta(c, decoder, kind: .namespace)
+        self.init(metadata: try decodeMeta(c, decoder, kind: .namespace))
     }
 
     public func encode(to encoder: any Encoder) throws {

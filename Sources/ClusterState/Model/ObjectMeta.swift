@@ -6,17 +6,19 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Compa
     case endpointSlice = "EndpointSlice"
     case pod = "Pod"
     case namespace = "Namespace"
+    /// networking.k8s.io/v1 NetworkPolicy.
+    case networkPolicy = "NetworkPolicy"
     /// Node-local: a CNI attachment (container id + ifname) and its addresses.
     case attachment = "PodAttachment"
     /// A node's pod subnet lease (embedded and etcd sources).
     case lease = "SubnetLease"
 
     /// Kinds a user may write with `nodenet apply`.
-    public static let manifestKinds: [ObjectKind] = [.namespace, .node, .service, .endpointSlice, .pod]
+    public static let manifestKinds: [ObjectKind] = [.namespace, .node, .service, .endpointSlice, .pod, .networkPolicy]
 
     public var isNamespaced: Bool {
         switch self {
-        case .service, .endpointSlice, .pod: true
+        case .service, .endpointSlice, .pod, .networkPolicy: true
         case .node, .namespace, .attachment, .lease: false
         }
     }
@@ -25,6 +27,7 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Compa
     public var apiVersion: String {
         switch self {
         case .endpointSlice: "discovery.k8s.io/v1"
+        case .networkPolicy: "networking.k8s.io/v1"
         case .attachment, .lease: "nodenet.io/v1"
         default: "v1"
         }

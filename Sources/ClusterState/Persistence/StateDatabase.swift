@@ -112,7 +112,8 @@ public final class StateDatabase: StorePersistence {
 
     /// Decodes a row of either form (rows written before the binary form are JSON).
     static func object(kind: ObjectKind, row bytes: UnsafeRawBufferPointer) throws -> ClusterObject {
-        if bytes.first == StoredCoding.marker { return try StoredCoding.decode(bytes) }
+        // Either binary marker: rows of the form before the topology fields (0xB1) still load.
+        if StoredCoding.isBinary(bytes) { return try StoredCoding.decode(bytes) }
         return try ObjectCoding.decode(kind: kind, Data(bytes))
     }
 

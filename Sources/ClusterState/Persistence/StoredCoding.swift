@@ -32,7 +32,7 @@ enum StoredCoding {
     /// True for kinds this form covers.
     static func covers(_ kind: ObjectKind) -> Bool {
         switch kind {
-        case .node, .service, .endpointSlice, .pod, .namespace: true
+        case .node, .service, .endpointSlice, .pod, .namespace, .networkPolicy: true
         case .attachment, .lease: false
         }
     }
@@ -84,6 +84,10 @@ enum StoredCoding {
         case .namespace(let o):
             w.u8(5)
             w.meta(o.metadata)
+        case .networkPolicy(let o):
+            // Tag 6 is new with the kind: no older row holds one, so no marker change.
+            w.u8(6)
+            w.networkPolicy(o)
         case .attachment, .lease:
             return nil
         }
@@ -145,6 +149,8 @@ enum StoredCoding {
                               ports: ports, podIPs: ips, phase: phase, ready: ready))
         case 5:
             object = .namespace(Namespace(metadata: try r.meta()))
+        case 6:
+            object = .networkPolicy(try r.networkPolicy())
         case let tag:
             throw StoredCodingError(message: "unknown kind tag \(tag)")
         }
@@ -274,6 +280,47 @@ private struct Writer {
         optString(o.ipFamilyPolicy?.rawValue)
         optString(o.trafficDistribution)
         optInt(o.healthCheckNodePort.map(Int.init))
+    }
+
+    mutating func selector(_ s: LabelSelector) {
+        optMap(s.matchLabels)
+        array(s.matchExpressions) { w, e in
+            w.string(e.key); w.string(e.operator.rawValue); w.array(e.values) { $0.string($1) }
+        }
+    }
+
+    mutating func optSelector(_ s: LabelSelector?) {
+        guard let s else { return u8(0) }
+        u8(1)
+        selector(s)
+    }
+
+    mutating func networkPolicy(_ o: NetworkPolicy) {
+        meta(o.metadata)
+        selector(o.podSelector)
+        array(o.policyTypes) { $0.string($1.rawValue) }
+        for rules in [o.ingress, o.egress] {
+            array(rules) { w, rule in
+                w.array(rule.ports) { w, p in
+                    w.string(p.protocol.rawValue)
+                    switch p.port {
+                    case nil: w.u8(0)
+                    case .int(let i)?: w.u8(1); w.int(i)
+                    case .string(let name)?: w.u8(2); w.string(name)
+                    }
+                    w.optInt(p.endPort)
+                }
+                w.array(rule.peers) { w, peer in
+                    w.optSelector(peer.podSelector)
+                    w.optSelector(peer.namespaceSelector)
+                    if let b = peer.ipBlock {
+                        w.u8(1); w.prefix(b.cidr); w.array(b.except) { $0.prefix($1) }
+                    } else {
+                        w.u8(0)
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -440,5 +487,52 @@ private struct Reader {
             s.healthCheckNodePort = try optInt().map { UInt16(truncatingIfNeeded: $0) }
         }
         return s
+    }
+
+    mutating func selector() throws(StoredCodingError) -> LabelSelector {
+        let labels = try optMap() ?? [:]
+        let expressions = try array { r throws(StoredCodingError) -> LabelSelector.Requirement in
+            let key = try r.string()
+            let op = try r.enumValue(LabelSelector.Operator.self)
+            return LabelSelector.Requirement(key: key, operator: op, values: try r.array { r throws(StoredCodingError) in try r.string() })
+        }
+        return LabelSelector(matchLabels: labels, matchExpressions: expressions)
+    }
+
+    mutating func optSelector() throws(StoredCodingError) -> LabelSelector? {
+        try u8() == 0 ? nil : try selector()
+    }
+
+    mutating func networkPolicy() throws(StoredCodingError) -> NetworkPolicy {
+        let meta = try meta()
+        let podSelector = try selector()
+        let types = try array { r throws(StoredCodingError) in try r.enumValue(NetworkPolicy.PolicyType.self) }
+        var rules: [[NetworkPolicy.Rule]] = []
+        for _ in 0..<2 {
+            rules.append(try array { r throws(StoredCodingError) -> NetworkPolicy.Rule in
+                let ports = try r.array { r throws(StoredCodingError) -> NetworkPolicy.Port in
+                    let proto = try r.enumValue(L4Protocol.self)
+                    let port: IntOrString?
+                    switch try r.u8() {
+                    case 0: port = nil
+                    case 1: port = .int(try r.int())
+                    case 2: port = .string(try r.string())
+                    case let t: throw StoredCodingError(message: "unknown port tag \(t)")
+                    }
+                    return NetworkPolicy.Port(protocol: proto, port: port, endPort: try r.optInt())
+                }
+                let peers = try r.array { r throws(StoredCodingError) -> NetworkPolicy.Peer in
+                    let pods = try r.optSelector()
+                    let namespaces = try r.optSelector()
+                    var block: NetworkPolicy.IPBlock?
+                    if try r.u8() != 0 {
+                        block = NetworkPolicy.IPBlock(cidr: try r.prefix(), except: try r.array { r throws(StoredCodingError) in try r.prefix() })
+                    }
+                    return NetworkPolicy.Peer(podSelector: pods, namespaceSelector: namespaces, ipBlock: block)
+                }
+                return NetworkPolicy.Rule(ports: ports, peers: peers)
+            })
+        }
+        return NetworkPolicy(metadata: meta, podSelector: podSelector, policyTypes: types, ingress: rules[0], egress: rules[1])
     }
 }

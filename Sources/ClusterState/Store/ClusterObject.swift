@@ -5,6 +5,7 @@ public enum ClusterObject: Hashable, Sendable {
     case endpointSlice(EndpointSlice)
     case pod(Pod)
     case namespace(Namespace)
+    case networkPolicy(NetworkPolicy)
     case attachment(PodAttachment)
     case lease(SubnetLease)
 
@@ -15,6 +16,7 @@ public enum ClusterObject: Hashable, Sendable {
         case .endpointSlice: .endpointSlice
         case .pod: .pod
         case .namespace: .namespace
+        case .networkPolicy: .networkPolicy
         case .attachment: .attachment
         case .lease: .lease
         }
@@ -27,6 +29,7 @@ public enum ClusterObject: Hashable, Sendable {
         case .endpointSlice(let o): ObjectKey(.endpointSlice, namespace: o.namespace, name: o.metadata.name)
         case .pod(let o): ObjectKey(.pod, namespace: o.namespace, name: o.name)
         case .namespace(let o): ObjectKey(.namespace, name: o.metadata.name)
+        case .networkPolicy(let o): ObjectKey(.networkPolicy, namespace: o.namespace, name: o.name)
         case .attachment(let o): ObjectKey(.attachment, name: o.keyName)
         case .lease(let o): ObjectKey(.lease, name: o.nodeName)
         }

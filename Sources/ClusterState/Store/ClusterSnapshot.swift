@@ -11,6 +11,7 @@ public struct ClusterSnapshot: Sendable {
     public internal(set) var services: [NamespacedName: Service] = [:]
     public internal(set) var endpointSlices: [NamespacedName: EndpointSlice] = [:]
     public internal(set) var pods: [NamespacedName: Pod] = [:]
+    public internal(set) var networkPolicies: [NamespacedName: NetworkPolicy] = [:]
     /// Keyed by "containerID/ifname".
     public internal(set) var attachments: [String: PodAttachment] = [:]
     public internal(set) var leases: [String: SubnetLease] = [:]
@@ -26,6 +27,7 @@ public struct ClusterSnapshot: Sendable {
         case .service: services[NamespacedName(key.namespace, key.name)].map(ClusterObject.service)
         case .endpointSlice: endpointSlices[NamespacedName(key.namespace, key.name)].map(ClusterObject.endpointSlice)
         case .pod: pods[NamespacedName(key.namespace, key.name)].map(ClusterObject.pod)
+        case .networkPolicy: networkPolicies[NamespacedName(key.namespace, key.name)].map(ClusterObject.networkPolicy)
         case .attachment: attachments[key.name].map(ClusterObject.attachment)
         case .lease: leases[key.name].map(ClusterObject.lease)
         }
@@ -45,6 +47,8 @@ public struct ClusterSnapshot: Sendable {
         case (.service, _): services[nn] = nil
         case (.pod, .pod(let o)): pods[nn] = o
         case (.pod, _): pods[nn] = nil
+        case (.networkPolicy, .networkPolicy(let o)): networkPolicies[nn] = o
+        case (.networkPolicy, _): networkPolicies[nn] = nil
         case (.attachment, .attachment(let o)): attachments[key.name] = o
         case (.attachment, _): attachments[key.name] = nil
         case (.lease, .lease(let o)): leases[key.name] = o
@@ -70,7 +74,7 @@ public struct ClusterSnapshot: Sendable {
     }
 
     public var objectCount: Int {
-        nodes.count + namespaces.count + services.count + endpointSlices.count + pods.count + attachments.count + leases.count
+        nodes.count + namespaces.count + services.count + endpointSlices.count + pods.count + networkPolicies.count + attachments.count + leases.count
     }
 
     public func count(of kind: ObjectKind) -> Int {
@@ -80,6 +84,7 @@ public struct ClusterSnapshot: Sendable {
         case .service: services.count
         case .endpointSlice: endpointSlices.count
         case .pod: pods.count
+        case .networkPolicy: networkPolicies.count
         case .attachment: attachments.count
         case .lease: leases.count
         }
@@ -93,6 +98,7 @@ public struct ClusterSnapshot: Sendable {
         out += services.values.map(ClusterObject.service)
         out += endpointSlices.values.map(ClusterObject.endpointSlice)
         out += pods.values.map(ClusterObject.pod)
+        out += networkPolicies.values.map(ClusterObject.networkPolicy)
         out += attachments.values.map(ClusterObject.attachment)
         out += leases.values.map(ClusterObject.lease)
         return out.sorted { $0.key < $1.key }

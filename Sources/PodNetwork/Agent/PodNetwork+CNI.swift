@@ -129,6 +129,14 @@ extension PodNetwork {
                                version: version)
             }
         }
+        if let gate = admissionGate {
+            do {
+                try await gate(attachment, await store.version)
+            } catch {
+                _ = await removeLogged(containerID: containerID, ifname: ifname, reason: "network policy not programmed")
+                throw CNIError(.agentFailure, "\(error); nothing was attached", version: version)
+            }
+        }
         logger.info("pod attached", metadata: [
             "container": "\(containerID.prefix(12))", "pod": "\(attachment.pod?.description ?? "-")",
             "ips": "\(allocations.map(\.address.description))", "host": "\(hostName)",

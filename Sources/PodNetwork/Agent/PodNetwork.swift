@@ -46,6 +46,15 @@ public final class PodNetwork: Sendable {
     private let addsInFlight = Mutex<[AttachmentID: Int]>([:])
     /// Test seams; nil in the agent.
     let testHooks = Mutex<TestHooks>(TestHooks())
+    /// What an ADD waits for after its attachment is recorded and before it replies: the
+    /// agent's network policy enforcement, so that the pod's first packet meets its policies.
+    /// Given the store version holding the attachment; throws to fail the ADD (undone).
+    private let admission = Mutex<(@Sendable (PodAttachment, UInt64) async throws -> Void)?>(nil)
+
+    public func setAdmission(_ gate: (@Sendable (PodAttachment, UInt64) async throws -> Void)?) {
+        admission.withLock { $0 = gate }
+    }
+    var admissionGate: (@Sendable (PodAttachment, UInt64) async throws -> Void)? { admission.withLock { $0 } }
 
     struct TestHooks {
         /// Runs in ADD right after its addresses are allocated (before the interfaces and the record).

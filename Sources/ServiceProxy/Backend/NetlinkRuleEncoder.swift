@@ -123,6 +123,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .inetProto: (12, 1)
         case .inetService: (13, 2)
         case .integer: (4, 4)
+        case .mark: (19, 4)
         }
     }
 
@@ -134,6 +135,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case 12: .inetProto
         case 13: .inetService
         case 4: .integer
+        case 19: .mark
         default: nil
         }
     }
@@ -239,7 +241,17 @@ public struct NetlinkRuleEncoder: Sendable {
         case .ctOriginalDaddr: return .ctDirection(key: v4 ? 20 : 22, dreg: reg, direction: 0)
         case .ctOriginalDport: return .ctDirection(key: 12, dreg: reg, direction: 0)
         case .numgen(let n): return .numgenRandom(modulus: n, dreg: reg)
+        case .mapped(let inner, _): return load(inner, family, into: reg)
+        case .ctMark: return .ct(key: 3 /* NFT_CT_MARK */, dreg: reg)
         }
+    }
+
+    /// The expressions that put a field's value into `reg`: one load, or for a mapped field
+    /// the load of its key followed by the map lookup writing the data over it (the key may
+    /// spill into the next registers, which later fields overwrite).
+    static func loadExpressions(_ field: NFField, _ family: TableFamily, into reg: UInt32) -> [NFTablesExpression] {
+        guard case .mapped(let inner, let map) = field else { return [load(field, family, into: reg)] }
+        return loadExpressions(inner, family, into: reg) + [.lookup(NFTablesSetReference(map), sreg: reg, dreg: reg, inverted: false)]
     }
 
     static func length(_ field: NFField, _ family: TableFamily) -> Int {
@@ -247,7 +259,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .saddr, .daddr: family == .ip ? 4 : 16
         case .l4proto: 1
         case .dport, .ctOriginalDport: 2
-        case .mark, .numgen: 4
+        case .mark, .numgen, .mapped, .ctMark: 4
         case .ctOriginalDaddr: family == .ip ? 4 : 16
         }
     }
@@ -265,7 +277,7 @@ public struct NetlinkRuleEncoder: Sendable {
         for f in fields {
             let reg = words == 0 ? NFTablesExpression.register1 : NFTablesExpression.register32(words)
             words += roundUp4(length(f, family)) / 4
-            out.append(load(f, family, into: reg))
+            out += loadExpressions(f, family, into: reg)
         }
         return out
     }
@@ -277,7 +289,7 @@ public struct NetlinkRuleEncoder: Sendable {
         case .match(let field, .prefix(let p), let negated) where field == .saddr || field == .daddr:
             return NFTablesExpression.match(p, source: field == .saddr, negated: negated)
         case .match(let field, let value, let negated):
-            return [Self.load(field, family, into: r1), .cmp(sreg: r1, equal: !negated, data: Self.bytes(value))]
+            return Self.loadExpressions(field, family, into: r1) + [.cmp(sreg: r1, equal: !negated, data: Self.bytes(value))]
         case .matchAny(let field, let values, let negated) where values.count == 1:
             // nft turns a one-element anonymous set into a plain match; do the same so both list alike.
             return expressions(.match(field, values[0], negated: negated), family, &state, &pre)
@@ -337,6 +349,15 @@ public struct NetlinkRuleEncoder: Sendable {
                     .lookup(NFTablesSetReference(map.name, id: id), sreg: r1, dreg: NFTablesExpression.verdictRegister, inverted: false)]
         case .fibTypeLocal(let field):
             return [.fibAddressType(source: field == .saddr, dreg: r1), .cmp(sreg: r1, equal: true, data: Self.host32(2 /* RTN_LOCAL */))]
+        case .ctMarkSet(let field):
+            return Self.loadExpressions(field, family, into: r1) + [.ctSet(key: 3 /* NFT_CT_MARK */, sreg: r1)]
+        case .icmpv6Type(let t):
+            return [.meta(.l4proto, dreg: r1), .cmp(sreg: r1, equal: true, data: [58]),
+                    .payload(base: .transport, offset: 0, length: 1, dreg: r1), .cmp(sreg: r1, equal: true, data: [t])]
+        case .ctStateEstablishedRelated:
+            // NF_CT_STATE_BIT(IP_CT_ESTABLISHED) = 2, NF_CT_STATE_BIT(IP_CT_RELATED) = 4.
+            return [.ct(key: 0 /* NFT_CT_STATE */, dreg: r1), .bitwise(sreg: r1, dreg: r1, mask: Self.host32(6), xor: Self.host32(0)),
+                    .cmp(sreg: r1, equal: false, data: Self.host32(0))]
         case .ctStateNew:
             // NF_CT_STATE_BIT(IP_CT_NEW) = 1 << (IP_CT_NEW + 1) = 8.
             return [.ct(key: 0 /* NFT_CT_STATE */, dreg: r1), .bitwise(sreg: r1, dreg: r1, mask: Self.host32(8), xor: Self.host32(0)),
@@ -362,6 +383,9 @@ public struct NetlinkRuleEncoder: Sendable {
             return [.reject(tcpReset: true, icmpCode: 0)]
         case .reject(.portUnreachable):
             return [.reject(tcpReset: false, icmpCode: family == .ip ? 3 : 4)]
+        case .reject(.adminProhibited):
+            // ICMP_PKT_FILTERED (13); ICMPV6_ADM_PROHIBITED (1).
+            return [.reject(tcpReset: false, icmpCode: family == .ip ? 13 : 1)]
         case .verdict(let v):
             return [.verdict(Self.verdict(v))]
         }

@@ -19,8 +19,14 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     private let transactions = Atomic<Int>(0)
 
     /// Sockets open in `namespace` (the current one when nil) and keep acting on it from any thread.
-    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet", additionBatchLimit: Int = 10_000) throws {
+    /// - Parameter rewriteCheckFrom: how many chain rewrites a transaction needs before the
+    ///   backend reads the kernel's rule digests to drop the unchanged ones (a rule dump costs
+    ///   about what rewriting a few chains does; the policy tables, with a handful of fixed
+    ///   chains, check always so that a restart writes nothing).
+    public init(namespace: NetworkNamespace? = nil, tableName: String = "nodenet", additionBatchLimit: Int = 10_000,
+                rewriteCheckFrom: Int = 16) throws {
         self.tableName = tableName
+        self.rewriteCheckFrom = max(1, rewriteCheckFrom)
         self.additionBatchLimit = max(1, additionBatchLimit)
         encoder = NetlinkRuleEncoder(tableName: tableName)
         if let namespace {
@@ -39,6 +45,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
 
     /// Messages per nf_tables batch when a transaction only adds (see `apply`).
     public let additionBatchLimit: Int
+    public let rewriteCheckFrom: Int
 
     /// One transaction, one nf_tables batch: all or nothing.
     ///
@@ -81,7 +88,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
     /// quadratic (5,000 services: 17 s). Only worth a rule dump for large rewrites.
     private func skippingUnchangedRewrites(_ ops: [RulesetOperation]) throws(BackendError) -> [RulesetOperation] {
         let candidates = Self.skippableRewrites(ops)
-        guard candidates.count >= 16 else { return ops }
+        guard candidates.count >= rewriteCheckFrom else { return ops }
         var held: [ChainKey: [UInt64]] = [:]
         for family in Set(candidates.keys.map(\.family)) {
             let records: [NFTablesRuleRecord]
@@ -368,7 +375,7 @@ public final class NetlinkRulesetBackend: RulesetBackend {
                 guard let p = L4Protocol.allCases.first(where: { $0.number == b[0] }) else { return nil }
                 values.append(.proto(p))
             case .inetService: values.append(.port(UInt16(b[0]) << 8 | UInt16(b[1])))
-            case .integer: values.append(.slot(b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+            case .integer, .mark: values.append(.slot(b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
             case .verdict: return nil
             }
             offset += types.count > 1 || concatenated ? NetlinkRuleEncoder.roundUp4(length) : length

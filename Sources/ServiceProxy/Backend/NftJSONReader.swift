@@ -112,7 +112,7 @@ struct NftJSONReader {
             if let n = v as? Int, let p = L4Protocol.allCases.first(where: { Int($0.number) == n }) { return .proto(p) }
         case .inetService:
             if let n = v as? Int, let p = UInt16(exactly: n) { return .port(p) }
-        case .integer:
+        case .integer, .mark:
             if let n = v as? Int, let p = UInt32(exactly: n) { return .slot(p) }
         case .verdict: break
         }

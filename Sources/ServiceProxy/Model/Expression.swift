@@ -36,6 +36,13 @@ public enum NFExpression: Hashable, Sendable {
     case fibTypeLocal(NFField)
     /// `ct state new`.
     case ctStateNew
+    /// `ct state established,related`: a reply or a connection already let through.
+    case ctStateEstablishedRelated
+    /// `ct mark set <field>` (a mapped field: no match, and no change, when the map has no key).
+    case ctMarkSet(NFField)
+    /// `icmpv6 type N` (implies `meta l4proto ipv6-icmp`): neighbour discovery in the policy
+    /// tables, which must never be filtered.
+    case icmpv6Type(UInt8)
     /// `meta mark & M == 0`.
     case markClear(UInt32)
     /// `meta mark set meta mark or M`.
@@ -75,9 +82,20 @@ public enum NFExpression: Hashable, Sendable {
     /// Named sets this expression refers to.
     var setReferences: [String] {
         switch self {
-        case .lookup(_, let s, _), .vmap(_, let s), .updateSet(let s, _), .dnatMap(_, let s), .recordDestination(let s, _, _, _): [s]
+        case .lookup(let fs, let s, _): [s] + fs.flatMap(\.mapReferences)
+        case .vmap(let fs, let s), .dnatMap(let fs, let s): [s] + fs.flatMap(\.mapReferences)
+        case .updateSet(let s, _), .recordDestination(let s, _, _, _): [s]
+        case .match(let f, _, _), .matchAny(let f, _, _), .ctMarkSet(let f): f.mapReferences
         default: []
         }
+    }
+}
+
+extension NFField {
+    /// Maps a `mapped` field reads (nested ones too).
+    var mapReferences: [String] {
+        if case .mapped(let inner, let map) = self { return [map] + inner.mapReferences }
+        return []
     }
 }
 

@@ -69,6 +69,9 @@ public enum NFDataType: String, Hashable, Sendable {
     case inetService = "inet_service"
     /// A 4-byte host-order integer (the endpoint slot of `numgen random mod N`).
     case integer
+    /// nft's `mark` type: a 4-byte host-order integer that nft accepts in a concatenation (the
+    /// policy tables' identity numbers, which a map lookup writes into a register).
+    case mark
     case verdict
 
     public static func address(_ family: TableFamily) -> Self { family == .ip ? .ipv4Addr : .ipv6Addr }
@@ -89,6 +92,13 @@ public enum NFField: Hashable, Sendable {
     case ctOriginalDport
     /// `numgen random mod N`: a random slot 0..N-1, as the last field of a map key.
     case numgen(UInt32)
+    /// `ip saddr map @m`: the 4-byte data the map holds for the field's value (the policy
+    /// tables' identity of an address). No match when the map has no such key: the rule ends
+    /// there, as any failed lookup.
+    indirect case mapped(NFField, map: String)
+    /// `ct mark`: the connection's mark (the policy tables park a peer's identity there
+    /// between a map lookup and the set lookup that reads it).
+    case ctMark
 }
 
 public enum Verdict: Hashable, Sendable, CustomStringConvertible {
@@ -122,4 +132,6 @@ public enum RejectKind: Hashable, Sendable {
     case tcpReset
     /// ICMP(v6) port unreachable: refused for UDP and SCTP.
     case portUnreachable
+    /// ICMP(v6) administratively prohibited: refused by a filter (network policy).
+    case adminProhibited
 }

@@ -116,6 +116,9 @@ public struct NftRenderer: Sendable {
             return "numgen random mod \(vs.count) vmap { \(items) }"
         case .fibTypeLocal(let fl): return "fib \(fl == .saddr ? "saddr" : "daddr") type local"
         case .ctStateNew: return "ct state new"
+        case .ctStateEstablishedRelated: return "ct state established,related"
+        case .icmpv6Type(let t): return "icmpv6 type \(t)"
+        case .ctMarkSet(let fl): return "ct mark set \(field(fl, f))"
         case .markClear(let m): return "meta mark & \(mark(m)) == 0"
         case .markSetOr(let m): return "meta mark set meta mark or \(mark(m))"
         case .markSetXor(let m): return "meta mark set meta mark xor \(mark(m))"
@@ -130,6 +133,7 @@ public struct NftRenderer: Sendable {
         case .masquerade: return "masquerade fully-random"
         case .reject(.tcpReset): return "reject with tcp reset"
         case .reject(.portUnreachable): return f == .ip ? "reject with icmp port-unreachable" : "reject with icmpv6 port-unreachable"
+        case .reject(.adminProhibited): return f == .ip ? "reject with icmp admin-prohibited" : "reject with icmpv6 admin-prohibited"
         case .verdict(let v): return v.description
         }
     }
@@ -144,6 +148,8 @@ public struct NftRenderer: Sendable {
         case .ctOriginalDaddr: "ct original \(f.rawValue) daddr"
         case .ctOriginalDport: "ct original proto-dst"
         case .numgen(let n): "numgen random mod \(n)"
+        case .mapped(let inner, let m): "\(field(inner, f)) map @\(m)"
+        case .ctMark: "ct mark"
         }
     }
 }

@@ -1,0 +1,524 @@
+import ClusterState
+import IPAddressing
+import ServiceProxy
+
+/// One batch of changes to what policy enforcement reads (nil: removed).
+public struct PolicyChanges: Sendable {
+    public var pods: [NamespacedName: PolicyInputs.PodInfo?] = [:]
+    public var namespaces: [String: [String: String]?] = [:]
+    public var policies: [NamespacedName: NetworkPolicy?] = [:]
+
+    public init(pods: [NamespacedName: PolicyInputs.PodInfo?] = [:], namespaces: [String: [String: String]?] = [:],
+                policies: [NamespacedName: NetworkPolicy?] = [:]) {
+        self.pods = pods
+        self.namespaces = namespaces
+        self.policies = policies
+    }
+
+    public var isEmpty: Bool { pods.isEmpty && namespaces.isEmpty && policies.isEmpty }
+}
+
+/// Selection and rule resolution, kept up to date change by change: `PolicyDesired` and the
+/// tables' model (`model`) with the element operations that take the kernel from the previous
+/// state to the new one (`takeOperations`). The work of a change is bounded by what it touches:
+/// a pod's addresses, the policies whose selectors can match the identities it creates or ends,
+/// the policies that changed; never a walk over every pod or element.
+public struct PolicyEngine: Sendable {
+    public let everyNodeLocal: Bool
+    public private(set) var desired = PolicyDesired()
+    public private(set) var inputs = PolicyInputs()
+    /// The tables as they must be in the kernel.
+    public private(set) var model = RulesetModel()
+
+    private var identityNumbers = NumberAllocator<Identity>()
+    private var namespaceNumbers = NumberAllocator<String>()
+    private var identityOf: [NamespacedName: Identity] = [:]
+    private var members: [Identity: Set<NamespacedName>] = [:]
+    private var localMembers: [Identity: Int] = [:]
+    private var byNamespace: [String: Set<Identity>] = [:]
+    private var contributions: [NamespacedName: Contribution] = [:]
+    private var keysByLocal: [UInt32: Set<AllowKey>] = [:]
+    /// eg-dns elements per local source address.
+    private var dnsElements: [IPAddress: Set<ElementKey>] = [:]
+    private var pending = ElementDelta()
+
+    struct Contribution: Sendable {
+        var allows: [AllowKey: Set<RuleRef>] = [:]
+        var isolates: [PolicyDirection: Set<UInt32>] = [:]
+        var unresolved: [RuleRef: Set<String>] = [:]
+    }
+
+    public init(everyNodeLocal: Bool = false, dnsAddresses: [IPAddress] = []) {
+        self.everyNodeLocal = everyNodeLocal
+        for family in TableFamily.allCases { model.tables[family] = PolicyTables.skeleton(family) }
+        if !dnsAddresses.isEmpty { setDNSAddresses(dnsAddresses) }
+    }
+
+    // MARK: inputs
+
+    /// Identity and namespace numbers an earlier run wrote to the kernel's maps (address ->
+    /// number), taken over for the pods that still hold those addresses, so that a restart
+    /// finds every element already right. Call before the first `load`.
+    public mutating func seedNumbers(from kernel: RulesetModel, for all: PolicyInputs) {
+        var byAddress: [IPAddress: UInt32] = [:], nsByAddress: [IPAddress: UInt32] = [:]
+        for table in kernel.tables.values {
+            for (set, into) in [(PolicyTables.Names.identity, 0), (PolicyTables.Names.namespace, 1)] {
+                for (k, v) in table.sets[set]?.elements ?? [:] {
+                    guard case .address(let a)? = k.values.first, case .data(let d)?? = v, case .slot(let n)? = d.values.first else { continue }
+                    if into == 0 { byAddress[a] = n } else { nsByAddress[a] = n }
+                }
+            }
+        }
+        var identities: [Identity: UInt32] = [:], namespaces: [String: UInt32] = [:]
+        var pods = all.pods
+        if !all.dnsAddresses.isEmpty {
+            pods[PolicyInputs.dnsPodID] = PolicyInputs.PodInfo(id: PolicyInputs.dnsPodID, labels: PolicyInputs.dnsPodLabels,
+                                                              ips: all.dnsAddresses, ports: PolicyInputs.dnsPodPorts, local: false)
+        }
+        for (id, pod) in pods {
+            for ip in pod.ips {
+                if let n = byAddress[ip] { identities[Identity(namespace: id.namespace, labels: pod.labels, ports: pod.ports)] = n }
+                if let n = nsByAddress[ip] { namespaces[id.namespace] = n }
+            }
+        }
+        identityNumbers.seed(identities)
+        namespaceNumbers.seed(namespaces)
+    }
+
+    /// Everything at once (a full compile): the same path as a change.
+    public mutating func load(_ all: PolicyInputs) {
+        if all.dnsAddresses != inputs.dnsAddresses { setDNSAddresses(all.dnsAddresses) }
+        var c = PolicyChanges()
+        for (name, labels) in all.namespaces { c.namespaces[name] = .some(labels) }
+        for name in inputs.namespaces.keys where all.namespaces[name] == nil { c.namespaces[name] = .some(nil) }
+        for (id, pod) in all.pods { c.pods[id] = .some(pod) }
+        for id in inputs.pods.keys where all.pods[id] == nil && id != PolicyInputs.dnsPodID { c.pods[id] = .some(nil) }
+        for (id, p) in all.policies { c.policies[id] = .some(p) }
+        for id in inputs.policies.keys where all.policies[id] == nil { c.policies[id] = .some(nil) }
+        apply(c)
+    }
+
+    /// The DNS responder's addresses: a pod (`PolicyInputs.dnsPodID`) that selectors see.
+    public mutating func setDNSAddresses(_ addresses: [IPAddress]) {
+        for a in desired.dnsAddresses { pendingRemove(a.family, PolicyTables.Names.dnsAddresses, [.address(a)]) }
+        desired.dnsAddresses = addresses
+        inputs.dnsAddresses = addresses
+        for a in addresses { pendingAdd(a.family, PolicyTables.Names.dnsAddresses, [.address(a)]) }
+        let pod: PolicyInputs.PodInfo? = addresses.isEmpty ? nil
+            : PolicyInputs.PodInfo(id: PolicyInputs.dnsPodID, labels: PolicyInputs.dnsPodLabels, ips: addresses,
+                                   ports: PolicyInputs.dnsPodPorts, local: false)
+        apply(PolicyChanges(pods: [PolicyInputs.dnsPodID: pod]))
+    }
+
+    /// The node's pod subnets (the forward chain drops their addresses no pod holds yet).
+    /// Changes two rules per subnet: set once when the node gets its subnets.
+    public mutating func setLocalSubnets(_ subnets: [IPPrefix]) {
+        let s = subnets.map(\.network)
+        guard s != desired.localSubnets else { return }
+        desired.localSubnets = s
+        for family in TableFamily.allCases {
+            model.tables[family]!.chains[PolicyTables.Names.forward] = PolicyTables.forwardChain(family, localSubnets: s)
+        }
+        pending.forwardChanged = true
+    }
+
+    public mutating func apply(_ changes: PolicyChanges) {
+        var reevaluate: Set<NamespacedName> = []
+        var identitiesChanged: [Identity] = []
+        var namespaceLabelsChanged = false
+        var touchedLocal: Set<UInt32> = []
+
+        for (name, labels) in changes.namespaces {
+            let old = inputs.namespaces[name]
+            if let labels {
+                var l = labels
+                l[PolicyInputs.namespaceNameLabel] = name
+                inputs.namespaces[name] = l
+                if old != l { namespaceLabelsChanged = true }
+                if desired.namespaceNumbers[name] == nil { desired.namespaceNumbers[name] = namespaceNumbers.number(for: name) }
+            } else if old != nil {
+                inputs.namespaces[name] = nil
+                namespaceLabelsChanged = true
+            }
+        }
+
+        // Leave first, join after: an address a removed pod held may already be a new pod's.
+        let podChanges = changes.pods.filter { inputs.pods[$0.key] != $0.value }
+        for (id, _) in podChanges {
+            guard let old = inputs.pods[id], let oi = identityOf[id], let n = identityNumbers.numbers[oi] else { continue }
+            let wasLocal = isLocal(old)
+            for ip in old.ips { removeAddress(ip, identity: n, local: wasLocal) }
+            members[oi]?.remove(id)
+            if wasLocal {
+                touchedLocal.insert(n)
+                localMembers[oi, default: 0] -= 1
+            }
+            if members[oi]?.isEmpty ?? true || (wasLocal && localMembers[oi] == 0) { identitiesChanged.append(oi) }
+            inputs.pods[id] = nil
+            identityOf[id] = nil
+        }
+        for (id, info) in podChanges {
+            guard let info else { continue }
+            let ni = Identity(namespace: id.namespace, labels: info.labels, ports: info.ports)
+            let isNew = members[ni]?.isEmpty ?? true
+            inputs.pods[id] = info
+            identityOf[id] = ni
+            members[ni, default: []].insert(id)
+            byNamespace[id.namespace, default: []].insert(ni)
+            let n = identityNumbers.number(for: ni)
+            desired.identities[n] = ni
+            if desired.namespaceNumbers[id.namespace] == nil {
+                desired.namespaceNumbers[id.namespace] = namespaceNumbers.number(for: id.namespace)
+            }
+            let local = isLocal(info)
+            if local {
+                localMembers[ni, default: 0] += 1
+                touchedLocal.insert(n)
+            }
+            if isNew || (local && localMembers[ni] == 1) { identitiesChanged.append(ni) }
+            for ip in info.ips { addAddress(ip, identity: n, namespace: desired.namespaceNumbers[id.namespace]!, pod: id, local: local) }
+        }
+
+        // Which policies can see the changed identities (as targets or as peers).
+        if !identitiesChanged.isEmpty || namespaceLabelsChanged {
+            for (pid, p) in inputs.policies {
+                if namespaceLabelsChanged && p.usesNamespaceSelectors { reevaluate.insert(pid); continue }
+                if p.dependsOnPodAddresses && !podChanges.isEmpty { reevaluate.insert(pid); continue }
+                if identitiesChanged.contains(where: { canSee(p, $0) }) { reevaluate.insert(pid) }
+            }
+        } else if !podChanges.isEmpty {
+            for (pid, p) in inputs.policies where p.dependsOnPodAddresses { reevaluate.insert(pid) }
+        }
+        for (id, p) in changes.policies {
+            if let p { inputs.policies[id] = p } else { inputs.policies[id] = nil }
+            reevaluate.insert(id)
+        }
+        for id in reevaluate.sorted() {
+            let next = inputs.policies[id].map { evaluate($0) } ?? Contribution()
+            replace(id, with: next, touched: &touchedLocal)
+        }
+        // Identities that ended: their numbers are free once nothing refers to them.
+        for identity in Set(identitiesChanged) where members[identity]?.isEmpty ?? true {
+            members[identity] = nil
+            localMembers[identity] = nil
+            byNamespace[identity.namespace]?.remove(identity)
+            if byNamespace[identity.namespace]?.isEmpty == true { byNamespace[identity.namespace] = nil }
+            if let n = identityNumbers.numbers[identity] {
+                desired.identities[n] = nil
+                desired.isolatedBy[n] = nil
+                keysByLocal[n] = nil
+                identityNumbers.release(identity)
+            }
+        }
+        for n in touchedLocal { refreshDNS(localIdentity: n) }
+    }
+
+    private func isLocal(_ pod: PolicyInputs.PodInfo) -> Bool {
+        pod.local || (everyNodeLocal && pod.id != PolicyInputs.dnsPodID)
+    }
+
+    // MARK: selection
+
+    private func namespaces(_ policy: NetworkPolicy, _ peer: NetworkPolicy.Peer) -> [String] {
+        guard let sel = peer.namespaceSelector else { return [policy.namespace] }
+        return Array(Set(byNamespace.keys).union(inputs.namespaces.keys)).filter { sel.matches(inputs.labels(ofNamespace: $0)) }.sorted()
+    }
+
+    /// Could the identity be a target or a peer of the policy? (A cheap over-approximation:
+    /// re-evaluating a policy that turns out unchanged costs only its own work.)
+    private func canSee(_ p: NetworkPolicy, _ identity: Identity) -> Bool {
+        if identity.namespace == p.namespace && p.podSelector.matches(identity.labels) { return true }
+        for rule in p.ingress + p.egress {
+            // A rule for every peer, or blocks only: no identity of a peer matters to it.
+            for peer in rule.peers where peer.ipBlock == nil {
+                let nsOK = peer.namespaceSelector.map { $0.matches(inputs.labels(ofNamespace: identity.namespace)) } ?? (identity.namespace == p.namespace)
+                if nsOK && (peer.podSelector ?? .everything).matches(identity.labels) { return true }
+            }
+        }
+        return false
+    }
+
+    private func number(_ identity: Identity) -> UInt32? { identityNumbers.numbers[identity] }
+
+    /// One policy's allow keys and isolations, from the current identities.
+    private func evaluate(_ policy: NetworkPolicy) -> Contribution {
+        var c = Contribution()
+        let targets = (byNamespace[policy.namespace] ?? []).filter {
+            policy.podSelector.matches($0.labels) && (localMembers[$0] ?? 0) > 0
+        }.sorted()
+        guard !targets.isEmpty else { return c }
+        for direction in PolicyDirection.allCases {
+            guard direction == .ingress ? policy.isolatesIngress : policy.isolatesEgress else { continue }
+            c.isolates[direction] = Set(targets.compactMap(number))
+            let rules = direction == .ingress ? policy.ingress : policy.egress
+            for (index, rule) in rules.enumerated() {
+                let ref = RuleRef(policy: policy.id, direction: direction, index: index)
+                let hasNamedPort = rule.ports.contains { if case .string? = $0.port { true } else { false } }
+                // Resolved port ranges on a destination identity (nil: every port and protocol).
+                func ports(on destination: Identity?) -> [PortRange]? {
+                    guard !rule.ports.isEmpty else { return nil }
+                    var out: [PortRange] = []
+                    for p in rule.ports {
+                        switch p.port {
+                        case nil: out.append(PortRange(p.protocol, 1, 65535))
+                        case .int(let n)?:
+                            let first = UInt16(clamping: n), last = UInt16(clamping: p.endPort ?? n)
+                            if first >= 1, first <= last { out.append(PortRange(p.protocol, first, last)) }
+                        case .string(let name)?:
+                            let numbers = destination?.resolve(name, p.protocol) ?? []
+                            if numbers.isEmpty { c.unresolved[ref, default: []].insert(name) }
+                            out += numbers.map { PortRange(p.protocol, $0, $0) }
+                        }
+                    }
+                    return out
+                }
+                for t in targets {
+                    guard let local = number(t) else { continue }
+                    func add(_ key: AllowKey) { c.allows[key, default: []].insert(ref) }
+                    func addAll(_ make: (PortRange?) -> AllowKey, _ ps: [PortRange]?) {
+                        if let ps { for r in ps { add(make(r)) } } else { add(make(nil)) }
+                    }
+                    let peers: [NetworkPolicy.Peer] = rule.peers.isEmpty ? [NetworkPolicy.Peer()] : rule.peers
+                    for peer in peers {
+                        let everything = rule.peers.isEmpty
+                        if everything || peer.ipBlock != nil {
+                            let ranges: [AddressRange] = everything
+                                ? [AddressRange.everything(.v4), AddressRange.everything(.v6)]
+                                : AddressRange.subtracting(peer.ipBlock!.cidr, peer.ipBlock!.except)
+                            if direction == .egress && hasNamedPort {
+                                // A named port resolves on the destination pod, so only pods can
+                                // match: per-identity keys for the pods the block holds.
+                                for (identity, ids) in members {
+                                    guard let peerNumber = number(identity) else { continue }
+                                    let inside = ids.contains { id in inputs.pods[id]?.ips.contains { ip in ranges.contains { $0.contains(ip) } } ?? false }
+                                    guard inside else { continue }
+                                    addAll({ .identity(direction, local: local, peer: peerNumber, ports: $0) }, ports(on: identity))
+                                }
+                                continue
+                            }
+                            let ps = ports(on: direction == .ingress ? t : nil)
+                            for range in ranges { addAll({ .addresses(direction, local: local, range: range, ports: $0) }, ps) }
+                            continue
+                        }
+                        let podSelector = peer.podSelector ?? .everything
+                        let matching = namespaces(policy, peer)
+                        if podSelector.isEmpty && !(direction == .egress && hasNamedPort) {
+                            let ps = ports(on: direction == .ingress ? t : nil)
+                            for ns in matching {
+                                guard let nsNumber = desired.namespaceNumbers[ns] else { continue }
+                                addAll({ .namespace(direction, local: local, namespace: nsNumber, ports: $0) }, ps)
+                            }
+                            continue
+                        }
+                        for ns in matching {
+                            for identity in byNamespace[ns] ?? [] where podSelector.matches(identity.labels) {
+                                guard let peerNumber = number(identity) else { continue }
+                                addAll({ .identity(direction, local: local, peer: peerNumber, ports: $0) },
+                                       ports(on: direction == .ingress ? t : identity))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return c
+    }
+
+    // MARK: aggregate and elements
+
+    private mutating func replace(_ id: NamespacedName, with next: Contribution, touched: inout Set<UInt32>) {
+        let old = contributions[id] ?? Contribution()
+        for (key, refs) in old.allows where next.allows[key] != refs {
+            var agg = desired.allows[key] ?? []
+            agg.subtract(refs)
+            if agg.isEmpty {
+                desired.allows[key] = nil
+                keysByLocal[key.local]?.remove(key)
+                for a in desired.localAddresses[key.local] ?? [] { pendingRemoveAllow(key, a) }
+                if key.direction == .egress { touched.insert(key.local) }
+            } else {
+                desired.allows[key] = agg
+            }
+        }
+        for (key, refs) in next.allows where old.allows[key] != refs {
+            let before = desired.allows[key]
+            desired.allows[key] = (before ?? []).union(refs)
+            if before == nil {
+                keysByLocal[key.local, default: []].insert(key)
+                for a in desired.localAddresses[key.local] ?? [] { pendingAddAllow(key, a) }
+                if key.direction == .egress { touched.insert(key.local) }
+            }
+        }
+        for d in PolicyDirection.allCases {
+            let was = old.isolates[d] ?? [], now = next.isolates[d] ?? []
+            for n in was.subtracting(now) {
+                desired.isolatedBy[n]?[d]?.remove(id)
+                if desired.isolatedBy[n]?[d]?.isEmpty ?? true {
+                    desired.isolatedBy[n]?[d] = nil
+                    for a in desired.localAddresses[n] ?? [] { pendingRemove(a.family, PolicyTables.Names.isolated(d), [.address(a)]) }
+                    if d == .egress { touched.insert(n) }
+                }
+            }
+            for n in now.subtracting(was) {
+                let first = desired.isolatedBy[n]?[d]?.isEmpty ?? true
+                desired.isolatedBy[n, default: [:]][d, default: []].insert(id)
+                if first {
+                    for a in desired.localAddresses[n] ?? [] { pendingAdd(a.family, PolicyTables.Names.isolated(d), [.address(a)]) }
+                    if d == .egress { touched.insert(n) }
+                }
+            }
+        }
+        for ref in old.unresolved.keys { desired.unresolvedNamedPorts[ref] = nil }
+        for (ref, names) in next.unresolved { desired.unresolvedNamedPorts[ref] = names }
+        contributions[id] = next.allows.isEmpty && next.isolates.isEmpty && next.unresolved.isEmpty ? nil : next
+    }
+
+    private mutating func addAddress(_ ip: IPAddress, identity n: UInt32, namespace ns: UInt32, pod: NamespacedName, local: Bool) {
+        desired.addressIdentity[ip] = n
+        desired.addressNamespace[ip] = ns
+        desired.podsByAddress[ip] = pod
+        pendingAdd(ip.family, PolicyTables.Names.identity, [.address(ip)], .data(ElementKey([.slot(n)])))
+        pendingAdd(ip.family, PolicyTables.Names.namespace, [.address(ip)], .data(ElementKey([.slot(ns)])))
+        guard local else { return }
+        desired.localAddresses[n, default: []].insert(ip)
+        pendingAdd(ip.family, PolicyTables.Names.localPods, [.address(ip)])
+        for key in keysByLocal[n] ?? [] { pendingAddAllow(key, ip) }
+        for d in PolicyDirection.allCases where !(desired.isolatedBy[n]?[d]?.isEmpty ?? true) {
+            pendingAdd(ip.family, PolicyTables.Names.isolated(d), [.address(ip)])
+        }
+    }
+
+    private mutating func removeAddress(_ ip: IPAddress, identity n: UInt32, local: Bool) {
+        if desired.addressIdentity[ip] == n {
+            desired.addressIdentity[ip] = nil
+            if let ns = desired.addressNamespace.removeValue(forKey: ip) {
+                pendingRemove(ip.family, PolicyTables.Names.namespace, [.address(ip)], .data(ElementKey([.slot(ns)])))
+            }
+            desired.podsByAddress[ip] = nil
+            pendingRemove(ip.family, PolicyTables.Names.identity, [.address(ip)], .data(ElementKey([.slot(n)])))
+        }
+        guard local, desired.localAddresses[n]?.remove(ip) != nil else { return }
+        if desired.localAddresses[n]?.isEmpty == true { desired.localAddresses[n] = nil }
+        pendingRemove(ip.family, PolicyTables.Names.localPods, [.address(ip)])
+        for key in keysByLocal[n] ?? [] { pendingRemoveAllow(key, ip) }
+        for d in PolicyDirection.allCases where !(desired.isolatedBy[n]?[d]?.isEmpty ?? true) {
+            pendingRemove(ip.family, PolicyTables.Names.isolated(d), [.address(ip)])
+        }
+        for key in dnsElements.removeValue(forKey: ip) ?? [] { pendingRemove(ip.family, PolicyTables.Names.dnsAllowed, key.values) }
+    }
+
+    /// The eg-dns elements of a local identity's addresses, recomputed.
+    private mutating func refreshDNS(localIdentity n: UInt32) {
+        for src in desired.localAddresses[n] ?? [] {
+            let now = Set(desired.dnsAllowed(from: src).map { ElementKey(PolicyTables.dnsElement($0)) })
+            let was = dnsElements[src] ?? []
+            for k in was.subtracting(now) { pendingRemove(src.family, PolicyTables.Names.dnsAllowed, k.values) }
+            for k in now.subtracting(was) { pendingAdd(src.family, PolicyTables.Names.dnsAllowed, k.values) }
+            dnsElements[src] = now.isEmpty ? nil : now
+        }
+    }
+
+    private mutating func pendingAddAllow(_ key: AllowKey, _ local: IPAddress) {
+        guard let e = PolicyTables.element(key, local: local) else { return }
+        pendingAdd(local.family, e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
+    }
+
+    private mutating func pendingRemoveAllow(_ key: AllowKey, _ local: IPAddress) {
+        guard let e = PolicyTables.element(key, local: local) else { return }
+        pendingRemove(local.family, e.set, e.start, e.end.map { .intervalEnd(ElementKey($0)) })
+    }
+
+    private mutating func pendingAdd(_ family: IPFamily, _ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
+        let f = TableFamily(family), k = ElementKey(key)
+        let current = model.tables[f]!.sets[set]!.elements[k]
+        if current == .some(value) { return }
+        if let current { pending.remove(f, set, k, current) }
+        model.tables[f]!.sets[set]!.elements[k] = .some(value)
+        pending.add(f, set, k, value)
+    }
+
+    private mutating func pendingRemove(_ family: IPFamily, _ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
+        let f = TableFamily(family), k = ElementKey(key)
+        guard let current = model.tables[f]!.sets[set]!.elements[k] else { return }
+        model.tables[f]!.sets[set]!.elements[k] = nil
+        pending.remove(f, set, k, current)
+    }
+
+    /// The operations that bring the kernel from the state after the previous call to `model`:
+    /// element deletions, then additions (and the forward chain when the subnets changed).
+    public mutating func takeOperations() -> [RulesetOperation] {
+        defer { pending = ElementDelta() }
+        var ops = pending.operations(model)
+        if pending.forwardChanged {
+            for family in TableFamily.allCases {
+                ops.append(.flushChain(family, name: PolicyTables.Names.forward))
+                for rule in model.tables[family]!.chains[PolicyTables.Names.forward]!.rules ?? [] {
+                    ops.append(.addRule(family, chain: PolicyTables.Names.forward, rule))
+                }
+            }
+        }
+        return ops
+    }
+
+    /// Forgets the pending operations (after a full sync wrote `model` whole).
+    public mutating func discardOperations() { pending = ElementDelta() }
+}
+
+/// Element changes collected between two transactions; an addition undone before it was sent
+/// cancels out.
+struct ElementDelta: Sendable {
+    struct SetID: Hashable, Sendable { var family: TableFamily; var set: String }
+    var added: [SetID: [ElementKey: ElementValue?]] = [:]
+    var removed: [SetID: [ElementKey: ElementValue?]] = [:]
+    var forwardChanged = false
+
+    mutating func add(_ f: TableFamily, _ set: String, _ k: ElementKey, _ v: ElementValue?) {
+        let id = SetID(family: f, set: set)
+        if let was = removed[id]?[k], was == v {
+            removed[id]![k] = nil
+            return
+        }
+        added[id, default: [:]][k] = .some(v)
+    }
+
+    mutating func remove(_ f: TableFamily, _ set: String, _ k: ElementKey, _ v: ElementValue?) {
+        let id = SetID(family: f, set: set)
+        if added[id]?[k] != nil {
+            added[id]![k] = nil
+            return
+        }
+        removed[id, default: [:]][k] = .some(v)
+    }
+
+    func operations(_ model: RulesetModel) -> [RulesetOperation] {
+        var ops: [RulesetOperation] = []
+        for (id, elements) in removed.sorted(by: { ($0.key.family, $0.key.set) < ($1.key.family, $1.key.set) }) where !elements.isEmpty {
+            if model.tables[id.family]?.sets[id.set]?.spec.interval == true {
+                var ranges: [ElementKey: ElementKey] = [:]
+                for (k, v) in elements { if case .intervalEnd(let end)?? = v { ranges[k] = end } }
+                ops.append(.deleteRanges(id.family, set: id.set, ranges))
+            } else {
+                ops.append(.deleteElements(id.family, set: id.set, Array(elements.keys)))
+            }
+        }
+        for (id, elements) in added.sorted(by: { ($0.key.family, $0.key.set) < ($1.key.family, $1.key.set) }) where !elements.isEmpty {
+            ops.append(.addElements(id.family, set: id.set, elements))
+        }
+        return ops
+    }
+}
+
+extension NetworkPolicy {
+    var usesNamespaceSelectors: Bool {
+        (ingress + egress).contains { $0.peers.contains { $0.namespaceSelector != nil } }
+    }
+
+    /// Egress rules whose named ports resolve on pods inside address blocks: their keys follow
+    /// pod addresses, not only identities.
+    var dependsOnPodAddresses: Bool {
+        egress.contains { rule in
+            rule.ports.contains { if case .string? = $0.port { true } else { false } }
+                && (rule.peers.isEmpty || rule.peers.contains { $0.ipBlock != nil })
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import NodenetTestSupport
+import Testing
+
+/// NetworkPolicy in the running agents, beyond the conformance matrix: what a connection
+/// already open does when a policy starts denying it (kept: the documented choice), the
+/// kernel's enforcement while an agent is stopped and across its restart (no fail-open window,
+/// nothing rewritten), and `nodenet policy check`.
+@Suite(.serialized, .enabled(if: isPrivileged && (try? Shell.which("socat")) != nil, "needs root and socat"))
+struct NetworkPolicyAgentTests {
+    static let policy = """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: web-from-client-only, namespace: apps}
+        spec:
+          podSelector: {matchLabels: {app: web}}
+          ingress:
+          - from: [{podSelector: {matchLabels: {app: client}}}]
+            ports: [{port: 8080}, {port: 9000}]
+        """
+
+    func poll(_ what: String, seconds: Double = 10, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(20_000)
+        }
+        Issue.record("timed out waiting for \(what)")
+    }
+
+    @Test func establishedKeptRestartEnforcedAndExplained() throws {
+        let cluster = try TestCluster(nodes: 2)
+        defer { cluster.close() }
+        try cluster.startAgents()
+        try cluster.applyEverywhere(cluster.nodeManifest)
+        let web = try cluster.addPod("web", on: 1)
+        let client = try cluster.addPod("client", on: 0)
+        let other = try cluster.addPod("other", on: 0)
+        try cluster.applyEverywhere(cluster.podManifest([web], labels: ["app": "web"]) + "---\n"
+                                    + cluster.podManifest([client], labels: ["app": "client"]) + "---\n"
+                                    + cluster.podManifest([other], labels: ["app": "other"]))
+        try cluster.echoPeerServer(in: web)
+        // A line echo server for the long-lived connection.
+        try cluster.spawn(in: web.ns, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "EXEC:cat"])
+        func reaches(_ from: TestCluster.Pod) throws -> Bool {
+            try cluster.request(from: from.ns, web.ip, 8080, timeout: 2).stdout.contains("from-web")
+        }
+        try poll("the web server") { try reaches(other) }
+
+        // A connection from `other` opened before the policy, kept talking through it.
+        let log = cluster.dir.file("long-lived.log")
+        let script = cluster.dir.write("long-lived.py", """
+            import socket, sys, time
+            s = socket.create_connection((sys.argv[1], 9000), timeout=2)
+            ok = 0
+            for i in range(150):
+                s.sendall(b"ping\\n")
+                if s.recv(16) == b"ping\\n":
+                    ok += 1
+                print(ok, flush=True)
+                time.sleep(0.02)
+            """)
+        let longLived = try Shell.spawn(["/usr/bin/nsenter", "--net=\(other.ns.path)", "/usr/bin/python3", script, web.ip], log: log)
+        defer { kill(longLived, SIGKILL); waitpid(longLived, nil, 0) }
+        try poll("the long-lived connection to answer") { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("\n5\n") }
+
+        for node in cluster.nodes { #expect(try node.agent.apply(Self.policy).ok) }
+        try poll("the policy to deny new connections from other") { try !reaches(other) }
+        #expect(try reaches(client), "the client is allowed")
+        var status: Int32 = 0
+        waitpid(longLived, &status, 0)
+        let counts = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(counts.last == "150", "the connection opened before the policy keeps flowing (documented): \(counts.suffix(3))")
+
+        // The agent of web's node stops: the kernel keeps enforcing the last state.
+        let node = cluster.nodes[1]
+        let before = try node.ns.check(["nft", "-a", "list", "table", "ip", "nodenet-policy"]).stdout
+        #expect(node.agent.stop() == 0)
+        #expect(try !reaches(other), "denied while the agent is down")
+        #expect(try reaches(client), "allowed while the agent is down")
+        try node.agent.start()
+        #expect(try !reaches(other), "denied after the restart")
+        #expect(try reaches(client), "allowed after the restart")
+        let after = try node.ns.check(["nft", "-a", "list", "table", "ip", "nodenet-policy"]).stdout
+        func elements(_ listing: String) -> [Substring] { listing.split(separator: "\n").filter { $0.contains(" . ") || $0.contains(" : 0x") } }
+        #expect(elements(before) == elements(after), "the restart rewrote elements")
+
+        // `nodenet policy check`: exit status 4 and the deciding policy for a denial; the rule
+        // for an allowed connection.
+        let denied = try node.agent.cli(["policy", "check", "--from", "apps/other", "--to", "apps/web", "--port", "8080/TCP"])
+        #expect(denied.status == 4, "\(denied.stdout)\(denied.stderr)")
+        #expect(denied.stdout.contains("DENIED") && denied.stdout.contains("apps/web-from-client-only"), "\(denied.stdout)")
+        let allowed = try node.agent.cli(["policy", "check", "--from", "apps/client", "--to", "apps/web", "--port", "9000"])
+        #expect(allowed.ok && allowed.stdout.contains("allowed by apps/web-from-client-only ingress[0]"), "\(allowed.stdout)")
+        let bad = try node.agent.cli(["policy", "check", "--from", "apps", "--to", "apps/web", "--port", "80"])
+        #expect(bad.status == 1 && bad.stderr.contains("NAMESPACE/POD"), "\(bad.stderr)")
+        let s = try node.agent.cli(["status", "--json"]).stdout
+        #expect(s.contains("\"policy\""), "a policy row")
+    }
+}
