@@ -92,28 +92,6 @@ struct NetworkPolicyConformanceTests {
         }
     }
 
-    /// Issue 13: a new pod selected by a deny policy cannot send a single packet before its
-    /// policy applies. The sender starts the moment CNI ADD returns; the peer (on another node,
-    /// and on the same node: bridged) captures. `firstPacketCheckSeesPacketsWithoutPolicy` shows
-    /// the same probe sees packets when nothing denies them.
-    @Test func aNewPodUnderADenyPolicySendsNothing() throws {
-        let model = try Self.model()
-        if let missing = PolicyModelScope.policySupportMissing { try Test.cancel("NetworkPolicy is not supported: \(missing)") }
-        defer { do { try model.reset() } catch { Issue.record("reset: \(error)") } }
-        try model.cluster.applyEverywhere("""
-            apiVersion: networking.k8s.io/v1
-            kind: NetworkPolicy
-            metadata: {name: deny-egress-of-fresh-pods, namespace: x}
-            spec: {podSelector: {matchLabels: {pod: fresh}}, policyTypes: [Egress]}
-            """)
-        for (i, peer) in [ModelPod("y", "b"), ModelPod("x", "a")].enumerated() {
-            let report = try model.firstPackets(newPod: "denied-\(i)", namespace: "x", on: 0, labels: ["pod": "fresh"], to: peer, seconds: 0.5)
-            print("first packets under deny to \(peer): \(report)")
-            #expect(report.firstSendSeconds != nil, "the sender never sent: \(report)")
-            #expect(report.packetsAtPeer == 0, "a packet of a denied new pod reached \(peer): \(report)")
-        }
-    }
-
     /// The prober can fail: UDP/81 connects everywhere in both modes, a port nobody serves
     /// is X everywhere, with the reason recorded.
     @Test func proberReportsAnUnservedPortAsBlocked() throws {
