@@ -80,6 +80,12 @@ public final class AgentProcess: @unchecked Sendable {
         try cli(["apply", "-f", "-"], stdin: manifest)
     }
 
+    /// SIGTERM without waiting: a cluster signals every agent first, so their DNS lame-duck
+    /// periods run at once instead of one after another.
+    public func terminate() {
+        if let p = process, p.isRunning { kill(p.processIdentifier, SIGTERM) }
+    }
+
     /// SIGTERM and wait for a clean exit; returns the exit status.
     @discardableResult
     public func stop(timeout: Double = 15) -> Int32? {

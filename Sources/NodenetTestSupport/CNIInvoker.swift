@@ -44,7 +44,12 @@ public struct CNIInvoker: Sendable {
 
     /// The first address of an ADD result, without its prefix length.
     public static func address(_ r: Shell.Result) -> String? {
-        let ips = json(r)["ips"] as? [[String: Any]]
-        return (ips?.first?["address"] as? String)?.split(separator: "/").first.map(String.init)
+        addresses(r).first
+    }
+
+    /// Every address of an ADD result in its order, without prefix lengths.
+    public static func addresses(_ r: Shell.Result) -> [String] {
+        let ips = json(r)["ips"] as? [[String: Any]] ?? []
+        return ips.compactMap { ($0["address"] as? String)?.split(separator: "/").first.map(String.init) }
     }
 }

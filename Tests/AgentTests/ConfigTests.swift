@@ -1,4 +1,5 @@
 import IPAddressing
+import NodenetTestSupport
 import Testing
 @testable import Agent
 
@@ -22,6 +23,19 @@ import Testing
         #expect(c.etcd.endpoints == ["http://127.0.0.1:2379"])
         #expect(c.etcd.prefix == "/nodenet")
         #expect(c.metrics.listen == "127.0.0.1:9154")
+    }
+
+    /// Issue 22: the README's dual-stack example is a valid configuration with both ranges of
+    /// each kind (the end-to-end tests run an agent on it: PodMTUEndToEndTests, vxlan over IPv4).
+    @Test func theReadmeDualStackExampleParses() throws {
+        let c = try ConfigLoader.parse(yaml: try TestCluster.readmeExample("dual-stack config"), defaultNodeName: "n")
+        #expect(c.nodeName == "node1" && c.nodeIP == IPAddress("192.168.1.11"))
+        #expect(c.clusterCIDRs == [IPPrefix("10.244.0.0/16")!, IPPrefix("fd00:10:244::/56")!])
+        #expect(c.serviceCIDRs == [IPPrefix("10.96.0.0/12")!, IPPrefix("fd00:10:96::/112")!])
+        #expect(c.podCIDRs.isEmpty && c.routing == .vxlan)
+        #expect(c.dns.listen.map(\.description) == ["169.254.20.10", "10.96.0.10"] && c.dns.listenIPv6 == IPAddress("fd5f:8dcc:e9bf::a"))
+        let both = [IPPrefix("10.244.1.0/24")!, IPPrefix("fd00:10:244:1::/64")!]
+        #expect(c.dns.listenAddresses(podCIDRs: both).map(\.description) == ["169.254.20.10", "10.96.0.10", "fd5f:8dcc:e9bf::a"])
     }
 
     @Test func theShippedExampleConfigParses() throws {

@@ -103,6 +103,24 @@ struct HealthEndToEndTests {
         #expect(try until("000", cluster, "http://192.168.1.11:31998/").code == "000")
     }
 
+    /// Issue 22: on a dual-stack node the health check node port answers on the node's
+    /// address of each family, also when its Node object (which names the IPv6 InternalIP)
+    /// arrives after the agent started. Without the fix the IPv6 address never answered.
+    @Test func healthCheckNodePortOnBothFamilies() throws {
+        let cluster = try TestCluster(nodes: 1, families: .dualStack)
+        defer { cluster.close() }
+        try cluster.startAgents()
+        let agent = cluster.nodes[0].agent
+        let manifest = cluster.nodeManifest + "---\n" + Self.node.components(separatedBy: "---\n").dropFirst().joined(separator: "---\n")
+            + "\n---\n" + Self.slice(on: "node1")
+        let applied = try agent.apply(manifest)
+        try #require(applied.ok, "\(applied.stderr)")
+        for host in ["192.168.1.11", "[fd00:1::11]"] {
+            let r = try until("200", cluster, "http://\(host):31999/healthz")
+            #expect(r.code == "200" && json(r.body)["localEndpoints"] as? Int == 1, "\(host): \(r.code) \(r.body)")
+        }
+    }
+
     /// A health check node port another process holds: the `health` row says so, the rest of
     /// the agent runs on, and the port is served once it is free.
     @Test func aTakenPortIsReportedAndRetried() throws {

@@ -16,8 +16,9 @@ struct HostPortEndToEndTests {
         var pods: [TestNamespace] = []
         var node: TestCluster.Node { cluster.nodes[0] }
 
-        init() throws {
-            cluster = try TestCluster(nodes: 1) { _ in ["--pod-cidrs", "10.244.1.0/24"] }
+        init(_ families: TestCluster.Families = .ipv4) throws {
+            let cidrs = (families.hasV4 ? ["10.244.1.0/24"] : []) + (families.hasV6 ? ["fd00:10:244:1::/64"] : [])
+            cluster = try TestCluster(nodes: 1, families: families) { _ in ["--pod-cidrs", cidrs.joined(separator: ",")] }
             try cluster.startAgents()
         }
 
@@ -33,24 +34,32 @@ struct HostPortEndToEndTests {
             String(node.cni.config.dropLast()) + ",\"runtimeConfig\":{\"portMappings\":\(mappings)}}"
         }
 
-        /// Servers answering with the address they see the client at.
+        /// Servers answering with the address they see the client at, on each family of the cluster.
         func serve(in ns: TestNamespace, tcp: Int, udp: Int) throws {
-            try cluster.spawn(in: ns, ["socat", "TCP-LISTEN:\(tcp),fork,reuseaddr", "SYSTEM:echo tcp-peer-$SOCAT_PEERADDR"])
-            // One datagram per socat, in a bounded loop: with `fork` the parent waits for SIGCHLD,
-            // which the test process's spawn leaves blocked.
-            try cluster.spawn(in: ns, ["sh", "-c", "for i in $(seq 300); do socat -T1 UDP-RECVFROM:\(udp) 'SYSTEM:echo udp-peer-$SOCAT_PEERADDR'; done"])
+            for v6 in [false, true] where v6 ? cluster.families.hasV6 : cluster.families.hasV4 {
+                let (t, u, only) = v6 ? ("TCP6-LISTEN", "UDP6-RECVFROM", ",ipv6only=1") : ("TCP4-LISTEN", "UDP4-RECVFROM", "")
+                try cluster.spawn(in: ns, ["socat", "\(t):\(tcp),fork,reuseaddr\(only)", "SYSTEM:echo tcp-peer-$SOCAT_PEERADDR"])
+                // One datagram per socat, in a bounded loop: with `fork` the parent waits for SIGCHLD,
+                // which the test process's spawn leaves blocked.
+                try cluster.spawn(in: ns, ["sh", "-c", "for i in $(seq 300); do socat -T1 \(u):\(udp)\(only) 'SYSTEM:echo udp-peer-$SOCAT_PEERADDR'; done"])
+            }
         }
 
-        /// One TCP exchange: the server's answer ("tcp-peer-<client address>"), or "" (refused, timed out).
-        func tcp(from ns: TestNamespace, port: Int) throws -> String {
-            try cluster.request(from: ns, HostPortEndToEndTests.nodeIP, port, timeout: 2).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        /// One TCP exchange: the server's answer ("tcp-peer-<client address>", canonical), or "" (refused, timed out).
+        func tcp(from ns: TestNamespace, port: Int, to host: String = HostPortEndToEndTests.nodeIP) throws -> String {
+            Self.canonical(try cluster.request(from: ns, host, port, timeout: 2).stdout)
         }
 
-        func udp(from ns: TestNamespace, port: Int) throws -> String {
-            try ns.run(["socat", "-t2", "-T2", "-", "UDP:\(HostPortEndToEndTests.nodeIP):\(port)"], stdin: "ping\n", timeout: 8).stdout
-                .trimmingCharacters(in: .whitespacesAndNewlines)
+        func udp(from ns: TestNamespace, port: Int, to host: String = HostPortEndToEndTests.nodeIP) throws -> String {
+            Self.canonical(try cluster.udpRequest(from: ns, host, port).stdout)
         }
 
+        /// "tcp-peer-[0000:...]" (socat's IPv6 form) as "tcp-peer-fd00::1".
+        static func canonical(_ answer: String) -> String {
+            let text = answer.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let peer = TestCluster.peer(text), let dash = text.range(of: "-peer-") else { return text }
+            return String(text[..<dash.upperBound]) + peer
+        }
         /// Retries a probe until it answers (servers start asynchronously; the UDP server takes
         /// one datagram per process), bounded.
         func eventually(_ probe: () throws -> String) rethrows -> String {
@@ -80,59 +89,76 @@ struct HostPortEndToEndTests {
         }
     }
 
-    @Test func fabricHairpinNodeRestartAndDel() throws {
-        let f = try Fixture()
+    /// In each family of an IPv4, a dual-stack and an IPv6-only node (issue 22): DNAT from the
+    /// fabric on the node's address of that family, hairpin, the node itself; then CHECK, repair
+    /// at restart and DEL on the primary family's rules.
+    @Test(arguments: TestCluster.Families.allCases)
+    func fabricHairpinNodeRestartAndDel(_ families: TestCluster.Families) throws {
+        let f = try Fixture(families)
         defer { f.close() }
         let (web, add) = try f.pod("web", mappings: #"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":9090,"containerPort":90,"protocol":"udp"}]"#)
         #expect(add.ok, "\(add.stdout)\(add.stderr)")
-        let webIP = try #require(CNIInvoker.address(add))
+        let webIPs = CNIInvoker.addresses(add)
+        #expect(webIPs.count == (families == .dualStack ? 2 : 1), "\(webIPs)")
         try f.serve(in: web, tcp: 80, udp: 90)
         let (client, _) = try f.pod("client", mappings: "[]")
 
-        // From outside: DNAT to the pod, the client's address preserved.
-        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) } == "tcp-peer-192.168.1.1")
-        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) } == "udp-peer-192.168.1.1")
-        // Hairpin: a pod of this node, and the pod itself, through the node's address; the
-        // replies come back through the node because the source was masqueraded.
-        #expect(try f.tcp(from: client, port: 8080) == "tcp-peer-10.244.1.1", "another pod of the node")
-        #expect(try f.tcp(from: web, port: 8080) == "tcp-peer-10.244.1.1", "the pod itself")
-        #expect(try f.eventually { try f.udp(from: client, port: 9090) } == "udp-peer-10.244.1.1")
-        // The node itself, through its own address (the output chain).
-        #expect(try f.tcp(from: f.node.ns, port: 8080) == "tcp-peer-\(Self.nodeIP)")
+        for (nodeIP, fabricIP) in zip(f.node.ips, families.fabricIPs) {
+            let v6 = nodeIP.contains(":")
+            let gateway = v6 ? "fd00:10:244:1::1" : "10.244.1.1"
+            // From outside: DNAT to the pod, the client's address preserved.
+            #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080, to: nodeIP) } == "tcp-peer-\(fabricIP)")
+            #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090, to: nodeIP) } == "udp-peer-\(fabricIP)")
+            // Hairpin: a pod of this node, and the pod itself, through the node's address; the
+            // replies come back through the node because the source was masqueraded.
+            #expect(try f.tcp(from: client, port: 8080, to: nodeIP) == "tcp-peer-\(gateway)", "another pod of the node")
+            #expect(try f.tcp(from: web, port: 8080, to: nodeIP) == "tcp-peer-\(gateway)", "the pod itself")
+            #expect(try f.eventually { try f.udp(from: client, port: 9090, to: nodeIP) } == "udp-peer-\(gateway)")
+            // The node itself, through its own address (the output chain).
+            #expect(try f.tcp(from: f.node.ns, port: 8080, to: nodeIP) == "tcp-peer-\(nodeIP)")
 
-        let comments = try f.rules("hostports").map(\.comment)
-        #expect(comments.sorted() == ["web/eth0 tcp *:8080>\(webIP):80", "web/eth0 udp *:9090>\(webIP):90"])
-        #expect(try f.rules("hostports-hairpin").count == 2)
-        #expect(try f.rules("hostports-output").count == 2)
+            let table = v6 ? "ip6" : "ip"
+            let webIP = try #require(webIPs.first { $0.contains(":") == v6 })
+            let target = v6 ? "[\(webIP)]" : webIP
+            let comments = try f.rules("hostports", family: table).map(\.comment)
+            #expect(comments.sorted() == ["web/eth0 tcp *:8080>\(target):80", "web/eth0 udp *:9090>\(target):90"])
+            #expect(try f.rules("hostports-hairpin", family: table).count == 2)
+            #expect(try f.rules("hostports-output", family: table).count == 2)
+        }
 
-        // CHECK sees the rules; a rule deleted behind the agent's back fails it.
+        // CHECK sees the rules; a rule deleted behind the agent's back fails it (the primary family's table).
+        let nodeIP = f.node.ips[0], fabricIP = families.fabricIPs[0], table = families.hasV4 ? "ip" : "ip6"
         let prev = String(f.node.cni.config.dropLast()) + ",\"prevResult\":" + add.stdout + "}"
         #expect(try f.node.cni.run("CHECK", containerID: "web", netns: web.path, stdin: prev).ok)
-        let tcpRule = try #require(try f.rules("hostports").first { $0.comment.contains(" tcp ") })
-        let udpRule = try #require(try f.rules("hostports").first { $0.comment.contains(" udp ") })
-        try f.node.ns.check(["nft", "delete", "rule", "ip", "nodenet", "hostports", "handle", tcpRule.handle])
+        let tcpRule = try #require(try f.rules("hostports", family: table).first { $0.comment.contains(" tcp ") })
+        let udpRule = try #require(try f.rules("hostports", family: table).first { $0.comment.contains(" udp ") })
+        try f.node.ns.check(["nft", "delete", "rule", table, "nodenet", "hostports", "handle", tcpRule.handle])
         let check = try f.node.cni.run("CHECK", containerID: "web", netns: web.path, stdin: prev)
         #expect(!check.ok && check.stdout.contains("host port rule missing"), "\(check.stdout)")
-        #expect(try f.tcp(from: f.cluster.fabric, port: 8080).isEmpty, "the TCP rule is gone")
+        #expect(try f.tcp(from: f.cluster.fabric, port: 8080, to: nodeIP).isEmpty, "the TCP rule is gone")
 
         // The agent stopped: the rules stay (no flush on the way down), traffic keeps flowing.
         _ = f.node.agent.stop()
-        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090) } == "udp-peer-192.168.1.1", "while the agent is down")
+        #expect(try f.eventually { try f.udp(from: f.cluster.fabric, port: 9090, to: nodeIP) } == "udp-peer-\(fabricIP)", "while the agent is down")
         // Started again: the deleted rule is repaired, the kept one is the same rule (same handle).
         // This also proves the service proxy's start-up sync leaves the chains alone (without
         // them in its foreignObjects it deletes them).
         try f.node.agent.start()
-        #expect(try f.rules("hostports").first { $0.comment.contains(" udp ") }?.handle == udpRule.handle, "kept, not rewritten")
-        #expect(try f.rules("hostports").count == 2)
-        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080) } == "tcp-peer-192.168.1.1", "repaired at start")
+        #expect(try f.rules("hostports", family: table).first { $0.comment.contains(" udp ") }?.handle == udpRule.handle, "kept, not rewritten")
+        #expect(try f.rules("hostports", family: table).count == 2)
+        #expect(try f.eventually { try f.tcp(from: f.cluster.fabric, port: 8080, to: nodeIP) } == "tcp-peer-\(fabricIP)", "repaired at start")
         #expect(try f.node.cni.run("CHECK", containerID: "web", netns: web.path, stdin: prev).ok)
 
-        // DEL removes the rules, twice is fine; the port answers no more.
+        // DEL removes the rules of every family, twice is fine; the ports answer no more.
         #expect(try f.node.cni.run("DEL", containerID: "web", netns: web.path).ok)
         #expect(try f.node.cni.run("DEL", containerID: "web", netns: web.path).ok)
-        for chain in ["hostports", "hostports-hairpin", "hostports-output"] { #expect(try f.rules(chain).isEmpty, "\(chain)") }
-        #expect(try f.tcp(from: f.cluster.fabric, port: 8080).isEmpty)
-        #expect(try f.udp(from: f.cluster.fabric, port: 9090).isEmpty)
+        for t in (families.hasV4 ? ["ip"] : []) + (families.hasV6 ? ["ip6"] : []) {
+            for chain in ["hostports", "hostports-hairpin", "hostports-output"] { #expect(try f.rules(chain, family: t).isEmpty, "\(t) \(chain)") }
+        }
+        for ip in f.node.ips {
+            #expect(try f.tcp(from: f.cluster.fabric, port: 8080, to: ip).isEmpty)
+            #expect(try f.udp(from: f.cluster.fabric, port: 9090, to: ip).isEmpty)
+        }
     }
 
     @Test func conflictingAndInvalidMappingsChangeNothing() throws {

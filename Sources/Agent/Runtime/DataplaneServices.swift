@@ -96,6 +96,7 @@ struct ServiceProxyService: AgentActor {
             agent.board.failed(name, "cannot open nfnetlink: \(error)")
             throw error
         }
+        let (initialAddresses, addressChanges) = await agent.followPrimaryNodeAddresses()
         // The row follows the proxy's own events (each sync, each version applied without one):
         // nothing polls the proxy, and reading the status never waits for it.
         @Sendable func publish(_ event: ServiceProxyActor.Event) {
@@ -119,7 +120,7 @@ struct ServiceProxyService: AgentActor {
         @Sendable func makeProxy(zone: String?) async -> ServiceProxyActor {
             ServiceProxyActor(
                 store: agent.store,
-                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: await agent.primaryNodeAddresses(),
+                configuration: ProxyConfiguration(nodeName: config.nodeName, nodeAddresses: initialAddresses,
                                                   nodePortRange: config.nodePortRange, clusterCIDRs: config.clusterCIDRs,
                                                   serviceCIDRs: config.serviceCIDRs, nodeZone: zone),
                 backend: backend, logger: agent.logger, onEvent: publish)
@@ -154,6 +155,12 @@ struct ServiceProxyService: AgentActor {
             for await zone in zones { await proxy.setNodeZone(zone) }
         }
         defer { follow.cancel() }
+        // So do the node's addresses: NodePorts answer on the Node object's InternalIP of the
+        // other family, which a static cluster's `nodenet apply` brings after the start.
+        let followAddresses = Task {
+            for await addresses in addressChanges { await proxy.setNodeAddresses(addresses) }
+        }
+        defer { followAddresses.cancel() }
         await cancelWhenGracefulShutdown { await proxy.run() }
     }
 }

@@ -20,7 +20,7 @@ actor HealthCheckPortServers {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     /// The node's addresses to listen on ("0.0.0.0" when the node's address is unknown).
-    private let hosts: [String]
+    private var hosts: [String]
     private let proxyHealthy: @Sendable () -> Bool
     private var channels: [UInt16: [any Channel]] = [:]
     /// Ports that could not be opened, with why (shown in `nodenet status`, retried by `retry`).
@@ -48,6 +48,15 @@ actor HealthCheckPortServers {
                 if channels[new.port] == nil { await open(new.port) }
             }
         }
+    }
+
+    /// The node's addresses changed (its Node object arrived after the start, or gained an
+    /// InternalIP of the other family): every port is served on the new set.
+    func setHosts(_ new: [String]) async {
+        guard new != hosts else { return }
+        hosts = new
+        for port in channels.keys.sorted() { await close(port) }
+        for port in table.targets.withLock({ $0.keys.sorted() }) { await open(port) }
     }
 
     /// Tries again the ports that failed to open (taken by another process at the time).

@@ -40,9 +40,11 @@ struct HealthService: AgentActor {
         }
         // The node's primary addresses, as the proxy's NodePorts (kube-proxy's nftables mode
         // listens on those too); every address when none is known.
-        let addresses = await agent.primaryNodeAddresses().map(\.description)
-        let ports = HealthCheckPortServers(group: agent.group, logger: agent.logger,
-                                           hosts: addresses.isEmpty ? ["0.0.0.0"] : addresses, proxyHealthy: { verdict().healthy })
+        @Sendable func hosts() async -> [String] {
+            let addresses = await agent.primaryNodeAddresses().map(\.description)
+            return addresses.isEmpty ? ["0.0.0.0"] : addresses
+        }
+        let ports = HealthCheckPortServers(group: agent.group, logger: agent.logger, hosts: await hosts(), proxyHealthy: { verdict().healthy })
         let events = await agent.store.subscribe()
         let fixed = problems
         @Sendable func report() async {
@@ -74,6 +76,8 @@ struct HealthService: AgentActor {
             let ownNode = ObjectKey(.node, name: config.nodeName)
             @Sendable func checkEligible() async {
                 health.setNodeEligible(await agent.store.snapshot().nodes[config.nodeName]?.metadata.deletionTimestamp == nil)
+                // The Node object also gives the other family's address (issue 22).
+                await ports.setHosts(await hosts())
             }
             await checkEligible()
             await ports.apply(targets.update(nil, in: await agent.store.snapshot()))

@@ -1,5 +1,6 @@
 import ClusterState
 import Foundation
+import IPAddressing
 import Logging
 import Metrics
 
@@ -129,6 +130,16 @@ public actor ServiceProxyActor {
     public func setNodeZone(_ zone: String?) {
         guard zone != configuration.nodeZone else { return }
         configuration.nodeZone = zone
+        planner.reconfigure(configuration)
+        wake?()
+    }
+
+    /// The node's primary addresses changed (its Node object arrived after the start, or got
+    /// an InternalIP of the other family): NodePorts move to them in one full sync, as with a
+    /// zone change (issue 22: a dual-stack node's second family never answered otherwise).
+    public func setNodeAddresses(_ addresses: [IPAddress]) {
+        guard addresses != configuration.nodeAddresses else { return }
+        configuration.nodeAddresses = addresses
         planner.reconfigure(configuration)
         wake?()
     }
