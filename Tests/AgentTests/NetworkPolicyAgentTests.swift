@@ -114,4 +114,29 @@ struct NetworkPolicyAgentTests {
         let status = try node.agent.cli(["status"]).stdout
         #expect(status.contains("disabled"), "\(status)")
     }
+
+    /// A transaction the kernel refuses (an element of the policy tables written behind the
+    /// agent's back with another value: EEXIST) is an error on the `policy` row and its table
+    /// objects, logged once; the retry, a full sync that reads the kernel back, repairs it and
+    /// the ADD that waited completes.
+    @Test func aRefusedTransactionIsReportedAndRepaired() throws {
+        let cluster = try TestCluster(nodes: 1)
+        defer { cluster.close() }
+        try cluster.startAgents()
+        try cluster.applyEverywhere(cluster.nodeManifest)
+        let node = cluster.nodes[0]
+        try poll("the policy tables") { try node.ns.run(["nft", "list", "map", "ip", "nodenet-policy", "identity"]).ok }
+        // The first pod gets the subnet's first free address (the gateway is .1).
+        try node.ns.check(["nft", "add", "element", "ip", "nodenet-policy", "identity", "{ 10.244.1.2 : 0x00000999 }"])
+        let pod = try cluster.addPod("web", on: 0)
+        #expect(pod.ip == "10.244.1.2", "the address the element was planted for")
+        let map = try node.ns.check(["nft", "list", "map", "ip", "nodenet-policy", "identity"]).stdout
+        #expect(map.contains("10.244.1.2") && !map.contains("0x00000999"), "repaired: \(map)")
+        let status = try node.agent.cli(["status", "--json"]).stdout
+        #expect(status.contains("\"table\"") && status.contains("ip nodenet-policy"), "the tables are objects of the row: \(status)")
+        let log = node.agent.log(tail: 400)
+        let failures = log.split(separator: "\n").filter { $0.contains("policy rules sync failed") }
+        #expect(failures.count == 1, "logged once: \(failures)")
+        #expect(log.contains("policy rules in sync again"), "\(log)")
+    }
 }

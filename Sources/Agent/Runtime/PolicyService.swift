@@ -54,6 +54,7 @@ struct PolicyService: AgentActor {
                 }
                 board.update(name) { row in
                     row.counters = ["policies": s.policies, "identities": s.identities, "elements": s.elements]
+                    row.objects = s.objects
                     row.appliedVersion = s.appliedVersion
                 }
             })

@@ -3,6 +3,7 @@ import Foundation
 import IPAddressing
 import Logging
 import Metrics
+import Netlink
 import ServiceProxy
 
 public struct PolicyConfiguration: Sendable, Equatable {
@@ -37,6 +38,11 @@ public struct PolicyStatus: Sendable, Equatable, Codable {
     public var lastProgrammingSeconds: Double?
     /// Policies that select nothing here or name ports no pod has: worth a line, not an error.
     public var notes: [String] = []
+    /// The kernel objects this actor owns (the two tables), each in sync or with the error of
+    /// the last transaction.
+    public var objects: [KernelObjectStatus] = []
+    /// Failed syncs in a row (the retry waits 1 s, doubling to 30 s).
+    public var consecutiveFailures = 0
 
     public init() {}
 }
@@ -155,8 +161,10 @@ public actor PolicyActor {
                 if Task.isCancelled { break }
                 await syncOnce()
                 if dirty {
+                    // A failed transaction is retried (as a full sync) after 1 s, doubling to 30 s.
+                    let wait = Duration.seconds(min(30, 1 << min(5, max(0, current.consecutiveFailures - 1))))
                     group.addTask {
-                        if (try? await Task.sleep(for: .seconds(1))) != nil { kick.yield() }
+                        if (try? await Task.sleep(for: wait)) != nil { kick.yield() }
                     }
                 }
             }
@@ -264,6 +272,11 @@ public actor PolicyActor {
             }
         }
         kernelKnown = true
+        if current.consecutiveFailures > 0 {
+            logger.notice("policy rules in sync again", metadata: ["after failures": "\(current.consecutiveFailures)"])
+        }
+        current.consecutiveFailures = 0
+        current.objects = TableFamily.allCases.map { KernelObjectStatus(kind: "table", name: "\($0.rawValue) \(PolicyTables.tableName)") }
         let elapsed = ContinuousClock.now - started
         syncTimer.record(duration: elapsed)
         current.syncs += 1
@@ -295,9 +308,16 @@ public actor PolicyActor {
         dirty = true
         failureCounter.increment()
         current.failures += 1
+        current.consecutiveFailures += 1
+        // Each error once when it appears, not at every retry.
+        if message != current.lastError {
+            logger.error("policy rules sync failed; retrying with a full sync", metadata: ["error": "\(message)"])
+        }
         current.lastError = message
         current.inSync = false
-        logger.error("policy rules sync failed; the next sync reads the kernel back", metadata: ["error": "\(message)"])
+        current.objects = TableFamily.allCases.map {
+            KernelObjectStatus(kind: "table", name: "\($0.rawValue) \(PolicyTables.tableName)", error: message)
+        }
         onSync(current)
     }
 }
