@@ -136,19 +136,33 @@ struct PrivilegedRouteTests {
             let monitor = try NetlinkMonitor(namespace: ns)
             try client.addRoute(route)
             #expect(shell("ip -n \(name) route del 10.244.7.0/24").status == 0)
-            var sawAdd = false
-            var sawDelete = false
-            // Bounded: the events are already queued; stop after at most 50 events.
-            var seen = 0
-            for await event in monitor.events {
-                seen += 1
-                if case .route(let r, let removed) = event, r.destination == route.destination {
-                    if removed { sawDelete = true } else { sawAdd = true }
+            // Bounded in events (at most 50) and in time (10 s: a CI run once hung here waiting
+            // for an event that never came; now that is a failure naming what was seen).
+            let events = monitor.events
+            let outcome = await withTaskGroup(of: (add: Bool, delete: Bool, seen: [String])?.self) { group in
+                group.addTask {
+                    var sawAdd = false, sawDelete = false, seen: [String] = []
+                    for await event in events {
+                        seen.append("\(event)")
+                        if case .route(let r, let removed) = event, r.destination == route.destination {
+                            if removed { sawDelete = true } else { sawAdd = true }
+                        }
+                        if sawDelete || seen.count > 50 { break }
+                    }
+                    return (sawAdd, sawDelete, seen)
                 }
-                if sawDelete || seen > 50 { break }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(10))
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
             }
-            #expect(sawAdd)
-            #expect(sawDelete)
+            withExtendedLifetime(monitor) {}
+            #expect(outcome != nil, "no route events within 10 s")
+            #expect(outcome?.add == true, "\(outcome?.seen ?? [])")
+            #expect(outcome?.delete == true, "\(outcome?.seen ?? [])")
         }
     }
 
@@ -197,14 +211,28 @@ struct PrivilegedRouteTests {
             let deadline = ContinuousClock.now + .seconds(10)
             while monitor.droppedEvents < 500 - 64, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
             #expect(monitor.droppedEvents == 500 - 64)
-            try client.addRoute(Route(destination: IPPrefix("10.99.0.0/24")!, outputIndex: br.index))
+            // Read what was queued, up to the overrun; only then add a route, whose event must
+            // follow (added earlier, it could meet the still full queue and be dropped as well:
+            // the test raced and once hung). Bounded in time: a missing event fails, never hangs.
             var before = 0, overruns = 0, after: [NetlinkEvent] = []
             for await event in monitor.events {
-                if event == .overrun { overruns += 1; continue }
-                if overruns == 0 { before += 1 } else { after.append(event) }
-                if case .route(let r, false) = event, r.destination == IPPrefix("10.99.0.0/24")! { break }
-                if before + after.count > 1000 { break }
+                if event == .overrun { overruns += 1; break }
+                before += 1
             }
+            try client.addRoute(Route(destination: IPPrefix("10.99.0.0/24")!, outputIndex: br.index))
+            let events = monitor.events
+            let next = await withTaskGroup(of: NetlinkEvent?.self) { group in
+                group.addTask {
+                    for await event in events { return event }
+                    return nil
+                }
+                group.addTask { try? await Task.sleep(for: .seconds(10)); return nil }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
+            if let next { after.append(next) }
+            if case .route(let r, false)? = after.first { #expect(r.destination == IPPrefix("10.99.0.0/24")!) }
             #expect(before <= 64, "\(before) events queued for a subscriber with a limit of 64")
             #expect(overruns == 1)
             #expect(after.count == 1, "after the overrun only what followed it: \(after.count) events")
