@@ -105,10 +105,11 @@ counts = {}
 counts_lock = threading.Lock()
 capture_started = [False]
 
-def capture(ifname):
+def capture(ifname, bound):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
     if ifname:
         s.bind((ifname, 0x0800))  # else every interface, also ones that appear later
+    bound.set()  # packets count from here on
     while True:
         data, addr = s.recvfrom(65535)
         if addr[2] == socket.PACKET_OUTGOING or len(data) < 20:
@@ -117,32 +118,7 @@ def capture(ifname):
         with counts_lock:
             counts[src] = counts.get(src, 0) + 1
 
-def flood(host, port, seconds):
-    # UDP datagrams as fast as possible and a TCP connection attempt every 10 ms.
-    t0 = time.monotonic()
-    sent = failed = connects = 0
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    last_tcp = 0.0
-    while time.monotonic() - t0 < seconds:
-        try:
-            u.sendto(b"first-packet", (host, port))
-            sent += 1
-        except OSError:
-            failed += 1
-        now = time.monotonic()
-        if now - last_tcp > 0.01:
-            last_tcp = now
-            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            t.setblocking(False)
-            try:
-                t.connect_ex((host, port))
-                connects += 1
-            finally:
-                t.close()
-        time.sleep(0.0002)
-    u.close()
-    return {"sent": sent, "failed": failed, "connectAttempts": connects}
-
+\#(floodFunction)
 def handle(c):
     with c:
         f = c.makefile("rwb")
@@ -162,13 +138,9 @@ def handle(c):
                 counts.clear()
             if not capture_started[0]:
                 capture_started[0] = True
-                ready = threading.Event()
-                def run():
-                    ready.set()
-                    capture(req.get("ifname", "eth0"))
-                threading.Thread(target=run, daemon=True).start()
-                ready.wait()
-                time.sleep(0.05)  # the packet socket is bound once its thread runs
+                bound = threading.Event()
+                threading.Thread(target=capture, args=(req.get("ifname", "eth0"), bound), daemon=True).start()
+                bound.wait(5)
             out = {"ok": True}
         elif op == "flood":
             out = flood(req["host"], int(req["port"]), float(req["seconds"]))
@@ -197,35 +169,45 @@ while True:
     /// blocked on a FIFO until the test opens it the moment ADD returns, then sends UDP
     /// datagrams (and a TCP connection attempt every 10 ms) to the peer as fast as it can for
     /// the given time. Prints a JSON summary.
+    /// UDP datagrams as fast as possible and a TCP connection attempt every 10 ms, for
+    /// `seconds`; the summary says when the first datagram left. Shared by the pod agent's
+    /// `flood` operation and the first-packet sender.
+    static let floodFunction = #"""
+def flood(host, port, seconds):
+    t0 = time.monotonic()
+    sent = failed = connects = 0
+    first = None
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    last_tcp = 0.0
+    while time.monotonic() - t0 < seconds:
+        try:
+            u.sendto(b"first-packet", (host, port))
+            sent += 1
+            if first is None:
+                first = time.monotonic() - t0
+        except OSError:
+            failed += 1
+        now = time.monotonic()
+        if now - last_tcp > 0.01:
+            last_tcp = now
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            t.setblocking(False)
+            try:
+                t.connect_ex((host, port))
+                connects += 1
+            finally:
+                t.close()
+        time.sleep(0.0002)
+    u.close()
+    return {"sent": sent, "failed": failed, "connectAttempts": connects, "firstSendSeconds": first}
+"""#
+
     static let sender = #"""
 import json, socket, sys, time
+\#(floodFunction)
 fifo, host, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 with open(fifo, "rb") as f:
     f.read(1)
-t0 = time.monotonic()
-sent = failed = connects = 0
-first = None
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-last_tcp = 0.0
-while time.monotonic() - t0 < seconds:
-    try:
-        u.sendto(b"first-packet", (host, port))
-        sent += 1
-        if first is None:
-            first = time.monotonic() - t0
-    except OSError:
-        failed += 1
-    now = time.monotonic()
-    if now - last_tcp > 0.01:
-        last_tcp = now
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.setblocking(False)
-        try:
-            t.connect_ex((host, port))
-            connects += 1
-        finally:
-            t.close()
-    time.sleep(0.0002)
-print(json.dumps({"sent": sent, "failed": failed, "connectAttempts": connects, "firstSendSeconds": first}))
+print(json.dumps(flood(host, port, seconds)))
 """#
 }
