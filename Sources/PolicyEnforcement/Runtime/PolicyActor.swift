@@ -139,39 +139,27 @@ public actor PolicyActor {
     /// Runs until cancelled.
     public func run() async {
         let events = await store.subscribe()
-        let (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = { kick.yield() }
         await syncOnce()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [weak self] in
-                for await event in events {
-                    guard let self else { return }
-                    if await self.record(event) { kick.yield() }
-                }
-            }
-            let period = configuration.fullSyncInterval
-            group.addTask { [weak self] in
-                while !Task.isCancelled {
-                    guard (try? await Task.sleep(for: period)) != nil else { return }
-                    await self?.requestFullSync()
-                    kick.yield()
-                }
-            }
-            for await _ in kicks {
-                if Task.isCancelled { break }
-                await syncOnce()
-                if dirty {
-                    // A failed transaction is retried (as a full sync) after 1 s, doubling to 30 s.
-                    let wait = Duration.seconds(min(30, 1 << min(5, max(0, current.consecutiveFailures - 1))))
-                    group.addTask {
-                        if (try? await Task.sleep(for: wait)) != nil { kick.yield() }
-                    }
-                }
-            }
-            group.cancelAll()
-        }
+        // A failed transaction is retried (as a full sync) after 1 s, doubling to 30 s.
+        await StoreSyncLoop.run(
+            events: events, fullSyncInterval: configuration.fullSyncInterval,
+            wake: { [weak self] kick in await self?.setWake(kick) },
+            record: { [weak self] event in await self?.record(event) ?? false },
+            requestFullSync: { [weak self] in await self?.requestFullSync() },
+            sync: { [weak self] in
+                guard let self else { return nil }
+                await self.syncOnce()
+                return await self.retryDelay
+            })
         for w in waiters { w.continuation.resume(returning: false) }
         waiters = []
+    }
+
+    private func setWake(_ kick: @escaping @Sendable () -> Void) { wake = kick }
+
+    /// After a sync: the pause before retrying (nil when nothing is left to do).
+    private var retryDelay: Duration? {
+        dirty ? .seconds(min(30, 1 << min(5, max(0, current.consecutiveFailures - 1)))) : nil
     }
 
     private func requestFullSync() {

@@ -79,8 +79,6 @@ public actor ServiceProxyActor {
     /// Runs until cancelled.
     public func run() async {
         let events = await store.subscribe()
-        let (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        wake = { kick.yield() }
         // A kernel without a feature the shape needs: say which, and program nothing.
         while !Task.isCancelled {
             do {
@@ -92,37 +90,19 @@ public actor ServiceProxyActor {
             }
         }
         await syncOnce()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [weak self] in
-                for await event in events {
-                    guard let self else { return }
-                    if await self.record(event) { kick.yield() }
-                }
-            }
-            let period = configuration.fullSyncInterval
-            group.addTask { [weak self] in
-                while !Task.isCancelled {
-                    guard (try? await Task.sleep(for: period)) != nil else { return }
-                    await self?.requestFullSync()
-                    kick.yield()
-                }
-            }
-            let delay = configuration.coalesceDelay
-            for await _ in kicks {
-                if Task.isCancelled { break }
-                // Events that arrive while a sync runs are taken by the next one (bursts coalesce
-                // by themselves); an optional delay waits for more before starting.
-                if delay > .zero { try? await Task.sleep(for: delay) }
-                await syncOnce()
-                if planner.needsFullSync {
-                    // The sync failed: retry (as a full sync) after a pause, not in a tight loop.
-                    group.addTask {
-                        if (try? await Task.sleep(for: .seconds(1))) != nil { kick.yield() }
-                    }
-                }
-            }
-            group.cancelAll()
-        }
+        // Events that arrive while a sync runs are taken by the next one (bursts coalesce by
+        // themselves); an optional delay waits for more before starting. A failed sync is
+        // retried, as a full one, after 1 s.
+        await StoreSyncLoop.run(
+            events: events, fullSyncInterval: configuration.fullSyncInterval, delay: configuration.coalesceDelay,
+            wake: { [weak self] kick in await self?.setWake(kick) },
+            record: { [weak self] event in await self?.record(event) ?? false },
+            requestFullSync: { [weak self] in await self?.requestFullSync() },
+            sync: { [weak self] in
+                guard let self else { return nil }
+                await self.syncOnce()
+                return await self.planner.needsFullSync ? .seconds(1) : nil
+            })
     }
 
     /// The node's zone changed (topology-aware routing): every service is rebuilt with it in one
@@ -157,6 +137,7 @@ public actor ServiceProxyActor {
         return work
     }
     private func requestFullSync() { planner.requestFullSync() }
+    private func setWake(_ kick: @escaping @Sendable () -> Void) { wake = kick }
 
     /// One sync: plan, apply, delete stale UDP flows, update status and metrics.
     public func syncOnce() async {
