@@ -13,11 +13,20 @@
 //       everything else     ServiceProxy (its chains, sets and maps)
 //     mark 0x4000: "masquerade me", set by the proxy and by hostports-hairpin, masqueraded
 //     by the proxy's nat-postrouting.
+//
+//     table ip nodenet-policy / table ip6 nodenet-policy
+//       everything          PolicyEnforcement (NetworkPolicy and the ClusterNetworkPolicy tiers)
+//     ct mark: the policy tables park a new connection's peer identity in it; nothing else in
+//     nodenet reads or writes ct mark.
 
 /// nodenet's nftables tables and their ownership.
 public enum NodenetTables {
     /// The table name, the same in both families (`ip nodenet`, `ip6 nodenet`).
     public static let name = "nodenet"
+
+    /// The NetworkPolicy tables (`ip nodenet-policy`, `ip6 nodenet-policy`), wholly the policy
+    /// actor's: separate tables, so that neither actor's transactions or dumps see the other's.
+    public static let policyTableName = "nodenet-policy"
 
     /// The packet mark bit that asks postrouting to masquerade (kube-proxy's default bit 14).
     public static let masqueradeMark: UInt32 = 0x4000

@@ -27,14 +27,21 @@ public enum Shell {
         p.standardError = err
         p.standardInput = stdin == nil ? FileHandle.nullDevice : input
         try p.run()
-        if let stdin {
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try? input.fileHandleForWriting.close()
-        }
         let deadline = Date().addingTimeInterval(timeout)
         // Drain both pipes while waiting so a chatty child never blocks on a full pipe.
         let outData = LockedData(), errData = LockedData()
         let group = DispatchGroup()
+        if let stdin {
+            // Written beside the draining, and with the throwing write: a child may exit without
+            // reading its input (a plugin refusing its environment), and Foundation's
+            // non-throwing `write(_:)` traps on the EPIPE that follows, killing the whole test run.
+            group.enter()
+            DispatchQueue.global().async {
+                try? input.fileHandleForWriting.write(contentsOf: Data(stdin.utf8))
+                try? input.fileHandleForWriting.close()
+                group.leave()
+            }
+        }
         for (pipe, sink) in [(out, outData), (err, errData)] {
             group.enter()
             DispatchQueue.global().async {

@@ -214,6 +214,31 @@ struct ReconcilerStatusTests {
             }
             #expect(try row(agent, "services")?.state == .inSync)
         }
+        // Per-object status: the proxy's tables in sync, and an object it cannot program (a
+        // slice whose Service does not exist) named in error with the reason, then gone once
+        // deleted. Without the objects the row had counters only.
+        try poll("the proxy's tables as in-sync objects") {
+            let o = try objects(agent, "services")
+            return o["table ip nodenet"] == .some(nil) && o["table ip6 nodenet"] == .some(nil)
+        }
+        let orphan = """
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: ledger-replica-ipv4, namespace: payments, labels: {kubernetes.io/service-name: ledger-replica}}
+            addressType: IPv4
+            endpoints: [{addresses: [10.244.1.23]}]
+            ports: [{name: https, port: 8443, protocol: TCP}]
+            """
+        #expect(try agent.apply(orphan).ok)
+        try poll("the orphan slice in error on the services row") {
+            let error = try objects(agent, "services")["endpointslice payments/ledger-replica-ipv4"]
+            return error??.contains("ledger-replica does not exist") == true
+        }
+        let deleted = try agent.cli(["delete", "-f", "-"], stdin: orphan)
+        #expect(deleted.ok, "\(deleted.stderr)")
+        try poll("the orphan slice gone from the row") {
+            try objects(agent, "services")["endpointslice payments/ledger-replica-ipv4"] == nil
+        }
     }
 }
 

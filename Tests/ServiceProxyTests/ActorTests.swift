@@ -106,7 +106,7 @@ final class FakeBackend: RulesetBackend {
         await store.apply([.upsert(.endpointSlice(slice("ghost", [EP(ip: "10.244.9.9")])))])
         // The skipped line appears when the sync is planned; the counts compare once it applied.
         try await waitFor { let s = await actor.status(); return s.syncs >= 1 && !s.skipped.isEmpty && s.lastSyncSeconds != nil }
-        try await waitFor { await actor.status().skipped == ["EndpointSlice ns1/ghost-ipv4: service ns1/ghost does not exist"] }
+        try await waitFor { await actor.status().skipped.map(\.description) == ["EndpointSlice ns1/ghost-ipv4: service ns1/ghost does not exist"] }
         let s = await actor.status()
         #expect(s.services == 1 && s.endpoints == 1)
         #expect(s.chains == backend.kernel.chainCount)

@@ -83,6 +83,23 @@ struct NodeRoutesService: AgentActor {
 struct ServiceProxyService: AgentActor {
     let agent: NodeAgent
 
+    /// The row's kernel objects: each table the proxy owns (in error with the last transaction's
+    /// error while the kernel does not hold the desired state: a transaction is all or nothing,
+    /// so the whole table is behind), then every Service or EndpointSlice that could not be
+    /// programmed, with the reason. In sync Services are not listed one by one: at 30,000
+    /// services the row would be rebuilt per change; `nodenet status --json` has the counts and
+    /// `nodenet status --rules` the elements.
+    static func objects(_ s: ServiceProxyStatus) -> [KernelObjectStatus] {
+        let tableError = s.inSync ? nil : (s.lastError ?? "not programmed yet")
+        return s.tables.map { KernelObjectStatus(kind: "table", name: $0, error: tableError) }
+            + s.skipped.map { skipped in
+                let parts = skipped.object.split(separator: " ", maxSplits: 1)
+                let kind = parts.count == 2 ? parts[0].lowercased() : "object"
+                return KernelObjectStatus(kind: kind, name: parts.count == 2 ? String(parts[1]) : skipped.object,
+                                          error: "not programmed: \(skipped.reason)")
+            }
+    }
+
     func run() async throws {
         let name = "services"
         agent.board.register(name)
@@ -114,6 +131,7 @@ struct ServiceProxyService: AgentActor {
                 agent.board.update(name) { row in
                     row.counters = ["services": s.services, "endpoints": s.endpoints, "rules": s.rules]
                     row.appliedVersion = s.appliedVersion
+                    row.objects = Self.objects(s)
                 }
             }
         }
@@ -143,7 +161,7 @@ struct ServiceProxyService: AgentActor {
                      // network programming latency).
                      "programming": s.lastProgrammingSeconds.map { String(format: "%.3f ms", $0 * 1000) } ?? "-"]
             d["zone"] = await proxy.configuration.nodeZone ?? "none"
-            for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped }
+            for (i, skipped) in s.skipped.prefix(10).enumerated() { d["skipped \(i + 1)"] = skipped.description }
             return d
         }
         agent.route("GET /v1/rules") { _ in

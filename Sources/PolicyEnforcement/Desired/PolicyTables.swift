@@ -1,5 +1,6 @@
 import ClusterState
 import IPAddressing
+import Netlink
 import ServiceProxy
 
 /// The policy tables (`ip nodenet-policy`, `ip6 nodenet-policy`): fixed chains and rules, and
@@ -31,7 +32,7 @@ import ServiceProxy
 /// the DNS path cannot use ct mark: its allowed (pod, responder address, port) are computed
 /// and stored whole in `eg-dns`.
 public enum PolicyTables {
-    public static let tableName = "nodenet-policy"
+    public static let tableName = NodenetTables.policyTableName
 
     public enum Names {
         public static let forward = "forward"

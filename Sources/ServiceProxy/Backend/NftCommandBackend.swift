@@ -158,7 +158,9 @@ public struct NftCommandBackend: RulesetBackend {
             }
         }
         if let stdin {
-            input.fileHandleForWriting.write(Data(stdin.utf8))
+            // The throwing write: should nft exit before reading everything, the EPIPE is its
+            // exit status's business, not a trap in the agent (Foundation's `write(_:)` traps).
+            try? input.fileHandleForWriting.write(contentsOf: Data(stdin.utf8))
             try? input.fileHandleForWriting.close()
         }
         p.waitUntilExit()

@@ -1,7 +1,8 @@
 import ClusterState
 
 /// An object the proxy did not program, and why (shown in status).
-public struct SkippedObject: Hashable, Sendable, Comparable, CustomStringConvertible {
+public struct SkippedObject: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    /// "Kind ns/name" ("Service ns1/web", "EndpointSlice ns1/web-ipv4").
     public var object: String
     public var reason: String
 

@@ -69,7 +69,8 @@ public actor ServiceProxyActor {
         s.rules = model.ruleCount
         s.sets = model.setCount
         s.elements = model.elementCount
-        s.skipped = planner.desired.skipped.map(\.description)
+        s.skipped = planner.desired.skipped
+        s.tables = model.tables.keys.sorted().map { "\($0.rawValue) \(configuration.tableName)" }
         return s
     }
 

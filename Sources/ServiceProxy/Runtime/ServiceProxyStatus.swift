@@ -14,8 +14,11 @@ public struct ServiceProxyStatus: Sendable, Codable, Equatable {
     /// Operations (rules + elements + objects) in the last transaction.
     public var lastTransactionSize = 0
     public var lastError: String?
-    /// "Kind ns/name: reason" for every object not (fully) programmed.
-    public var skipped: [String] = []
+    /// Every object not (fully) programmed, with the reason (`description`: "Kind ns/name: reason").
+    public var skipped: [SkippedObject] = []
+    /// The tables the proxy owns ("ip nodenet", "ip6 nodenet"): `nodenet status` lists them as
+    /// the row's kernel objects, in sync or in error with the last transaction's error.
+    public var tables: [String] = []
     /// True once the kernel holds the state of the store at some point.
     public var inSync = false
     /// Wall-clock time (Unix seconds) of the last successful sync (kube-proxy's /healthz
