@@ -60,7 +60,8 @@ public actor PolicyActor {
     public let configuration: PolicyConfiguration
     private let backend: any RulesetBackend
     private let logger: Logger
-    private var engine: PolicyEngine
+    /// NetworkPolicy and the cluster-wide tiers.
+    private var engine: EnforcementEngine
     /// The kernel holds `engine.model` as of the last successful transaction (false: read it
     /// back and compare whole).
     private var kernelKnown = false
@@ -89,7 +90,7 @@ public actor PolicyActor {
         self.backend = backend
         self.logger = logger
         self.onSync = onSync
-        engine = PolicyEngine(dnsAddresses: configuration.dnsAddresses)
+        engine = EnforcementEngine(dnsAddresses: configuration.dnsAddresses)
     }
 
     /// The status, with the isolated pod counts taken now (they walk the local pods: done when
@@ -103,6 +104,9 @@ public actor PolicyActor {
 
     /// The compiled desired state (explanations; tests).
     public func desiredState() -> PolicyDesired { engine.desired }
+
+    /// The compiled tiers (explanations; tests).
+    public func tierState() -> TierDesired { engine.tierDesired }
 
     /// The tables in `nft -f` syntax.
     public func rulesText() -> String { NftRenderer(tableName: PolicyTables.tableName).ruleset(engine.model) }
