@@ -32,6 +32,10 @@ struct NetworkPolicyConformanceTests {
             print("netpol case \(c.name): not run: NetworkPolicy is not supported by this build")
             try Test.cancel("NetworkPolicy is not supported by this build: \(missing)")
         }
+        if c.usesClusterPolicies, let missing = model.clusterPolicySupportMissing {
+            print("netpol case \(c.name): not run: ClusterNetworkPolicy is not supported by this build")
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
         if !model.sctpAvailable, c.portProtocols.allSatisfy({ $0.proto == .sctp }) {
             print("netpol case \(c.name): not run: SCTP only, and this kernel has no SCTP sockets")
             try Test.cancel("SCTP traffic not probed: this kernel has no SCTP sockets (no /proc/sys/net/sctp)")

@@ -104,4 +104,55 @@ struct TierKernelTests {
             #expect(listing.ok && listing.stdout.contains("eg-tiers"), "nft list \(family): \(listing.stderr)")
         }
     }
+    /// What a commit costs with a cluster's worth of elements in the tables (10,000 remote
+    /// pods, 1,000 identities, 10 tier policies of 5 rules): a pod label change (elements) and
+    /// a tier policy edit (the tier chains rewritten, so the kernel validates the table).
+    /// Printed, not asserted (timings are benchmarks); the numbers are in the module README.
+    @Test func tierEditCostWithAClusterOfElements() async throws {
+        let node = try TestNamespace("ptier")
+        defer { node.delete() }
+        let backend = try NetlinkRulesetBackend(namespaceNamed: node.name, tableName: PolicyTables.tableName)
+        var i = Self.inputs([], [])
+        for n in 0..<10_000 {
+            let ns = "ns\(n % 100)"
+            i.namespaces[ns] = ["ns": ns, "team": n % 2 == 0 ? "blue" : "red"]
+            let id = NamespacedName(ns, "p\(n)")
+            i.pods[id] = PolicyInputs.PodInfo(id: id, labels: ["app": "a\(n % 10)"],
+                                              ips: [IPAddress("10.\(100 + n / 65536).\((n / 256) % 256).\(n % 256)")!], local: false)
+        }
+        let cnps = (0..<10).map { k in
+            CNP(metadata: ObjectMeta(name: "cnp\(k)"), tier: k < 5 ? .admin : .baseline, priority: k,
+                subject: .namespaces(LabelSelector(matchLabels: ["ns": "x"])),
+                ingress: (0..<5).map { r in CNP.Rule(action: [.accept, .deny, .pass][r % 3], peers: [.pods(.init(
+                    namespaceSelector: LabelSelector(matchLabels: ["team": r % 2 == 0 ? "blue" : "red"]),
+                    podSelector: LabelSelector(matchLabels: ["app": "a\(r)"])))], protocols: [.port(.tcp, .number(8000 + r))]) },
+                egress: [CNP.Rule(action: .deny, peers: [.networks([IPPrefix("10.100.\(k).0/24")!])])])
+        }
+        for c in cnps { i.clusterPolicies[c.name] = c }
+        var e = EnforcementEngine()
+        e.load(i)
+        _ = e.takeOperations()
+        try await backend.apply(RulesetDiff.operations(from: nil, to: e.model))
+        let clock = ContinuousClock()
+        var labelTimes: [Duration] = [], editTimes: [Duration] = []
+        var editOps = 0
+        for round in 0..<20 {
+            let id = NamespacedName("ns\(round)", "p\(round)")
+            var pod = e.inputs.pods[id]!
+            pod.labels = ["app": "a\((round + 1 + (round % 2)) % 10)"]
+            e.apply(PolicyChanges(pods: [id: pod]))
+            let ops = e.takeOperations()
+            #expect(ops.allSatisfy { switch $0 { case .addElements, .deleteElements, .deleteRanges: true; default: false } })
+            labelTimes.append(try await clock.measure { try await backend.apply(ops) })
+            var c = cnps[round % 5]
+            c.priority = 100 + round
+            e.apply(PolicyChanges(clusterPolicies: [c.name: c]))
+            let edit = e.takeOperations()
+            editOps = edit.count
+            editTimes.append(try await clock.measure { try await backend.apply(edit) })
+        }
+        func median(_ d: [Duration]) -> String { "\(d.sorted()[d.count / 2])" }
+        print("tier kernel cost with \(e.model.elementCount) elements, \(e.model.ruleCount) rules: pod label change commit median \(median(labelTimes)); "
+              + "tier policy edit (\(editOps) operations, chains rewritten) commit median \(median(editTimes))")
+    }
 }
