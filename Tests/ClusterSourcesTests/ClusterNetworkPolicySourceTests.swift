@@ -111,9 +111,7 @@ struct EtcdClusterNetworkPolicyTests {
         let task = Task { try? await source.run() }
         defer { task.cancel() }
         #expect(await source.waitForFirstSync(timeout: .seconds(10)))
-        #expect(source.status.skippedObjects == 1)
-        #expect(source.status.lastSkipped?.hasPrefix("ClusterNetworkPolicy bad-tier: spec.tier: Unsupported value: \"Namespace\"") == true,
-                "\(source.status.lastSkipped ?? "")")
+        #expect(source.status.skippedObjects == 1)  // bad-tier, in the list
         #expect(source.status.absent == nil, "the CRD is installed")
 
         let done = await eventually {
@@ -146,6 +144,25 @@ struct EtcdClusterNetworkPolicyTests {
                                         peers: [.networks([IPPrefix("169.254.169.254/32")!, IPPrefix("fd00:ec2::254/128")!])])])
         #expect(changes.count > 1 && new(changes[1])?.priority == 5)
         #expect(changes.count > 2 && new(changes[2])?.tier == .baseline)
+        await server.stop()
+    }
+
+    @Test func theListedInvalidPolicyIsNamedWithItsField() async throws {
+        let server = try await StandInAPIServer()
+        let script = server.script
+        for path in Self.others { script.set(path, []) }
+        let bad = renamed(Fixture.object("clusternetworkpolicy"), "bad-tier", rv: "71205") { setPath(&$0, ["spec", "tier"], "Namespace") }
+        script.set(Self.cnps, [Fixture.item(bad)])
+        script.queueWatch(Self.cnps, WatchReply(events: [], end: .hold))
+        let store = ClusterStore()
+        let source = try KubernetesSource(configuration: .init(connection: KubeConnection(server: server.url), nodeName: "worker-1"), store: store)
+        let task = Task { try? await source.run() }
+        defer { task.cancel() }
+        #expect(await source.waitForFirstSync(timeout: .seconds(10)))
+        #expect(await store.snapshot().clusterNetworkPolicies.isEmpty)
+        #expect(source.status.skippedObjects == 1)
+        #expect(source.status.lastSkipped == "ClusterNetworkPolicy bad-tier: spec.tier: Unsupported value: \"Namespace\": supported values: \"Admin\", \"Baseline\"",
+                "\(source.status.lastSkipped ?? "")")
         await server.stop()
     }
 
