@@ -96,6 +96,56 @@ struct NetworkPolicyConformanceTests {
         }
     }
 
+    /// `nodenet policy check` answers through the tiers and names the ClusterNetworkPolicy and
+    /// rule that decided (an Admin Deny over a NetworkPolicy that allows; an Admin Pass handing
+    /// on to NetworkPolicy), and the real probes agree with it.
+    @Test func policyCheckNamesTheClusterPolicyRule() throws {
+        let model = try Self.model()
+        if let missing = model.clusterPolicySupportMissing {
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
+        defer {
+            do { try model.reset() } catch { Issue.record("resetting the model: \(error)") }
+        }
+        try model.applyPolicies("""
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: allow-all, namespace: x}
+            spec: {podSelector: {}, ingress: [{}]}
+            ---
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: guard-x}
+            spec:
+              tier: Admin
+              priority: 5
+              subject: {namespaces: {matchLabels: {ns: x}}}
+              ingress:
+                - {name: pass-z, action: Pass, from: [{namespaces: {matchLabels: {ns: z}}}]}
+                - {name: no-y, action: Deny, from: [{namespaces: {matchLabels: {ns: "y"}}}]}
+            """)
+        var expected = ReachabilityMatrix(pods: model.shape.pods, all: true)
+        for from in model.shape.pods where from.namespace == "y" {
+            for to in model.shape.pods where to.namespace == "x" { expected[from, to] = false }
+        }
+        let (failures, _) = model.validate([.init(ports: [PortProtocol(80, .tcp)], matrix: expected)])
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
+        for node in model.cluster.nodes.indices {
+            let denied = try model.cluster.nodes[node].agent.cli(["policy", "check", "--from", "y/b", "--to", "x/a", "--port", "80/TCP"])
+            #expect(denied.status == 4, "node \(node): \(denied.stdout)\(denied.stderr)")
+            #expect(denied.stdout.contains("Deny by ClusterNetworkPolicy guard-x (Admin tier) rule \"no-y\""), "node \(node): \(denied.stdout)")
+            let passed = try model.cluster.nodes[node].agent.cli(["policy", "check", "--from", "z/c", "--to", "x/a", "--port", "80/TCP", "--json"])
+            #expect(passed.ok, "\(passed.stdout)\(passed.stderr)")
+            struct Answer: Decodable {
+                struct Direction: Decodable { var decidedBy: String?; var passedBy: String?; var allowingRules: [String] }
+                var allowed: Bool; var ingress: Direction
+            }
+            let a = try JSONDecoder().decode(Answer.self, from: Data(passed.stdout.utf8))
+            #expect(a.allowed && a.ingress.decidedBy == "NetworkPolicy" && a.ingress.passedBy == "guard-x \"pass-z\""
+                    && a.ingress.allowingRules == ["x/allow-all ingress[0]"], "node \(node): \(passed.stdout)")
+        }
+    }
+
     /// The prober can fail: UDP/81 connects everywhere in both modes, a port nobody serves
     /// is X everywhere, with the reason recorded.
     @Test func proberReportsAnUnservedPortAsBlocked() throws {
