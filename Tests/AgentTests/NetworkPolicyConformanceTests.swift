@@ -146,6 +146,49 @@ struct NetworkPolicyConformanceTests {
         }
     }
 
+    /// DNS honours the tiers: an Admin Deny of egress to the kube-dns pods stops a pod's
+    /// queries to the node-local responder (which stands for them), and no other pod's; the
+    /// explain says which rule.
+    @Test func adminDenyOfKubeDNSDeniesDNS() throws {
+        let model = try Self.model()
+        if let missing = model.clusterPolicySupportMissing {
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
+        defer {
+            do { try model.reset() } catch { Issue.record("resetting the model: \(error)") }
+        }
+        let xa = try #require(model.pods[ModelPod("x", "a")]).ns, ya = try #require(model.pods[ModelPod("y", "a")]).ns
+        /// A reply (any rcode) from the node-local responder, over UDP and over TCP.
+        func answers(_ ns: TestNamespace, tcp: Bool = false) throws -> Bool {
+            try ns.run(["dig", "+time=1", "+tries=1"] + (tcp ? ["+tcp"] : []) + ["@169.254.20.10", "x.svc.cluster.local"], timeout: 10).ok
+        }
+        #expect(try answers(xa) && answers(ya), "DNS answers before any policy")
+        try model.applyPolicies("""
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: no-dns-for-x}
+            spec:
+              tier: Admin
+              priority: 1
+              subject: {namespaces: {matchLabels: {ns: x}}}
+              egress:
+                - name: deny-kube-dns
+                  action: Deny
+                  to: [{pods: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}}]
+            """)
+        var denied = false
+        for _ in 0..<40 where !denied {
+            denied = try !answers(xa)
+            if !denied { usleep(250_000) }
+        }
+        #expect(denied, "x/a still resolves under an Admin Deny of kube-dns")
+        #expect(try !answers(xa, tcp: true), "DNS over TCP too")
+        #expect(try answers(ya), "y/a is no subject")
+        let check = try model.cluster.nodes[model.node(of: ModelPod("x", "a"))].agent.cli(
+            ["policy", "check", "--from", "x/a", "--to", "169.254.20.10", "--port", "53/UDP"])
+        #expect(check.status == 4 && check.stdout.contains("no-dns-for-x") && check.stdout.contains("deny-kube-dns"), "\(check.stdout)\(check.stderr)")
+    }
+
     /// The prober can fail: UDP/81 connects everywhere in both modes, a port nobody serves
     /// is X everywhere, with the reason recorded.
     @Test func proberReportsAnUnservedPortAsBlocked() throws {
@@ -313,6 +356,22 @@ struct PolicyModelScope: SuiteTrait, TestScoping {
         #expect(try matrix("udp-rule-is-not-tcp") == onlyInto(xa, from: []))
         #expect(try matrix("pod-label-added-to-client", step: 1) == onlyInto(xa, from: [ModelPod("y", "c")]))
         #expect(try matrix("policy-updated-allow-all-to-deny-all", step: 2) == ReachabilityMatrix(pods: pods, all: true))
+        // The tiers, built by hand from the CNP semantics.
+        let z = pods.filter { $0.namespace == "z" }
+        #expect(try matrix("tier-admin-deny-overrides-np-allow") == expect { m in for f in y { for t in x { m[f, t] = false } } })
+        #expect(try matrix("tier-admin-accept-overrides-np-deny") == expect { m in
+            for f in pods { for t in x where f != t && !(y.contains(f) && t == xa) { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-admin-accept-overrides-np-deny", PortProtocol(81, .tcp)) == expect { m in
+            for f in pods { for t in x where f != t { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-baseline-deny-non-isolated") == expect { m in for f in y { for t in pods where f != t { m[f, t] = false } } })
+        #expect(try matrix("tier-baseline-ignored-for-np-isolated") == expect { m in
+            for f in y { for t in pods where f != t && t.namespace != "x" { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-egress-networks-deny") == expect { m in for f in x { m[f, ModelPod("y", "b")] = false } })
+        #expect(try matrix("tier-rule-order") == expect { m in for f in pods where f.name != "a" { for t in z where f != t { m[f, t] = false } } })
+        #expect(try matrix("tier-rule-order", step: 1) == expect { m in for f in pods { for t in z where f != t { m[f, t] = false } } })
     }
 
     @Test func matrixRoundTripsAndMarksMismatches() throws {

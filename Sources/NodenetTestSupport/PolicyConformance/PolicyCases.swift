@@ -89,8 +89,8 @@ public enum PolicyCases {
                 let apply = s["apply"]?.string
                 if let apply {
                     for (kind, ns, n) in try documents(apply) {
-                        guard kind == "NetworkPolicy", ns != nil, n != nil else {
-                            throw failStep("apply holds a \(kind) without name or namespace; only namespaced NetworkPolicies")
+                        guard (kind == "NetworkPolicy" && ns != nil && n != nil) || (kind == "ClusterNetworkPolicy" && n != nil) else {
+                            throw failStep("apply holds a \(kind) without name or namespace; only namespaced NetworkPolicies and named ClusterNetworkPolicies")
                         }
                     }
                 }

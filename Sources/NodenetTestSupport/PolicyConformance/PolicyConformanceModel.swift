@@ -218,7 +218,9 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         try deletePolicies(policies.sorted())
         if !clusterPolicies.isEmpty {
             try cluster.deleteEverywhere(clusterPolicies.sorted().map {
+                // A delete takes a whole valid object; only the name matters.
                 "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: \($0)}\n"
+                    + "spec: {tier: Admin, priority: 0, subject: {namespaces: {}}}\n"
             }.joined(separator: "---\n"))
             clusterPolicies = []
         }
