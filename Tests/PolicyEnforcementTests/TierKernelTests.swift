@@ -99,6 +99,12 @@ struct TierKernelTests {
         try await backend.apply(e.takeOperations())
         try Self.expectTrafficMatchesVerdicts(b, e, "after deleting two")
 
+        // A full sync reads the tables back: every tier set and element decodes as written, so
+        // the diff is only the chains (which come back without their rules).
+        let held = try #require(try await backend.currentState())
+        let resync = RulesetDiff.operations(from: held, to: e.model)
+        #expect(resync.allSatisfy { switch $0 { case .flushChain, .addRule: true; default: false } },
+                "read back differs beyond the chains: \(resync.filter { switch $0 { case .flushChain, .addRule: false; default: true } })")
         for family in ["ip", "ip6"] {
             let listing = try b.node.run(["nft", "list", "table", family, PolicyTables.tableName])
             #expect(listing.ok && listing.stdout.contains("eg-tiers"), "nft list \(family): \(listing.stderr)")
