@@ -71,6 +71,14 @@ struct TierKernelTests {
         #expect(try !b.connects("x/b", "192.168.1.1"), "admin deny to the fabric network")
         #expect(try !b.connects("x/a", "10.244.1.4"), "baseline denies x -> y (y/a not isolated)")
         try Self.expectTrafficMatchesVerdicts(b, e, "initial")
+        // The Deny rules counted what they refused: x/b's and x/a's connections to the fabric.
+        let session = try NetlinkSession(protocol: Netlink.netfilter, namespace: NetworkNamespace(named: b.node.name))
+        let records = try [IPFamily.v4, .v6].flatMap { try session.nftablesRules(table: PolicyTables.tableName, family: $0) }
+        let denied = TierTables.deniedPackets(records, e.tierDesired)
+        print("denied packets per CNP rule: \(denied)")
+        #expect(denied.first { $0.policy == "x-b-no-fabric" && $0.rule == "egress[2]" }.map { $0.packets > 0 } == true, "\(denied)")
+        #expect(denied.first { $0.policy == "x-b-no-fabric" && $0.rule == "no-81" }.map { $0.packets > 0 } == true, "\(denied)")
+        #expect(denied.first { $0.policy == "baseline" }.map { $0.packets > 0 } == true, "x -> y/a, baseline: \(denied)")
 
         // y/a's label changes: element operations only.
         var pod = e.inputs.pods[NamespacedName("y", "a")]!

@@ -1,6 +1,15 @@
 import ClusterState
 import IPAddressing
+import Netlink
 import ServiceProxy
+
+/// Packets one ClusterNetworkPolicy Deny rule denied (on this node, both families).
+public struct TierDeniedPackets: Sendable, Hashable {
+    public var policy: String
+    /// The rule's name, else `ingress[i]` / `egress[i]`.
+    public var rule: String
+    public var packets: UInt64
+}
 
 /// The cluster-wide tiers in the policy tables. Packet walk of a new connection (IPv4; IPv6
 /// alike), egress for local sources, ingress for local destinations:
@@ -92,7 +101,7 @@ public enum TierTables {
         case (.accept, _), (.pass, .baseline): [.verdict(.return)]
         case (.pass, .admin): [.verdict(.goto(Names.np(d)))]
         }
-        let comment = String("cnp \(p.name) \(rule.label(d, i)) \(rule.action.rawValue)".prefix(200))
+        let comment = Self.comment(p, d, i, rule)
         let subject = NFExpression.lookup([local(d)], set: Names.subject(n))
         if rule.matchesEverything { return [NFRule([subject] + verdict, comment: comment)] }
         let ports: [NFExpression]? = rule.protocols.isEmpty ? [] : rule.portRanges.isEmpty ? nil
@@ -113,6 +122,38 @@ public enum TierTables {
             if named { out.append([subject, .lookup([.daddr, .l4proto, .dport], set: Names.rule(n, d, i, "netnamed"))]) }
         }
         return out.map { NFRule($0 + verdict, comment: comment) }
+    }
+
+    /// The comment of a CNP rule's nft rules (what `nft list` shows, and how `deniedPackets`
+    /// finds them again).
+    static func comment(_ p: ClusterNetworkPolicy, _ d: PolicyDirection, _ i: Int, _ rule: ClusterNetworkPolicy.Rule) -> String {
+        String("cnp \(p.name) \(rule.label(d, i)) \(rule.action.rawValue)".prefix(200))
+    }
+
+    /// Packets each ClusterNetworkPolicy Deny rule denied, from the kernel's counters of the tier
+    /// chains (`counter` precedes every Deny verdict): the rules of both families' tables as a
+    /// rule dump returns them (`NetlinkSession.nftablesRules`), matched by their comment (the
+    /// kernel keeps 127 bytes of it). For a metric `{policy, rule}`; a rule whose comment is no
+    /// current Deny rule's is left out.
+    public static func deniedPackets(_ records: [NFTablesRuleRecord], _ desired: TierDesired) -> [TierDeniedPackets] {
+        var byComment: [[UInt8]: TierRuleID] = [:]
+        for (name, p) in desired.policies {
+            for d in PolicyDirection.allCases {
+                for (i, rule) in TierDesired.rules(p, d).enumerated() where rule.action == .deny {
+                    byComment[Array(comment(p, d, i, rule).utf8.prefix(127))] = TierRuleID(policy: name, direction: d, index: i)
+                }
+            }
+        }
+        var sums: [TierRuleID: UInt64] = [:]
+        for r in records where Names.chains.contains(r.chain) {
+            guard let packets = r.counterPackets, let text = r.userDataValue(type: 0),
+                  let id = byComment[Array(text.prefix { $0 != 0 })] else { continue }
+            sums[id, default: 0] += packets
+        }
+        return sums.sorted { $0.key < $1.key }.map { id, packets in
+            let rule = TierDesired.rules(desired.policies[id.policy]!, id.direction)[id.index]
+            return TierDeniedPackets(policy: id.policy, rule: rule.name ?? "\(id.direction.rawValue)[\(id.index)]", packets: packets)
+        }
     }
 
     /// The sets of one policy (empty but for the static port ranges).
