@@ -215,7 +215,8 @@ public enum NFTablesMessages {
         var record = NFTablesRuleRecord(chain: String(decoding: chain.prefix { $0 != 0 }, as: UTF8.self),
                                         handle: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
                                         userData: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).map(Array.init) ?? [])
-        record.counterPackets = try counterPackets(attrs.bytes(UInt16(NFTA_RULE_EXPRESSIONS.rawValue)))
+        // Best effort: a rule whose expressions do not parse still has its handle and user data.
+        record.counterPackets = try? counterPackets(attrs.bytes(UInt16(NFTA_RULE_EXPRESSIONS.rawValue)))
         return record
     }
 
