@@ -55,7 +55,7 @@ struct ClusterNetworkPolicyApplyTests {
         let ns = try TestNamespace("cnp")
         defer { ns.delete() }
         let dir = TempDirectory()
-        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24,fd00:10:244:1::/64"])
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
         try agent.start()
         defer { agent.stop() }
 
