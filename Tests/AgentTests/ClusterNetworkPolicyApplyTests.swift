@@ -55,7 +55,7 @@ struct ClusterNetworkPolicyApplyTests {
         let ns = try TestNamespace("cnp")
         defer { ns.delete() }
         let dir = TempDirectory()
-        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24,fd00:10:244:1::/64"])
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--pod-cidrs", "10.244.1.0/24"])
         try agent.start()
         defer { agent.stop() }
 
@@ -101,5 +101,52 @@ struct ClusterNetworkPolicyApplyTests {
         let deleted = try agent.cli(["delete", "-f", "-"], stdin: one)
         #expect(deleted.stdout.contains("ClusterNetworkPolicy baseline-egress deleted"), "\(deleted.stdout)\(deleted.stderr)")
         #expect(try status(agent).objects["ClusterNetworkPolicy"] == 1)
+    }
+
+    /// The etcd source: `nodenet apply` writes the policy at its cluster-scoped key and it comes
+    /// back through the watch; an invalid one put by another writer is skipped and named on
+    /// `nodenet status`'s source line.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"))
+    func etcdSourceAppliesAndNamesTheInvalidPolicyInStatus() throws {
+        let ns = try TestNamespace("cnp-etcd")
+        defer { ns.delete() }
+        let dir = TempDirectory()
+        let endpoint = "http://127.0.0.1:23790"
+        let etcd = try Shell.spawn(["/usr/bin/nsenter", "--net=\(ns.path)", try Shell.which("etcd"), "--data-dir", dir.file("etcd"),
+                                    "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                                    "--listen-peer-urls", "http://127.0.0.1:23800"], log: dir.file("etcd.log"))
+        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
+        var up = false
+        for _ in 0..<100 where !up {
+            up = (try? ns.run(["etcdctl", "--endpoints", endpoint, "endpoint", "health"]))?.ok == true
+            if !up { usleep(100_000) }
+        }
+        try #require(up, "etcd did not start")
+        let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--source", "etcd", "--etcd-endpoints", endpoint])
+        try agent.start()
+        defer { agent.stop() }
+
+        let applied = try agent.apply(Self.manifest)
+        #expect(applied.ok, "\(applied.stderr)")
+        var synced = false
+        for _ in 0..<100 where !synced {
+            synced = (try? status(agent))?.objects["ClusterNetworkPolicy"] == 2
+            if !synced { usleep(100_000) }
+        }
+        #expect(synced, "the policies came back through the watch")
+        let stored = try ns.run(["etcdctl", "--endpoints", endpoint, "get", "--print-value-only", "/nodenet/objects/ClusterNetworkPolicy/deny-slytherin"])
+        #expect(stored.stdout.contains(#""tier":"Admin""#), "stored at the cluster-scoped key: \(stored.stdout)")
+
+        let bad = #"{"apiVersion":"policy.networking.k8s.io/v1alpha2","kind":"ClusterNetworkPolicy","metadata":{"name":"bad-action"},"#
+            + #""spec":{"tier":"Baseline","priority":3,"subject":{"namespaces":{}},"ingress":[{"action":"Allow","from":[{"namespaces":{}}]}]}}"#
+        #expect(try ns.run(["etcdctl", "--endpoints", endpoint, "put", "/nodenet/objects/ClusterNetworkPolicy/bad-action", bad]).ok)
+        var named = ""
+        for _ in 0..<100 where !named.contains("bad-action") {
+            named = (try? status(agent))?.source.message ?? ""
+            if !named.contains("bad-action") { usleep(100_000) }
+        }
+        #expect(named.contains("last skipped /nodenet/objects/ClusterNetworkPolicy/bad-action: spec.ingress[0].action: Unsupported value: \"Allow\""),
+                "\(named)")
+        #expect(try status(agent).objects["ClusterNetworkPolicy"] == 2, "the invalid policy is not in the store")
     }
 }

@@ -162,6 +162,9 @@ import Testing
         """)
         #expect(p.ingress[0].peers == [.unsupported(field: "networks"), .unsupported(field: "serviceAccounts")])
         #expect(p.egress.map(\.peers) == [[.unsupported(field: "nodes")], [.unsupported(field: "domainNames")]])
+        // A field written as null is absent (YAML `pods: ~` beside the real one).
+        let nulls = try decoded(Self.head + "spec: {\(Self.subject), egress: [{action: Deny, to: [{pods: ~, networks: [10.0.0.0/8], nodes: null}]}]}")
+        #expect(nulls.egress[0].peers == [.networks([IPPrefix("10.0.0.0/8")!])])
         // Round trip keeps them unsupported (their content is not kept).
         let json = try ObjectCoding.encode(.clusterNetworkPolicy(p))
         #expect(try ObjectCoding.decode(kind: .clusterNetworkPolicy, json) == .clusterNetworkPolicy(p))
@@ -197,6 +200,9 @@ import Testing
         ("spec: {\(subject), egress: [{action: Deny, to: [{namespaces: {}, networks: [10.0.0.0/8]}]}]}",
          "spec.egress[0].to[0]: must set exactly one field (namespaces, pods or networks), found 2: namespaces, networks"),
         ("spec: {\(subject), egress: [{action: Deny, to: [{pods: {namespaceSelector: {}}}]}]}", "spec.egress[0].to[0].pods.podSelector: Required value"),
+        ("spec: {\(subject), egress: [{action: Deny, to: [{networks: {cidr: 10.0.0.0/8}}]}]}", "spec.egress[0].to[0].networks: expected "),
+        ("spec: {\(subject), ingress: [{action: Deny, from: [{pods: {podSelector: {}}, serviceAccounts: {name: x}}]}]}",
+         "spec.ingress[0].from[0]: must set exactly one field (namespaces or pods), found 2: pods, serviceAccounts"),
         ("spec: {\(subject), egress: [{action: Deny, to: [{networks: []}]}]}", "spec.egress[0].to[0].networks: must have at least 1 item"),
         ("spec: {\(subject), egress: [{action: Deny, to: [{networks: [10.0.0.0/33]}]}]}",
          "spec.egress[0].to[0].networks[0]: \"10.0.0.0/33\": Invalid CIDR format provided"),

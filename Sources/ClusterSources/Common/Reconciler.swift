@@ -79,12 +79,17 @@ struct Reconciler: Sendable {
     var healthyWatch: Duration = .seconds(30)
     /// How often a resource the backend does not serve (`FeedList.absent`) is listed again.
     var absentRecheck: Duration = .seconds(60)
+    /// Lists in a row (`min(absentRecheck, 5 s)` apart) that must find the resource not served
+    /// before the objects of its kind already in the store are removed.
+    var absentConfirmations = 3
 
     func run() async {
         var backoff = self.backoff
         var resume: String?
         var lists = 0
         var watches = 0
+        /// Consecutive lists that found the resource not served.
+        var absentStreak = 0
         var watch: WatchPosition?
         while !Task.isCancelled {
             do {
@@ -92,12 +97,24 @@ struct Reconciler: Sendable {
                     let listed = try await feed.list()
                     try Task.checkCancellation()
                     if let reason = listed.absent {
+                        absentStreak += 1
+                        // What the store holds of the kind is dropped only once the absence
+                        // is confirmed: an API server that is starting answers 404 for a CRD's
+                        // resources until it has loaded the CRD, and dropping admin Deny
+                        // policies for that moment would fail open.
+                        let snapshot = await store.snapshot()
+                        if absentStreak < absentConfirmations, feed.kinds.contains(where: { snapshot.count(of: $0) > 0 }) {
+                            absent(feed.name, reason)
+                            try await Task.sleep(for: min(absentRecheck, .seconds(5)))
+                            continue
+                        }
                         // Nothing to watch: the kind is empty until the resource appears.
                         try await applyList(listed, relist: false, log: false)
                         absent(feed.name, reason)
                         try await Task.sleep(for: absentRecheck)
                         continue
                     }
+                    absentStreak = 0
                     try await applyList(listed, relist: lists > 0)
                     absent(feed.name, nil)
                     lists += 1
