@@ -45,6 +45,8 @@ public struct NFTablesRuleRecord: Sendable, Hashable {
     public var chain: String
     public var handle: UInt64
     public var userData: [UInt8]
+    /// The packets of the rule's first `counter` expression (nil: the rule has none).
+    public var counterPackets: UInt64? = nil
 
     /// The value of user data TLV `type` (nft's comment is type 0).
     public func userDataValue(type: UInt8) -> ArraySlice<UInt8>? {
@@ -210,9 +212,27 @@ public enum NFTablesMessages {
         let attrs = try Attributes(m.payload.dropFirst(4))
         guard let raw = attrs.bytes(UInt16(NFTA_RULE_HANDLE.rawValue)), raw.count == 8,
               let chain = attrs.bytes(UInt16(NFTA_RULE_CHAIN.rawValue)) else { return nil }
-        return NFTablesRuleRecord(chain: String(decoding: chain.prefix { $0 != 0 }, as: UTF8.self),
-                                  handle: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
-                                  userData: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).map(Array.init) ?? [])
+        var record = NFTablesRuleRecord(chain: String(decoding: chain.prefix { $0 != 0 }, as: UTF8.self),
+                                        handle: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
+                                        userData: attrs.bytes(UInt16(NFTA_RULE_USERDATA.rawValue)).map(Array.init) ?? [])
+        // Best effort: a rule whose expressions do not parse still has its handle and user data.
+        record.counterPackets = try? counterPackets(attrs.bytes(UInt16(NFTA_RULE_EXPRESSIONS.rawValue)))
+        return record
+    }
+
+    /// NFTA_RULE_EXPRESSIONS: a list of NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA }; a
+    /// "counter" expression's data holds NFTA_COUNTER_PACKETS (u64, big endian).
+    static func counterPackets(_ expressions: ArraySlice<UInt8>?) throws(NetlinkError) -> UInt64? {
+        guard let expressions else { return nil }
+        for element in try Attributes(expressions).entries where element.type == UInt16(NFTA_LIST_ELEM.rawValue) {
+            let e = try Attributes(element.value)
+            guard let name = e.bytes(UInt16(NFTA_EXPR_NAME.rawValue)),
+                  String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) == "counter",
+                  let data = e.bytes(UInt16(NFTA_EXPR_DATA.rawValue)) else { continue }
+            guard let packets = try Attributes(data).bytes(UInt16(NFTA_COUNTER_PACKETS.rawValue)), packets.count == 8 else { return nil }
+            return packets.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        return nil
     }
 }
 

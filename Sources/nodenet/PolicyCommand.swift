@@ -35,7 +35,10 @@ struct PolicyCheckCommand: ParsableCommand {
             throw CLIError(error.description)
         }
         guard response.status == 200 else { throw CLIError(apiMessage(response)) }
-        struct Direction: Decodable { var isolated: Bool; var isolatingPolicies: [String]; var allowingRules: [String] }
+        struct Direction: Decodable {
+            var isolated: Bool; var isolatingPolicies: [String]; var allowingRules: [String]
+            var decidedBy: String?; var clusterNetworkPolicy: String?; var rule: String?; var action: String?; var passedBy: String?
+        }
         struct Answer: Decodable {
             var allowed: Bool; var source: String; var destination: String; var port: String; var deniedBy: String?
             var egress: Direction; var ingress: Direction; var summary: String
@@ -48,13 +51,16 @@ struct PolicyCheckCommand: ParsableCommand {
         } else {
             print("\(a.allowed ? "ALLOWED" : "DENIED")  \(a.source) -> \(a.destination) \(a.port)")
             for (name, d) in [("egress", a.egress), ("ingress", a.ingress)] {
-                if !d.isolated {
+                if let cnp = d.clusterNetworkPolicy, let tier = d.decidedBy, tier == "Admin" || tier == "Baseline" {
+                    print("  \(name): \(d.action ?? "?") by ClusterNetworkPolicy \(cnp) (\(tier) tier) rule \(d.rule ?? "?")")
+                } else if !d.isolated {
                     print("  \(name): not isolated (no policy selects the pod for \(name))")
                 } else if d.allowingRules.isEmpty {
                     print("  \(name): DENIED: isolated by \(d.isolatingPolicies.joined(separator: ", ")); no rule allows it")
                 } else {
                     print("  \(name): allowed by \(d.allowingRules.joined(separator: ", "))")
                 }
+                if let pass = d.passedBy { print("    (after Admin Pass: \(pass))") }
             }
         }
         if !a.allowed { throw ExitCode(Self.deniedExitCode) }

@@ -32,6 +32,10 @@ struct NetworkPolicyConformanceTests {
             print("netpol case \(c.name): not run: NetworkPolicy is not supported by this build")
             try Test.cancel("NetworkPolicy is not supported by this build: \(missing)")
         }
+        if c.usesClusterPolicies, let missing = model.clusterPolicySupportMissing {
+            print("netpol case \(c.name): not run: ClusterNetworkPolicy is not supported by this build")
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
         if !model.sctpAvailable, c.portProtocols.allSatisfy({ $0.proto == .sctp }) {
             print("netpol case \(c.name): not run: SCTP only, and this kernel has no SCTP sockets")
             try Test.cancel("SCTP traffic not probed: this kernel has no SCTP sockets (no /proc/sys/net/sctp)")
@@ -90,6 +94,99 @@ struct NetworkPolicyConformanceTests {
             print("first packets into a denied new pod from \(peer): \(into)")
             #expect(into.delivered == 0, "\(peer)'s packets reached the new pod before its policy applied: \(into)")
         }
+    }
+
+    /// `nodenet policy check` answers through the tiers and names the ClusterNetworkPolicy and
+    /// rule that decided (an Admin Deny over a NetworkPolicy that allows; an Admin Pass handing
+    /// on to NetworkPolicy), and the real probes agree with it.
+    @Test func policyCheckNamesTheClusterPolicyRule() throws {
+        let model = try Self.model()
+        if let missing = model.clusterPolicySupportMissing {
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
+        defer {
+            do { try model.reset() } catch { Issue.record("resetting the model: \(error)") }
+        }
+        try model.applyPolicies("""
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: allow-all, namespace: x}
+            spec: {podSelector: {}, ingress: [{}]}
+            ---
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: guard-x}
+            spec:
+              tier: Admin
+              priority: 5
+              subject: {namespaces: {matchLabels: {ns: x}}}
+              ingress:
+                - {name: pass-z, action: Pass, from: [{namespaces: {matchLabels: {ns: z}}}]}
+                - {name: no-y, action: Deny, from: [{namespaces: {matchLabels: {ns: "y"}}}]}
+            """)
+        var expected = ReachabilityMatrix(pods: model.shape.pods, all: true)
+        for from in model.shape.pods where from.namespace == "y" {
+            for to in model.shape.pods where to.namespace == "x" { expected[from, to] = false }
+        }
+        let (failures, _) = model.validate([.init(ports: [PortProtocol(80, .tcp)], matrix: expected)])
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
+        for node in model.cluster.nodes.indices {
+            let denied = try model.cluster.nodes[node].agent.cli(["policy", "check", "--from", "y/b", "--to", "x/a", "--port", "80/TCP"])
+            #expect(denied.status == 4, "node \(node): \(denied.stdout)\(denied.stderr)")
+            #expect(denied.stdout.contains("Deny by ClusterNetworkPolicy guard-x (Admin tier) rule \"no-y\""), "node \(node): \(denied.stdout)")
+            let passed = try model.cluster.nodes[node].agent.cli(["policy", "check", "--from", "z/c", "--to", "x/a", "--port", "80/TCP", "--json"])
+            #expect(passed.ok, "\(passed.stdout)\(passed.stderr)")
+            struct Answer: Decodable {
+                struct Direction: Decodable { var decidedBy: String?; var passedBy: String?; var allowingRules: [String] }
+                var allowed: Bool; var ingress: Direction
+            }
+            let a = try JSONDecoder().decode(Answer.self, from: Data(passed.stdout.utf8))
+            #expect(a.allowed && a.ingress.decidedBy == "NetworkPolicy" && a.ingress.passedBy == "guard-x \"pass-z\""
+                    && a.ingress.allowingRules == ["x/allow-all ingress[0]"], "node \(node): \(passed.stdout)")
+        }
+    }
+
+    /// DNS honours the tiers: an Admin Deny of egress to the kube-dns pods stops a pod's
+    /// queries to the node-local responder (which stands for them), and no other pod's; the
+    /// explain says which rule.
+    @Test func adminDenyOfKubeDNSDeniesDNS() throws {
+        let model = try Self.model()
+        if let missing = model.clusterPolicySupportMissing {
+            try Test.cancel("ClusterNetworkPolicy is not supported by this build: \(missing)")
+        }
+        defer {
+            do { try model.reset() } catch { Issue.record("resetting the model: \(error)") }
+        }
+        let xa = try #require(model.pods[ModelPod("x", "a")]).ns, ya = try #require(model.pods[ModelPod("y", "a")]).ns
+        /// A reply (any rcode) from the node-local responder, over UDP and over TCP.
+        func answers(_ ns: TestNamespace, tcp: Bool = false) throws -> Bool {
+            try ns.run(["dig", "+time=1", "+tries=1"] + (tcp ? ["+tcp"] : []) + ["@169.254.20.10", "x.svc.cluster.local"], timeout: 10).ok
+        }
+        #expect(try answers(xa) && answers(ya), "DNS answers before any policy")
+        try model.applyPolicies("""
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: no-dns-for-x}
+            spec:
+              tier: Admin
+              priority: 1
+              subject: {namespaces: {matchLabels: {ns: x}}}
+              egress:
+                - name: deny-kube-dns
+                  action: Deny
+                  to: [{pods: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}}]
+            """)
+        var denied = false
+        for _ in 0..<40 where !denied {
+            denied = try !answers(xa)
+            if !denied { usleep(250_000) }
+        }
+        #expect(denied, "x/a still resolves under an Admin Deny of kube-dns")
+        #expect(try !answers(xa, tcp: true), "DNS over TCP too")
+        #expect(try answers(ya), "y/a is no subject")
+        let check = try model.cluster.nodes[model.node(of: ModelPod("x", "a"))].agent.cli(
+            ["policy", "check", "--from", "x/a", "--to", "169.254.20.10", "--port", "53/UDP"])
+        #expect(check.status == 4 && check.stdout.contains("no-dns-for-x") && check.stdout.contains("deny-kube-dns"), "\(check.stdout)\(check.stderr)")
     }
 
     /// The prober can fail: UDP/81 connects everywhere in both modes, a port nobody serves
@@ -259,6 +356,22 @@ struct PolicyModelScope: SuiteTrait, TestScoping {
         #expect(try matrix("udp-rule-is-not-tcp") == onlyInto(xa, from: []))
         #expect(try matrix("pod-label-added-to-client", step: 1) == onlyInto(xa, from: [ModelPod("y", "c")]))
         #expect(try matrix("policy-updated-allow-all-to-deny-all", step: 2) == ReachabilityMatrix(pods: pods, all: true))
+        // The tiers, built by hand from the CNP semantics.
+        let z = pods.filter { $0.namespace == "z" }
+        #expect(try matrix("tier-admin-deny-overrides-np-allow") == expect { m in for f in y { for t in x { m[f, t] = false } } })
+        #expect(try matrix("tier-admin-accept-overrides-np-deny") == expect { m in
+            for f in pods { for t in x where f != t && !(y.contains(f) && t == xa) { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-admin-accept-overrides-np-deny", PortProtocol(81, .tcp)) == expect { m in
+            for f in pods { for t in x where f != t { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-baseline-deny-non-isolated") == expect { m in for f in y { for t in pods where f != t { m[f, t] = false } } })
+        #expect(try matrix("tier-baseline-ignored-for-np-isolated") == expect { m in
+            for f in y { for t in pods where f != t && t.namespace != "x" { m[f, t] = false } }
+        })
+        #expect(try matrix("tier-egress-networks-deny") == expect { m in for f in x { m[f, ModelPod("y", "b")] = false } })
+        #expect(try matrix("tier-rule-order") == expect { m in for f in pods where f.name != "a" { for t in z where f != t { m[f, t] = false } } })
+        #expect(try matrix("tier-rule-order", step: 1) == expect { m in for f in pods { for t in z where f != t { m[f, t] = false } } })
     }
 
     @Test func matrixRoundTripsAndMarksMismatches() throws {

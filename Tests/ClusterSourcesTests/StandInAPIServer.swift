@@ -35,6 +35,8 @@ struct WatchReply: Sendable {
         /// Adds or replaces an item (list-item JSON, keyed "namespace/name").
         case put(Data)
         case delete(String)
+        /// The resource stops being served (its CRD deleted): lists answer 404 again.
+        case removeResource
     }
 
     static func gone() -> WatchReply {
@@ -90,6 +92,7 @@ final class APIScript: @unchecked Sendable {
                         let item = try! JSONSerialization.jsonObject(with: data) as! [String: Any]
                         objects[path, default: [:]][Self.name(item)] = item
                     case .delete(let key): objects[path]?[key] = nil
+                    case .removeResource: objects[path] = nil
                     }
                 }
                 if !next.listUpdates.isEmpty { resourceVersion += 10 }

@@ -71,4 +71,17 @@ enum Fixtures {
                   "ports":[{"protocol":"TCP","port":"web"},{"protocol":"TCP","port":8080,"endPort":8090},{"protocol":"SCTP","port":9003}]}],
       "egress":[{"to":[{"ipBlock":{"cidr":"fd00:10:244::/48","except":["fd00:10:244:2::/64"]}}],"ports":[{"protocol":"UDP","port":53}]},{}]}}
     """
+
+    /// As `kubectl get clusternetworkpolicy -o json` prints it: both tiers' shapes in one
+    /// (pods subject, every peer kind, ports, ranges, a named port, both families).
+    static let clusterNetworkPolicy = """
+    {"apiVersion":"policy.networking.k8s.io/v1alpha2","kind":"ClusterNetworkPolicy","metadata":{"creationTimestamp":"2026-12-07T09:12:44Z","generation":1,"name":"pass-monitoring","resourceVersion":"61207","uid":"9b1e7c3a-2d4f-4a6b-8c0e-1f2a3b4c5d6e"},
+     "spec":{"tier":"Admin","priority":20,
+      "subject":{"pods":{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system"]}]},"podSelector":{}}},
+      "ingress":[{"name":"pass-from-monitoring","action":"Pass","from":[{"namespaces":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}],"protocols":[{"tcp":{"destinationPort":{"number":9100}}},{"destinationNamedPort":"metrics"}]},
+                 {"action":"Deny","from":[{"pods":{"namespaceSelector":{},"podSelector":{"matchLabels":{"app":"scanner"}}}}]}],
+      "egress":[{"name":"deny-metadata","action":"Deny","to":[{"networks":["169.254.169.254/32","fd00:ec2::254/128"]}]},
+                {"action":"Accept","to":[{"namespaces":{}}],"protocols":[{"udp":{"destinationPort":{"range":{"start":30000,"end":32767}}}},{"sctp":{"destinationPort":{"number":9003}}}]}]},
+     "status":{"conditions":[]}}
+    """
 }

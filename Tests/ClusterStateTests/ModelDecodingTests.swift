@@ -227,7 +227,7 @@ import Testing
 /// leaves errors to the YAML path (same messages as before).
 @Suite struct JSONFastPathTests {
     static let fixtures = [Fixtures.node, Fixtures.service, Fixtures.headless, Fixtures.externalName, Fixtures.endpointSlice,
-                           Fixtures.pod, Fixtures.namespace, Fixtures.networkPolicy]
+                           Fixtures.pod, Fixtures.namespace, Fixtures.networkPolicy, Fixtures.clusterNetworkPolicy]
 
     @Test(arguments: fixtures)
     func sameObjectsAsTheYAMLPath(_ json: String) throws {

@@ -54,9 +54,21 @@ import Testing
                 NetworkPolicy.Peer(ipBlock: NetworkPolicy.IPBlock(cidr: IPPrefix("0.0.0.0/0")!, except: [IPPrefix("10.244.0.0/16")!, IPPrefix("10.96.0.0/12")!])),
                 NetworkPolicy.Peer(ipBlock: NetworkPolicy.IPBlock(cidr: IPPrefix("fd00::/8")!))])])
         let denyAll = NetworkPolicy(metadata: ObjectMeta(name: "deny", namespace: "x"))
+        var cnpMeta = meta
+        cnpMeta.name = "cnp-every"
+        cnpMeta.namespace = nil
+        let cnp = ClusterNetworkPolicy(
+            metadata: cnpMeta, tier: .baseline, priority: 1000,
+            subject: .pods(.init(namespaceSelector: LabelSelector(matchExpressions: [.init(key: "k", operator: .doesNotExist)]),
+                                 podSelector: LabelSelector(matchLabels: ["app": "é"]))),
+            ingress: [.init(action: .pass, peers: [.namespaces(.everything), .unsupported(field: "serviceAccounts")]),
+                      .init(name: String(repeating: "r", count: 100), action: .accept, peers: [.pods(.init())],
+                            protocols: [.namedPort("serve-80-tcp"), .port(.sctp, nil), .port(.udp, .number(65535)), .port(.tcp, .range(1...65535))])],
+            egress: [.init(name: "", action: .deny, peers: [.networks([IPPrefix("0.0.0.0/0")!, IPPrefix("fd00::/8")!]), .unsupported(field: "nodes")])])
+        let cnpBare = ClusterNetworkPolicy(metadata: ObjectMeta(name: "bare"), tier: .admin, priority: 0, subject: .namespaces(.everything))
         return [.service(service), .service(bare), .endpointSlice(slice), .pod(pod), .pod(podBare), .node(node),
                 .namespace(Namespace(metadata: ObjectMeta(name: "ns", labels: ["k": "v"]))),
-                .networkPolicy(policy), .networkPolicy(denyAll)]
+                .networkPolicy(policy), .networkPolicy(denyAll), .clusterNetworkPolicy(cnp), .clusterNetworkPolicy(cnpBare)]
     }
 
     @Test func everyObjectComesBackEqualAndAsTheSameKubernetesJSON() throws {
@@ -96,6 +108,10 @@ import Testing
         #expect(count(NetworkPolicy.Port()) == 3, "NetworkPolicy.Port changed: update StoredCoding")
         #expect(count(NetworkPolicy.Peer()) == 3, "NetworkPolicy.Peer changed: update StoredCoding")
         #expect(count(NetworkPolicy.IPBlock(cidr: IPPrefix("10.0.0.0/8")!)) == 2, "NetworkPolicy.IPBlock changed: update StoredCoding")
+        let cnp = ClusterNetworkPolicy(metadata: meta, tier: .admin, priority: 0, subject: .namespaces(.everything))
+        #expect(count(cnp) == 6, "ClusterNetworkPolicy changed: update StoredCoding (Writer.clusterNetworkPolicy / Reader.clusterNetworkPolicy)")
+        #expect(count(ClusterNetworkPolicy.Rule(action: .deny, peers: [])) == 4, "ClusterNetworkPolicy.Rule changed: update StoredCoding")
+        #expect(count(ClusterNetworkPolicy.NamespacedPods()) == 2, "ClusterNetworkPolicy.NamespacedPods changed: update StoredCoding")
         #expect(count(LabelSelector()) == 2, "LabelSelector changed: update StoredCoding")
         #expect(count(LabelSelector.Requirement(key: "k", operator: .exists)) == 3, "LabelSelector.Requirement changed: update StoredCoding")
     }

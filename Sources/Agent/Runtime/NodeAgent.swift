@@ -298,6 +298,8 @@ public final class NodeAgent: Sendable {
         message += ", watch restarts \(remote.watchRestarts), relists \(remote.relists)"
         if remote.skippedObjects > 0 { message += ", \(remote.skippedObjects) objects skipped" }
         if let skipped = remote.lastSkipped { message += ", last skipped \(skipped)" }
+        // An optional CRD not installed (ClusterNetworkPolicy): said, not an error.
+        for (feed, reason) in (remote.absent ?? [:]).sorted(by: { $0.key < $1.key }) { message += ", \(feed): \(reason)" }
         if let e = remote.lastError { message += ", last error: \(e)" }
         return .init(kind: config.source.rawValue, synced: remote.synced, connected: remote.connected, lastSync: remote.lastSync,
                      storeVersion: snapshot.version, message: message)

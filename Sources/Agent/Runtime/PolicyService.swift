@@ -61,7 +61,7 @@ struct PolicyService: AgentActor {
         agent.policy.set(actor)
         agent.statusDetails(name) {
             let s = await actor.status()
-            var d = ["policies": "\(s.policies)", "isolated pods (ingress)": "\(s.isolatedIngress)",
+            var d = ["policies": "\(s.policies)", "cluster policies": "\(s.clusterPolicies)", "isolated pods (ingress)": "\(s.isolatedIngress)",
                      "isolated pods (egress)": "\(s.isolatedEgress)", "identities": "\(s.identities)", "elements": "\(s.elements)",
                      "syncs": "\(s.syncs)", "last sync": s.lastSyncSeconds.map { String(format: "%.1f ms", $0 * 1000) } ?? "-",
                      "programming": s.lastProgrammingSeconds.map { String(format: "%.3f ms", $0 * 1000) } ?? "-"]
@@ -76,8 +76,9 @@ struct PolicyService: AgentActor {
             do {
                 let query = try PolicyCheck.Query(from: q["from"] ?? "", to: q["to"] ?? "", port: q["port"] ?? "")
                 let snapshot = await agent.store.snapshot()
-                let inputs = PolicyInputs(snapshot: snapshot, nodeName: config.nodeName, policies: snapshot.networkPolicies,
+                var inputs = PolicyInputs(snapshot: snapshot, nodeName: config.nodeName, policies: snapshot.networkPolicies,
                                           dnsAddresses: dnsAddresses)
+                inputs.clusterPolicies = snapshot.clusterNetworkPolicies
                 let result = try PolicyCheck.run(query, inputs: inputs)
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]

@@ -23,6 +23,10 @@ struct FeedList: Sendable {
     var skipped: Int = 0
     /// The skipped items named with the reason, for the status line.
     var skippedNotes: [String] = []
+    /// Set when the backend does not serve the resource at all (an optional CRD that is not
+    /// installed): the list is empty, there is nothing to watch, and the reconciler lists
+    /// again after `absentRecheck`. Says why, for the status.
+    var absent: String?
 }
 
 /// One resource a source lists and watches: the part that differs between etcd and the
@@ -73,19 +77,46 @@ struct Reconciler: Sendable {
     var backoff = Backoff()
     /// A watch that lived this long was healthy: a failure after it starts the backoff over.
     var healthyWatch: Duration = .seconds(30)
+    /// How often a resource the backend does not serve (`FeedList.absent`) is listed again.
+    var absentRecheck: Duration = .seconds(60)
+    /// Lists in a row (`min(absentRecheck, 5 s)` apart) that must find the resource not served
+    /// before the objects of its kind already in the store are removed.
+    var absentConfirmations = 3
 
     func run() async {
         var backoff = self.backoff
         var resume: String?
         var lists = 0
         var watches = 0
+        /// Consecutive lists that found the resource not served.
+        var absentStreak = 0
         var watch: WatchPosition?
         while !Task.isCancelled {
             do {
                 if resume == nil {
                     let listed = try await feed.list()
                     try Task.checkCancellation()
+                    if let reason = listed.absent {
+                        absentStreak += 1
+                        // What the store holds of the kind is dropped only once the absence
+                        // is confirmed: an API server that is starting answers 404 for a CRD's
+                        // resources until it has loaded the CRD, and dropping admin Deny
+                        // policies for that moment would fail open.
+                        let snapshot = await store.snapshot()
+                        if absentStreak < absentConfirmations, feed.kinds.contains(where: { snapshot.count(of: $0) > 0 }) {
+                            absent(feed.name, reason)
+                            try await Task.sleep(for: min(absentRecheck, .seconds(5)))
+                            continue
+                        }
+                        // Nothing to watch: the kind is empty until the resource appears.
+                        try await applyList(listed, relist: false, log: false)
+                        absent(feed.name, reason)
+                        try await Task.sleep(for: absentRecheck)
+                        continue
+                    }
+                    absentStreak = 0
                     try await applyList(listed, relist: lists > 0)
+                    absent(feed.name, nil)
                     lists += 1
                     resume = listed.resume
                 }
@@ -136,6 +167,23 @@ struct Reconciler: Sendable {
         }
     }
 
+    /// Records whether the feed's resource is served, logging only the transitions (a recheck
+    /// every minute must not log every minute).
+    private func absent(_ name: String, _ reason: String?) {
+        let was = tracker.status.absent?[name]
+        guard was != reason else { return }
+        tracker.update { s in
+            var map = s.absent ?? [:]
+            map[name] = reason
+            s.absent = map.isEmpty ? nil : map
+        }
+        if let reason {
+            logger.notice("\(name): \(reason); treated as empty, checking again every \(absentRecheck)")
+        } else if was != nil {
+            logger.notice("\(name): now served; listing and watching it")
+        }
+    }
+
     /// Writes through `commit`: with a persistent store, what the source delivered survives a
     /// restart during which the source is unreachable (the agent serves from it meanwhile);
     /// with a memory-only store it is `apply`. A failed write counts as a failure of the
@@ -148,7 +196,7 @@ struct Reconciler: Sendable {
         }
     }
 
-    private func applyList(_ listed: FeedList, relist: Bool) async throws {
+    private func applyList(_ listed: FeedList, relist: Bool, log: Bool = true) async throws {
         let snapshot = await store.snapshot()
         let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
         let made = try await write(changes)
@@ -158,7 +206,7 @@ struct Reconciler: Sendable {
                 if let note = listed.skippedNotes.last { s.lastSkipped = note }
             }
         }
-        logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
+        if log { logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)") }
         if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
         tracker.counted(await store.snapshot(), kinds: feed.kinds)
     }

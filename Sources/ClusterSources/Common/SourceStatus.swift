@@ -27,6 +27,10 @@ public struct SourceStatus: Sendable, Codable, Equatable {
     /// The last object skipped (from a list or a watch event), named with the reason, e.g.
     /// `NetworkPolicy apps/web: spec.ingress[0].ports[0].endPort: ...`.
     public var lastSkipped: String?
+    /// Feeds whose resource the backend does not serve (an optional CRD, such as
+    /// ClusterNetworkPolicy's, not installed), with why: treated as empty and checked again
+    /// periodically. Nil when every resource is served.
+    public var absent: [String: String]?
     public var lastError: String?
     public var lastErrorAt: Date?
 

@@ -3,7 +3,7 @@ import IPAddressing
 
 /// Where nodenet keeps things in etcd, under one prefix (default `/nodenet`):
 ///
-///     <prefix>/objects/<Kind>/<name>                 Node, Namespace (cluster-scoped)
+///     <prefix>/objects/<Kind>/<name>                 Node, Namespace, ClusterNetworkPolicy (cluster-scoped)
 ///     <prefix>/objects/<Kind>/<namespace>/<name>     Service, EndpointSlice, Pod, NetworkPolicy
 ///     <prefix>/subnets/<network>-<length>            a node's pod subnet, e.g. 10.244.3.0-24
 ///

@@ -42,6 +42,10 @@ struct KubeResource: Sendable {
     /// e.g. `/api/v1/nodes`.
     var path: String
     var fieldSelector: String?
+    /// Served by a CRD that many clusters do not install: a 404 on the list means "none of
+    /// them" (the feed counts as listed, so the first sync and readiness do not wait for it),
+    /// and the list is tried again now and then so installing the CRD later starts the watch.
+    var optional = false
 
     static func standard(podsOnNode node: String?) -> [KubeResource] {
         [
@@ -52,6 +56,8 @@ struct KubeResource: Sendable {
             // Policy selection: namespace labels (namespaceSelector) and the policies themselves.
             KubeResource(kind: .namespace, path: "/api/v1/namespaces"),
             KubeResource(kind: .networkPolicy, path: "/apis/networking.k8s.io/v1/networkpolicies"),
+            // The cluster-wide tiers: a CRD (sig-network's network-policy-api), often absent.
+            KubeResource(kind: .clusterNetworkPolicy, path: "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies", optional: true),
         ]
     }
 }
@@ -99,6 +105,10 @@ struct KubeFeed: Feed {
                 objects = []; skipped = 0; notes = []; token = nil; restarts += 1
                 continue
             }
+            if response.status.code == 404, resource.optional {
+                // The API server does not serve the resource (its CRD is not installed): none.
+                return FeedList(objects: [], resume: "", absent: "\(resource.path) is not served (HTTP 404: CRD not installed?)")
+            }
             guard response.status == .ok else { throw error(response.status.code, data) }
             let page = try decodeList(data)
             objects += page.objects
@@ -118,6 +128,10 @@ struct KubeFeed: Feed {
         let response = try await api.get(resource.path + q, streaming: true)
         if response.status.code == 410 {
             return AsyncThrowingStream { $0.yield(.expired("HTTP 410 Gone for resourceVersion \(resume)")); $0.finish() }
+        }
+        if response.status.code == 404, resource.optional {
+            // The CRD was deleted: list again, which finds it absent (not an error).
+            return AsyncThrowingStream { $0.yield(.expired("HTTP 404: \(resource.path) is no longer served")); $0.finish() }
         }
         guard response.status == .ok else { throw error(response.status.code, try await SourceHTTP.collect(response, limit: 1 << 20)) }
         let docs = SourceHTTP.documents(response)
@@ -145,6 +159,7 @@ struct KubeFeed: Feed {
         case .endpointSlice: EndpointSlice.self
         case .pod: Pod.self
         case .networkPolicy: NetworkPolicy.self
+        case .clusterNetworkPolicy: ClusterNetworkPolicy.self
         default: Namespace.self
         }
     }

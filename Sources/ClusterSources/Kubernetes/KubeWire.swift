@@ -69,6 +69,7 @@ func storeObject(_ kind: ObjectKind, _ value: any Decodable) -> ClusterObject? {
     case (.pod, var o as Pod): o.metadata.resourceVersion = nil; return .pod(o)
     case (.namespace, var o as Namespace): o.metadata.resourceVersion = nil; return .namespace(o)
     case (.networkPolicy, var o as NetworkPolicy): o.metadata.resourceVersion = nil; return .networkPolicy(o)
+    case (.clusterNetworkPolicy, var o as ClusterNetworkPolicy): o.metadata.resourceVersion = nil; return .clusterNetworkPolicy(o)
     default: return nil
     }
 }

@@ -14,6 +14,9 @@ public struct KubernetesSourceConfiguration: Sendable {
     public var stallBound: Duration
     /// Items per list page (`limit`); the rest come with `continue`.
     public var pageSize: Int
+    /// How often a resource the API server does not serve (the ClusterNetworkPolicy CRD not
+    /// installed) is listed again, so installing it later starts its watch.
+    public var absentRecheck: Duration = .seconds(60)
 
     public init(connection: KubeConnection, nodeName: String, allPods: Bool = true, requestTimeout: Duration = .seconds(30),
                 watchTimeoutSeconds: Int = 300, stallBound: Duration? = nil, pageSize: Int = 500) {
@@ -27,9 +30,11 @@ public struct KubernetesSourceConfiguration: Sendable {
     }
 }
 
-/// Feeds the store from the Kubernetes API: Nodes, Services, EndpointSlices, Pods, Namespaces
-/// and NetworkPolicies, each listed, applied as a difference, and watched from the list's
-/// resourceVersion. The store is marked synced once all of them have listed.
+/// Feeds the store from the Kubernetes API: Nodes, Services, EndpointSlices, Pods, Namespaces,
+/// NetworkPolicies and ClusterNetworkPolicies, each listed, applied as a difference, and watched
+/// from the list's resourceVersion. The store is marked synced once all of them have listed
+/// (a ClusterNetworkPolicy CRD that is not installed counts as an empty list, checked again
+/// every `absentRecheck`).
 public final class KubernetesSource: Sendable {
     public let configuration: KubernetesSourceConfiguration
     private let store: ClusterStore
@@ -55,7 +60,8 @@ public final class KubernetesSource: Sendable {
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             for feed in feeds {
-                let reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: logger, stallBound: configuration.stallBound)
+                var reconciler = Reconciler(feed: feed, store: store, tracker: tracker, logger: logger, stallBound: configuration.stallBound)
+                reconciler.absentRecheck = configuration.absentRecheck
                 group.addTask { await reconciler.run() }
             }
         }

@@ -161,7 +161,7 @@ public enum ManifestDecoder {
         guard let kindText = meta.kind else { throw ManifestError(document: document, field: "kind", message: "kind is required") }
         guard let kind = ObjectKind(rawValue: kindText), ObjectKind.manifestKinds.contains(kind) else {
             throw ManifestError(document: document, field: "kind",
-                                message: "unsupported kind \"\(kindText)\" (nodenet accepts Namespace, Node, Service, EndpointSlice, Pod, NetworkPolicy)")
+                                message: "unsupported kind \"\(kindText)\" (nodenet accepts Namespace, Node, Service, EndpointSlice, Pod, NetworkPolicy, ClusterNetworkPolicy)")
         }
         guard let api = meta.apiVersion else {
             throw ManifestError(document: document, field: "apiVersion", message: "apiVersion is required")
@@ -180,6 +180,7 @@ public enum ManifestDecoder {
         case .pod: return .pod(try decode(Pod.self) as! Pod)
         case .namespace: return .namespace(try decode(Namespace.self) as! Namespace)
         case .networkPolicy: return .networkPolicy(try decode(NetworkPolicy.self) as! NetworkPolicy)
+        case .clusterNetworkPolicy: return .clusterNetworkPolicy(try decode(ClusterNetworkPolicy.self) as! ClusterNetworkPolicy)
         case .attachment, .lease: preconditionFailure("not a manifest kind")
         }
     }
@@ -238,6 +239,7 @@ public enum ObjectCoding {
         case .pod(let o): return try e.encode(o)
         case .namespace(let o): return try e.encode(o)
         case .networkPolicy(let o): return try e.encode(o)
+        case .clusterNetworkPolicy(let o): return try e.encode(o)
         case .attachment(let o): return try e.encode(o)
         case .lease(let o): return try e.encode(o)
         }
@@ -252,6 +254,7 @@ public enum ObjectCoding {
         case .pod: return .pod(try d.decode(Pod.self, from: data))
         case .namespace: return .namespace(try d.decode(Namespace.self, from: data))
         case .networkPolicy: return .networkPolicy(try d.decode(NetworkPolicy.self, from: data))
+        case .clusterNetworkPolicy: return .clusterNetworkPolicy(try d.decode(ClusterNetworkPolicy.self, from: data))
         case .attachment: return .attachment(try d.decode(PodAttachment.self, from: data))
         case .lease: return .lease(try d.decode(SubnetLease.self, from: data))
         }

@@ -100,7 +100,7 @@ func isDNSSubdomain(_ s: String) -> Bool {
 func decodeMeta(_ c: KeyedDecodingContainer<AnyKey>, _ decoder: any Decoder, kind: ObjectKind) throws -> ObjectMeta {
     guard c.contains(AnyKey("metadata")) else { throw invalid(decoder, "metadata", "metadata is required") }
     var meta = try c.decode(ObjectMeta.self, forKey: AnyKey("metadata"))
-    let nameOK = kind == .node || kind == .pod || kind == .endpointSlice || kind == .networkPolicy ? isDNSSubdomain(meta.name) : isDNSLabel(meta.name)
+    let nameOK = kind == .node || kind == .pod || kind == .endpointSlice || kind == .networkPolicy || kind == .clusterNetworkPolicy ? isDNSSubdomain(meta.name) : isDNSLabel(meta.name)
     guard nameOK else {
         throw invalid(decoder, "metadata.name", "\"\(meta.name)\" is not a valid \(kind.rawValue) name (lower-case letters, digits and '-')")
     }

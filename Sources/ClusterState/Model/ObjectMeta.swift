@@ -8,18 +8,20 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Compa
     case namespace = "Namespace"
     /// networking.k8s.io/v1 NetworkPolicy.
     case networkPolicy = "NetworkPolicy"
+    /// policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy (cluster-scoped, like Node).
+    case clusterNetworkPolicy = "ClusterNetworkPolicy"
     /// Node-local: a CNI attachment (container id + ifname) and its addresses.
     case attachment = "PodAttachment"
     /// A node's pod subnet lease (embedded and etcd sources).
     case lease = "SubnetLease"
 
     /// Kinds a user may write with `nodenet apply`.
-    public static let manifestKinds: [ObjectKind] = [.namespace, .node, .service, .endpointSlice, .pod, .networkPolicy]
+    public static let manifestKinds: [ObjectKind] = [.namespace, .node, .service, .endpointSlice, .pod, .networkPolicy, .clusterNetworkPolicy]
 
     public var isNamespaced: Bool {
         switch self {
         case .service, .endpointSlice, .pod, .networkPolicy: true
-        case .node, .namespace, .attachment, .lease: false
+        case .node, .namespace, .clusterNetworkPolicy, .attachment, .lease: false
         }
     }
 
@@ -28,6 +30,7 @@ public enum ObjectKind: String, Sendable, Hashable, Codable, CaseIterable, Compa
         switch self {
         case .endpointSlice: "discovery.k8s.io/v1"
         case .networkPolicy: "networking.k8s.io/v1"
+        case .clusterNetworkPolicy: "policy.networking.k8s.io/v1alpha2"
         case .attachment, .lease: "nodenet.io/v1"
         default: "v1"
         }

@@ -32,7 +32,7 @@ enum StoredCoding {
     /// True for kinds this form covers.
     static func covers(_ kind: ObjectKind) -> Bool {
         switch kind {
-        case .node, .service, .endpointSlice, .pod, .namespace, .networkPolicy: true
+        case .node, .service, .endpointSlice, .pod, .namespace, .networkPolicy, .clusterNetworkPolicy: true
         case .attachment, .lease: false
         }
     }
@@ -88,6 +88,10 @@ enum StoredCoding {
             // Tag 6 is new with the kind: no older row holds one, so no marker change.
             w.u8(6)
             w.networkPolicy(o)
+        case .clusterNetworkPolicy(let o):
+            // Tag 7 is new with the kind, as tag 6 was: older rows hold none, no marker change.
+            w.u8(7)
+            w.clusterNetworkPolicy(o)
         case .attachment, .lease:
             return nil
         }
@@ -151,6 +155,8 @@ enum StoredCoding {
             object = .namespace(Namespace(metadata: try r.meta()))
         case 6:
             object = .networkPolicy(try r.networkPolicy())
+        case 7:
+            object = .clusterNetworkPolicy(try r.clusterNetworkPolicy())
         case let tag:
             throw StoredCodingError(message: "unknown kind tag \(tag)")
         }
@@ -317,6 +323,50 @@ private struct Writer {
                         w.u8(1); w.prefix(b.cidr); w.array(b.except) { $0.prefix($1) }
                     } else {
                         w.u8(0)
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Writer {
+    mutating func namespacedPods(_ p: ClusterNetworkPolicy.NamespacedPods) {
+        selector(p.namespaceSelector)
+        selector(p.podSelector)
+    }
+
+    mutating func clusterNetworkPolicy(_ o: ClusterNetworkPolicy) {
+        meta(o.metadata)
+        string(o.tier.rawValue)
+        int(o.priority)
+        switch o.subject {
+        case .namespaces(let s): u8(0); selector(s)
+        case .pods(let p): u8(1); namespacedPods(p)
+        }
+        for rules in [o.ingress, o.egress] {
+            array(rules) { w, rule in
+                w.optString(rule.name)
+                w.string(rule.action.rawValue)
+                w.array(rule.peers) { w, peer in
+                    switch peer {
+                    case .namespaces(let s): w.u8(0); w.selector(s)
+                    case .pods(let p): w.u8(1); w.namespacedPods(p)
+                    case .networks(let n): w.u8(2); w.array(n) { $0.prefix($1) }
+                    case .unsupported(let field): w.u8(3); w.string(field)
+                    }
+                }
+                w.array(rule.protocols) { w, match in
+                    switch match {
+                    case .namedPort(let name): w.u8(0); w.string(name)
+                    case .port(let proto, let port):
+                        w.u8(1)
+                        w.string(proto.rawValue)
+                        switch port {
+                        case nil: w.u8(0)
+                        case .number(let n)?: w.u8(1); w.int(n)
+                        case .range(let r)?: w.u8(2); w.int(r.lowerBound); w.int(r.upperBound)
+                        }
                     }
                 }
             }
@@ -534,5 +584,60 @@ private struct Reader {
             })
         }
         return NetworkPolicy(metadata: meta, podSelector: podSelector, policyTypes: types, ingress: rules[0], egress: rules[1])
+    }
+}
+
+extension Reader {
+    mutating func namespacedPods() throws(StoredCodingError) -> ClusterNetworkPolicy.NamespacedPods {
+        let namespaces = try selector()
+        return ClusterNetworkPolicy.NamespacedPods(namespaceSelector: namespaces, podSelector: try selector())
+    }
+
+    mutating func clusterNetworkPolicy() throws(StoredCodingError) -> ClusterNetworkPolicy {
+        let meta = try meta()
+        let tier = try enumValue(ClusterNetworkPolicy.Tier.self)
+        let priority = try int()
+        let subject: ClusterNetworkPolicy.Subject
+        switch try u8() {
+        case 0: subject = .namespaces(try selector())
+        case 1: subject = .pods(try namespacedPods())
+        case let t: throw StoredCodingError(message: "unknown subject tag \(t)")
+        }
+        var rules: [[ClusterNetworkPolicy.Rule]] = []
+        for _ in 0..<2 {
+            rules.append(try array { r throws(StoredCodingError) -> ClusterNetworkPolicy.Rule in
+                let name = try r.optString()
+                let action = try r.enumValue(ClusterNetworkPolicy.Action.self)
+                let peers = try r.array { r throws(StoredCodingError) -> ClusterNetworkPolicy.Peer in
+                    switch try r.u8() {
+                    case 0: return .namespaces(try r.selector())
+                    case 1: return .pods(try r.namespacedPods())
+                    case 2: return .networks(try r.array { r throws(StoredCodingError) in try r.prefix() })
+                    case 3: return .unsupported(field: try r.string())
+                    case let t: throw StoredCodingError(message: "unknown peer tag \(t)")
+                    }
+                }
+                let protocols = try r.array { r throws(StoredCodingError) -> ClusterNetworkPolicy.ProtocolMatch in
+                    switch try r.u8() {
+                    case 0: return .namedPort(try r.string())
+                    case 1:
+                        let proto = try r.enumValue(L4Protocol.self)
+                        switch try r.u8() {
+                        case 0: return .port(proto, nil)
+                        case 1: return .port(proto, .number(try r.int()))
+                        case 2:
+                            let start = try r.int(), end = try r.int()
+                            guard start <= end else { throw StoredCodingError(message: "port range \(start)-\(end) is reversed") }
+                            return .port(proto, .range(start...end))
+                        case let t: throw StoredCodingError(message: "unknown port tag \(t)")
+                        }
+                    case let t: throw StoredCodingError(message: "unknown protocol tag \(t)")
+                    }
+                }
+                return ClusterNetworkPolicy.Rule(name: name, action: action, peers: peers, protocols: protocols)
+            })
+        }
+        return ClusterNetworkPolicy(metadata: meta, tier: tier, priority: priority, subject: subject,
+                                    ingress: rules[0], egress: rules[1])
     }
 }

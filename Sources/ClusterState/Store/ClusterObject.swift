@@ -6,6 +6,7 @@ public enum ClusterObject: Hashable, Sendable {
     case pod(Pod)
     case namespace(Namespace)
     case networkPolicy(NetworkPolicy)
+    case clusterNetworkPolicy(ClusterNetworkPolicy)
     case attachment(PodAttachment)
     case lease(SubnetLease)
 
@@ -17,6 +18,7 @@ public enum ClusterObject: Hashable, Sendable {
         case .pod: .pod
         case .namespace: .namespace
         case .networkPolicy: .networkPolicy
+        case .clusterNetworkPolicy: .clusterNetworkPolicy
         case .attachment: .attachment
         case .lease: .lease
         }
@@ -30,6 +32,7 @@ public enum ClusterObject: Hashable, Sendable {
         case .pod(let o): ObjectKey(.pod, namespace: o.namespace, name: o.name)
         case .namespace(let o): ObjectKey(.namespace, name: o.metadata.name)
         case .networkPolicy(let o): ObjectKey(.networkPolicy, namespace: o.namespace, name: o.name)
+        case .clusterNetworkPolicy(let o): ObjectKey(.clusterNetworkPolicy, name: o.name)
         case .attachment(let o): ObjectKey(.attachment, name: o.keyName)
         case .lease(let o): ObjectKey(.lease, name: o.nodeName)
         }

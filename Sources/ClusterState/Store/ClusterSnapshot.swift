@@ -12,6 +12,8 @@ public struct ClusterSnapshot: Sendable {
     public internal(set) var endpointSlices: [NamespacedName: EndpointSlice] = [:]
     public internal(set) var pods: [NamespacedName: Pod] = [:]
     public internal(set) var networkPolicies: [NamespacedName: NetworkPolicy] = [:]
+    /// Cluster-scoped: keyed by name.
+    public internal(set) var clusterNetworkPolicies: [String: ClusterNetworkPolicy] = [:]
     /// Keyed by "containerID/ifname".
     public internal(set) var attachments: [String: PodAttachment] = [:]
     public internal(set) var leases: [String: SubnetLease] = [:]
@@ -28,6 +30,7 @@ public struct ClusterSnapshot: Sendable {
         case .endpointSlice: endpointSlices[NamespacedName(key.namespace, key.name)].map(ClusterObject.endpointSlice)
         case .pod: pods[NamespacedName(key.namespace, key.name)].map(ClusterObject.pod)
         case .networkPolicy: networkPolicies[NamespacedName(key.namespace, key.name)].map(ClusterObject.networkPolicy)
+        case .clusterNetworkPolicy: clusterNetworkPolicies[key.name].map(ClusterObject.clusterNetworkPolicy)
         case .attachment: attachments[key.name].map(ClusterObject.attachment)
         case .lease: leases[key.name].map(ClusterObject.lease)
         }
@@ -49,6 +52,8 @@ public struct ClusterSnapshot: Sendable {
         case (.pod, _): pods[nn] = nil
         case (.networkPolicy, .networkPolicy(let o)): networkPolicies[nn] = o
         case (.networkPolicy, _): networkPolicies[nn] = nil
+        case (.clusterNetworkPolicy, .clusterNetworkPolicy(let o)): clusterNetworkPolicies[key.name] = o
+        case (.clusterNetworkPolicy, _): clusterNetworkPolicies[key.name] = nil
         case (.attachment, .attachment(let o)): attachments[key.name] = o
         case (.attachment, _): attachments[key.name] = nil
         case (.lease, .lease(let o)): leases[key.name] = o
@@ -74,7 +79,7 @@ public struct ClusterSnapshot: Sendable {
     }
 
     public var objectCount: Int {
-        nodes.count + namespaces.count + services.count + endpointSlices.count + pods.count + networkPolicies.count + attachments.count + leases.count
+        nodes.count + namespaces.count + services.count + endpointSlices.count + pods.count + networkPolicies.count + clusterNetworkPolicies.count + attachments.count + leases.count
     }
 
     public func count(of kind: ObjectKind) -> Int {
@@ -85,6 +90,7 @@ public struct ClusterSnapshot: Sendable {
         case .endpointSlice: endpointSlices.count
         case .pod: pods.count
         case .networkPolicy: networkPolicies.count
+        case .clusterNetworkPolicy: clusterNetworkPolicies.count
         case .attachment: attachments.count
         case .lease: leases.count
         }
@@ -99,6 +105,7 @@ public struct ClusterSnapshot: Sendable {
         out += endpointSlices.values.map(ClusterObject.endpointSlice)
         out += pods.values.map(ClusterObject.pod)
         out += networkPolicies.values.map(ClusterObject.networkPolicy)
+        out += clusterNetworkPolicies.values.map(ClusterObject.clusterNetworkPolicy)
         out += attachments.values.map(ClusterObject.attachment)
         out += leases.values.map(ClusterObject.lease)
         return out.sorted { $0.key < $1.key }

@@ -53,6 +53,8 @@ public struct PolicyCase: Sendable, CustomStringConvertible {
 
     /// True when any step creates or changes a policy (and so needs NetworkPolicy support).
     public var usesPolicies: Bool { steps.contains { $0.apply != nil } }
+    /// True when a step applies a ClusterNetworkPolicy (the cluster-wide tiers).
+    public var usesClusterPolicies: Bool { steps.contains { $0.apply?.contains("kind: ClusterNetworkPolicy") == true } }
     public var portProtocols: Set<PortProtocol> { Set(steps.flatMap { $0.expect.flatMap(\.ports) }) }
 }
 
@@ -87,8 +89,8 @@ public enum PolicyCases {
                 let apply = s["apply"]?.string
                 if let apply {
                     for (kind, ns, n) in try documents(apply) {
-                        guard kind == "NetworkPolicy", ns != nil, n != nil else {
-                            throw failStep("apply holds a \(kind) without name or namespace; only namespaced NetworkPolicies")
+                        guard (kind == "NetworkPolicy" && ns != nil && n != nil) || (kind == "ClusterNetworkPolicy" && n != nil) else {
+                            throw failStep("apply holds a \(kind) without name or namespace; only namespaced NetworkPolicies and named ClusterNetworkPolicies")
                         }
                     }
                 }

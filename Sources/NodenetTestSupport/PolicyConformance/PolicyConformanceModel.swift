@@ -30,10 +30,13 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     public private(set) var setupSeconds = 0.0
     /// Nil when the agents take NetworkPolicy objects, else why not (checked once at set-up).
     public private(set) var policySupportMissing: String?
+    /// Nil when the agents take ClusterNetworkPolicy objects, else why not.
+    public private(set) var clusterPolicySupportMissing: String?
 
     private var podLabels: [ModelPod: [String: String]] = [:]
     private var namespaceLabels: [String: [String: String]] = [:]
     private var policies = Set<ModelPod>()
+    private var clusterPolicies = Set<String>()
     var agents: [ModelPod: PodAgentClient] = [:]
     private var processes: [pid_t] = []
 
@@ -46,6 +49,12 @@ public final class PolicyConformanceModel: @unchecked Sendable {
         cluster = try TestCluster(nodes: 3)
         do { try build() } catch { close(); throw error }
         policySupportMissing = checkPolicySupport()
+        clusterPolicySupportMissing = checkSupport("ClusterNetworkPolicy", """
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: nodenet-support-probe}
+            spec: {tier: Baseline, priority: 1000, subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {nodenet.test/selects: nothing}}}}}
+            """)
         setupSeconds = Date().timeIntervalSince(start)
     }
 
@@ -177,8 +186,9 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     /// `reset()`.
     public func applyPolicies(_ manifest: String) throws {
         let text = try substitute(manifest)
-        for d in try PolicyCases.documents(text) where d.kind == "NetworkPolicy" {
-            if let ns = d.namespace, let n = d.name { policies.insert(ModelPod(ns, n)) }
+        for d in try PolicyCases.documents(text) {
+            if d.kind == "NetworkPolicy", let ns = d.namespace, let n = d.name { policies.insert(ModelPod(ns, n)) }
+            if d.kind == "ClusterNetworkPolicy", let n = d.name { clusterPolicies.insert(n) }
         }
         try cluster.applyEverywhere(text)
     }
@@ -206,6 +216,14 @@ public final class PolicyConformanceModel: @unchecked Sendable {
     /// it changed restored.
     public func reset() throws {
         try deletePolicies(policies.sorted())
+        if !clusterPolicies.isEmpty {
+            try cluster.deleteEverywhere(clusterPolicies.sorted().map {
+                // A delete takes a whole valid object; only the name matters.
+                "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: \($0)}\n"
+                    + "spec: {tier: Admin, priority: 0, subject: {namespaces: {}}}\n"
+            }.joined(separator: "---\n"))
+            clusterPolicies = []
+        }
         for p in shape.pods where podLabels[p] != Self.defaultPodLabels(p) { try setPodLabels(p, Self.defaultPodLabels(p)) }
         for ns in shape.namespaces where namespaceLabels[ns] != Self.defaultNamespaceLabels(ns) {
             try setNamespaceLabels(ns, Self.defaultNamespaceLabels(ns))
@@ -243,8 +261,13 @@ public final class PolicyConformanceModel: @unchecked Sendable {
             metadata: {name: nodenet-support-probe, namespace: \(shape.namespaces[0])}
             spec: {podSelector: {matchLabels: {nodenet.test/selects: nothing}}, policyTypes: [Ingress]}
             """
+        return checkSupport("NetworkPolicy", probe)
+    }
+
+    /// `nodenet apply --dry-run` of one object: nil when the agent takes it, else its answer.
+    private func checkSupport(_ kind: String, _ probe: String) -> String? {
         guard let r = try? cluster.nodes[0].agent.cli(["apply", "--dry-run", "-f", "-"], stdin: probe) else { return "nodenet apply did not run" }
-        guard r.ok else { return "nodenet apply of a NetworkPolicy: \((r.stderr + r.stdout).trimmingCharacters(in: .whitespacesAndNewlines))" }
+        guard r.ok else { return "nodenet apply of a \(kind): \((r.stderr + r.stdout).trimmingCharacters(in: .whitespacesAndNewlines))" }
         return nil
     }
 

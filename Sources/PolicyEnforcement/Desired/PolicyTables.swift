@@ -8,8 +8,9 @@ import ServiceProxy
 /// ```
 /// forward (filter, forward hook, priority 0; bridged pod-to-pod traffic too, br_netfilter)
 ///     ct state established,related accept
-///     ip saddr @eg-isolated jump egress      # a local pod isolated for egress sends
-///     ip daddr @in-isolated jump ingress     # to a local pod isolated for ingress
+///     ip saddr @local-pods jump eg-tiers     # a local pod sends: Admin tier, then
+///     ip daddr @local-pods jump in-tiers     #   eg-np: ip saddr @eg-isolated goto egress,
+///                                            #   then Baseline tier (TierTables)
 /// input (filter, input hook, priority 0)
 ///     ip saddr @eg-isolated ip daddr @dns-addresses jump dns   # DNS to the node's responder
 /// egress
@@ -115,6 +116,7 @@ public enum PolicyTables {
             rules.append(NFRule([.counter, .reject(.adminProhibited)], comment: "\(d.rawValue) denied"))
             t.chains[Names.chain(d)] = NFChain(Names.chain(d), rules: rules)
         }
+        TierTables.addSkeleton(&t)
         return t
     }
 
@@ -135,8 +137,11 @@ public enum PolicyTables {
                                      .verdict(.drop)], comment: "pod not programmed yet"))
             }
         }
-        rules.append(NFRule([.lookup([.saddr], set: Names.isolated(.egress)), .verdict(.jump(Names.chain(.egress)))]))
-        rules.append(NFRule([.lookup([.daddr], set: Names.isolated(.ingress)), .verdict(.jump(Names.chain(.ingress)))]))
+        // Every local pod's new connections pass the tiers (`TierTables`), which end in the
+        // NetworkPolicy checks (`eg-np`: `ip saddr @eg-isolated goto egress`). Egress returns
+        // when allowed, so a same-node destination's ingress is still checked.
+        rules.append(NFRule([.lookup([.saddr], set: Names.localPods), .verdict(.jump(TierTables.Names.tiers(.egress)))]))
+        rules.append(NFRule([.lookup([.daddr], set: Names.localPods), .verdict(.jump(TierTables.Names.tiers(.ingress)))]))
         return NFChain(Names.forward, base: BaseChainSpec(.filter, .forward, priority: 0), rules: rules)
     }
 

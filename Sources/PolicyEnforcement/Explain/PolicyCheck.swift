@@ -60,6 +60,15 @@ public enum PolicyCheck {
         public var isolated: Bool
         public var isolatingPolicies: [String]
         public var allowingRules: [String]
+        /// What decided this direction through the tiers: Admin, NetworkPolicy, Baseline or
+        /// default (allowed, nothing decides).
+        public var decidedBy: String?
+        /// The ClusterNetworkPolicy and rule (its name, else `egress[i]`) that decided, and its action.
+        public var clusterNetworkPolicy: String?
+        public var rule: String?
+        public var action: String?
+        /// An Admin Pass rule that sent the connection on to NetworkPolicy and Baseline.
+        public var passedBy: String?
     }
 
     public struct Result: Codable, Sendable, Equatable {
@@ -91,16 +100,19 @@ public enum PolicyCheck {
         guard let pair = from.ips.lazy.compactMap({ s in destinationAddresses.first { $0.family == s.family }.map { (s, $0) } }).first else {
             throw CheckError("\(q.from) and \(label) share no address family")
         }
-        var compiler = PolicyCompiler()
-        let desired = compiler.compile(inputs, everyNodeLocal: true)
-        let v = desired.verdict(from: pair.0, to: pair.1, proto: q.proto, port: q.port)
+        var engine = EnforcementEngine(everyNodeLocal: true)
+        engine.load(inputs, recordOperations: false)
+        let tiered = engine.verdict(from: pair.0, to: pair.1, proto: q.proto, port: q.port)
+        let v = tiered.networkPolicy
         func direction(_ d: PolicyDirection) -> Direction {
-            Direction(isolated: v.allowingRules[d] != nil, isolatingPolicies: (v.isolatingPolicies[d] ?? []).map(\.description),
-                      allowingRules: (v.allowingRules[d] ?? []).map(\.description))
+            let t = tiered.decisions[d]
+            return Direction(isolated: v.allowingRules[d] != nil, isolatingPolicies: (v.isolatingPolicies[d] ?? []).map(\.description),
+                             allowingRules: (v.allowingRules[d] ?? []).map(\.description), decidedBy: t?.stage.rawValue,
+                             clusterNetworkPolicy: t?.policy, rule: t?.rule, action: t?.action?.rawValue, passedBy: t?.passedBy)
         }
         let port = "\(q.port)/\(q.proto.rawValue)"
-        return Result(allowed: v.allowed, source: "\(q.from) (\(pair.0))", destination: "\(label) (\(pair.1))", port: port,
-                      deniedBy: v.deniedBy?.rawValue, egress: direction(.egress), ingress: direction(.ingress),
-                      summary: "\(q.from) -> \(label) \(port): \(v)")
+        return Result(allowed: tiered.allowed, source: "\(q.from) (\(pair.0))", destination: "\(label) (\(pair.1))", port: port,
+                      deniedBy: tiered.deniedBy?.rawValue, egress: direction(.egress), ingress: direction(.ingress),
+                      summary: "\(q.from) -> \(label) \(port): \(tiered)")
     }
 }

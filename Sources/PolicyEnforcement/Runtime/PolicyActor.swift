@@ -25,6 +25,8 @@ public struct PolicyStatus: Sendable, Equatable, Codable {
     /// The store version whose policies, pods and namespaces the kernel holds.
     public var appliedVersion: UInt64?
     public var policies = 0
+    /// ClusterNetworkPolicies (the Admin and Baseline tiers).
+    public var clusterPolicies = 0
     public var isolatedIngress = 0
     public var isolatedEgress = 0
     public var identities = 0
@@ -60,7 +62,8 @@ public actor PolicyActor {
     public let configuration: PolicyConfiguration
     private let backend: any RulesetBackend
     private let logger: Logger
-    private var engine: PolicyEngine
+    /// NetworkPolicy and the cluster-wide tiers.
+    private var engine: EnforcementEngine
     /// The kernel holds `engine.model` as of the last successful transaction (false: read it
     /// back and compare whole).
     private var kernelKnown = false
@@ -68,6 +71,7 @@ public actor PolicyActor {
     private var dirtyPods: Set<NamespacedName> = []
     private var dirtyNamespaces: Set<String> = []
     private var dirtyPolicies: Set<NamespacedName> = []
+    private var dirtyClusterPolicies: Set<String> = []
     private var dirtyNode = true
     private var dirty = true
     private var pendingSince: ContinuousClock.Instant?
@@ -89,7 +93,7 @@ public actor PolicyActor {
         self.backend = backend
         self.logger = logger
         self.onSync = onSync
-        engine = PolicyEngine(dnsAddresses: configuration.dnsAddresses)
+        engine = EnforcementEngine(dnsAddresses: configuration.dnsAddresses)
     }
 
     /// The status, with the isolated pod counts taken now (they walk the local pods: done when
@@ -103,6 +107,9 @@ public actor PolicyActor {
 
     /// The compiled desired state (explanations; tests).
     public func desiredState() -> PolicyDesired { engine.desired }
+
+    /// The compiled tiers (explanations; tests).
+    public func tierState() -> TierDesired { engine.tierDesired }
 
     /// The tables in `nft -f` syntax.
     public func rulesText() -> String { NftRenderer(tableName: PolicyTables.tableName).ruleset(engine.model) }
@@ -180,6 +187,7 @@ public actor PolicyActor {
                     }
                 case .namespace: dirtyNamespaces.insert(change.key.name)
                 case .networkPolicy: dirtyPolicies.insert(NamespacedName(change.key.namespace, change.key.name))
+                case .clusterNetworkPolicy: dirtyClusterPolicies.insert(change.key.name)
                 case .node where change.key.name == configuration.nodeName: dirtyNode = true
                 default: continue
                 }
@@ -225,8 +233,9 @@ public actor PolicyActor {
                 fail("reading the kernel's policy tables: \(error)")
                 return
             }
-            let inputs = PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
+            var inputs = PolicyInputs(snapshot: snapshot, nodeName: configuration.nodeName, policies: snapshot.networkPolicies,
                                       dnsAddresses: configuration.dnsAddresses)
+            inputs.clusterPolicies = snapshot.clusterNetworkPolicies
             if current.syncs == 0, let kernel { engine.seedNumbers(from: kernel, for: inputs) }
             engine.load(inputs, recordOperations: false)
             engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? [])
@@ -242,6 +251,7 @@ public actor PolicyActor {
             }
             for name in dirtyNamespaces { changes.namespaces[name] = .some(snapshot.namespaces[name].map(PolicyInputs.namespaceLabels)) }
             for id in dirtyPolicies { changes.policies[id] = .some(snapshot.networkPolicies[id]) }
+            for name in dirtyClusterPolicies { changes.clusterPolicies[name] = .some(snapshot.clusterNetworkPolicies[name]) }
             engine.apply(changes)
             if dirtyNode { engine.setLocalSubnets(snapshot.nodes[configuration.nodeName]?.podCIDRs ?? []) }
             ops = engine.takeOperations()
@@ -249,6 +259,7 @@ public actor PolicyActor {
         dirtyPods = []
         dirtyNamespaces = []
         dirtyPolicies = []
+        dirtyClusterPolicies = []
         dirtyNode = false
         let size = ops.reduce(0) { $0 + $1.weight }
         if !ops.isEmpty {
@@ -274,6 +285,7 @@ public actor PolicyActor {
         current.lastSyncSeconds = elapsed.seconds
         let desired = engine.desired
         current.policies = snapshot.networkPolicies.count
+        current.clusterPolicies = snapshot.clusterNetworkPolicies.count
         current.identities = desired.identities.count
         current.elements = engine.model.elementCount
         current.notes = desired.unresolvedNamedPorts.sorted { $0.key < $1.key }.prefix(10).map {

@@ -7,15 +7,18 @@ public struct PolicyChanges: Sendable {
     public var pods: [NamespacedName: PolicyInputs.PodInfo?] = [:]
     public var namespaces: [String: [String: String]?] = [:]
     public var policies: [NamespacedName: NetworkPolicy?] = [:]
+    /// ClusterNetworkPolicies by name (the tiers: `EnforcementEngine`; PolicyEngine ignores them).
+    public var clusterPolicies: [String: ClusterNetworkPolicy?] = [:]
 
     public init(pods: [NamespacedName: PolicyInputs.PodInfo?] = [:], namespaces: [String: [String: String]?] = [:],
-                policies: [NamespacedName: NetworkPolicy?] = [:]) {
+                policies: [NamespacedName: NetworkPolicy?] = [:], clusterPolicies: [String: ClusterNetworkPolicy?] = [:]) {
         self.pods = pods
         self.namespaces = namespaces
         self.policies = policies
+        self.clusterPolicies = clusterPolicies
     }
 
-    public var isEmpty: Bool { pods.isEmpty && namespaces.isEmpty && policies.isEmpty }
+    public var isEmpty: Bool { pods.isEmpty && namespaces.isEmpty && policies.isEmpty && clusterPolicies.isEmpty }
 }
 
 /// Selection and rule resolution, kept up to date change by change: `PolicyDesired` and the
@@ -254,6 +257,9 @@ public struct PolicyEngine: Sendable {
     }
 
     private func number(_ identity: Identity) -> UInt32? { identityNumbers.numbers[identity] }
+
+    /// The number of an identity some pod has now (the tiers' peer sets hold these).
+    public func identityNumber(of identity: Identity) -> UInt32? { identityNumbers.numbers[identity] }
 
     /// One policy's allow keys and isolations, from the current identities.
     private func evaluate(_ policy: NetworkPolicy) -> Contribution {

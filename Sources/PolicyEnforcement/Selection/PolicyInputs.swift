@@ -30,6 +30,8 @@ public struct PolicyInputs: Sendable, Equatable {
     /// The node's DNS responder addresses (169.254.20.10, the cluster DNS Service IP): traffic to
     /// them is judged as traffic to a kube-dns pod (`dnsPod`).
     public var dnsAddresses: [IPAddress]
+    /// The cluster-wide tiers (ClusterNetworkPolicy, by name).
+    public var clusterPolicies: [String: ClusterNetworkPolicy] = [:]
 
     public init(namespaces: [String: [String: String]] = [:], pods: [NamespacedName: PodInfo] = [:],
                 policies: [NamespacedName: NetworkPolicy] = [:], dnsAddresses: [IPAddress] = []) {

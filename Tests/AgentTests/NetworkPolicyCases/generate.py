@@ -100,7 +100,76 @@ def port_matches(ports, dst, port, proto):
     return False
 
 
+def cnp_selects(sel, pod, state):
+    """A ClusterNetworkPolicy subject or peer (exactly one of namespaces, pods, networks)."""
+    ns = pod.split("/")[0]
+    if "namespaces" in sel:
+        return selects(sel["namespaces"], state["ns"][ns])
+    if "pods" in sel:
+        return selects(sel["pods"].get("namespaceSelector") or {}, state["ns"][ns]) and \
+            selects(sel["pods"]["podSelector"], state["pods"][pod])
+    if "networks" in sel:
+        ip = ipaddress.ip_address(IPS[pod])
+        return any(ip in ipaddress.ip_network(sub_ip(n)) for n in sel["networks"])
+    return False
+
+
+def cnp_protocols_match(protocols, port, proto):
+    if not protocols:
+        return True
+    for p in protocols:
+        if "destinationNamedPort" in p:
+            # Resolved on the destination pod: serve-<port>-<proto>.
+            if p["destinationNamedPort"] == f"serve-{port}-{proto.lower()}":
+                return True
+            continue
+        spec = p.get(proto.lower())
+        if spec is None:
+            continue
+        dp = spec.get("destinationPort")
+        if dp is None or dp.get("number") == port or ("range" in dp and dp["range"]["start"] <= port <= dp["range"]["end"]):
+            return True
+    return False
+
+
+def tier_action(tier, direction, subject, other, port, proto, state):
+    """The action of the first rule of `tier` (priority, then name; rules in order) that
+    applies to `subject` and matches the traffic with `other`; None when none does."""
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    cnps = sorted((c for c in state["cnps"].values() if c["spec"]["tier"] == tier),
+                  key=lambda c: (c["spec"]["priority"], c["metadata"]["name"]))
+    for c in cnps:
+        if not cnp_selects(c["spec"]["subject"], subject, state):
+            continue
+        for rule in c["spec"].get(key) or []:
+            peers = rule.get(peers_key) or []
+            known = [pe for pe in peers if set(pe) & {"namespaces", "pods", "networks"}]
+            # Fail closed: an unknown peer makes Deny and Pass match everything.
+            if len(known) < len(peers) and rule["action"] != "Accept":
+                return rule["action"]
+            if any(cnp_selects(pe, other, state) for pe in known) and cnp_protocols_match(rule.get("protocols"), port, proto):
+                return rule["action"]
+    return None
+
+
 def allowed_one_way(direction, subject, other, dst, port, proto, state):
+    """Whether the tiers and `subject`'s policies let traffic with `other` through in
+    `direction`: Admin tier, then NetworkPolicy if it isolates, else Baseline tier."""
+    admin = tier_action("Admin", direction, subject, other, port, proto, state)
+    if admin in ("Accept", "Deny"):
+        return admin == "Accept"
+    if is_isolated(direction, subject, state):
+        return allowed_by_network_policy(direction, subject, other, dst, port, proto, state)
+    return tier_action("Baseline", direction, subject, other, port, proto, state) != "Deny"
+
+
+def is_isolated(direction, subject, state):
+    ns = subject.split("/")[0]
+    return any(p["metadata"]["namespace"] == ns and selects(p["spec"]["podSelector"], state["pods"][subject])
+               and direction in policy_types(p["spec"]) for p in state["policies"].values())
+
+
+def allowed_by_network_policy(direction, subject, other, dst, port, proto, state):
     """Whether `subject`'s policies let traffic with `other` through in `direction`."""
     ns = subject.split("/")[0]
     isolating = [p for p in state["policies"].values()
@@ -136,6 +205,15 @@ def matrix(state, port, proto):
 
 def np(name, ns, spec):
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def cnp(name, tier, priority, subject, ingress=None, egress=None):
+    spec = {"tier": tier, "priority": priority, "subject": subject}
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": name}, "spec": spec}
 
 
 TCP80, TCP81, UDP80, UDP81 = "TCP/80", "TCP/81", "UDP/80", "UDP/81"
@@ -288,6 +366,67 @@ CASES = [
     ("sctp-rule-is-not-tcp", "k/k: should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP'", [
         {"apply": [np("sctp-80", "x", {"podSelector": pod_a, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]})],
          "ports": [TCP80, "SCTP/80"]}]),
+
+    # The cluster-wide tiers (ClusterNetworkPolicy v1alpha2): Admin tier, then NetworkPolicy,
+    # then Baseline tier (npa apis/v1alpha2, NPEP-285).
+    ("tier-admin-deny-overrides-np-allow", "CNP: an Admin Deny wins over a NetworkPolicy that allows", [
+        {"apply": [np("allow-all", "x", {"podSelector": {}, "ingress": [{}]}),
+                   cnp("deny-from-y", "Admin", 10, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"name": "no-y", "action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}])],
+         "ports": [TCP80, UDP80]}]),
+    ("tier-admin-accept-overrides-np-deny", "CNP: an Admin Accept wins over NetworkPolicy's default deny (one port)", [
+        {"apply": [np("deny-ingress", "x", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+                   cnp("accept-y-80", "Admin", 10, {"pods": {"namespaceSelector": {"matchLabels": {"ns": "x"}}, "podSelector": pod_a}},
+                       ingress=[{"action": "Accept", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}],
+                                 "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}])],
+         "ports": [TCP80, TCP81]}]),
+    ("tier-admin-pass-then-np", "CNP: an Admin Pass skips the rest of the Admin tier and NetworkPolicy decides", [
+        {"apply": [np("from-y", "x", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+                   cnp("pass-y", "Admin", 1, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"action": "Pass", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}]),
+                   cnp("deny-rest", "Admin", 2, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"action": "Deny", "from": [{"pods": {"namespaceSelector": {}, "podSelector": {}}}]}])],
+         "ports": [TCP80]}]),
+    ("tier-baseline-deny-non-isolated", "CNP: a Baseline Deny applies to pods no NetworkPolicy isolates", [
+        {"apply": [cnp("baseline-no-y", "Baseline", 10, {"namespaces": {}},
+                       ingress=[{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}])],
+         "ports": [TCP80, UDP81]}]),
+    ("tier-baseline-ignored-for-np-isolated", "CNP: NetworkPolicy isolation overrides the Baseline tier", [
+        {"apply": [np("allow-all", "x", {"podSelector": {}, "ingress": [{}]}),
+                   cnp("baseline-no-y", "Baseline", 10, {"namespaces": {}},
+                       ingress=[{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}])],
+         "ports": [TCP80]}]),
+    ("tier-priority-order", "CNP: the lower priority number decides; changing priorities flips the answer", [
+        {"apply": [np("deny-ingress", "x", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+                   cnp("accept-y", "Admin", 20, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"action": "Accept", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}]),
+                   cnp("deny-y-b", "Admin", 10, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"action": "Deny", "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                                                                      "podSelector": {"matchLabels": {"pod": "b"}}}}]}])],
+         "ports": [TCP80]},
+        {"apply": [cnp("deny-y-b", "Admin", 30, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       ingress=[{"action": "Deny", "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                                                                      "podSelector": {"matchLabels": {"pod": "b"}}}}]}])],
+         "ports": [TCP80]}]),
+    ("tier-rule-order", "CNP: rules in written order; reversing them flips the answer", [
+        {"apply": [cnp("ordered", "Admin", 10, {"namespaces": {"matchLabels": {"ns": "z"}}},
+                       ingress=[{"action": "Accept", "from": [{"pods": {"namespaceSelector": {}, "podSelector": pod_a}}]},
+                                {"action": "Deny", "from": [{"namespaces": {}}]}])],
+         "ports": [TCP80]},
+        {"apply": [cnp("ordered", "Admin", 10, {"namespaces": {"matchLabels": {"ns": "z"}}},
+                       ingress=[{"action": "Deny", "from": [{"namespaces": {}}]},
+                                {"action": "Accept", "from": [{"pods": {"namespaceSelector": {}, "podSelector": pod_a}}]}])],
+         "ports": [TCP80]}]),
+    ("tier-egress-networks-deny", "CNP: an Admin egress Deny to networks matches pod addresses (after service DNAT)", [
+        {"apply": [cnp("no-y-b-80", "Admin", 10, {"namespaces": {"matchLabels": {"ns": "x"}}},
+                       egress=[{"action": "Deny", "to": [{"networks": ["{{ip y/b}}/32"]}],
+                                "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}])],
+         "ports": [TCP80, TCP81]}]),
+    ("tier-egress-named-port", "CNP: destinationNamedPort resolves on each destination pod", [
+        {"apply": [cnp("no-81-to-y", "Admin", 10, {"pods": {"namespaceSelector": {}, "podSelector": pod_a}},
+                       egress=[{"action": "Deny", "to": [{"namespaces": {"matchLabels": {"ns": "y"}}}],
+                                "protocols": [{"destinationNamedPort": "serve-81-tcp"}]}])],
+         "ports": [TCP80, TCP81, UDP81]}]),
 ]
 
 HEADER = """\
@@ -334,13 +473,17 @@ def main():
     install_representers()
     out = []
     for name, desc, steps in CASES:
-        state = {"pods": {p: default_pod_labels(p) for p in ALL}, "ns": {n: default_ns_labels(n) for n in NAMESPACES}, "policies": {}}
+        state = {"pods": {p: default_pod_labels(p) for p in ALL}, "ns": {n: default_ns_labels(n) for n in NAMESPACES}, "policies": {},
+                 "cnps": {}}
         ysteps = []
         for s in steps:
             y = {}
             if "apply" in s:
                 for p in s["apply"]:
-                    state["policies"][(p["metadata"]["namespace"], p["metadata"]["name"])] = p
+                    if p["kind"] == "ClusterNetworkPolicy":
+                        state["cnps"][p["metadata"]["name"]] = p
+                    else:
+                        state["policies"][(p["metadata"]["namespace"], p["metadata"]["name"])] = p
                 y["apply"] = yaml.safe_dump_all(s["apply"], sort_keys=False, default_flow_style=False)
             if "delete" in s:
                 for d in s["delete"]:
