@@ -5,24 +5,27 @@ import Testing
 /// Real traffic: traffic policies and the terminating-endpoint fallback. The node is `node1`;
 /// an endpoint whose `nodeName` says another node is remote for the rules, whatever its address.
 extension TrafficTests {
-    @Test(arguments: BackendKind.allCases) func internalTrafficPolicyLocal(_ kind: BackendKind) async throws {
+    /// In each family (issue 22): the same dual-stack topology, a service of that family.
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func internalTrafficPolicyLocal(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
-        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(slice("web", eps))) }
-        await store.apply([.upsert(.service(service("web", itp: .local))),
-                           endpoints([EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5", node: "node2")])])
+        let vip = family.target(family.clusterIP(10), 80)
+        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(family.slice("web", eps))) }
+        await store.apply([.upsert(.service(service("web", ips: [family.clusterIP(10)], itp: .local))),
+                           endpoints([EP(ip: family.pod(1)), EP(ip: family.pod(2), node: "node2")])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
         // Only the local endpoint, however often: the remote one is never reached; from a pod
         // and from the node itself (a hostNetwork client).
-        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 20)
-        try t.expectOnly("pod1", from: t.node, "10.96.0.10:80", count: 8)
+        try t.expectOnly("pod1", from: t.client, vip, count: 20)
+        try t.expectOnly("pod1", from: t.node, vip, count: 8)
 
         // No local endpoint (the remote one still ready): dropped, not rejected.
-        try await applySynced([endpoints([EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])], to: store, actor)
-        try t.expectDropped(from: t.client, "10.96.0.10:80")
+        try await applySynced([endpoints([EP(ip: family.pod(1), node: "node3"), EP(ip: family.pod(2), node: "node2")])], to: store, actor)
+        try t.expectDropped(from: t.client, vip)
     }
 
     @Test(arguments: BackendKind.allCases) func externalTrafficPolicyLocal(_ kind: BackendKind) async throws {
@@ -64,26 +67,28 @@ extension TrafficTests {
         try t.expectDropped(from: t.fabric, "192.168.1.11:30080")
     }
 
-    @Test(arguments: BackendKind.allCases) func terminatingEndpointsServeOnlyWhenNoneIsReady(_ kind: BackendKind) async throws {
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func terminatingEndpointsServeOnlyWhenNoneIsReady(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
-        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(slice("web", eps))) }
-        let draining = EP(ip: "10.244.1.5", ready: false, serving: true, terminating: true)
-        await store.apply([.upsert(.service(service("web"))), endpoints([draining, EP(ip: "10.244.2.5", ready: false)])])
+        let vip = family.target(family.clusterIP(10), 80)
+        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(family.slice("web", eps))) }
+        let draining = EP(ip: family.pod(1), ready: false, serving: true, terminating: true)
+        await store.apply([.upsert(.service(service("web", ips: [family.clusterIP(10)]))), endpoints([draining, EP(ip: family.pod(2), ready: false)])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
         // Nothing ready: the serving terminating endpoint takes the traffic, the unready one none.
-        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 16)
+        try t.expectOnly("pod1", from: t.client, vip, count: 16)
 
         // A ready endpoint appears: only it is used from now on.
-        try await applySynced([endpoints([draining, EP(ip: "10.244.2.5")])], to: store, actor)
-        try t.expectOnly("pod2", from: t.client, "10.96.0.10:80", count: 16)
+        try await applySynced([endpoints([draining, EP(ip: family.pod(2))])], to: store, actor)
+        try t.expectOnly("pod2", from: t.client, vip, count: 16)
 
         // Terminating and no longer serving, nothing else: no endpoint, refused.
-        try await applySynced([endpoints([EP(ip: "10.244.1.5", ready: false, serving: false, terminating: true)])], to: store, actor)
-        try t.expectRefused(from: t.client, "10.96.0.10:80")
+        try await applySynced([endpoints([EP(ip: family.pod(1), ready: false, serving: false, terminating: true)])], to: store, actor)
+        try t.expectRefused(from: t.client, vip)
     }
 }
 
