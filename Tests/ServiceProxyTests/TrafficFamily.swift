@@ -1,4 +1,6 @@
 import ClusterState
+import Foundation
+import IPAddressing
 import Testing
 
 /// The address family a traffic test runs in: the same dual-stack topology (see
@@ -20,4 +22,19 @@ enum TrafficFamily: String, CaseIterable, Sendable, CustomTestStringConvertible 
 
     /// The slice of `service` in this family (named `<service>-ipv4` / `-ipv6`).
     func slice(_ service: String, _ eps: [EP]) -> EndpointSlice { ServiceProxyTests.slice(service, family: sliceFamily, eps) }
+
+    /// The node's address on the fabric (192.168.1.11 / fd00:1::11) and the fabric host's.
+    var nodeIP: String { self == .ipv4 ? "192.168.1.11" : "fd00:1::11" }
+    var fabricIP: String { self == .ipv4 ? "192.168.1.1" : "fd00:1::1" }
+    /// The node's own address on pod N's link (10.244.N.1 / fd00:10:244:N::1).
+    func gateway(_ n: Int) -> String { self == .ipv4 ? "10.244.\(n).1" : "fd00:10:244:\(n)::1" }
+
+    /// An address as socat's `$SOCAT_PEERADDR` shows it: IPv6 in brackets, every group of four
+    /// hex digits written out.
+    func peer(_ address: String) -> String {
+        guard self == .ipv6, let a = IPAddress(address) else { return address }
+        let bytes = a.bytes
+        let groups = stride(from: 0, to: 16, by: 2).map { String(format: "%02x%02x", bytes[$0], bytes[$0 + 1]) }
+        return "[" + groups.joined(separator: ":") + "]"
+    }
 }

@@ -28,7 +28,8 @@ extension TrafficTests {
         try t.expectDropped(from: t.client, vip)
     }
 
-    @Test(arguments: BackendKind.allCases) func externalTrafficPolicyLocal(_ kind: BackendKind) async throws {
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func externalTrafficPolicyLocal(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         // Servers that answer with the source address they see.
@@ -39,32 +40,35 @@ extension TrafficTests {
                                                                                             nodePort: nodePort)], etp: etp)))
         }
         func endpoints(_ name: String, _ eps: [EP]) -> StoreChange {
-            .upsert(.endpointSlice(slice(name, ports: [EndpointPort(name: "http", port: 8082)], eps)))
+            .upsert(.endpointSlice(slice(name, family: family.sliceFamily, ports: [EndpointPort(name: "http", port: 8082)], eps)))
         }
-        let both = [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5", node: "node2")]
-        await store.apply([nodePortService("local", ip: "10.96.0.10", nodePort: 30080, etp: .local), endpoints("local", both),
-                           nodePortService("cluster", ip: "10.96.0.11", nodePort: 30081, etp: .cluster), endpoints("cluster", both)])
+        let both = [EP(ip: family.pod(1)), EP(ip: family.pod(2), node: "node2")]
+        await store.apply([nodePortService("local", ip: family.clusterIP(10), nodePort: 30080, etp: .local), endpoints("local", both),
+                           nodePortService("cluster", ip: family.clusterIP(11), nodePort: 30081, etp: .cluster), endpoints("cluster", both)])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
+        let local = family.target(family.nodeIP, 30080)
 
         // From outside: only the local endpoint, and it sees the client's own address.
-        try t.expectOnly("pod1 192.168.1.1", from: t.fabric, "192.168.1.11:30080", count: 12)
+        try t.expectOnly("pod1 \(family.peer(family.fabricIP))", from: t.fabric, local, count: 12)
         // The same with eTP=Cluster is masqueraded (which is what makes the check above mean something).
-        let masqueraded = try t.connect(from: t.fabric, "192.168.1.11:30081")
-        #expect(masqueraded.ok && !masqueraded.text.contains("192.168.1.1"), "\(masqueraded.text)")
+        let masqueraded = try t.connect(from: t.fabric, family.target(family.nodeIP, 30081))
+        #expect(masqueraded.ok && !masqueraded.text.contains(family.peer(family.fabricIP)), "\(masqueraded.text)")
 
         // A pod reaching the same NodePort short-circuits to every endpoint, unmasqueraded.
-        let fromPod = try t.distinct(from: t.client, "192.168.1.11:30080", expected: ["pod1 10.244.3.5", "pod2 10.244.3.5"])
-        #expect(fromPod == ["pod1 10.244.3.5", "pod2 10.244.3.5"])
+        let client = family.peer(family.pod(3))
+        let fromPod = try t.distinct(from: t.client, local, expected: ["pod1 \(client)", "pod2 \(client)"])
+        #expect(fromPod == ["pod1 \(client)", "pod2 \(client)"])
 
         // The node itself reaching its NodePort: every endpoint, masqueraded.
-        let fromNode = try t.distinct(from: t.node, "192.168.1.11:30080", expected: ["pod1 10.244.1.1", "pod2 10.244.2.1"])
-        #expect(fromNode == ["pod1 10.244.1.1", "pod2 10.244.2.1"])
+        let viaNode: Set = ["pod1 \(family.peer(family.gateway(1)))", "pod2 \(family.peer(family.gateway(2)))"]
+        let fromNode = try t.distinct(from: t.node, local, expected: viaNode)
+        #expect(fromNode == viaNode)
 
         // No local endpoint left: external traffic is dropped, not rejected.
-        try await applySynced([endpoints("local", [EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])],
+        try await applySynced([endpoints("local", [EP(ip: family.pod(1), node: "node3"), EP(ip: family.pod(2), node: "node2")])],
                               to: store, actor)
-        try t.expectDropped(from: t.fabric, "192.168.1.11:30080")
+        try t.expectDropped(from: t.fabric, local)
     }
 
     @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
