@@ -559,4 +559,34 @@ struct ClusterEndToEndTests {
         #expect(c.ips.count == 2 && c.ips.allSatisfy { ip in cidrs.contains { IPPrefix($0)!.contains(IPAddress(ip)!) } }, "\(c.ips)")
         for ip in c.ips { #expect(try cluster.ping(from: a.ns, ip), "web reaches the pod added after the restart at \(ip)") }
     }
+
+    /// Issue 22, the upgrade path on the embedded store: a node that leased an IPv4 subnet as a
+    /// single-stack node restarts with a clusterCIDR of each family: it keeps its IPv4 subnet
+    /// (the pod it has keeps its address and stays reachable) and gains an IPv6 one, which new
+    /// pods get addresses from.
+    @Test func embeddedIPv4LeaseGainsAnIPv6SubnetWhenTheClusterBecomesDualStack() throws {
+        let cluster = try TestCluster(nodes: 1, families: .dualStack)
+        defer { cluster.close() }
+        try cluster.dnsStub()
+        let node = cluster.nodes[0]
+        // The same node (namespace, stateDir, runDir) configured single-stack, as before the upgrade.
+        let before = AgentProcess(namespace: node.ns, directory: cluster.dir,
+                                  args: ["--node-name", node.name, "--node-ip", node.ip, "--dns-upstreams", "192.168.1.1:53"])
+        try before.start()
+        var cidrs: [String] = []
+        try eventually("an IPv4 subnet leased") { cidrs = try Self.statusSubnets(node).podCIDRs; return !cidrs.isEmpty }
+        #expect(cidrs == ["10.244.0.0/24"])
+        let old = try cluster.addPod("old", on: 0)
+        #expect(old.ips.count == 1)
+        _ = before.stop()
+
+        try node.agent.start()
+        try eventually("an IPv6 subnet gained") { cidrs = try Self.statusSubnets(node).podCIDRs; return cidrs.count == 2 }
+        #expect(cidrs == ["10.244.0.0/24", "fd00:10:244::/64"], "kept the IPv4 subnet, gained an IPv6 one: \(cidrs)")
+        let a = try cluster.addPod("new-a", on: 0)
+        let b = try cluster.addPod("new-b", on: 0)
+        #expect(a.ips.count == 2 && b.ips.count == 2, "\(a.ips) \(b.ips)")
+        for ip in b.ips { #expect(try cluster.ping(from: a.ns, ip), "new-a reaches new-b at \(ip)") }
+        #expect(try cluster.ping(from: a.ns, old.ip), "the pod from before the upgrade keeps its address and is reachable")
+    }
 }
