@@ -7,8 +7,7 @@ import Testing
 
 /// Real traffic over time: affinity entries expiring, and the agent restarting under load.
 extension TrafficTests {
-    /// Each test of this file in both families (issue 22) but the UDP one (the topology's UDP
-    /// servers are IPv4 only).
+    /// Each test of this file runs in both families (issue 22).
     @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
     func sessionAffinityExpiresAfterItsTimeout(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
@@ -152,25 +151,28 @@ extension TrafficTests {
     /// A UDP flow steered to an endpoint that stopped being one while no agent ran (its pod
     /// still answering): the restarted agent knows no history, yet must not leave the flow
     /// stuck there (kubernetes#126468); flows to endpoints that remain are kept (#122740).
-    @Test(arguments: BackendKind.allCases) func restartMovesUDPFlowsOffEndpointsGoneMeanwhile(_ kind: BackendKind) async throws {
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func restartMovesUDPFlowsOffEndpointsGoneMeanwhile(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
         let udp53 = [ServicePort(name: "dns", protocol: .udp, port: 53, targetPort: .int(5353))]
-        await store.apply([.upsert(.service(service("dns", ips: ["10.96.0.20"], ports: udp53))), udpSlice("dns", ["10.244.1.5"]),
-                           .upsert(.service(service("kept", ips: ["10.96.0.21"], ports: udp53))), udpSlice("kept", ["10.244.1.5"])])
+        let (dnsIP, keptIP) = (family.clusterIP(20), family.clusterIP(21))
+        func slice(_ name: String, _ pods: [Int]) -> StoreChange { udpSlice(name, pods.map(family.pod), family: family.sliceFamily) }
+        await store.apply([.upsert(.service(service("dns", ips: [dnsIP], ports: udp53))), slice("dns", [1]),
+                           .upsert(.service(service("kept", ips: [keptIP], ports: udp53))), slice("kept", [1])])
         let (_, first) = try await t.startProxy(store)
-        #expect(try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40353) == "pod1")
-        #expect(try t.udp(from: t.client, "10.96.0.21:53", sourcePort: 40354) == "pod1")
+        #expect(try t.udp(from: t.client, family.target(dnsIP, 53), sourcePort: 40353) == "pod1")
+        #expect(try t.udp(from: t.client, family.target(keptIP, 53), sourcePort: 40354) == "pod1")
         try await stop(first)
-        await store.apply([udpSlice("dns", ["10.244.2.5"]), udpSlice("kept", ["10.244.1.5", "10.244.2.5"])])
+        await store.apply([slice("dns", [2]), slice("kept", [1, 2])])
 
         let (actor, second) = try await t.startProxy(store)
         defer { second.cancel() }
         #expect(await actor.status().lastError == nil)
-        let moved = try t.udp(from: t.client, "10.96.0.20:53", sourcePort: 40353)
+        let moved = try t.udp(from: t.client, family.target(dnsIP, 53), sourcePort: 40353)
         #expect(moved == "pod2", "the flow stayed on the removed endpoint: \(moved)")
-        let entries = try t.node.check(["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.21"]).stdout
+        let entries = try t.node.check(["conntrack", "-L", "-f", family == .ipv4 ? "ipv4" : "ipv6", "-p", "udp", "--orig-dst", keptIP]).stdout
         #expect(entries.contains("sport=40354"), "the flow to a remaining endpoint was cut: \(entries)")
     }
 
