@@ -16,7 +16,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .long) var stateDir: String?
     @Option(name: .long) var runDir: String?
     @Option(name: .customLong("cluster-cidr"), help: "Pod network; IPv4 and IPv6 comma-separated for dual-stack.") var clusterCIDR: String?
-    @Option(name: .customLong("node-cidr-mask-size")) var nodeCIDRMaskSize: String?
+    @Option(name: .customLong("node-cidr-mask-size"), help: "Alias of --node-cidr-mask-size-ipv4 (of -ipv6 on an IPv6-only cluster).")
+    var nodeCIDRMaskSize: String?
+    @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "Size of the IPv4 subnet a node leases (default 24).")
+    var nodeCIDRMaskSizeIPv4: String?
+    @Option(name: .customLong("node-cidr-mask-size-ipv6"), help: "Size of the IPv6 subnet a node leases (default 64).")
+    var nodeCIDRMaskSizeIPv6: String?
     @Option(name: .customLong("pod-cidrs"), help: "This node's pod subnets, comma-separated.") var podCIDRs: String?
     @Option(name: .customLong("service-cidr")) var serviceCIDR: String?
     @Option(name: .long) var clusterDomain: String?
@@ -59,7 +64,8 @@ struct AgentCommand: AsyncParsableCommand {
     var overrides: [String: String] {
         let pairs: [(String, String?)] = [
             ("nodeName", nodeName), ("source", source), ("stateDir", stateDir), ("runDir", runDir),
-            ("clusterCIDR", clusterCIDR), ("nodeCIDRMaskSize", nodeCIDRMaskSize), ("podCIDRs", podCIDRs),
+            ("clusterCIDR", clusterCIDR), ("nodeCIDRMaskSize", nodeCIDRMaskSize),
+            ("nodeCIDRMaskSizeIPv4", nodeCIDRMaskSizeIPv4), ("nodeCIDRMaskSizeIPv6", nodeCIDRMaskSizeIPv6), ("podCIDRs", podCIDRs),
             ("serviceCIDR", serviceCIDR), ("clusterDomain", clusterDomain), ("nodeIP", nodeIP), ("routing", routing),
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),

@@ -1,4 +1,5 @@
 import Foundation
+import IPAddressing
 import NodenetTestSupport
 import Testing
 
@@ -444,12 +445,16 @@ struct ClusterEndToEndTests {
     /// node reachable and resolvable from another.
     ///
     /// Also on an IPv6-only cluster (issue 22): etcd on the fabric's IPv6 address, /64 leases
-    /// from the IPv6 cluster CIDR, an IPv6 service.
-    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"), arguments: [TestCluster.Families.ipv4, .ipv6])
+    /// from the IPv6 cluster CIDR, an IPv6 service. And dual-stack: no podCIDRs in any config
+    /// or Node object, only a clusterCIDR of each family: every node leases a subnet of each
+    /// (IPv4 first), its Node carries an InternalIP of each, and pods reach each other across
+    /// nodes in both families.
+    @Test(.enabled(if: (try? Shell.which("etcd")) != nil, "needs etcd-server"), arguments: [TestCluster.Families.ipv4, .ipv6, .dualStack])
     func threeNodesOnEtcd(_ families: TestCluster.Families) throws {
         let endpoint = families.hasV4 ? "http://192.168.1.1:2379" : "http://[fd00:1::1]:2379"
         let serviceIP = families.hasV4 ? "10.107.37.188" : "fd00:10:96::25bc"
         let cluster = try TestCluster(nodes: 3, families: families) { _ in
+            // IPv6-only: the pre-dual-stack key, which means the IPv6 size on such a cluster.
             ["--source", "etcd", "--etcd-endpoints", endpoint] + (families.hasV4 ? [] : ["--node-cidr-mask-size", "64"])
         }
         defer { cluster.close() }
@@ -464,32 +469,34 @@ struct ClusterEndToEndTests {
         try #require(up, "etcd did not start")
         try cluster.startAgents()
 
-        // Every node leased its own subnet and sees the others as Node objects.
+        // Every node leased its own subnet of each family and sees the others as Node objects.
         var subnets = Set<String>()
         for n in cluster.nodes {
-            var cidrs = ""
+            var cidrs: [String] = []
             for _ in 0..<100 where cidrs.isEmpty {
-                let s = try n.agent.cli(["status", "--json"]).stdout
-                if s.contains("\"Node\" : 3"), let r = s.range(of: "\"podCIDRs\" : [\n      \"") {
-                    cidrs = String(s[r.upperBound...].prefix { $0 != "\"" })
-                } else {
-                    usleep(100_000)
-                }
+                let (objects, podCIDRs) = try Self.statusSubnets(n)
+                if objects["Node"] == 3, podCIDRs.count == families.clusterCIDRs.count { cidrs = podCIDRs } else { usleep(100_000) }
             }
-            #expect(!cidrs.isEmpty, "\(n.name) has no subnet and three nodes")
-            subnets.insert(cidrs)
+            #expect(!cidrs.isEmpty, "\(n.name) has no subnet of each family and three nodes")
+            for (cidr, cluster) in zip(cidrs, families.clusterCIDRs) {
+                #expect(IPPrefix(cluster)!.contains(IPPrefix(cidr)!), "\(n.name): \(cidrs) in clusterCIDR order")
+            }
+            subnets.formUnion(cidrs)
         }
-        #expect(subnets.count == 3, "three different subnets: \(subnets)")
+        #expect(subnets.count == 3 * families.clusterCIDRs.count, "three different subnets of each family: \(subnets)")
 
         let web = try cluster.addPod("web", on: 1)
         let a = try cluster.addPod("client-a", on: 0)
         let c = try cluster.addPod("client-c", on: 2)
         try cluster.echoPeerServer(in: web)
-        // Routes follow the leases: pods on every node reach each other.
+        // Routes follow the leases: pods on every node reach each other, in every family.
+        for pod in [web, a, c] { #expect(pod.ips.count == families.clusterCIDRs.count, "\(pod.name) has an address of each family: \(pod.ips)") }
         for (from, to) in [(a, web), (a, c), (c, web), (c, a)] {
-            var ok = false
-            for _ in 0..<20 where !ok { ok = try cluster.ping(from: from.ns, to.ip); if !ok { usleep(200_000) } }
-            #expect(ok, "\(from.name) cannot reach \(to.name)")
+            for ip in to.ips {
+                var ok = false
+                for _ in 0..<20 where !ok { ok = try cluster.ping(from: from.ns, ip); if !ok { usleep(200_000) } }
+                #expect(ok, "\(from.name) cannot reach \(to.name) at \(ip)")
+            }
         }
         // A service applied on node1 only is reachable and resolvable from a pod on node3.
         let applied = try cluster.nodes[0].agent.apply("""
@@ -514,5 +521,72 @@ struct ClusterEndToEndTests {
         }
         #expect(answered.hasPrefix("from-web") && TestCluster.peer(answered) == c.ip, "node3's pod reaches the service applied on node1: \(answered)")
         #expect(try dig(c, families.hasV4 ? "A" : "AAAA", "web-service.apps.svc.cluster.local") == serviceIP)
+    }
+
+    /// `nodenet status --json`: object counts and this node's pod subnets.
+    static func statusSubnets(_ node: TestCluster.Node) throws -> (objects: [String: Int], podCIDRs: [String]) {
+        let r = try node.agent.cli(["status", "--json"])
+        guard let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else { return ([:], []) }
+        return (json["objects"] as? [String: Int] ?? [:], (json["node"] as? [String: Any])?["podCIDRs"] as? [String] ?? [])
+    }
+
+    /// Issue 22 on the embedded store: a dual-stack node with neither podCIDRs nor a Node
+    /// object leases one subnet per clusterCIDR family itself; pods get an address of each
+    /// family and reach each other in both; a restart keeps both subnets. (Embedded stores are
+    /// one node's own: several nodes take their subnets from Node objects, not leases.)
+    @Test func embeddedDualStackNodeLeasesASubnetOfEachFamily() throws {
+        let cluster = try TestCluster(nodes: 1, families: .dualStack)
+        defer { cluster.close() }
+        try cluster.dnsStub()
+        try cluster.startAgents()
+        let node = cluster.nodes[0]
+        var cidrs: [String] = []
+        try eventually("both subnets leased") { cidrs = try Self.statusSubnets(node).podCIDRs; return cidrs.count == 2 }
+        #expect(cidrs == ["10.244.0.0/24", "fd00:10:244::/64"], "one /24 and one /64, IPv4 first: \(cidrs)")
+        let a = try cluster.addPod("web", on: 0)
+        let b = try cluster.addPod("client", on: 0)
+        for pod in [a, b] {
+            #expect(pod.ips.count == 2 && pod.ip(false).map { IPPrefix(cidrs[0])!.contains(IPAddress($0)!) } == true
+                    && pod.ip(true).map { IPPrefix(cidrs[1])!.contains(IPAddress($0)!) } == true, "\(pod.name): \(pod.ips)")
+        }
+        for ip in a.ips { #expect(try cluster.ping(from: b.ns, ip), "client reaches web at \(ip)") }
+
+        // A restart serves the same subnets: the lease is in the state database.
+        _ = node.agent.stop()
+        try node.agent.start()
+        #expect(try Self.statusSubnets(node).podCIDRs == cidrs)
+        let c = try cluster.addPod("late", on: 0)
+        #expect(c.ips.count == 2 && c.ips.allSatisfy { ip in cidrs.contains { IPPrefix($0)!.contains(IPAddress(ip)!) } }, "\(c.ips)")
+        for ip in c.ips { #expect(try cluster.ping(from: a.ns, ip), "web reaches the pod added after the restart at \(ip)") }
+    }
+
+    /// Issue 22, the upgrade path on the embedded store: a node that leased an IPv4 subnet as a
+    /// single-stack node restarts with a clusterCIDR of each family: it keeps its IPv4 subnet
+    /// (the pod it has keeps its address and stays reachable) and gains an IPv6 one, which new
+    /// pods get addresses from.
+    @Test func embeddedIPv4LeaseGainsAnIPv6SubnetWhenTheClusterBecomesDualStack() throws {
+        let cluster = try TestCluster(nodes: 1, families: .dualStack)
+        defer { cluster.close() }
+        try cluster.dnsStub()
+        let node = cluster.nodes[0]
+        // The same node (namespace, stateDir, runDir) configured single-stack, as before the upgrade.
+        let before = AgentProcess(namespace: node.ns, directory: cluster.dir,
+                                  args: ["--node-name", node.name, "--node-ip", node.ip, "--dns-upstreams", "192.168.1.1:53"])
+        try before.start()
+        var cidrs: [String] = []
+        try eventually("an IPv4 subnet leased") { cidrs = try Self.statusSubnets(node).podCIDRs; return !cidrs.isEmpty }
+        #expect(cidrs == ["10.244.0.0/24"])
+        let old = try cluster.addPod("old", on: 0)
+        #expect(old.ips.count == 1)
+        _ = before.stop()
+
+        try node.agent.start()
+        try eventually("an IPv6 subnet gained") { cidrs = try Self.statusSubnets(node).podCIDRs; return cidrs.count == 2 }
+        #expect(cidrs == ["10.244.0.0/24", "fd00:10:244::/64"], "kept the IPv4 subnet, gained an IPv6 one: \(cidrs)")
+        let a = try cluster.addPod("new-a", on: 0)
+        let b = try cluster.addPod("new-b", on: 0)
+        #expect(a.ips.count == 2 && b.ips.count == 2, "\(a.ips) \(b.ips)")
+        for ip in b.ips { #expect(try cluster.ping(from: a.ns, ip), "new-a reaches new-b at \(ip)") }
+        #expect(try cluster.ping(from: a.ns, old.ip), "the pod from before the upgrade keeps its address and is reachable")
     }
 }

@@ -1,3 +1,4 @@
+import ClusterState
 import IPAddressing
 import NodenetTestSupport
 import Testing
@@ -14,6 +15,7 @@ import Testing
         #expect(c.clusterCIDRs == [IPPrefix("10.244.0.0/16")!])
         #expect(c.serviceCIDRs == [IPPrefix("10.96.0.0/12")!])
         #expect(c.nodeCIDRMaskSize == 24)
+        #expect(c.nodeCIDRMaskSizeIPv4 == 24 && c.nodeCIDRMaskSizeIPv6 == 64)
         #expect(c.clusterDomain == "cluster.local")
         #expect(c.routing == .hostGW)
         #expect(c.dns.listen.map(\.description) == ["169.254.20.10", "10.96.0.10"])
@@ -109,6 +111,13 @@ import Testing
         ("- a\n- b", "the top level must be a mapping"),
         ("a: [", "not valid YAML"),
         ("nodeCIDRMaskSize: 8", "config key nodeCIDRMaskSize"),
+        ("clusterCIDR: [10.244.0.0/16, fd00:10:244::/56]\nnodeCIDRMaskSizeIPv6: 48",
+         "config key nodeCIDRMaskSizeIPv6: 48 must be between clusterCIDR fd00:10:244::/56's /56 and /120"),
+        ("clusterCIDR: [10.244.0.0/16, fd00:10:244::/56]\nnodeCIDRMaskSizeIPv6: 124", "config key nodeCIDRMaskSizeIPv6: 124 must be between"),
+        ("nodeCIDRMaskSizeIPv4: 31", "config key nodeCIDRMaskSizeIPv4: 31 must be between clusterCIDR 10.244.0.0/16's /16 and /30"),
+        ("nodeCIDRMaskSizeIPv6: abc", "config key nodeCIDRMaskSizeIPv6: \"abc\" is not a number"),
+        ("nodeCIDRMaskSize: 25\nnodeCIDRMaskSizeIPv4: 26", "config key nodeCIDRMaskSizeIPv4: 26 disagrees with nodeCIDRMaskSize 25"),
+        ("clusterCIDR: fd00:10:244::/56\nnodeCIDRMaskSize: 40", "config key nodeCIDRMaskSize: 40 must be between clusterCIDR fd00:10:244::/56's /56"),
         ("dns: {lameDuck: soon}", "config key dns.lameDuck: \"soon\" is not a duration"),
         ("dns: {lameDuck: 61s}", "config key dns.lameDuck"),
         ("dns: {lameDuck: -1}", "config key dns.lameDuck"),
@@ -148,6 +157,26 @@ import Testing
         #expect(ConfigLoader.parseHostPort("[::1]:53")! == ("::1", 53))
         #expect(ConfigLoader.parseHostPort("127.0.0.1") == nil)
         #expect(ConfigLoader.parseHostPort("127.0.0.1:0") == nil)
+    }
+
+    /// Issue 22: one per-node subnet size per family, as kube-controller-manager's
+    /// `--node-cidr-mask-size-ipv4/-ipv6`; `nodeCIDRMaskSize` is the IPv4 alias, or the IPv6
+    /// size on an IPv6-only cluster (the key IPv6-only configs used before).
+    @Test func nodeSubnetSizesPerFamily() throws {
+        let dual = try ConfigLoader.parse(yaml: "clusterCIDR: [10.244.0.0/16, fd00:10:244::/56]", defaultNodeName: "n")
+        #expect(dual.nodeCIDRMaskSizeIPv4 == 24 && dual.nodeCIDRMaskSizeIPv6 == 64)
+        #expect(dual.podSubnetRanges.map(\.clusterCIDR) == [IPPrefix("10.244.0.0/16")!, IPPrefix("fd00:10:244::/56")!])
+        #expect(dual.podSubnetRanges.map(\.maskSize) == [24, 64])
+        let v6First = try ConfigLoader.parse(yaml: "clusterCIDR: [fd00:10:244::/56, 10.244.0.0/16]\nnodeCIDRMaskSizeIPv6: 80\nnodeCIDRMaskSize: 25",
+                                             defaultNodeName: "n")
+        #expect(v6First.podSubnetRanges.map(\.maskSize) == [80, 25], "clusterCIDR order, each family its size")
+        let flags = try ConfigLoader.parse(yaml: "clusterCIDR: [10.244.0.0/16, fd00:10:244::/56]",
+                                           overrides: ["nodeCIDRMaskSizeIPv4": "26", "nodeCIDRMaskSizeIPv6": "72"], defaultNodeName: "n")
+        #expect(flags.nodeCIDRMaskSize == 26 && flags.nodeCIDRMaskSizeIPv6 == 72)
+        let v6only = try ConfigLoader.parse(yaml: "clusterCIDR: fd00:10:244::/56\nnodeCIDRMaskSize: 80", defaultNodeName: "n")
+        #expect(v6only.podSubnetRanges == [PodSubnetRange(clusterCIDR: IPPrefix("fd00:10:244::/56")!, maskSize: 80)])
+        #expect(ConfigLoader.flagName("nodeCIDRMaskSizeIPv4") == "node-cidr-mask-size-ipv4")
+        #expect(ConfigLoader.flagName("nodeCIDRMaskSizeIPv6") == "node-cidr-mask-size-ipv6")
     }
 
     @Test func flagNameOfTheIPv6DNSAddress() {

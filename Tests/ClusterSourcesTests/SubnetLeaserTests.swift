@@ -182,4 +182,121 @@ struct SubnetLeaserTests {
         }
         #expect(error?.message.contains("no free /24") == true)
     }
+
+    // Issue 22: a dual-stack node leases a subnet of each clusterCIDR family.
+
+    static let dual = [PodSubnetRange(clusterCIDR: IPPrefix("10.244.0.0/16")!, maskSize: 24),
+                       PodSubnetRange(clusterCIDR: IPPrefix("fd00:10:244::/56")!, maskSize: 64)]
+    static func ips(_ i: Int) -> [IPAddress] { [IPAddress("192.168.1.\(11 + i)")!, IPAddress("fd00:1::\(11 + i)")!] }
+
+    @Test func racingDualStackLeasersGetDistinctSubnetsOfEachFamily() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
+        defer { observer.stop() }
+        let results = try await withThrowingTaskGroup(of: (String, [IPPrefix]).self) { group in
+            for i in 0..<4 {
+                group.addTask {
+                    let leaser = SubnetLeaser(client: try EtcdClient(endpoints: [etcd.endpoint]), nodeName: "node-\(i)")
+                    return ("node-\(i)", try await leaser.acquire(ranges: Self.dual, nodeIP: Self.ips(i)))
+                }
+            }
+            var out: [String: [IPPrefix]] = [:]
+            for try await (node, cidrs) in group { out[node] = cidrs }
+            return out
+        }
+        #expect(results.values.allSatisfy { $0.count == 2 && Self.dual[0].holds($0[0]) && Self.dual[1].holds($0[1]) },
+                "one subnet of each family, IPv4 first: \(results)")
+        #expect(Set(results.values.map { $0[0] }).count == 4 && Set(results.values.map { $0[1] }).count == 4)
+        #expect(try await etcd.client().range(prefix: "/nodenet/subnets/").kvs.count == 8)
+        // Another node's store gets every Node with both podCIDRs and an InternalIP of each family.
+        #expect(await eventually { await observer.store.snapshot().nodes.count == 4 })
+        let node2 = await observer.store.snapshot().nodes["node-2"]
+        #expect(node2?.podCIDRs == results["node-2"])
+        #expect(node2?.internalIP(.v4) == IPAddress("192.168.1.13") && node2?.internalIP(.v6) == IPAddress("fd00:1::13"))
+    }
+
+    /// A node that leased an IPv4 subnet before its cluster became dual-stack keeps it and gains
+    /// an IPv6 one: while its old lease lives (its key), and after it is gone (the file in
+    /// stateDir, in the format written before dual-stack).
+    @Test func anOldSingleFamilyLeaseKeepsItsSubnetAndGainsTheOtherFamily() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
+        defer { observer.stop() }
+        let state = TempDirectory()
+        _ = try await SubnetLeaser(client: etcd.client(), nodeName: "other", ttl: 30).acquire(ranges: Self.dual, nodeIP: Self.ips(9))
+        let old = SubnetLeaser(client: etcd.client(), nodeName: "a", ttl: 30, stateDir: state.path)
+        let v4 = try await old.acquire(clusterCIDR: Self.dual[0].clusterCIDR, maskSize: 24, nodeIP: [Self.ips(0)[0]])
+        let oldLease = try #require(old.lease)
+
+        // Restart with the dual-stack configuration while the old lease lives.
+        let upgraded = SubnetLeaser(client: etcd.client(), nodeName: "a", ttl: 30, stateDir: state.path)
+        let both = try await upgraded.acquire(ranges: Self.dual, nodeIP: Self.ips(0))
+        #expect(both.first == v4.first && both.count == 2 && Self.dual[1].holds(both[1]), "\(both)")
+        #expect(both[1] != IPPrefix("fd00:10:244::/64"), "the other node's IPv6 subnet is taken")
+        let lease = try #require(upgraded.lease)
+        #expect(lease != oldLease)
+        for cidr in both {
+            #expect(try await etcd.client().get(EtcdKeys().subnetKey(cidr))?.lease == lease, "\(cidr) on the new lease")
+        }
+        #expect(await eventually { await observer.store.snapshot().nodes["a"]?.podCIDRs == both })
+
+        // Released (both keys gone), then a restart that finds only a pre-dual-stack state file.
+        try await upgraded.release()
+        #expect(try await etcd.client().range(prefix: "/nodenet/subnets/").kvs.count == 2, "only the other node's keys are left")
+        let remembered = IPPrefix("10.244.7.0/24")!
+        _ = state.write("etcd-subnet.json", #"{"node":"a","cidr":"10.244.7.0/24"}"#)
+        let again = try await SubnetLeaser(client: etcd.client(), nodeName: "a", ttl: 30, stateDir: state.path).acquire(ranges: Self.dual, nodeIP: Self.ips(0))
+        #expect(again.first == remembered && again.count == 2 && Self.dual[1].holds(again[1]), "\(again)")
+        // And the file now remembers both, so the next restart takes the same pair.
+        let file = try String(contentsOfFile: state.path + "/etcd-subnet.json", encoding: .utf8)
+        #expect(file.contains("10.244.7.0") && file.contains(again[1].address.description), "\(file)")
+    }
+
+    /// Renewal keeps both subnet keys and the Node; without renewal the lease expires and takes
+    /// both keys and the Node object with it; a lost lease gets both subnets back.
+    @Test func renewalExpiryAndReclaimCoverBothFamilies() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let observer = try RunningSource([etcd.endpoint], node: "observer")
+        defer { observer.stop() }
+        #expect(await observer.source.waitForFirstSync(timeout: .seconds(10)))
+        let kept = SubnetLeaser(client: etcd.client(), nodeName: "kept", ttl: 2)
+        let lapsed = SubnetLeaser(client: etcd.client(), nodeName: "lapsed", ttl: 2)
+        let keptSubnets = try await kept.acquire(ranges: Self.dual, nodeIP: Self.ips(0))
+        let lapsedSubnets = try await lapsed.acquire(ranges: Self.dual, nodeIP: Self.ips(1))
+        let keepalive = Task { try? await kept.run() }
+        defer { keepalive.cancel() }
+        #expect(await eventually { await observer.store.snapshot().nodes.count == 2 })
+
+        #expect(await eventually(timeout: .seconds(12)) { await observer.store.snapshot().nodes["lapsed"] == nil })
+        let keys = try await etcd.client().range(prefix: "/nodenet/subnets/").kvs.map(\.key)
+        #expect(Set(keys) == Set(keptSubnets.map { EtcdKeys().subnetKey($0) }), "both of lapsed's keys went, both of kept's stayed: \(keys)")
+        #expect(await observer.store.snapshot().nodes["kept"]?.podCIDRs == keptSubnets)
+
+        // kept's lease revoked behind its back: it takes a new one and both subnets again.
+        let before = try #require(kept.lease)
+        try await etcd.client().revokeLease(before)
+        #expect(await eventually(timeout: .seconds(8)) {
+            guard kept.lease != before, let kvs = try? await etcd.client().range(prefix: "/nodenet/subnets/").kvs else { return false }
+            return kvs.count == 2
+        })
+        #expect(await eventually { await observer.store.snapshot().nodes["kept"]?.podCIDRs == keptSubnets })
+        #expect(kept.subnets == keptSubnets)
+        // The lapsed node's subnets are free again: a new node gets them.
+        let newcomer = try await SubnetLeaser(client: etcd.client(), nodeName: "new").acquire(ranges: Self.dual, nodeIP: Self.ips(2))
+        #expect(newcomer == lapsedSubnets)
+    }
+
+    @Test func refusesAnIPv6MaskThatDoesNotFitNamingTheKey() async throws {
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let error = await #expect(throws: SubnetLeaseError.self) {
+            _ = try await SubnetLeaser(client: etcd.client(), nodeName: "x")
+                .acquire(ranges: [Self.dual[0], PodSubnetRange(clusterCIDR: IPPrefix("fd00:10:244::/56")!, maskSize: 48)], nodeIP: [])
+        }
+        #expect(error?.message.contains("nodeCIDRMaskSizeIPv6 48 does not fit") == true)
+        #expect(try await etcd.client().range(prefix: "/nodenet/subnets/").kvs.isEmpty, "nothing taken")
+    }
 }

@@ -5,27 +5,31 @@ import Testing
 /// Real traffic: traffic policies and the terminating-endpoint fallback. The node is `node1`;
 /// an endpoint whose `nodeName` says another node is remote for the rules, whatever its address.
 extension TrafficTests {
-    @Test(arguments: BackendKind.allCases) func internalTrafficPolicyLocal(_ kind: BackendKind) async throws {
+    /// In each family (issue 22): the same dual-stack topology, a service of that family.
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func internalTrafficPolicyLocal(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
-        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(slice("web", eps))) }
-        await store.apply([.upsert(.service(service("web", itp: .local))),
-                           endpoints([EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5", node: "node2")])])
+        let vip = family.target(family.clusterIP(10), 80)
+        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(family.slice("web", eps))) }
+        await store.apply([.upsert(.service(service("web", ips: [family.clusterIP(10)], itp: .local))),
+                           endpoints([EP(ip: family.pod(1)), EP(ip: family.pod(2), node: "node2")])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
         // Only the local endpoint, however often: the remote one is never reached; from a pod
         // and from the node itself (a hostNetwork client).
-        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 20)
-        try t.expectOnly("pod1", from: t.node, "10.96.0.10:80", count: 8)
+        try t.expectOnly("pod1", from: t.client, vip, count: 20)
+        try t.expectOnly("pod1", from: t.node, vip, count: 8)
 
         // No local endpoint (the remote one still ready): dropped, not rejected.
-        try await applySynced([endpoints([EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])], to: store, actor)
-        try t.expectDropped(from: t.client, "10.96.0.10:80")
+        try await applySynced([endpoints([EP(ip: family.pod(1), node: "node3"), EP(ip: family.pod(2), node: "node2")])], to: store, actor)
+        try t.expectDropped(from: t.client, vip)
     }
 
-    @Test(arguments: BackendKind.allCases) func externalTrafficPolicyLocal(_ kind: BackendKind) async throws {
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func externalTrafficPolicyLocal(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         // Servers that answer with the source address they see.
@@ -36,54 +40,59 @@ extension TrafficTests {
                                                                                             nodePort: nodePort)], etp: etp)))
         }
         func endpoints(_ name: String, _ eps: [EP]) -> StoreChange {
-            .upsert(.endpointSlice(slice(name, ports: [EndpointPort(name: "http", port: 8082)], eps)))
+            .upsert(.endpointSlice(slice(name, family: family.sliceFamily, ports: [EndpointPort(name: "http", port: 8082)], eps)))
         }
-        let both = [EP(ip: "10.244.1.5"), EP(ip: "10.244.2.5", node: "node2")]
-        await store.apply([nodePortService("local", ip: "10.96.0.10", nodePort: 30080, etp: .local), endpoints("local", both),
-                           nodePortService("cluster", ip: "10.96.0.11", nodePort: 30081, etp: .cluster), endpoints("cluster", both)])
+        let both = [EP(ip: family.pod(1)), EP(ip: family.pod(2), node: "node2")]
+        await store.apply([nodePortService("local", ip: family.clusterIP(10), nodePort: 30080, etp: .local), endpoints("local", both),
+                           nodePortService("cluster", ip: family.clusterIP(11), nodePort: 30081, etp: .cluster), endpoints("cluster", both)])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
+        let local = family.target(family.nodeIP, 30080)
 
         // From outside: only the local endpoint, and it sees the client's own address.
-        try t.expectOnly("pod1 192.168.1.1", from: t.fabric, "192.168.1.11:30080", count: 12)
+        try t.expectOnly("pod1 \(family.peer(family.fabricIP))", from: t.fabric, local, count: 12)
         // The same with eTP=Cluster is masqueraded (which is what makes the check above mean something).
-        let masqueraded = try t.connect(from: t.fabric, "192.168.1.11:30081")
-        #expect(masqueraded.ok && !masqueraded.text.contains("192.168.1.1"), "\(masqueraded.text)")
+        let masqueraded = try t.connect(from: t.fabric, family.target(family.nodeIP, 30081))
+        #expect(masqueraded.ok && !masqueraded.text.contains(family.peer(family.fabricIP)), "\(masqueraded.text)")
 
         // A pod reaching the same NodePort short-circuits to every endpoint, unmasqueraded.
-        let fromPod = try t.distinct(from: t.client, "192.168.1.11:30080", expected: ["pod1 10.244.3.5", "pod2 10.244.3.5"])
-        #expect(fromPod == ["pod1 10.244.3.5", "pod2 10.244.3.5"])
+        let client = family.peer(family.pod(3))
+        let fromPod = try t.distinct(from: t.client, local, expected: ["pod1 \(client)", "pod2 \(client)"])
+        #expect(fromPod == ["pod1 \(client)", "pod2 \(client)"])
 
         // The node itself reaching its NodePort: every endpoint, masqueraded.
-        let fromNode = try t.distinct(from: t.node, "192.168.1.11:30080", expected: ["pod1 10.244.1.1", "pod2 10.244.2.1"])
-        #expect(fromNode == ["pod1 10.244.1.1", "pod2 10.244.2.1"])
+        let viaNode: Set = ["pod1 \(family.peer(family.gateway(1)))", "pod2 \(family.peer(family.gateway(2)))"]
+        let fromNode = try t.distinct(from: t.node, local, expected: viaNode)
+        #expect(fromNode == viaNode)
 
         // No local endpoint left: external traffic is dropped, not rejected.
-        try await applySynced([endpoints("local", [EP(ip: "10.244.1.5", node: "node3"), EP(ip: "10.244.2.5", node: "node2")])],
+        try await applySynced([endpoints("local", [EP(ip: family.pod(1), node: "node3"), EP(ip: family.pod(2), node: "node2")])],
                               to: store, actor)
-        try t.expectDropped(from: t.fabric, "192.168.1.11:30080")
+        try t.expectDropped(from: t.fabric, local)
     }
 
-    @Test(arguments: BackendKind.allCases) func terminatingEndpointsServeOnlyWhenNoneIsReady(_ kind: BackendKind) async throws {
+    @Test(arguments: BackendKind.allCases, TrafficFamily.allCases)
+    func terminatingEndpointsServeOnlyWhenNoneIsReady(_ kind: BackendKind, _ family: TrafficFamily) async throws {
         let t = try Topology(kind)
         defer { t.delete() }
         let store = ClusterStore()
-        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(slice("web", eps))) }
-        let draining = EP(ip: "10.244.1.5", ready: false, serving: true, terminating: true)
-        await store.apply([.upsert(.service(service("web"))), endpoints([draining, EP(ip: "10.244.2.5", ready: false)])])
+        let vip = family.target(family.clusterIP(10), 80)
+        func endpoints(_ eps: [EP]) -> StoreChange { .upsert(.endpointSlice(family.slice("web", eps))) }
+        let draining = EP(ip: family.pod(1), ready: false, serving: true, terminating: true)
+        await store.apply([.upsert(.service(service("web", ips: [family.clusterIP(10)]))), endpoints([draining, EP(ip: family.pod(2), ready: false)])])
         let (actor, task) = try await t.startProxy(store)
         defer { task.cancel() }
 
         // Nothing ready: the serving terminating endpoint takes the traffic, the unready one none.
-        try t.expectOnly("pod1", from: t.client, "10.96.0.10:80", count: 16)
+        try t.expectOnly("pod1", from: t.client, vip, count: 16)
 
         // A ready endpoint appears: only it is used from now on.
-        try await applySynced([endpoints([draining, EP(ip: "10.244.2.5")])], to: store, actor)
-        try t.expectOnly("pod2", from: t.client, "10.96.0.10:80", count: 16)
+        try await applySynced([endpoints([draining, EP(ip: family.pod(2))])], to: store, actor)
+        try t.expectOnly("pod2", from: t.client, vip, count: 16)
 
         // Terminating and no longer serving, nothing else: no endpoint, refused.
-        try await applySynced([endpoints([EP(ip: "10.244.1.5", ready: false, serving: false, terminating: true)])], to: store, actor)
-        try t.expectRefused(from: t.client, "10.96.0.10:80")
+        try await applySynced([endpoints([EP(ip: family.pod(1), ready: false, serving: false, terminating: true)])], to: store, actor)
+        try t.expectRefused(from: t.client, vip)
     }
 }
 

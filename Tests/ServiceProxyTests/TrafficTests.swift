@@ -38,16 +38,21 @@ struct TrafficTests {
             for (ns, name) in [(pod1, "pod1"), (pod2, "pod2")] {
                 // Not socat UDP-RECVFROM,fork: its child lingers on the shared socket and swallows
                 // the next datagrams, so a pod would answer only once.
-                try Self.background(ns, ["python3", "-c", """
-                    import socket
-                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    s.bind(("", 5353))
-                    for _ in range(100000):
-                        _, peer = s.recvfrom(100)
-                        s.sendto(b"\(name)\\n", peer)
-                    """])
+                // One UDP server per family (the IPv6 one IPv6-only, so each family has its own).
+                for family in ["AF_INET", "AF_INET6"] {
+                    try Self.background(ns, ["python3", "-c", """
+                        import socket
+                        s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+                        if socket.\(family) == socket.AF_INET6:
+                            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                        s.bind(("", 5353))
+                        for _ in range(100000):
+                            _, peer = s.recvfrom(100)
+                            s.sendto(b"\(name)\\n", peer)
+                        """])
+                }
                 try serveTCP(ns, port: 8080, reply: name)
-                try Self.waitListening(ns, udp: true, port: 5353)
+                try Self.waitListening(ns, udp: true, port: 5353, sockets: 2)
             }
         }
 
@@ -112,10 +117,14 @@ struct TrafficTests {
         /// the server's line, "refused" (ICMP port unreachable) or "timeout".
         func udp(from ns: TestNamespace, _ target: String, sourcePort: Int) throws -> String {
             // One datagram out, one reply back (socat would wait out its timeout after the reply).
-            let (host, port) = (target.split(separator: ":")[0], target.split(separator: ":")[1])
+            // "host:port", or "[v6]:port".
+            let split = target.lastIndex(of: ":")!
+            let host = target[..<split].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            let port = target[target.index(after: split)...]
+            let family = host.contains(":") ? "AF_INET6" : "AF_INET"
             let script = """
                 import socket
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("", \(sourcePort)))
                 s.settimeout(3)
@@ -280,8 +289,8 @@ extension TrafficTests {
 }
 
 /// The slice of a service whose one port "dns" is UDP 5353 on every endpoint.
-func udpSlice(_ service: String, _ ips: [String]) -> StoreChange {
-    .upsert(.endpointSlice(slice(service, ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
+func udpSlice(_ service: String, _ ips: [String], family: EndpointAddressType = .ipv4) -> StoreChange {
+    .upsert(.endpointSlice(slice(service, family: family, ports: [EndpointPort(name: "dns", protocol: .udp, port: 5353)], ips.map { EP(ip: $0) })))
 }
 
 /// Applies `changes` to the store and waits for the actor's next sync, which must succeed.

@@ -21,7 +21,10 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var runDir: String = "/run/nodenet"
     /// One prefix per family (dual-stack: an IPv4 and an IPv6 prefix).
     public var clusterCIDRs: [IPPrefix] = [IPPrefix("10.244.0.0/16")!]
-    public var nodeCIDRMaskSize: Int = 24
+    /// Per-node subnet sizes when nodenet leases subnets itself, one per family (as
+    /// kube-controller-manager's `--node-cidr-mask-size-ipv4` and `-ipv6`).
+    public var nodeCIDRMaskSizeIPv4: Int = 24
+    public var nodeCIDRMaskSizeIPv6: Int = 64
     public var podCIDRs: [IPPrefix] = []
     public var serviceCIDRs: [IPPrefix] = [IPPrefix("10.96.0.0/12")!]
     public var clusterDomain: String = "cluster.local"
@@ -38,6 +41,15 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var proxyHealth = ProxyHealthSettings()
     public var policy = Policy()
     public var logLevel: String = "info"
+
+    /// The `nodeCIDRMaskSize` key: the IPv4 size (an alias kept for older configs).
+    public var nodeCIDRMaskSize: Int {
+        get { nodeCIDRMaskSizeIPv4 }
+        set { nodeCIDRMaskSizeIPv4 = newValue }
+    }
+
+    /// The per-node subnet size of `family`.
+    public func nodeCIDRMaskSize(_ family: IPFamily) -> Int { family == .v4 ? nodeCIDRMaskSizeIPv4 : nodeCIDRMaskSizeIPv6 }
 
     public struct DNS: Sendable, Equatable {
         /// Always served, whatever the node's pod subnets.

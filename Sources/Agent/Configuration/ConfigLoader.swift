@@ -26,7 +26,7 @@ public enum ConfigLoader {
     /// Every key, dotted, with its shape. Anything else in a file is an error naming the key.
     static let keys: [String: Shape] = [
         "nodeName": .scalar, "source": .scalar, "stateDir": .scalar, "runDir": .scalar,
-        "clusterCIDR": .list, "nodeCIDRMaskSize": .scalar, "podCIDRs": .list, "serviceCIDR": .list,
+        "clusterCIDR": .list, "nodeCIDRMaskSize": .scalar, "nodeCIDRMaskSizeIPv4": .scalar, "nodeCIDRMaskSizeIPv6": .scalar, "podCIDRs": .list, "serviceCIDR": .list,
         "clusterDomain": .scalar, "nodeIP": .scalar, "routing": .scalar, "nodePortRange": .scalar,
         "logLevel": .scalar,
         "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
@@ -195,14 +195,34 @@ public enum ConfigLoader {
         if let s = try path("stateDir") { c.stateDir = s }
         if let s = try path("runDir") { c.runDir = s }
         if let p = try prefixes("clusterCIDR"), !p.isEmpty { c.clusterCIDRs = p }
-        if let n = try int("nodeCIDRMaskSize", 1...128) { c.nodeCIDRMaskSize = n }
+        // Per-node subnet sizes, one per family, each checked against its family's clusterCIDR.
+        // `nodeCIDRMaskSize` is the IPv4 size (older configs), or the IPv6 one on a cluster
+        // without an IPv4 clusterCIDR, where kube-controller-manager's single-stack flag means
+        // that family (IPv6-only configs written before the per-family keys keep working).
+        let v4Cluster = c.clusterCIDRs.first { $0.family == .v4 }, v6Cluster = c.clusterCIDRs.first { $0.family == .v6 }
+        let aliasFamily: IPFamily = v4Cluster == nil && v6Cluster != nil ? .v6 : .v4
+        let alias = try int("nodeCIDRMaskSize", 1...128)
+        for (family, cluster, largest) in [(IPFamily.v4, v4Cluster, 30), (.v6, v6Cluster, 120)] {
+            let key = family == .v4 ? "nodeCIDRMaskSizeIPv4" : "nodeCIDRMaskSizeIPv6"
+            var named = key
+            var size = try int(key, 1...128)
+            if let alias, family == aliasFamily {
+                if let size, size != alias {
+                    throw ConfigError(key: key, "\(size) disagrees with nodeCIDRMaskSize \(alias) (its alias on this cluster): set only one of them")
+                }
+                if size == nil { named = "nodeCIDRMaskSize" }
+                size = alias
+            }
+            let value = size ?? c.nodeCIDRMaskSize(family)
+            if let cluster, value < cluster.length || value > largest {
+                throw ConfigError(key: named, "\(value) must be between clusterCIDR \(cluster)'s /\(cluster.length) and /\(largest)")
+            }
+            if family == .v4 { c.nodeCIDRMaskSizeIPv4 = value } else { c.nodeCIDRMaskSizeIPv6 = value }
+        }
         if let p = try prefixes("podCIDRs") { c.podCIDRs = p }
         if let p = try prefixes("serviceCIDR"), !p.isEmpty { c.serviceCIDRs = p }
         for pod in c.podCIDRs where !c.clusterCIDRs.contains(where: { $0.contains(pod) }) {
             throw ConfigError(key: "podCIDRs", "\(pod) is not inside clusterCIDR \(c.clusterCIDRs.map(\.description).joined(separator: ","))")
-        }
-        if let v4 = c.clusterCIDRs.first(where: { $0.family == .v4 }), c.nodeCIDRMaskSize < v4.length || c.nodeCIDRMaskSize > 30 {
-            throw ConfigError(key: "nodeCIDRMaskSize", "\(c.nodeCIDRMaskSize) must be between clusterCIDR's /\(v4.length) and /30")
         }
         if let s = one("clusterDomain") {
             let d = s.hasSuffix(".") ? String(s.dropLast()) : s

@@ -209,8 +209,10 @@ public final class NodeAgent: Sendable {
 
     var extraMetricsText: String { metricsProviders.withLock { $0 }.sorted { $0.key < $1.key }.map { $0.value() }.joined() }
 
-    /// Re-derives this node's pod subnets (config, Node object, lease) and leases one from
-    /// clusterCIDR if nothing else provides it. Returns true when they changed.
+    /// Re-derives this node's pod subnets (config, Node object, lease) and, if nothing else
+    /// provides them, leases one per clusterCIDR (both families on a dual-stack cluster; a
+    /// lease from before, of one family, keeps its subnet and gains the other). Returns true
+    /// when they changed.
     @discardableResult
     func refreshPodSubnets() async -> Bool {
         let config = self.config
@@ -220,9 +222,11 @@ public final class NodeAgent: Sendable {
         }
         var resolved = PodSubnets.resolve(node: config.nodeName, configured: config.podCIDRs, in: snapshot)
         // Leasing locally is the embedded source's way; with etcd the SubnetLeaser does it.
-        if resolved == nil, config.source == .embedded, let cluster = config.clusterCIDRs.first {
+        let ranges = config.podSubnetRanges
+        if resolved == nil || (resolved?.1 == .lease && !PodSubnets.covers(snapshot.leases[config.nodeName], ranges)),
+           config.source == .embedded, !ranges.isEmpty {
             do {
-                let lease = try PodSubnets.nextLease(node: config.nodeName, clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize, in: snapshot)
+                let lease = try PodSubnets.nextLease(node: config.nodeName, ranges: ranges, in: snapshot)
                 try await store.commit([.upsert(.lease(lease))])
                 logger.info("leased pod subnet", metadata: ["cidrs": "\(lease.cidrs.map(\.description))"])
                 snapshot = await store.snapshot()

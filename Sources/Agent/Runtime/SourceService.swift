@@ -84,17 +84,21 @@ struct SourceService: AgentActor {
         try await cancelWhenGracefulShutdown { try await runSource() }
     }
 
-    /// Takes this node's subnet lease in etcd (retrying while etcd is unreachable), records it
-    /// in the local store so pods can be attached at once, then keeps the lease alive.
+    /// Takes this node's subnet lease in etcd, one subnet per clusterCIDR family (retrying
+    /// while etcd is unreachable), records it in the local store so pods can be attached at
+    /// once, then keeps the lease alive.
     private func hold(_ leaser: SubnetLeaser) async {
         let config = agent.config
-        guard let cluster = config.clusterCIDRs.first else { return }
+        let ranges = config.podSubnetRanges
+        guard !ranges.isEmpty else { return }
         // Bounded so a node that started while etcd was down takes its subnet soon after etcd is back.
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
         while !Task.isCancelled {
             do {
-                let cidrs = try await leaser.acquire(clusterCIDR: cluster, maskSize: config.nodeCIDRMaskSize,
-                                                     nodeIP: agent.nodeIP.map { [$0] } ?? [])
+                // The Node object carries an InternalIP of each pod family: peers route each
+                // family's subnet via the address of that family.
+                let nodeIPs = agent.nodeIP.map { DefaultInterface.nodeAddresses(primary: $0, families: ranges.map(\.family)) } ?? []
+                let cidrs = try await leaser.acquire(ranges: ranges, nodeIP: nodeIPs)
                 try await agent.store.commit([.upsert(.lease(SubnetLease(nodeName: config.nodeName, cidrs: cidrs)))])
                 await agent.refreshPodSubnets()
                 agent.logger.info("etcd subnet lease held", metadata: ["cidrs": "\(cidrs.map(\.description))"])

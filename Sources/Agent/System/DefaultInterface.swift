@@ -13,6 +13,28 @@ public enum DefaultInterface {
         return addresses.first { $0.1.isV4 && !isLoopback($0.1) }?.1
     }
 
+    /// `primary` and, for each other family of `families`, the first global address of that
+    /// family on the interface that holds `primary` (a dual-stack node's underlay address of
+    /// the other family, as kubelet reports both InternalIPs). Link-local addresses are skipped.
+    public static func nodeAddresses(primary: IPAddress, families: [IPFamily]) -> [IPAddress] {
+        let addresses = interfaceAddresses()
+        var out = [primary]
+        guard let iface = addresses.first(where: { $0.1 == primary })?.0 else { return out }
+        for family in families where !out.contains(where: { $0.family == family }) {
+            if let a = addresses.first(where: { $0.0 == iface && $0.1.family == family && !isLoopback($0.1) && !isLinkLocal($0.1) }) {
+                out.append(a.1)
+            }
+        }
+        return out
+    }
+
+    static func isLinkLocal(_ a: IPAddress) -> Bool {
+        switch a {
+        case .v4(let v): return v.value >> 16 == 0xA9FE
+        case .v6: return IPPrefix("fe80::/10")!.contains(a)
+        }
+    }
+
     static func isLoopback(_ a: IPAddress) -> Bool {
         if case .v4(let v) = a { return v.value >> 24 == 127 }
         return a == IPAddress("::1")

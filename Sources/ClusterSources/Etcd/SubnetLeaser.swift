@@ -9,21 +9,34 @@ public struct SubnetLeaseError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// What a subnet key holds.
+/// What a subnet key holds: one key per subnet, so a dual-stack node has one key per family
+/// and a lease taken before dual-stack (one IPv4 key) is read as it is.
 struct SubnetRecord: Codable, Equatable {
     var node: String
     var cidr: String
 }
 
-/// Takes this node's pod subnet from `clusterCIDR` in etcd and holds it with an etcd lease.
+/// What the node remembers in `stateDir`: `cidr` is the first subnet (the only field of files
+/// written before dual-stack, still read), `cidrs` all of them in clusterCIDR order.
+struct RememberedSubnets: Codable, Equatable {
+    var node: String
+    var cidr: String
+    var cidrs: [String]?
+}
+
+/// Takes this node's pod subnets in etcd, one per `clusterCIDR` family (a dual-stack node gets
+/// an IPv4 and an IPv6 subnet, in clusterCIDR order), and holds them with one etcd lease.
 ///
-/// - No two nodes get one subnet: a subnet is claimed by a transaction that creates its key
+/// - No two nodes get one subnet: each subnet is claimed by a transaction that creates its key
 ///   only if it does not exist (create revision 0).
-/// - A node keeps its subnet across restarts: it first looks for a subnet key naming itself
-///   (still there while the old lease lives), then for the subnet it remembered in `stateDir`.
-/// - The node's Node object (InternalIP addresses, podCIDRs) is written in the same
-///   transaction and attached to the same lease, so a node that stops renewing vanishes from
-///   every store, and from every other node's routes, within the TTL.
+/// - A node keeps its subnets across restarts: it first looks for subnet keys naming itself
+///   (still there while the old lease lives), then for the subnets it remembered in `stateDir`.
+///   A node that holds a subnet of one family only (leased before its cluster became
+///   dual-stack) keeps it and gains one of the other family.
+/// - The node's Node object (InternalIP addresses, podCIDRs) is written once every subnet key
+///   is on the lease, in a transaction that checks they still are, and attached to the same
+///   lease, so a node that stops renewing vanishes from every store, and from every other
+///   node's routes, within the TTL (all its subnets with it).
 public final class SubnetLeaser: Sendable {
     public let client: EtcdClient
     public let keys: EtcdKeys
@@ -34,14 +47,14 @@ public final class SubnetLeaser: Sendable {
 
     private struct Held {
         var lease: Int64
-        var subnet: IPPrefix
+        var subnets: [IPPrefix]
         var nodeIPs: [IPAddress]
     }
     private let held = Mutex<Held?>(nil)
 
     /// - Parameters:
     ///   - ttl: seconds a lease lives without renewal.
-    ///   - stateDir: where to remember the subnet across restarts that outlive the lease.
+    ///   - stateDir: where to remember the subnets across restarts that outlive the lease.
     public init(client: EtcdClient, prefix: String = "/nodenet", nodeName: String, ttl: Int64 = 30,
                 stateDir: String? = nil, logger: Logger = Logger(label: "nodenet.subnets")) {
         self.client = client
@@ -54,70 +67,125 @@ public final class SubnetLeaser: Sendable {
 
     /// The lease id held now, if any.
     public var lease: Int64? { held.withLock { $0?.lease } }
-    public var subnet: IPPrefix? { held.withLock { $0?.subnet } }
+    /// The first (primary family's) subnet held now.
+    public var subnet: IPPrefix? { held.withLock { $0?.subnets.first } }
+    /// Every subnet held now, in clusterCIDR order.
+    public var subnets: [IPPrefix] { held.withLock { $0?.subnets ?? [] } }
 
     /// Takes (or takes back) a subnet of `maskSize` from `clusterCIDR` and publishes the Node.
     public func acquire(clusterCIDR: IPPrefix, maskSize: Int, nodeIP: [IPAddress]) async throws -> [IPPrefix] {
-        guard maskSize >= clusterCIDR.length, maskSize <= clusterCIDR.family.bitWidth else {
-            throw SubnetLeaseError(message: "nodeCIDRMaskSize \(maskSize) does not fit in clusterCIDR \(clusterCIDR)")
-        }
+        try await acquire(ranges: [PodSubnetRange(clusterCIDR: clusterCIDR, maskSize: maskSize)], nodeIP: nodeIP)
+    }
+
+    /// Takes (or takes back) one subnet per range, in range order, and publishes the Node.
+    public func acquire(ranges: [PodSubnetRange], nodeIP: [IPAddress]) async throws -> [IPPrefix] {
+        guard !ranges.isEmpty else { throw SubnetLeaseError(message: "no clusterCIDR to lease a pod subnet from") }
+        for range in ranges { if let misfit = range.misfit { throw SubnetLeaseError(message: misfit) } }
         let lease = try await client.grantLease(ttl: ttl)
+        do {
+            return try await claimAll(ranges, lease: lease, nodeIP: nodeIP)
+        } catch {
+            // Whatever was claimed on the new lease goes with it (the keys are free again).
+            try? await client.revokeLease(lease)
+            throw error
+        }
+    }
+
+    private func claimAll(_ ranges: [PodSubnetRange], lease: Int64, nodeIP: [IPAddress]) async throws -> [IPPrefix] {
         let (subnetKVs, _) = try await client.range(prefix: keys.subnets)
         var taken: [IPPrefix] = []
-        var mine: (IPPrefix, EtcdKeyValue)?
+        var mine: [Int: (IPPrefix, EtcdKeyValue)] = [:]
         for kv in subnetKVs {
             guard let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value), let cidr = IPPrefix(record.cidr) else {
                 logger.warning("etcd: ignoring \(kv.key): not a subnet record")
                 continue
             }
-            if record.node == nodeName, clusterCIDR.contains(cidr), cidr.length == maskSize { mine = (cidr, kv) } else { taken.append(cidr) }
+            // A subnet this node holds inside a range is kept whatever its size: pods have
+            // addresses in it.
+            if record.node == nodeName, let i = ranges.firstIndex(where: { $0.clusterCIDR.contains(cidr) }), mine[i] == nil {
+                mine[i] = (cidr, kv)
+            } else {
+                taken.append(cidr)
+            }
         }
         // Node objects applied by hand also occupy their subnets.
         let (nodeKVs, _) = try await client.range(prefix: keys.objects + "Node/")
         for kv in nodeKVs {
             if case .node(let n)? = try? ManifestDecoder.decode(json: kv.value), n.name != nodeName { taken += n.podCIDRs }
         }
+        let remembered = rememberedSubnets()
 
-        // 1. Our own key, left by a previous run whose lease still lives: move it to the new lease.
-        if let (cidr, kv) = mine {
-            if try await claim(cidr, lease: lease, nodeIP: nodeIP, condition: .modRevision(kv.key, equals: kv.modRevision)) {
-                if kv.lease != 0, kv.lease != lease { try? await client.revokeLease(kv.lease) }
-                return [cidr]
+        var subnets: [IPPrefix] = []
+        var oldLeases = Set<Int64>()
+        for (i, range) in ranges.enumerated() {
+            // 1. Our own key, left by a previous run whose lease still lives: move it to the new lease.
+            if let (cidr, kv) = mine[i],
+               try await claimSubnet(cidr, lease: lease, condition: .modRevision(kv.key, equals: kv.modRevision)) {
+                if kv.lease != 0, kv.lease != lease { oldLeases.insert(kv.lease) }
+                subnets.append(cidr)
+                continue
             }
+            // 2. The subnet remembered on disk, then 3. the first free one. The transaction, not
+            // this scan, decides: a racing node makes it fail and we move on.
+            var candidates = remembered.filter(range.holds)
+            let count = min(range.clusterCIDR.subnetCount(length: range.maskSize), 1 << 16)
+            var claimed: IPPrefix?
+            var tried = Set<IPPrefix>()
+            var index: UInt64 = 0
+            while claimed == nil {
+                let cidr: IPPrefix
+                if !candidates.isEmpty {
+                    cidr = candidates.removeFirst()
+                } else if index < count, let c = range.clusterCIDR.subnet(length: range.maskSize, index: index) {
+                    cidr = c
+                    index += 1
+                } else {
+                    break
+                }
+                guard !tried.contains(cidr), !taken.contains(where: { $0.overlaps(cidr) }) else { continue }
+                tried.insert(cidr)
+                if try await claimSubnet(cidr, lease: lease, condition: .absent(keys.subnetKey(cidr))) { claimed = cidr }
+            }
+            guard let claimed else {
+                let inFamily = taken.filter { $0.family == range.family }.count
+                throw SubnetLeaseError(message: "no free /\(range.maskSize) left in clusterCIDR \(range.clusterCIDR) (\(inFamily) subnets taken)")
+            }
+            subnets.append(claimed)
         }
-        // 2. The subnet remembered on disk, then 3. the first free one. The transaction, not
-        // this scan, decides: a racing node makes it fail and we move on.
-        var candidates: [IPPrefix] = []
-        if let remembered = rememberedSubnet(), clusterCIDR.contains(remembered), remembered.length == maskSize { candidates.append(remembered) }
-        let count = min(clusterCIDR.subnetCount(length: maskSize), 1 << 16)
-        for i in 0..<count {
-            guard let c = clusterCIDR.subnet(length: maskSize, index: i) else { break }
-            candidates.append(c)
+        guard try await publish(subnets, lease: lease, nodeIP: nodeIP) else {
+            throw SubnetLeaseError(message: "the subnet keys of node \(nodeName) changed while it took them; trying again")
         }
-        var tried = Set<IPPrefix>()
-        for cidr in candidates where !tried.contains(cidr) && !taken.contains(where: { $0.overlaps(cidr) }) {
-            tried.insert(cidr)
-            if try await claim(cidr, lease: lease, nodeIP: nodeIP, condition: .absent(keys.subnetKey(cidr))) { return [cidr] }
-        }
-        try? await client.revokeLease(lease)
-        throw SubnetLeaseError(message: "no free /\(maskSize) left in clusterCIDR \(clusterCIDR) (\(taken.count) subnets taken)")
+        held.withLock { $0 = Held(lease: lease, subnets: subnets, nodeIPs: nodeIP) }
+        remember(subnets)
+        // The Node object and every kept key are on the new lease now: the old one holds
+        // nothing of ours that is still wanted.
+        for old in oldLeases { try? await client.revokeLease(old) }
+        logger.info("etcd: node \(nodeName) holds pod subnets \(subnets.map(\.description)) with lease \(lease) (TTL \(ttl)s)")
+        return subnets
     }
 
-    /// One transaction: if `condition` holds, write the subnet key and the Node, both on `lease`.
-    private func claim(_ cidr: IPPrefix, lease: Int64, nodeIP: [IPAddress], condition: EtcdCompare) async throws -> Bool {
+    /// One transaction: if `condition` holds, write the subnet key on `lease`.
+    private func claimSubnet(_ cidr: IPPrefix, lease: Int64, condition: EtcdCompare) async throws -> Bool {
         let record = try JSONEncoder().encode(SubnetRecord(node: nodeName, cidr: cidr.description))
-        let node = Node(metadata: ObjectMeta(name: nodeName), podCIDRs: [cidr],
+        return try await client.txn(if: [condition], then: [.put(keys.subnetKey(cidr), record, lease: lease)]).succeeded
+    }
+
+    /// The subnet key on `lease` again: created if absent, rewritten if it still names this node.
+    private func claimAgain(_ cidr: IPPrefix, lease: Int64) async throws -> Bool {
+        let key = keys.subnetKey(cidr)
+        if try await claimSubnet(cidr, lease: lease, condition: .absent(key)) { return true }
+        guard let kv = try await client.get(key), let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value),
+              record.node == nodeName else { return false }
+        return try await claimSubnet(cidr, lease: lease, condition: .modRevision(key, equals: kv.modRevision))
+    }
+
+    /// Writes the Node object (podCIDRs: `subnets`) on `lease`, if every subnet key is on it.
+    private func publish(_ subnets: [IPPrefix], lease: Int64, nodeIP: [IPAddress]) async throws -> Bool {
+        let node = Node(metadata: ObjectMeta(name: nodeName), podCIDRs: subnets,
                         addresses: nodeIP.map { NodeAddress(type: "InternalIP", address: $0.description) })
         let nodeJSON = try ObjectCoding.encode(.node(node))
-        let result = try await client.txn(if: [condition], then: [
-            .put(keys.subnetKey(cidr), record, lease: lease),
-            .put(keys.key(for: ObjectKey(.node, name: nodeName)), nodeJSON, lease: lease),
-        ])
-        guard result.succeeded else { return false }
-        held.withLock { $0 = Held(lease: lease, subnet: cidr, nodeIPs: nodeIP) }
-        remember(cidr)
-        logger.info("etcd: node \(nodeName) holds pod subnet \(cidr) with lease \(lease) (TTL \(ttl)s)")
-        return true
+        return try await client.txn(if: subnets.map { .lease(keys.subnetKey($0), equals: lease) },
+                                    then: [.put(keys.key(for: ObjectKey(.node, name: nodeName)), nodeJSON, lease: lease)]).succeeded
     }
 
     /// Keeps the lease alive until cancelled (renewing every third of the TTL).
@@ -148,7 +216,7 @@ public final class SubnetLeaser: Sendable {
                     failures = 0
                 }
                 if remaining <= 0 {
-                    logger.warning("etcd: lease \(current.lease) of node \(nodeName) expired; claiming \(current.subnet) again")
+                    logger.warning("etcd: lease \(current.lease) of node \(nodeName) expired; claiming \(current.subnets.map(\.description)) again")
                     try await reclaim(current)
                 } else {
                     try await ensureRecords(current)
@@ -176,61 +244,68 @@ public final class SubnetLeaser: Sendable {
     public var lastRenewal: ContinuousClock.Instant? { renewed.withLock { $0 } }
     private let renewed = Mutex<ContinuousClock.Instant?>(nil)
 
-    /// The lease is gone: a new lease, and the same subnet claimed on it in one transaction if
-    /// its key is absent, or (a second transaction, conditional on the revision read) if it
-    /// still names this node. Anything else means another node took it.
+    /// The lease is gone: a new lease, each subnet claimed on it again if its key is absent or
+    /// still names this node (conditional on the revision read), then the Node object. Anything
+    /// else means another node took a subnet.
     private func reclaim(_ current: Held) async throws {
         let lease = try await client.grantLease(ttl: ttl)
-        let key = keys.subnetKey(current.subnet)
-        var ok = try await claim(current.subnet, lease: lease, nodeIP: current.nodeIPs, condition: .absent(key))
-        if !ok, let kv = try await client.get(key), let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value),
-           record.node == nodeName {
-            ok = try await claim(current.subnet, lease: lease, nodeIP: current.nodeIPs, condition: .modRevision(key, equals: kv.modRevision))
-        }
-        if !ok {
+        do {
+            for cidr in current.subnets {
+                guard try await claimAgain(cidr, lease: lease) else {
+                    throw SubnetLeaseError(message: "subnet \(cidr) was taken by another node after node \(nodeName)'s lease expired")
+                }
+            }
+            guard try await publish(current.subnets, lease: lease, nodeIP: current.nodeIPs) else {
+                throw SubnetLeaseError(message: "the subnet keys of node \(nodeName) changed while it claimed them again")
+            }
+        } catch {
             try? await client.revokeLease(lease)
-            throw SubnetLeaseError(message: "subnet \(current.subnet) was taken by another node after node \(nodeName)'s lease expired")
+            throw error
         }
+        held.withLock { $0 = Held(lease: lease, subnets: current.subnets, nodeIPs: current.nodeIPs) }
+        logger.info("etcd: node \(nodeName) holds pod subnets \(current.subnets.map(\.description)) again with lease \(lease)")
     }
 
-    /// The lease lives: check (one transaction that only compares) that the subnet key and the
-    /// Node object are still on it, and put back what is missing, conditional on the subnet key
-    /// being absent or still naming this node. Someone may have deleted either (`nodenet
-    /// delete` of the Node, an operator's etcdctl): while the node lives its records come back
-    /// within a third of the TTL.
+    /// The lease lives: check (one transaction that only compares) that every subnet key and
+    /// the Node object are still on it, and put back what is missing, conditional on each
+    /// subnet key being absent or still naming this node. Someone may have deleted any of them
+    /// (`nodenet delete` of the Node, an operator's etcdctl): while the node lives its records
+    /// come back within a third of the TTL.
     private func ensureRecords(_ current: Held) async throws {
-        let subnetKey = keys.subnetKey(current.subnet)
         let nodeKey = keys.key(for: ObjectKey(.node, name: nodeName))
-        let intact = try await client.txn(if: [.lease(subnetKey, equals: current.lease), .lease(nodeKey, equals: current.lease)], then: [])
-        if intact.succeeded { return }
+        let compares = current.subnets.map { EtcdCompare.lease(keys.subnetKey($0), equals: current.lease) } + [.lease(nodeKey, equals: current.lease)]
+        if try await client.txn(if: compares, then: []).succeeded { return }
         logger.warning("etcd: the records of node \(nodeName) were not on its lease \(current.lease); writing them again")
-        if try await claim(current.subnet, lease: current.lease, nodeIP: current.nodeIPs, condition: .absent(subnetKey)) { return }
-        if let kv = try await client.get(subnetKey), let record = try? JSONDecoder().decode(SubnetRecord.self, from: kv.value),
-           record.node == nodeName,
-           try await claim(current.subnet, lease: current.lease, nodeIP: current.nodeIPs, condition: .modRevision(subnetKey, equals: kv.modRevision)) {
-            return
+        for cidr in current.subnets {
+            guard try await claimAgain(cidr, lease: current.lease) else {
+                throw SubnetLeaseError(message: "subnet \(cidr) of node \(nodeName) now names another node")
+            }
         }
-        throw SubnetLeaseError(message: "subnet \(current.subnet) of node \(nodeName) now names another node")
+        guard try await publish(current.subnets, lease: current.lease, nodeIP: current.nodeIPs) else {
+            throw SubnetLeaseError(message: "the subnet keys of node \(nodeName) changed while it wrote them again")
+        }
     }
 
-    /// Gives the subnet back now (deletes the subnet key and the Node object).
+    /// Gives the subnets back now (deletes every subnet key and the Node object).
     public func release() async throws {
         guard let lease = held.withLock({ h -> Int64? in defer { h = nil }; return h?.lease }) else { return }
         try await client.revokeLease(lease)
     }
 
-    private func rememberedSubnet() -> IPPrefix? {
+    private func rememberedSubnets() -> [IPPrefix] {
         guard let stateFile, let data = FileManager.default.contents(atPath: stateFile),
-              let record = try? JSONDecoder().decode(SubnetRecord.self, from: data), record.node == nodeName else { return nil }
-        return IPPrefix(record.cidr)
+              let record = try? JSONDecoder().decode(RememberedSubnets.self, from: data), record.node == nodeName else { return [] }
+        return (record.cidrs ?? [record.cidr]).compactMap { IPPrefix($0) }
     }
 
-    private func remember(_ cidr: IPPrefix) {
-        guard let stateFile, let data = try? JSONEncoder().encode(SubnetRecord(node: nodeName, cidr: cidr.description)) else { return }
+    private func remember(_ cidrs: [IPPrefix]) {
+        guard let stateFile, let first = cidrs.first,
+              let data = try? JSONEncoder().encode(RememberedSubnets(node: nodeName, cidr: first.description, cidrs: cidrs.map(\.description)))
+        else { return }
         do {
             try data.write(to: URL(fileURLWithPath: stateFile), options: .atomic)
         } catch {
-            logger.warning("etcd: cannot remember subnet \(cidr) in \(stateFile): \(error)")
+            logger.warning("etcd: cannot remember subnets \(cidrs.map(\.description)) in \(stateFile): \(error)")
         }
     }
 }
