@@ -238,7 +238,7 @@ public enum NFTablesMessages {
 
 extension NetlinkSession {
     /// The NEWRULE messages of a rule dump; none when the table or chain does not exist (yet).
-    private func ruleMessages(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
+    func ruleMessages(_ request: NetlinkRequest) throws(NetlinkError) -> [NetlinkMessage] {
         let messages: [NetlinkMessage]
         do {
             messages = try dump(request)

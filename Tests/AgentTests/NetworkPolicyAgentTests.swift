@@ -98,6 +98,41 @@ struct NetworkPolicyAgentTests {
         #expect(s.contains("\"policy\""), "a policy row")
     }
 
+    /// Refused packets are exported: the series exist at zero from the start, and a connection
+    /// a policy refuses moves its node's `nodenet_policy_denied_packets_total` for its family
+    /// and direction (the reject rules' counters, read at the scrape), and no other.
+    @Test func deniedPacketsAreExported() throws {
+        let cluster = try TestCluster(nodes: 1, agentArgs: { _ in ["--metrics-listen", "127.0.0.1:9154"] })
+        defer { cluster.close() }
+        try cluster.startAgents()
+        try cluster.applyEverywhere(cluster.nodeManifest)
+        let web = try cluster.addPod("web", on: 0)
+        let other = try cluster.addPod("other", on: 0)
+        try cluster.applyEverywhere(cluster.podManifest([web], labels: ["app": "web"]) + "---\n"
+                                    + cluster.podManifest([other], labels: ["app": "other"]))
+        try cluster.echoPeerServer(in: web)
+        func reaches() throws -> Bool { try cluster.request(from: other.ns, web.ip, 8080, timeout: 2).stdout.contains("from-web") }
+        func denied() throws -> [String: Double] {
+            let text = try cluster.nodes[0].ns.check(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:9154/metrics"]).stdout
+            var out: [String: Double] = [:]
+            for line in text.split(separator: "\n") where line.hasPrefix("nodenet_policy_denied_packets_total{") {
+                let parts = line.split(separator: " ")
+                out[String(parts[0].dropFirst("nodenet_policy_denied_packets_total".count))] = Double(parts[1])
+            }
+            return out
+        }
+        try poll("the web server") { try reaches() }
+        let series = ["{family=\"ipv4\",direction=\"ingress\"}", "{family=\"ipv4\",direction=\"egress\"}",
+                      "{family=\"ipv6\",direction=\"ingress\"}", "{family=\"ipv6\",direction=\"egress\"}"]
+        #expect(try denied() == Dictionary(uniqueKeysWithValues: series.map { ($0, 0) }), "every series at zero before any denial")
+
+        #expect(try cluster.nodes[0].agent.apply(Self.policy).ok)
+        try poll("the policy to refuse other") { try !reaches() }
+        try poll("the refusal counted") { try (denied()[series[0]] ?? 0) > 0 }
+        let after = try denied()
+        #expect(after[series[1]] == 0 && after[series[2]] == 0 && after[series[3]] == 0, "only IPv4 ingress moved: \(after)")
+    }
+
     /// `policy.enabled: false`: tables an earlier run left are removed (they would enforce stale
     /// policies), pods attach without waiting for policy, the row says disabled.
     @Test func disabledRemovesLeftoverTables() throws {

@@ -172,6 +172,7 @@ struct PolicyEngineTests {
             Self.apply(engine.takeOperations(), to: &kernel)
             #expect(kernel == engine.model, "step \(step): the operations do not give the model")
             #expect(engine.model == PolicyTables.model(engine.desired), "step \(step): the model is not its desired state's")
+            PolicyIndexTests.expectCovers(engine, "step \(step)")
             let fresh = PolicyCompiler().compile(engine.inputs)
             #expect(PolicyCompilerTests.matrix(engine.desired) == PolicyCompilerTests.matrix(fresh), "step \(step): TCP 80 verdicts differ")
             #expect(PolicyCompilerTests.matrix(engine.desired, proto: .udp, port: 81, v6: true)

@@ -27,7 +27,9 @@ frontend and B: backend of pb-ns-000, C: db of pb-ns-001), which are pods of the
            the per-policy-chain table into a fresh namespace (3)
 """
 import argparse
+import http.client
 import json
+import socket
 import os
 import shutil
 import signal
@@ -105,6 +107,17 @@ def pod_namespace(node, label, ip, host_if):
     return p
 
 
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=60)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(self.unix_path)
+
+
 class Agent:
     def __init__(self, binary, workdir):
         self.binary = binary
@@ -118,21 +131,28 @@ class Agent:
                      "--dns-upstreams", "127.0.0.1:53535"]
         self.proc = None
 
-    def start(self, node):
+    def start(self, node, wrap=()):
+        """wrap: a command the agent runs under (perf record ... --); nsenter execs the agent,
+        so the wrapper's child is the agent itself."""
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{node}", self.binary] + self.args,
+        self.proc = subprocess.Popen(list(wrap) + ["nsenter", f"--net=/var/run/netns/{node}", self.binary] + self.args,
                                      stdout=open(self.logpath, "ab"), stderr=subprocess.STDOUT)
 
     def cli(self, args, input=None, timeout=300):
         return sh([self.binary] + args + ["--socket", self.socket], input=input, timeout=timeout, ok=False)
 
     def status(self):
-        r = self.cli(["status", "--json"], timeout=60)
-        if r.returncode not in (0, 3):
-            return None
+        """`nodenet status --json`, read from the control socket directly: the same JSON, without
+        a CLI process per poll (under load one took 10-40 ms, which the start-to-in-sync figure
+        of benchmark 3 used to include)."""
         try:
-            return json.loads(r.stdout)
-        except ValueError:
+            c = UnixHTTP(self.socket)
+            c.request("GET", "/v1/status")
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            return json.loads(body) if r.status == 200 else None
+        except (OSError, ValueError, http.client.HTTPException):
             return None
 
     def policy(self, st):
@@ -169,14 +189,26 @@ class Agent:
         with open(f"/proc/{self.proc.pid}/status") as f:
             return {k: int(v.split()[0]) / 1024 for k, _, v in (l.partition(":") for l in f) if k in ("VmRSS", "VmHWM")}
 
+    def pid(self):
+        """The agent's pid (under a wrapper such as perf, the wrapper's child)."""
+        if self.proc.args[0] == "nsenter":
+            return self.proc.pid
+        children = sh(["pgrep", "-P", str(self.proc.pid)], ok=False).stdout.split()
+        return int(children[0]) if children else self.proc.pid
+
     def cpu(self):
         """CPU seconds (user + system) the agent used so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
+        with open(f"/proc/{self.pid()}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
+        # Under a wrapper (perf), SIGTERM the agent: the wrapper ends with it.
+        children = sh(["pgrep", "-P", str(self.proc.pid)], ok=False).stdout.split()
+        if self.proc.args[0] != "nsenter" and children:
+            os.kill(int(children[0]), signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -238,6 +270,52 @@ def nft_load(ns, path):
     return time.monotonic() - t
 
 
+def only_full(agent, work, a):
+    """Benchmark 3 alone, N times: the agent restarted on its state in a fresh node namespace
+    (start to policy in sync), interleaved with `nft -f` of the competitor into a fresh
+    namespace, so both sides see the same machine load."""
+    res = {}
+    for d in ("cluster", "policies"):
+        for f in sorted(os.listdir(f"{work}/{d}")):
+            agent.apply(f"{work}/{d}/{f}")
+    agent.wait(agent.policy_caught_up, "policy in sync with everything")
+    agent.stop()
+    ref = work + "/ref.nft"
+    open(ref, "w").write(gen.nft_ruleset())
+    res["ref_lines"] = sum(1 for _ in open(ref))
+    ours, theirs, first, cpu = [], [], [], []
+    for i in range(a.only_full):
+        node = node_namespace(f"full{i}")
+        wrap = ["perf", "record", "-g", "-o", f"{a.perf}.{i}", "--"] if a.perf else ()
+        agent.start(node, wrap)
+        st = agent.wait(agent.policy_caught_up, "policy in sync after the restart", 600, 0.005)
+        ours.append(time.monotonic() - agent.started)
+        cpu.append(agent.cpu())
+        first.append(agent.policy(st)[1].get("last sync"))
+        if i == 0:
+            table = json.loads(sh(["ip", "netns", "exec", node, "nft", "-j", "list", "table", "ip", "nodenet-policy"], timeout=300).stdout)
+            res["kernel_elements"] = sum(len(o[k].get("elem", [])) for o in table["nftables"] for k in ("set", "map") if k in o)
+        agent.stop()
+        delete_netns(node)
+        created.remove(node)
+        ns = netns(f"ref{i}")
+        theirs.append(nft_load(ns, ref))
+        delete_netns(ns)
+        created.remove(ns)
+        log(f"full {i}: nodenet {ours[-1]:.3f} s (first sync {first[-1]}, agent CPU {cpu[-1]:.3f} s), nft -f {theirs[-1]:.3f} s")
+    res["full_start_to_policy_in_sync_s"] = [round(x, 3) for x in ours]
+    res["full_first_sync"] = first
+    # The agent's own CPU (user + system) from its start to in sync: less at the mercy of the
+    # machine's load than the wall time.
+    res["full_agent_cpu_s"] = [round(x, 3) for x in cpu]
+    res["ref_full_load_s"] = [round(x, 3) for x in theirs]
+    res["full_median_s"], res["ref_median_s"] = round(pct(ours, 0.5), 3), round(pct(theirs, 0.5), 3)
+    res["ratio_full_median"] = round(pct(ours, 0.5) / pct(theirs, 0.5), 4)
+    res["ratio_full_per_run"] = [round(x / y, 4) for x, y in zip(ours, theirs)]
+    res["loadavg"] = open("/proc/loadavg").read().split()[:3]
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.environ.get("NODENET", os.path.join(HERE, "../../.build/release/nodenet")))
@@ -246,6 +324,9 @@ def main():
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--perf", help="perf record -g the agent during the changes into this file")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (agent log, state, generated files)")
+    ap.add_argument("--only-full", type=int, metavar="N", default=0,
+                    help="benchmark 3 alone: load the cluster and policies, then N agent restarts on the state in fresh "
+                         "namespaces interleaved with N `nft -f` loads of the competitor (--perf: the restarts under perf record -g)")
     a = ap.parse_args()
     res = {"binary": os.path.realpath(a.bin)}
     cleanup_leftovers()
@@ -266,6 +347,12 @@ def main():
         servers = [subprocess.Popen(["ip", "netns", "exec", x, "python3", "-c", SERVER]) for x in (B, F)]
         agent.start(node)
         agent.wait(lambda: agent.status(), "control socket", 120, 0.05)
+        if a.only_full:
+            res.update(only_full(agent, work, a))
+            for x in servers:
+                x.kill()
+            print(json.dumps(res, indent=1))
+            return
 
         t0 = time.monotonic()
         for f in sorted(os.listdir(work + "/cluster")):

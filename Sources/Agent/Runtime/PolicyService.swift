@@ -45,6 +45,8 @@ struct PolicyService: AgentActor {
             store: agent.store,
             configuration: PolicyConfiguration(nodeName: config.nodeName, dnsAddresses: dnsAddresses),
             backend: backend, logger: agent.logger,
+            // Denied packets are read at each metrics scrape (below), not on a timer.
+            deniedPackets: try? NetlinkDeniedPacketReader(),
             onSync: { s in
                 if s.inSync {
                     board.reconciled(name, seconds: s.lastSyncSeconds ?? 0,
@@ -59,6 +61,7 @@ struct PolicyService: AgentActor {
                 }
             })
         agent.policy.set(actor)
+        agent.onScrape(name) { await actor.refreshDeniedPackets() }
         agent.statusDetails(name) {
             let s = await actor.status()
             var d = ["policies": "\(s.policies)", "cluster policies": "\(s.clusterPolicies)", "isolated pods (ingress)": "\(s.isolatedIngress)",

@@ -85,15 +85,51 @@ public actor PolicyActor {
     private let syncTimer = Metrics.Timer(label: "nodenet_policy_sync_seconds")
     private let failureCounter = Counter(label: "nodenet_policy_sync_failures_total")
     private let programmingTimer = Metrics.Timer(label: "nodenet_policy_programming_seconds")
+    /// The reject rules' counters (nil: not read), followed by `nodenet_policy_denied_packets_total`.
+    private let deniedReader: (any DeniedPacketReader)?
+    private var deniedTotals = DeniedPacketTotals()
+    private var readingDenied = false
+    private let deniedCounters: [DeniedPacketKey: Counter]
 
     public init(store: ClusterStore, configuration: PolicyConfiguration, backend: any RulesetBackend, logger: Logger,
-                onSync: @escaping @Sendable (PolicyStatus) -> Void = { _ in }) {
+                deniedPackets: (any DeniedPacketReader)? = nil, onSync: @escaping @Sendable (PolicyStatus) -> Void = { _ in }) {
         self.store = store
         self.configuration = configuration
         self.backend = backend
         self.logger = logger
         self.onSync = onSync
+        deniedReader = deniedPackets
+        // Every series exists from the start (at zero), so `increase()` sees the first denial.
+        var counters: [DeniedPacketKey: Counter] = [:]
+        if deniedPackets != nil {
+            for key in DeniedPacketKey.all {
+                let c = Counter(label: "nodenet_policy_denied_packets_total", dimensions: key.dimensions)
+                c.increment(by: 0)
+                counters[key] = c
+            }
+        }
+        deniedCounters = counters
         engine = EnforcementEngine(dnsAddresses: configuration.dnsAddresses)
+    }
+
+    /// Reads the reject rules' counters and moves `nodenet_policy_denied_packets_total` forward
+    /// by what they counted since the last read (the metrics scrape calls this). Returns the
+    /// kernel's totals, nil when they could not be read (or a read is already under way).
+    @discardableResult
+    public func refreshDeniedPackets() async -> [DeniedPacketKey: UInt64]? {
+        // One read at a time: two overlapping reads could apply their totals out of order.
+        guard let reader = deniedReader, !readingDenied else { return nil }
+        readingDenied = true
+        defer { readingDenied = false }
+        let totals: [DeniedPacketKey: UInt64]
+        do {
+            totals = try await reader.read()
+        } catch {
+            logger.debug("cannot read the policy reject counters", metadata: ["error": "\(error)"])
+            return nil
+        }
+        for (key, delta) in deniedTotals.advance(to: totals) where delta > 0 { deniedCounters[key]?.increment(by: Int64(clamping: delta)) }
+        return totals
     }
 
     /// The status, with the isolated pod counts taken now (they walk the local pods: done when
@@ -146,6 +182,9 @@ public actor PolicyActor {
     /// Runs until cancelled.
     public func run() async {
         let events = await store.subscribe()
+        // What the kernel counted before this process (an earlier run's tables are kept) is
+        // not this process's counter: the baseline.
+        if let totals = try? await deniedReader?.read() { _ = deniedTotals.advance(to: totals) }
         await syncOnce()
         // A failed transaction is retried (as a full sync) after 1 s, doubling to 30 s.
         await StoreSyncLoop.run(

@@ -35,10 +35,15 @@ public struct PolicyEngine: Sendable {
 
     private var identityNumbers = NumberAllocator<Identity>()
     private var namespaceNumbers = NumberAllocator<String>()
-    private var identityOf: [NamespacedName: Identity] = [:]
-    private var members: [Identity: Set<NamespacedName>] = [:]
-    private var localMembers: [Identity: Int] = [:]
-    private var byNamespace: [String: Set<Identity>] = [:]
+    /// Pods refer to their identity by number: an `Identity` (namespace, labels, named ports)
+    /// is hashed once per pod change, to find its number, and never again; everything else is
+    /// keyed by the number (`desired.identities` gives the labels back).
+    private var identityOf: [NamespacedName: UInt32] = [:]
+    private var members: [UInt32: Set<NamespacedName>] = [:]
+    private var localMembers: [UInt32: Int] = [:]
+    private var byNamespace: [String: Set<UInt32>] = [:]
+    /// The candidate policies of each namespace's identities (`canSee` asks only those).
+    private var index = PolicyIndex()
     private var contributions: [NamespacedName: Contribution] = [:]
     /// Keys by the group whose elements they share, groups by local identity, and the keys each
     /// group's elements in the model were computed from.
@@ -101,8 +106,10 @@ public struct PolicyEngine: Sendable {
     public mutating func load(_ all: PolicyInputs, recordOperations: Bool = true) {
         recording = recordOperations
         defer { recording = true }
+        if inputs.pods.isEmpty { reserve(pods: all.pods.count) }
         if all.dnsAddresses != inputs.dnsAddresses { setDNSAddresses(all.dnsAddresses) }
         var c = PolicyChanges()
+        c.pods.reserveCapacity(all.pods.count)
         for (name, labels) in all.namespaces { c.namespaces[name] = .some(labels) }
         for name in inputs.namespaces.keys where all.namespaces[name] == nil { c.namespaces[name] = .some(nil) }
         for (id, pod) in all.pods { c.pods[id] = .some(pod) }
@@ -110,6 +117,21 @@ public struct PolicyEngine: Sendable {
         for (id, p) in all.policies { c.policies[id] = .some(p) }
         for id in inputs.policies.keys where all.policies[id] == nil { c.policies[id] = .some(nil) }
         apply(c)
+    }
+
+    /// Room for a first load's pods up front (growing these tables pod by pod rehashed them
+    /// again and again: a tenth of a 10,000-pod load).
+    private mutating func reserve(pods n: Int) {
+        inputs.pods.reserveCapacity(n)
+        identityOf.reserveCapacity(n)
+        desired.addressIdentity.reserveCapacity(n)
+        desired.addressNamespace.reserveCapacity(n)
+        desired.podsByAddress.reserveCapacity(n)
+        for family in TableFamily.allCases {
+            for set in [PolicyTables.Names.identity, PolicyTables.Names.namespace] {
+                model.tables[family]!.sets[set]!.elements.reserveCapacity(family == .ip ? n : n / 2)
+            }
+        }
     }
 
     /// The DNS responder's addresses: a pod (`PolicyInputs.dnsPodID`) that selectors see.
@@ -138,8 +160,10 @@ public struct PolicyEngine: Sendable {
 
     public mutating func apply(_ changes: PolicyChanges) {
         var reevaluate: Set<NamespacedName> = []
-        var identitiesChanged: [Identity] = []
+        var identitiesChanged: [UInt32] = []
         var namespaceLabelsChanged = false
+        /// Namespaces whose labels changed or that appeared (the index files policies again).
+        var namespacesToRefile: Set<String> = []
         var touchedLocal: Set<UInt32> = []
 
         for (name, labels) in changes.namespaces {
@@ -148,64 +172,78 @@ public struct PolicyEngine: Sendable {
                 var l = labels
                 l[PolicyInputs.namespaceNameLabel] = name
                 inputs.namespaces[name] = l
-                if old != l { namespaceLabelsChanged = true }
+                if old != l {
+                    namespaceLabelsChanged = true
+                    namespacesToRefile.insert(name)
+                }
                 if desired.namespaceNumbers[name] == nil { desired.namespaceNumbers[name] = namespaceNumbers.number(for: name) }
             } else if old != nil {
                 inputs.namespaces[name] = nil
                 namespaceLabelsChanged = true
+                namespacesToRefile.insert(name)
             }
         }
 
         // Leave first, join after: an address a removed pod held may already be a new pod's.
         let podChanges = changes.pods.filter { inputs.pods[$0.key] != $0.value }
         for (id, _) in podChanges {
-            guard let old = inputs.pods[id], let oi = identityOf[id], let n = identityNumbers.numbers[oi] else { continue }
+            guard let old = inputs.pods[id], let n = identityOf[id] else { continue }
             let wasLocal = isLocal(old)
             for ip in old.ips { removeAddress(ip, identity: n, local: wasLocal) }
-            members[oi]?.remove(id)
+            members[n]?.remove(id)
             if wasLocal {
                 touchedLocal.insert(n)
-                localMembers[oi, default: 0] -= 1
+                localMembers[n, default: 0] -= 1
             }
-            if members[oi]?.isEmpty ?? true || (wasLocal && localMembers[oi] == 0) { identitiesChanged.append(oi) }
+            if members[n]?.isEmpty ?? true || (wasLocal && localMembers[n] == 0) { identitiesChanged.append(n) }
             inputs.pods[id] = nil
             identityOf[id] = nil
         }
         for (id, info) in podChanges {
             guard let info else { continue }
             let ni = Identity(namespace: id.namespace, labels: info.labels, ports: info.ports)
-            let isNew = members[ni]?.isEmpty ?? true
-            inputs.pods[id] = info
-            identityOf[id] = ni
-            members[ni, default: []].insert(id)
-            byNamespace[id.namespace, default: []].insert(ni)
             let n = identityNumbers.number(for: ni)
-            desired.identities[n] = ni
-            if desired.namespaceNumbers[id.namespace] == nil {
-                desired.namespaceNumbers[id.namespace] = namespaceNumbers.number(for: id.namespace)
+            let isNew = members[n]?.isEmpty ?? true
+            inputs.pods[id] = info
+            identityOf[id] = n
+            members[n, default: []].insert(id)
+            if byNamespace[id.namespace]?.insert(n) == nil {
+                byNamespace[id.namespace] = [n]
+                if inputs.namespaces[id.namespace] == nil { namespacesToRefile.insert(id.namespace) }
             }
+            if isNew { desired.identities[n] = ni }
+            let namespaceNumber = desired.namespaceNumbers[id.namespace] ?? namespaceNumbers.number(for: id.namespace)
+            desired.namespaceNumbers[id.namespace] = namespaceNumber
             let local = isLocal(info)
             if local {
-                localMembers[ni, default: 0] += 1
+                localMembers[n, default: 0] += 1
                 touchedLocal.insert(n)
             }
-            if isNew || (local && localMembers[ni] == 1) { identitiesChanged.append(ni) }
-            for ip in info.ips { addAddress(ip, identity: n, namespace: desired.namespaceNumbers[id.namespace]!, pod: id, local: local) }
+            if isNew || (local && localMembers[n] == 1) { identitiesChanged.append(n) }
+            for ip in info.ips { addAddress(ip, identity: n, namespace: namespaceNumber, pod: id, local: local) }
         }
 
-        // Which policies can see the changed identities (as targets or as peers).
-        if !identitiesChanged.isEmpty || namespaceLabelsChanged {
-            for (pid, p) in inputs.policies {
-                if namespaceLabelsChanged && p.usesNamespaceSelectors { reevaluate.insert(pid); continue }
-                if p.dependsOnPodAddresses && !podChanges.isEmpty { reevaluate.insert(pid); continue }
-                if identitiesChanged.contains(where: { canSee(p, $0) }) { reevaluate.insert(pid) }
+        // The index first for the namespaces (the policies filed before this batch), then for
+        // the changed policies (filed against the namespaces as they are now).
+        for ns in namespacesToRefile { index.refile(namespace: ns, labels: inputs.labels(ofNamespace: ns)) }
+        if !changes.policies.isEmpty {
+            let known = Set(inputs.namespaces.keys).union(byNamespace.keys)
+            for (id, p) in changes.policies {
+                if let p { inputs.policies[id] = p } else { inputs.policies[id] = nil }
+                // Stored labels hold the name label already: no copy per namespace and policy.
+                index.file(id, p, namespaces: known) { inputs.namespaces[$0] ?? [PolicyInputs.namespaceNameLabel: $0] }
+                reevaluate.insert(id)
             }
-        } else if !podChanges.isEmpty {
-            for (pid, p) in inputs.policies where p.dependsOnPodAddresses { reevaluate.insert(pid) }
         }
-        for (id, p) in changes.policies {
-            if let p { inputs.policies[id] = p } else { inputs.policies[id] = nil }
-            reevaluate.insert(id)
+        // Which policies can see the changed identities (as targets or as peers): the
+        // candidates the index files under their namespaces, not every policy.
+        if namespaceLabelsChanged { reevaluate.formUnion(index.withNamespaceSelectors) }
+        if !podChanges.isEmpty { reevaluate.formUnion(index.addressDependent) }
+        for n in Set(identitiesChanged) {
+            guard let identity = desired.identities[n] else { continue }
+            for pid in index.candidates(identity.namespace) where !reevaluate.contains(pid) {
+                if let p = inputs.policies[pid], canSee(p, identity) { reevaluate.insert(pid) }
+            }
         }
         for id in reevaluate.sorted() {
             let next = inputs.policies[id].map { evaluate($0) } ?? Contribution()
@@ -213,20 +251,18 @@ public struct PolicyEngine: Sendable {
         }
         flushGroups()
         // Identities that ended: their numbers are free once nothing refers to them.
-        for identity in Set(identitiesChanged) where members[identity]?.isEmpty ?? true {
-            members[identity] = nil
-            localMembers[identity] = nil
-            byNamespace[identity.namespace]?.remove(identity)
+        for n in Set(identitiesChanged) where members[n]?.isEmpty ?? true {
+            members[n] = nil
+            localMembers[n] = nil
+            guard let identity = desired.identities.removeValue(forKey: n) else { continue }
+            byNamespace[identity.namespace]?.remove(n)
             if byNamespace[identity.namespace]?.isEmpty == true { byNamespace[identity.namespace] = nil }
-            if let n = identityNumbers.numbers[identity] {
-                desired.identities[n] = nil
-                desired.isolatedBy[n] = nil
-                for g in groupsByLocal.removeValue(forKey: n) ?? [] {
-                    keysByGroup[g] = nil
-                    emittedKeys[g] = nil
-                }
-                identityNumbers.release(identity)
+            desired.isolatedBy[n] = nil
+            for g in groupsByLocal.removeValue(forKey: n) ?? [] {
+                keysByGroup[g] = nil
+                emittedKeys[g] = nil
             }
+            identityNumbers.release(identity)
         }
         for n in touchedLocal { refreshDNS(localIdentity: n) }
     }
@@ -239,12 +275,23 @@ public struct PolicyEngine: Sendable {
 
     private func namespaces(_ policy: NetworkPolicy, _ peer: NetworkPolicy.Peer) -> [String] {
         guard let sel = peer.namespaceSelector else { return [policy.namespace] }
-        return Array(Set(byNamespace.keys).union(inputs.namespaces.keys)).filter { sel.matches(inputs.labels(ofNamespace: $0)) }.sorted()
+        // Stored namespace labels hold the name label already (`apply`); a namespace known
+        // only from its pods has just that one.
+        var out = inputs.namespaces.compactMap { sel.matches($0.value) ? $0.key : nil }
+        for ns in byNamespace.keys where inputs.namespaces[ns] == nil && sel.matches(inputs.labels(ofNamespace: ns)) { out.append(ns) }
+        return out.sorted()
     }
+
+    /// The policies `canSee` would be asked about for an identity of `namespace` (tests: the
+    /// index must never leave out one that can see it).
+    func candidatePolicies(_ namespace: String) -> Set<NamespacedName> { index.candidates(namespace) }
+
+    /// Every identity by number (tests).
+    var identitiesByNumber: [UInt32: Identity] { desired.identities }
 
     /// Could the identity be a target or a peer of the policy? (A cheap over-approximation:
     /// re-evaluating a policy that turns out unchanged costs only its own work.)
-    private func canSee(_ p: NetworkPolicy, _ identity: Identity) -> Bool {
+    func canSee(_ p: NetworkPolicy, _ identity: Identity) -> Bool {
         if identity.namespace == p.namespace && p.podSelector.matches(identity.labels) { return true }
         for rule in p.ingress + p.egress {
             // A rule for every peer, or blocks only: no identity of a peer matters to it.
@@ -256,8 +303,6 @@ public struct PolicyEngine: Sendable {
         return false
     }
 
-    private func number(_ identity: Identity) -> UInt32? { identityNumbers.numbers[identity] }
-
     /// The number of an identity some pod has now (the tiers' peer sets hold these).
     public func identityNumber(of identity: Identity) -> UInt32? { identityNumbers.numbers[identity] }
 
@@ -265,12 +310,12 @@ public struct PolicyEngine: Sendable {
     private func evaluate(_ policy: NetworkPolicy) -> Contribution {
         var c = Contribution()
         let targets = (byNamespace[policy.namespace] ?? []).filter {
-            policy.podSelector.matches($0.labels) && (localMembers[$0] ?? 0) > 0
+            (localMembers[$0] ?? 0) > 0 && policy.podSelector.matches(desired.identities[$0]?.labels ?? [:])
         }.sorted()
         guard !targets.isEmpty else { return c }
         for direction in PolicyDirection.allCases {
             guard direction == .ingress ? policy.isolatesIngress : policy.isolatesEgress else { continue }
-            c.isolates[direction] = Set(targets.compactMap(number))
+            c.isolates[direction] = Set(targets)
             let rules = direction == .ingress ? policy.ingress : policy.egress
             for (index, rule) in rules.enumerated() {
                 let ref = RuleRef(policy: policy.id, direction: direction, index: index)
@@ -293,14 +338,26 @@ public struct PolicyEngine: Sendable {
                     }
                     return out
                 }
+                let peers: [NetworkPolicy.Peer] = rule.peers.isEmpty ? [NetworkPolicy.Peer()] : rule.peers
+                // Each peer's namespaces and identities once per rule, not once per target.
+                let selected: [(namespaces: [String], identities: [UInt32])] = peers.map { peer in
+                    guard !rule.peers.isEmpty, peer.ipBlock == nil else { return ([], []) }
+                    let podSelector = peer.podSelector ?? .everything
+                    let matching = namespaces(policy, peer)
+                    guard !podSelector.isEmpty || (direction == .egress && hasNamedPort) else { return (matching, []) }
+                    var ids: [UInt32] = []
+                    for ns in matching {
+                        for n in byNamespace[ns] ?? [] where podSelector.matches(desired.identities[n]?.labels ?? [:]) { ids.append(n) }
+                    }
+                    return (matching, ids)
+                }
                 for t in targets {
-                    guard let local = number(t) else { continue }
+                    let local = t
                     func add(_ key: AllowKey) { c.allows[key, default: []].insert(ref) }
                     func addAll(_ make: (PortRange?) -> AllowKey, _ ps: [PortRange]?) {
                         if let ps { for r in ps { add(make(r)) } } else { add(make(nil)) }
                     }
-                    let peers: [NetworkPolicy.Peer] = rule.peers.isEmpty ? [NetworkPolicy.Peer()] : rule.peers
-                    for peer in peers {
+                    for (peerIndex, peer) in peers.enumerated() {
                         let everything = rule.peers.isEmpty
                         if everything || peer.ipBlock != nil {
                             let ranges: [AddressRange] = everything
@@ -309,34 +366,31 @@ public struct PolicyEngine: Sendable {
                             if direction == .egress && hasNamedPort {
                                 // A named port resolves on the destination pod, so only pods can
                                 // match: per-identity keys for the pods the block holds.
-                                for (identity, ids) in members {
-                                    guard let peerNumber = number(identity) else { continue }
+                                for (peerNumber, ids) in members {
+                                    guard let identity = desired.identities[peerNumber] else { continue }
                                     let inside = ids.contains { id in inputs.pods[id]?.ips.contains { ip in ranges.contains { $0.contains(ip) } } ?? false }
                                     guard inside else { continue }
                                     addAll({ .identity(direction, local: local, peer: peerNumber, ports: $0) }, ports(on: identity))
                                 }
                                 continue
                             }
-                            let ps = ports(on: direction == .ingress ? t : nil)
+                            let ps = ports(on: direction == .ingress ? desired.identities[t] : nil)
                             for range in ranges { addAll({ .addresses(direction, local: local, range: range, ports: $0) }, ps) }
                             continue
                         }
                         let podSelector = peer.podSelector ?? .everything
-                        let matching = namespaces(policy, peer)
+                        let matching = selected[peerIndex].namespaces
                         if podSelector.isEmpty && !(direction == .egress && hasNamedPort) {
-                            let ps = ports(on: direction == .ingress ? t : nil)
+                            let ps = ports(on: direction == .ingress ? desired.identities[t] : nil)
                             for ns in matching {
                                 guard let nsNumber = desired.namespaceNumbers[ns] else { continue }
                                 addAll({ .namespace(direction, local: local, namespace: nsNumber, ports: $0) }, ps)
                             }
                             continue
                         }
-                        for ns in matching {
-                            for identity in byNamespace[ns] ?? [] where podSelector.matches(identity.labels) {
-                                guard let peerNumber = number(identity) else { continue }
-                                addAll({ .identity(direction, local: local, peer: peerNumber, ports: $0) },
-                                       ports(on: direction == .ingress ? t : identity))
-                            }
+                        for peerNumber in selected[peerIndex].identities {
+                            addAll({ .identity(direction, local: local, peer: peerNumber, ports: $0) },
+                                   ports(on: desired.identities[direction == .ingress ? t : peerNumber]))
                         }
                     }
                 }
@@ -467,10 +521,11 @@ public struct PolicyEngine: Sendable {
 
     private mutating func pendingAdd(_ family: IPFamily, _ set: String, _ key: [NFValue], _ value: ElementValue? = nil) {
         let f = TableFamily(family), k = ElementKey(key)
-        let current = model.tables[f]!.sets[set]!.elements[k]
-        if current == .some(value) { return }
-        if let current, recording { pending.remove(f, set, k, current) }
-        model.tables[f]!.sets[set]!.elements[k] = .some(value)
+        // One lookup: the element goes in, and what it replaced (if anything) comes back.
+        if let current = model.tables[f]!.sets[set]!.elements.updateValue(value, forKey: k) {
+            if current == value { return }
+            if recording { pending.remove(f, set, k, current) }
+        }
         if recording { pending.add(f, set, k, value) }
     }
 
