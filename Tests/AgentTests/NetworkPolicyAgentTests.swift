@@ -131,6 +131,30 @@ struct NetworkPolicyAgentTests {
         try poll("the refusal counted") { try (denied()[series[0]] ?? 0) > 0 }
         let after = try denied()
         #expect(after[series[1]] == 0 && after[series[2]] == 0 && after[series[3]] == 0, "only IPv4 ingress moved: \(after)")
+
+        // A ClusterNetworkPolicy Deny rule has a counter of its own: `other` refused by an Admin
+        // rule (before any NetworkPolicy) is counted per policy and rule.
+        func tierDenied() throws -> Double? {
+            let text = try cluster.nodes[0].ns.check(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:9154/metrics"]).stdout
+            let series = #"nodenet_cluster_policy_denied_packets_total{policy="quarantine-other",rule="drop-other-egress"} "#
+            return text.split(separator: "\n").first { $0.hasPrefix(series) }.flatMap { Double($0.dropFirst(series.count)) }
+        }
+        #expect(try tierDenied() == nil, "no series before the rule's first denial")
+        #expect(try cluster.nodes[0].agent.apply("""
+            apiVersion: policy.networking.k8s.io/v1alpha2
+            kind: ClusterNetworkPolicy
+            metadata: {name: quarantine-other}
+            spec:
+              tier: Admin
+              priority: 10
+              subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: other}}}}
+              egress:
+              - {name: drop-other-egress, action: Deny, to: [{networks: ["0.0.0.0/0", "::/0"]}]}
+            """).ok)
+        try poll("the admin deny counted for its rule") {
+            _ = try? cluster.request(from: other.ns, web.ip, 8080, timeout: 1)
+            return try (tierDenied() ?? 0) > 0
+        }
     }
 
     /// `policy.enabled: false`: tables an earlier run left are removed (they would enforce stale

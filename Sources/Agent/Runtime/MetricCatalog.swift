@@ -82,6 +82,7 @@ public enum MetricCatalog {
         "nodenet_policy_sync_seconds": .init("Time of each NetworkPolicy sync: the changes into the policy engine and one nftables transaction.", buckets: latencyBuckets),
         "nodenet_policy_sync_failures_total": .init("NetworkPolicy syncs that failed (the next one reads the kernel back).", zeroAtStart: true),
         "nodenet_policy_programming_seconds": .init("From a Pod, Namespace or NetworkPolicy change in the store to the kernel enforcing it.", buckets: latencyBuckets),
+        "nodenet_cluster_policy_denied_packets_total": .init("Packets a ClusterNetworkPolicy Deny rule refused (the rule's kernel counter, read at each scrape), by policy and rule (its name, else ingress[i] / egress[i]); a series appears with the rule's first denial."),
         "nodenet_policy_denied_packets_total": .init("Packets the NetworkPolicy tables refused (the reject rules' counters, read at each scrape), by family (ipv4, ipv6) and direction (ingress, egress; DNS queries to the node's responder are egress)."),
         "nodenet_proxy_network_programming_seconds": .init("From a Service or EndpointSlice change in the store to the kernel holding it (kube-proxy's network_programming_duration_seconds).", buckets: latencyBuckets),
         // Process (the names every Prometheus client library uses)

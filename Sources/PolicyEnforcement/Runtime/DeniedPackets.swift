@@ -38,6 +38,14 @@ public struct DeniedPacketKey: Hashable, Sendable, Comparable {
 /// Reads the reject rules' counters (kernel totals since the tables were made).
 public protocol DeniedPacketReader: Sendable {
     func read() async throws -> [DeniedPacketKey: UInt64]
+    /// The rules of both policy tables with their counters, for the ClusterNetworkPolicy Deny
+    /// rules' counts (`TierTables.deniedPackets`): one nft rule per CNP rule, so these can be
+    /// counted per policy and rule.
+    func readRules() async throws -> [NFTablesRuleRecord]
+}
+
+extension DeniedPacketReader {
+    public func readRules() async throws -> [NFTablesRuleRecord] { [] }
 }
 
 /// The counters over nfnetlink: one rule dump of each policy table (a handful of rules), on a
@@ -73,6 +81,42 @@ public final class NetlinkDeniedPacketReader: DeniedPacketReader {
                 }
             }
         }
+    }
+
+    public func readRules() async throws -> [NFTablesRuleRecord] {
+        let session = self.session
+        return try await withCheckedThrowingContinuation { c in
+            queue.async {
+                do {
+                    var records: [NFTablesRuleRecord] = []
+                    for family in IPFamily.allCases {
+                        records += try session.nftablesRules(table: PolicyTables.tableName, family: family)
+                    }
+                    c.resume(returning: records)
+                } catch {
+                    c.resume(throwing: error)
+                }
+            }
+        }
+    }
+}
+
+/// The same for the ClusterNetworkPolicy Deny rules, per (policy, rule): a rule first seen
+/// counts whole (its counter started with it), except at the baseline a starting agent takes.
+struct TierDeniedTotals: Sendable {
+    private(set) var last: [String: [String: UInt64]] = [:]
+
+    mutating func advance(to counts: [TierDeniedPackets]) -> [TierDeniedPackets] {
+        var deltas: [TierDeniedPackets] = []
+        var next: [String: [String: UInt64]] = [:]
+        for c in counts {
+            let was = last[c.policy]?[c.rule] ?? 0
+            let delta = c.packets >= was ? c.packets - was : c.packets
+            if delta > 0 { deltas.append(TierDeniedPackets(policy: c.policy, rule: c.rule, packets: delta)) }
+            next[c.policy, default: [:]][c.rule] = c.packets
+        }
+        last = next
+        return deltas
     }
 }
 

@@ -88,6 +88,7 @@ public actor PolicyActor {
     /// The reject rules' counters (nil: not read), followed by `nodenet_policy_denied_packets_total`.
     private let deniedReader: (any DeniedPacketReader)?
     private var deniedTotals = DeniedPacketTotals()
+    private var tierDeniedTotals = TierDeniedTotals()
     private var readingDenied = false
     private let deniedCounters: [DeniedPacketKey: Counter]
 
@@ -129,6 +130,13 @@ public actor PolicyActor {
             return nil
         }
         for (key, delta) in deniedTotals.advance(to: totals) where delta > 0 { deniedCounters[key]?.increment(by: Int64(clamping: delta)) }
+        // The tiers' Deny rules, per policy and rule (series appear with their first denial).
+        if let records = try? await reader.readRules() {
+            for d in tierDeniedTotals.advance(to: TierTables.deniedPackets(records, engine.tierDesired)) {
+                Counter(label: "nodenet_cluster_policy_denied_packets_total", dimensions: [("policy", d.policy), ("rule", d.rule)])
+                    .increment(by: Int64(clamping: d.packets))
+            }
+        }
         return totals
     }
 
@@ -186,6 +194,10 @@ public actor PolicyActor {
         // not this process's counter: the baseline.
         if let totals = try? await deniedReader?.read() { _ = deniedTotals.advance(to: totals) }
         await syncOnce()
+        // The tier rules' baseline needs the desired tiers (their comments name the rules).
+        if let records = try? await deniedReader?.readRules() {
+            _ = tierDeniedTotals.advance(to: TierTables.deniedPackets(records, engine.tierDesired))
+        }
         // A failed transaction is retried (as a full sync) after 1 s, doubling to 30 s.
         await StoreSyncLoop.run(
             events: events, fullSyncInterval: configuration.fullSyncInterval,
