@@ -249,6 +249,23 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         #expect(model.tables[.ip] != nil && model.tables[.ip6] != nil)
     }
 
+    /// What the actor keeps as the kernel's believed rules after each sync: the chains and
+    /// nothing else (holding the sets would make the next incremental plan copy every element),
+    /// and still enough for a full sync to fill in rules the kernel read-back lacks.
+    @Test func believedStateIsTheChainsOnlyAndStillFillsUnknownRules() async throws {
+        let d = await desired(base, slices)
+        let believed = d.model.chainsOnly
+        #expect(believed.tables.keys.sorted() == d.model.tables.keys.sorted())
+        for (family, table) in believed.tables {
+            #expect(table.sets.isEmpty)
+            #expect(table.chains == d.model.tables[family]?.chains)
+        }
+        #expect(believed.contributions.isEmpty)
+        var kernel = d.model
+        kernel.tables[.ip]?.chains["services"]?.rules = nil
+        #expect(kernel.assumingRules(from: believed) == d.model)
+    }
+
     @Test func foreignChainsInTheKernelAreLeftAlone() {
         let desired = DesiredState(configuration: testConfig).model
         var kernel = desired
