@@ -230,9 +230,9 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         #expect(text(plan.operations).filter { !$0.hasPrefix("#") }.sorted() == [
             "add element ip nodenet backends { 10.96.0.11 . tcp . 80 . 0 : 10.244.2.1 . 8080 }",
             "add rule ip nodenet services goto cluster-lb",
-            "add rule ip nodenet services ip daddr . meta l4proto . th dport @cluster-masq ip saddr != 10.244.0.0/16 meta mark set meta mark or 0x4000",
             "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-local goto external-local",
             "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-masq meta mark set meta mark or 0x4000",
+            "add rule ip nodenet services ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @cluster-masq meta mark set meta mark or 0x4000",
             "flush chain ip nodenet services",
         ])
     }
@@ -247,6 +247,23 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
     @Test func desiredStateAlwaysHoldsBothFamilies() {
         let model = DesiredState(configuration: testConfig).model
         #expect(model.tables[.ip] != nil && model.tables[.ip6] != nil)
+    }
+
+    /// What the actor keeps as the kernel's believed rules after each sync: the chains and
+    /// nothing else (holding the sets would make the next incremental plan copy every element),
+    /// and still enough for a full sync to fill in rules the kernel read-back lacks.
+    @Test func believedStateIsTheChainsOnlyAndStillFillsUnknownRules() async throws {
+        let d = await desired(base, slices)
+        let believed = d.model.chainsOnly
+        #expect(believed.tables.keys.sorted() == d.model.tables.keys.sorted())
+        for (family, table) in believed.tables {
+            #expect(table.sets.isEmpty)
+            #expect(table.chains == d.model.tables[family]?.chains)
+        }
+        #expect(believed.contributions.isEmpty)
+        var kernel = d.model
+        kernel.tables[.ip]?.chains["services"]?.rules = nil
+        #expect(kernel.assumingRules(from: believed) == d.model)
     }
 
     @Test func foreignChainsInTheKernelAreLeftAlone() {

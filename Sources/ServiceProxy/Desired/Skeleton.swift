@@ -142,9 +142,15 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
     chain(N.natInput, BaseChainSpec(.nat, .input, priority: Priority.srcnat), [])
 
     var services: [NFRule] = []
-    for net in config.clusterCIDRs(family) {
-        // Off-cluster sources reaching a ClusterIP are masqueraded so replies come back here.
-        services.append(NFRule([.lookup(tuple, set: N.clusterMasquerade), .match(.saddr, .prefix(net), negated: true), .markSetOr(mark)]))
+    // Off-cluster sources reaching a ClusterIP are masqueraded so replies come back here. The
+    // source compare comes first: pods (most new connections) then skip the set lookup. One
+    // rule for all the family's cluster CIDRs (a source outside every one of them).
+    let podNets = config.clusterCIDRs(family)
+    if podNets.count == 1 {
+        services.append(NFRule([.match(.saddr, .prefix(podNets[0]), negated: true), .lookup(tuple, set: N.clusterMasquerade), .markSetOr(mark)]))
+    } else if podNets.count > 1 {
+        services.append(NFRule([.matchAny(.saddr, podNets.map(NFValue.prefix), negated: true), .lookup(tuple, set: N.clusterMasquerade),
+                                .markSetOr(mark)]))
     }
     services.append(NFRule([.lookup(tuple, set: N.externalMasquerade), .markSetOr(mark)]))
     services.append(NFRule([.lookup(tuple, set: N.externalLocal), .verdict(.goto(N.externalLocalChain))]))
@@ -154,7 +160,12 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
     t.chains[N.externalLocalChain] = NFChain(N.externalLocalChain, rules: [])
 
     // One lookup per new connection: the reject verdicts (TCP RST, ICMP) sit in their own chain.
+    // A connection this node DNATed already reached an endpoint (forward and input run after
+    // prerouting's DNAT): its destination is an endpoint, never a service tuple, so the two
+    // lookups are skipped for every load-balanced connection (output runs before DNAT: local
+    // clients still get the lookups).
     chain(N.serviceEndpointsCheck, nil, [
+        NFRule([.ctStatusDNAT, .verdict(.return)], comment: "already sent to an endpoint"),
         NFRule([.lookup(tuple, set: N.noEndpointReject), .verdict(.goto(N.rejectChain))]),
         NFRule([.lookup(tuple, set: N.noEndpointDrop), .verdict(.drop)]),
     ])

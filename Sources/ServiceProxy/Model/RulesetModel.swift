@@ -216,6 +216,18 @@ public struct RulesetModel: Hashable, Sendable {
         return out
     }
 
+    /// The tables with their chains and no sets (what `assumingRules(from:)` reads): O(chains),
+    /// and it shares no set storage with `self`.
+    public var chainsOnly: RulesetModel {
+        var out = RulesetModel()
+        for (family, table) in tables {
+            var t = TableModel(family: family)
+            t.chains = table.chains
+            out.tables[family] = t
+        }
+        return out
+    }
+
     /// Copies the rules of `known` into chains whose rules are unknown here (read back from a
     /// backend that cannot decode rules) and that exist in both: the best available belief.
     public func assumingRules(from known: RulesetModel) -> RulesetModel {
