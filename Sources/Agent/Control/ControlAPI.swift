@@ -94,13 +94,13 @@ struct ControlAPI: Sendable {
         }
         let dryRun = request.query["dryRun"] == "true" || request.query["dryRun"] == ""
         let text = String(decoding: request.body, as: UTF8.self)
-        let snapshot = await agent.store.snapshot()
+        var snapshot: ClusterSnapshot? = await agent.store.snapshot()
         let objects: [ClusterObject]
         do {
             let decoded = try ManifestDecoder.decode(text)
             guard !decoded.isEmpty else { return .error(.badRequest, "the manifest holds no objects") }
             objects = delete ? decoded : try Admission(serviceCIDRs: config.serviceCIDRs, nodePortRange: config.nodePortRange)
-                .admit(decoded, in: snapshot)
+                .admit(decoded, in: snapshot!)
         } catch {
             Self.applyErrors.increment()
             return .error(.unprocessableEntity, error.description)
@@ -108,7 +108,7 @@ struct ControlAPI: Sendable {
         var items: [ApplyResult.Item] = []
         var changes: [StoreChange] = []
         for object in objects {
-            let existing = snapshot[object.key]
+            let existing = snapshot![object.key]
             let action: String
             if delete {
                 action = existing == nil ? "not found" : "deleted"
@@ -119,7 +119,10 @@ struct ControlAPI: Sendable {
             }
             items.append(.init(object: object.key.description, action: action))
         }
-        var version = snapshot.version
+        var version = snapshot!.version
+        // Dropped before the commit: a snapshot still held while the store changes makes the
+        // store copy each changed dictionary whole (every EndpointSlice: O(cluster) per apply).
+        snapshot = nil
         if !dryRun {
             do {
                 if let remoteWrite {

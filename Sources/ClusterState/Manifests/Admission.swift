@@ -20,10 +20,14 @@ public struct Admission: Sendable {
         let incomingServices = Set(objects.compactMap { o -> NamespacedName? in
             if case .service(let s) = o { return s.id } else { return nil }
         })
-        for s in snapshot.services.values where !incomingServices.contains(s.id) {
-            for ip in s.clusterIPs { usedIPs[ip] = s.id }
-            for p in s.ports where p.nodePort != nil { usedNodePorts[portKey(p)] = s.id }
-            if let hc = s.healthCheckNodePort { usedNodePorts["TCP/\(hc)"] = s.id }
+        // Only Services take addresses and ports: a manifest without one (an EndpointSlice
+        // change) skips this walk of every Service in the store.
+        if !incomingServices.isEmpty {
+            for s in snapshot.services.values where !incomingServices.contains(s.id) {
+                for ip in s.clusterIPs { usedIPs[ip] = s.id }
+                for p in s.ports where p.nodePort != nil { usedNodePorts[portKey(p)] = s.id }
+                if let hc = s.healthCheckNodePort { usedNodePorts["TCP/\(hc)"] = s.id }
+            }
         }
 
         var seenKeys = Set<ObjectKey>()
