@@ -15,14 +15,15 @@ enum FeedEvent: Sendable {
     case skipped(String)
 }
 
-/// A full list: the objects and the position to watch from.
-struct FeedList: Sendable {
+/// One page of a list, applied to the store as its own transaction as it arrives (a list of
+/// 175,000 objects is never all decoded at once).
+struct FeedPage: Sendable {
     var objects: [ClusterObject]
-    var resume: String
-    /// Keys or names of items that did not decode (already logged by the backend).
-    var skipped: Int = 0
-    /// The skipped items named with the reason, for the status line.
+    /// Keys or names of items that did not decode, with the reason (already logged by the backend).
     var skippedNotes: [String] = []
+    /// The list started over with this page (a Kubernetes continue token expired): the keys of
+    /// the pages before it do not count as listed.
+    var restart = false
 }
 
 /// One resource a source lists and watches: the part that differs between etcd and the
@@ -34,7 +35,9 @@ protocol Feed: Sendable {
     var kinds: [ObjectKind] { get }
     /// Whether a stored object is this feed's to delete when a list lacks it.
     func owns(_ object: ClusterObject) -> Bool
-    func list() async throws -> FeedList
+    /// Lists every object, one consistent snapshot handed over page by page (each page is in
+    /// the store before the next is asked for); returns the position to watch from.
+    func list(page: (FeedPage) async throws -> Void) async throws -> String
     /// Events after `resume`. The stream finishing normally means "watch again from where
     /// you are"; throwing means the connection broke.
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error>
@@ -83,11 +86,8 @@ struct Reconciler: Sendable {
         while !Task.isCancelled {
             do {
                 if resume == nil {
-                    let listed = try await feed.list()
-                    try Task.checkCancellation()
-                    try await applyList(listed, relist: lists > 0)
+                    resume = try await listAndApply(relist: lists > 0)
                     lists += 1
-                    resume = listed.resume
                 }
                 if watches > 0 { tracker.update { $0.watchRestarts += 1 } }
                 watches += 1
@@ -148,19 +148,46 @@ struct Reconciler: Sendable {
         }
     }
 
-    private func applyList(_ listed: FeedList, relist: Bool) async throws {
-        let snapshot = await store.snapshot()
-        let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
-        let made = try await write(changes)
-        if listed.skipped > 0 {
+    /// The streaming list: each page is applied as it arrives (upserts equal to what is stored
+    /// are no-ops in the store, so a re-list only publishes real changes); objects this feed
+    /// owns that no page had are deleted once the last page is in; only then is the feed (and,
+    /// with every feed listed, the store) synced. A list that fails half way leaves the pages
+    /// it applied (each a consistent part of the source) and is listed again.
+    private func listAndApply(relist: Bool) async throws -> String {
+        var seen = Set<ObjectKey>()
+        var listed = 0, changed = 0, skipped = 0, pages = 0
+        var lastNote: String?
+        let resume = try await feed.list { page in
+            try Task.checkCancellation()
+            if page.restart { seen.removeAll(keepingCapacity: true); listed = 0 }
+            pages += 1
+            listed += page.objects.count
+            skipped += page.skippedNotes.count
+            if let note = page.skippedNotes.last { lastNote = note }
+            for object in page.objects { seen.insert(object.key) }
+            if !page.objects.isEmpty { changed += try await write(page.objects.map(StoreChange.upsert)).count }
+        }
+        try Task.checkCancellation()
+        let deletions = await unlisted(seen)
+        if !deletions.isEmpty { changed += try await write(deletions).count }
+        if skipped > 0 {
             tracker.update { s in
-                s.skippedObjects += listed.skipped
-                if let note = listed.skippedNotes.last { s.lastSkipped = note }
+                s.skippedObjects += skipped
+                if let lastNote { s.lastSkipped = lastNote }
             }
         }
-        logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)")
+        logger.info("\(feed.name): listed \(listed) objects in \(pages) pages, \(changed) changes applied, skipped \(skipped)")
         if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
         tracker.counted(await store.snapshot(), kinds: feed.kinds)
+        return resume
+    }
+
+    /// Deletes for the objects this feed owns that the list did not have. In a function of
+    /// its own so the snapshot is released before the deletes are written (a snapshot alive
+    /// during a commit makes the store copy its tables).
+    private func unlisted(_ seen: Set<ObjectKey>) async -> [StoreChange] {
+        let snapshot = await store.snapshot()
+        return StoreDiff.deletions(seen: seen, current: snapshot, kinds: feed.kinds, owns: feed.owns)
     }
 
     /// Applies events until the stream ends (the position reached is in `position`), stalls or
