@@ -120,7 +120,8 @@ struct StreamingListEtcdTests {
         #expect(await eventually { tracker.status.synced })
 
         // Streaming: the first page was in the store, alone, before the store was synced.
-        let first = try #require(atFirstPage.withLock { $0 })
+        let firstPage = atFirstPage.withLock { $0 }
+        let first = try #require(firstPage)
         #expect(!first.synced && !first.trackerSynced)
         #expect(first.services == Set(names.prefix(5) + ["stale"]))
 

@@ -82,15 +82,15 @@ struct IncrementalDesiredStateTests {
                 fallbacks += 1
                 d = full
             }
-            if Issue.current != nil { break }
         }
-        // Most events take the incremental path; the rest (overlaps, mixed lengths) fall back.
-        #expect(incremental > 300, "\(incremental) incremental, \(fallbacks) full")
+        // Both paths are exercised: many events incremental, the rest (overlaps, mixed lengths
+        // persisting while a /25 or an IPv6 subnet is present) full.
+        #expect(incremental >= 50, "\(incremental) incremental, \(fallbacks) full")
         #expect(fallbacks > 0)
     }
 
     /// The path a new Node takes at scale: 5,000 peers, one more, an O(change) plan.
-    @Test func aNewNodeAmongThousandsTouchesOnlyItsEntries() {
+    @Test func aNewNodeAmongThousandsTouchesOnlyItsEntries() throws {
         let c = config(.hostGW)
         var nodes: [String: Node] = [:]
         for i in 0..<5000 {
@@ -101,11 +101,12 @@ struct IncrementalDesiredStateTests {
         var d = DesiredState.compute(configuration: wide, topology: underlay, nodes: nodes.values)
         #expect(d.peers.count == 5000)
         nodes["node-new"] = node("node-new", "192.168.1.250", ["10.200.0.0/24"])
-        let touched = try? #require(d.update(changed: ["node-new"], nodes: nodes, configuration: wide, topology: underlay))
-        #expect(touched?.routes == [IPPrefix("10.200.0.0/24")!])
+        let update = d.update(changed: ["node-new"], nodes: nodes, configuration: wide, topology: underlay)
+        let touched = try #require(update)
+        #expect(touched.routes == [IPPrefix("10.200.0.0/24")!])
         #expect(d.peers.count == 5001)
         let plan = DataplanePlan.diff(current: DesiredState.compute(configuration: wide, topology: underlay, nodes: nodes.values.filter { $0.name != "node-new" }).dataplane,
-                                      desired: d.dataplane, touching: touched!)
+                                      desired: d.dataplane, touching: touched)
         #expect(plan.count == 1)
     }
 }
