@@ -66,23 +66,12 @@ public struct DesiredState: Sendable {
         // First pass: each peer on its own (address, CIDRs).
         var valid: [(node: Node, ip: IPAddress, subnets: [IPPrefix])] = []
         for node in candidates {
-            guard !node.podCIDRs.isEmpty else { d.refused[node.name] = "has no pod CIDRs"; continue }
-            guard let ip = node.internalIP(c.nodeIP.family) else {
-                d.refused[node.name] = "has no \(c.nodeIP.family == .v4 ? "IPv4" : "IPv6") InternalIP address"
-                continue
+            switch firstPass(node, c) {
+            case .refused(let reason): d.refused[node.name] = reason
+            case .valid(let ip):
+                valid.append((node, ip, node.podCIDRs))
+                d.index(node.name, node.podCIDRs, add: true)
             }
-            if ip == c.nodeIP { d.refused[node.name] = "has this node's own address \(ip)"; continue }
-            if let bad = node.podCIDRs.first(where: { !$0.isNetwork }) {
-                d.refused[node.name] = "pod CIDR \(bad) is not a network address"; continue
-            }
-            if let own = c.podCIDRs.first(where: { o in node.podCIDRs.contains { $0.overlaps(o) } }) {
-                d.refused[node.name] = "pod CIDR overlaps this node's own subnet \(own)"; continue
-            }
-            if !c.clusterCIDRs.isEmpty, let outside = node.podCIDRs.first(where: { p in !c.clusterCIDRs.contains { $0.contains(p) } }) {
-                d.refused[node.name] = "pod CIDR \(outside) is outside the cluster CIDR \(c.clusterCIDRs.map(\.description).joined(separator: ", "))"
-                continue
-            }
-            valid.append((node, ip, node.podCIDRs))
         }
         // Second pass: peers whose CIDRs overlap each other are all refused; routing to
         // either could be wrong, and the others keep working.
@@ -90,25 +79,179 @@ public struct DesiredState: Sendable {
         for (name, reason) in overlapping { d.refused[name] = reason }
 
         for peer in valid where overlapping[peer.node.name] == nil {
-            let onLink = topology.isOnLink(peer.ip)
-            let mode: PeerMode
-            switch c.mode {
-            case .hostGW:
-                guard onLink else {
-                    d.refused[peer.node.name] = "\(peer.ip) is not on-link (outside \(topology.underlayPrefixes.map(\.description).joined(separator: ", "))): host-gw cannot reach it; use routing vxlan or auto"
-                    continue
-                }
-                mode = .hostGW
-            case .vxlan: mode = .vxlan
-            case .auto: mode = onLink ? .hostGW : .vxlan
-            }
-            if mode == .vxlan, topology.vxlanIndex == nil {
-                d.refused[peer.node.name] = "the vxlan device \(c.vxlanDeviceName) is missing"
-                continue
-            }
-            d.add(peer: peer.node, ip: peer.ip, subnets: peer.subnets, mode: mode, topology: topology)
+            d.place(peer.node, ip: peer.ip, c, topology)
         }
         return d
+    }
+
+    enum FirstPass { case valid(IPAddress), refused(String) }
+
+    /// The checks of one peer on its own (address, CIDRs), independent of the other peers.
+    static func firstPass(_ node: Node, _ c: NodeRoutesConfiguration) -> FirstPass {
+        guard !node.podCIDRs.isEmpty else { return .refused("has no pod CIDRs") }
+        guard let ip = node.internalIP(c.nodeIP.family) else {
+            return .refused("has no \(c.nodeIP.family == .v4 ? "IPv4" : "IPv6") InternalIP address")
+        }
+        if ip == c.nodeIP { return .refused("has this node's own address \(ip)") }
+        if let bad = node.podCIDRs.first(where: { !$0.isNetwork }) {
+            return .refused("pod CIDR \(bad) is not a network address")
+        }
+        if let own = c.podCIDRs.first(where: { o in node.podCIDRs.contains { $0.overlaps(o) } }) {
+            return .refused("pod CIDR overlaps this node's own subnet \(own)")
+        }
+        if !c.clusterCIDRs.isEmpty, let outside = node.podCIDRs.first(where: { p in !c.clusterCIDRs.contains { $0.contains(p) } }) {
+            return .refused("pod CIDR \(outside) is outside the cluster CIDR \(c.clusterCIDRs.map(\.description).joined(separator: ", "))")
+        }
+        return .valid(ip)
+    }
+
+    /// The mode of a peer that passed every check, and its entries (or why it is refused).
+    private mutating func place(_ node: Node, ip: IPAddress, _ c: NodeRoutesConfiguration, _ topology: Topology) {
+        let onLink = topology.isOnLink(ip)
+        let mode: PeerMode
+        switch c.mode {
+        case .hostGW:
+            guard onLink else {
+                refused[node.name] = "\(ip) is not on-link (outside \(topology.underlayPrefixes.map(\.description).joined(separator: ", "))): host-gw cannot reach it; use routing vxlan or auto"
+                return
+            }
+            mode = .hostGW
+        case .vxlan: mode = .vxlan
+        case .auto: mode = onLink ? .hostGW : .vxlan
+        }
+        if mode == .vxlan, topology.vxlanIndex == nil {
+            refused[node.name] = "the vxlan device \(c.vxlanDeviceName) is missing"
+            return
+        }
+        add(peer: node, ip: ip, subnets: node.podCIDRs, mode: mode, topology: topology)
+    }
+
+    // MARK: incremental update (O(change) per Node event)
+
+    /// The pod subnets of the peers that passed the first pass, by network, with their owners:
+    /// what the overlap check of an incremental update looks up.
+    var subnetOwners: [IPPrefix: Set<String>] = [:]
+    /// How many of those subnets have each (family, length): an exact lookup finds every
+    /// overlap only while all subnets of a family have one length.
+    var subnetLengths: [Int: Int] = [:]
+    /// The vxlan peers using each VTEP MAC (two peers with one node IP share it).
+    var vtepUsers: [MACAddress: Set<String>] = [:]
+    /// Each first-pass peer's indexed subnets.
+    var indexedSubnets: [String: [IPPrefix]] = [:]
+
+    private static func lengthKey(_ p: IPPrefix) -> Int { (p.family == .v4 ? 0 : 1000) + p.length }
+
+    private mutating func index(_ name: String, _ subnets: [IPPrefix], add: Bool) {
+        if add { indexedSubnets[name] = subnets } else { indexedSubnets[name] = nil }
+        for s in subnets {
+            let n = s.network
+            if add {
+                subnetOwners[n, default: []].insert(name)
+                subnetLengths[Self.lengthKey(n), default: 0] += 1
+            } else {
+                subnetOwners[n]?.remove(name)
+                if subnetOwners[n]?.isEmpty == true { subnetOwners[n] = nil }
+                subnetLengths[Self.lengthKey(n), default: 0] -= 1
+                if subnetLengths[Self.lengthKey(n)] == 0 { subnetLengths[Self.lengthKey(n)] = nil }
+            }
+        }
+    }
+
+    /// Whether `p` can overlap no indexed subnet other than `name`'s without an exact match
+    /// (every indexed subnet of its family has its length) and has no such exact match.
+    private func isAlone(_ p: IPPrefix, besides name: String) -> Bool {
+        let other = p.family == .v4 ? 1000 : 0
+        for (key, count) in subnetLengths where count > 0 && key / 1000 * 1000 != other && key != Self.lengthKey(p) { return false }
+        return (subnetOwners[p.network] ?? []).subtracting([name]).isEmpty
+    }
+
+    /// The kernel keys an update touched: the plan is the diff over these alone.
+    public struct Touched: Sendable, Hashable {
+        public var routes: Set<IPPrefix> = []
+        public var neighbours: Set<IPAddress> = []
+        public var fdb: Set<MACAddress> = []
+    }
+
+    /// Brings the desired state up to date after the Nodes named in `changed` changed (or were
+    /// deleted: absent from `nodes`), touching only their entries. Returns nil, having changed
+    /// nothing, when the change involves an overlap between peers (it can change other peers'
+    /// fate) or subnets of mixed lengths, a shared vxlan MAC: the caller then computes the whole
+    /// state. The result equals `compute` over `nodes` (tested with seeded random events).
+    public mutating func update(changed: Set<String>, nodes: [String: Node], configuration c: NodeRoutesConfiguration,
+                                topology: Topology) -> Touched? {
+        var passes: [String: (node: Node, pass: FirstPass)] = [:]
+        for name in changed where name != c.nodeName {
+            let old = indexedSubnets[name] ?? []
+            for s in old where !isAlone(s, besides: name) { return nil }
+            if let mac = peers[name]?.vtepMAC, !(vtepUsers[mac] ?? []).subtracting([name]).isEmpty { return nil }
+            guard let node = nodes[name] else { continue }
+            let pass = Self.firstPass(node, c)
+            if case .valid(let ip) = pass {
+                for s in node.podCIDRs where !isAlone(s, besides: name) { return nil }
+                // Two changed peers may collide with each other: only one changed peer per
+                // subnet, checked below against the others of this batch.
+                if !(vtepUsers[VTEPAddress.mac(for: ip)] ?? []).subtracting([name]).isEmpty { return nil }
+            }
+            passes[name] = (node, pass)
+        }
+        // Changed peers colliding among themselves (a swap of subnets in one batch): full.
+        var batchSubnets: [IPPrefix: String] = [:]
+        var batchMACs: [MACAddress: String] = [:]
+        for (name, p) in passes {
+            guard case .valid(let ip) = p.pass else { continue }
+            for s in p.node.podCIDRs {
+                if let o = batchSubnets[s.network], o != name { return nil }
+                batchSubnets[s.network] = name
+            }
+            let mac = VTEPAddress.mac(for: ip)
+            if let o = batchMACs[mac], o != name { return nil }
+            batchMACs[mac] = name
+        }
+        // Mixed lengths within the batch itself.
+        var lengths: [Int: Int] = subnetLengths
+        for (_, p) in passes { if case .valid = p.pass { for s in p.node.podCIDRs { lengths[Self.lengthKey(s.network), default: 0] += 1 } } }
+        if Set(lengths.filter { $0.value > 0 }.keys.map { $0 / 1000 }).count != lengths.filter({ $0.value > 0 }).count { return nil }
+
+        var touched = Touched()
+        for name in changed where name != c.nodeName {
+            // Out with the old entries of this peer.
+            if let plan = peers.removeValue(forKey: name) {
+                for s in plan.subnets {
+                    touched.routes.insert(s)
+                    if ownerOfRoute[s] == name { dataplane.routes[s] = nil; ownerOfRoute[s] = nil }
+                    if plan.mode == .vxlan, ownerOfNeighbour[s.address] == name {
+                        touched.neighbours.insert(s.address)
+                        dataplane.neighbours[s.address] = nil
+                        ownerOfNeighbour[s.address] = nil
+                    }
+                }
+                if let mac = plan.vtepMAC {
+                    vtepUsers[mac]?.remove(name)
+                    if vtepUsers[mac]?.isEmpty == true { vtepUsers[mac] = nil }
+                }
+                if let mac = plan.vtepMAC, ownerOfFDB[mac] == name {
+                    touched.fdb.insert(mac)
+                    dataplane.fdb[mac] = nil
+                    ownerOfFDB[mac] = nil
+                }
+            }
+            refused[name] = nil
+            if let old = indexedSubnets[name] { index(name, old, add: false) }
+            // In with the new.
+            guard let (node, pass) = passes[name] else { continue }
+            switch pass {
+            case .refused(let reason): refused[name] = reason
+            case .valid(let ip):
+                index(name, node.podCIDRs, add: true)
+                place(node, ip: ip, c, topology)
+                if let plan = peers[name] {
+                    touched.routes.formUnion(plan.subnets)
+                    if plan.mode == .vxlan { touched.neighbours.formUnion(plan.subnets.map(\.address)) }
+                    if let mac = plan.vtepMAC { touched.fdb.insert(mac) }
+                }
+            }
+        }
+        return touched
     }
 
     /// Overlaps among all peers' subnets in one sort and sweep (n log n: 5,000 peers must not
@@ -152,6 +295,7 @@ public struct DesiredState: Sendable {
             plan.vtepMAC = mac
             dataplane.fdb[mac] = FDBEntry(index: vx, mac: mac, destination: ip)
             ownerOfFDB[mac] = node.name
+            vtepUsers[mac, default: []].insert(node.name)
             for s in subnets {
                 let gw = s.address
                 dataplane.neighbours[gw] = Neighbour(index: vx, address: gw, mac: mac)

@@ -52,6 +52,8 @@ public actor NodeRoutesActor {
     private var storeSynced = false
     private var needFull = false
     private var needStore = false
+    /// Nodes changed since the last pass (incremental update), or nil: recompute over all.
+    private var changedNodes: Set<String>? = []
     private var retryScheduled = false
     private var retryDelay: Duration = .seconds(2)
     private var reconciledOnce = false
@@ -161,7 +163,12 @@ public actor NodeRoutesActor {
         switch e {
         case .changed(let version, let changes):
             seenVersion = max(seenVersion, version)
-            if changes.contains(where: { $0.key.kind == .node }) {
+            var nodeChanged = false
+            for change in changes where change.key.kind == .node {
+                nodeChanged = true
+                changedNodes?.insert(change.key.name)
+            }
+            if nodeChanged {
                 request(full: false)
             } else if !working, !needFull, !needStore {
                 // Nothing the routes depend on changed and nothing is pending: the kernel
@@ -170,6 +177,7 @@ public actor NodeRoutesActor {
             }
         case .resync(let version):
             seenVersion = max(seenVersion, version)
+            changedNodes = nil
             request(full: false)
         case .synced(let version):
             seenVersion = max(seenVersion, version)
@@ -202,6 +210,8 @@ public actor NodeRoutesActor {
             let full = needFull
             needFull = false
             needStore = false
+            let changed = changedNodes
+            changedNodes = []
             let snapshot = await store.snapshot()
             seenVersion = max(seenVersion, snapshot.version)
             nodes = snapshot.nodes
@@ -211,7 +221,7 @@ public actor NodeRoutesActor {
                 needFull = false
                 fullReconcile(reason: "drift", version: snapshot.version)
             } else {
-                incremental()
+                incremental(changed: changed)
             }
             // The kernel holds the routes of the snapshot; events seen since did not touch
             // Nodes unless a new pass is already requested.
@@ -221,10 +231,19 @@ public actor NodeRoutesActor {
 
     // MARK: reconciling
 
-    private func incremental() {
+    /// The Nodes in `changed` (nil: any) changed: update the desired state for them alone and
+    /// apply the diff over the entries they touch, O(change) (5,000 peers recomputed and four
+    /// sorted diffs per Node event were most of a new Node's time to its route). Changes that
+    /// involve overlapping peers recompute the whole state, as a full pass would.
+    private func incremental(changed: Set<String>?) {
         guard let kernel, let topology else { return fullReconcile(reason: "no topology") }
-        desired = DesiredState.compute(configuration: configuration, topology: topology, nodes: nodes.values)
-        let plan = DataplanePlan.diff(current: believed, desired: desired.dataplane)
+        let plan: DataplanePlan
+        if let changed, let touched = desired.update(changed: changed, nodes: nodes, configuration: configuration, topology: topology) {
+            plan = DataplanePlan.diff(current: believed, desired: desired.dataplane, touching: touched)
+        } else {
+            desired = DesiredState.compute(configuration: configuration, topology: topology, nodes: nodes.values)
+            plan = DataplanePlan.diff(current: believed, desired: desired.dataplane)
+        }
         do {
             try execute(plan, on: kernel, basedOn: believed)
         } catch {

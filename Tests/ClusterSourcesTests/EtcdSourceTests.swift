@@ -275,7 +275,7 @@ struct GatedFeed: Feed {
     var kinds: [ObjectKind] { inner.kinds }
     var endpoint: String { inner.endpoint }
     func owns(_ object: ClusterObject) -> Bool { inner.owns(object) }
-    func list() async throws -> FeedList { try await inner.list() }
+    func list(page: (FeedPage) async throws -> Void) async throws -> String { try await inner.list(page: page) }
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
         await gate.wait()
         return try await inner.watch(from: resume)

@@ -107,9 +107,10 @@ struct RefusingFeed: Feed {
     var kinds: [ObjectKind] { [.service] }
     var endpoint: String { "nowhere" }
     func owns(_ object: ClusterObject) -> Bool { object.kind == .service }
-    func list() async throws -> FeedList {
+    func list(page: (FeedPage) async throws -> Void) async throws -> String {
         counter.lists.withLock { $0 += 1 }
-        return FeedList(objects: [try service("web")], resume: "1")
+        try await page(FeedPage(objects: [try service("web")]))
+        return "1"
     }
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {
         switch mode {

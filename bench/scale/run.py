@@ -567,9 +567,18 @@ def run_one(binary, label, args, cluster, expect, chunks):
             os.makedirs(b.workdir)
             agents.append(b)
             b.start()
+            perf = None
+            if args.perf:
+                # Attached to the agent's pid at once (nsenter execs it): the first sync's profile.
+                perf = subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(b.proc.pid), "-o",
+                                         os.path.join(args.perf, f"first-sync-{label}.perf.data")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             b.wait(b.ready, "ready (etcd first sync)", args.timeout, interval=0.02)
             tr = time.monotonic() - b.started
             tk = wait_kernel(b, expect, args.timeout) - b.started
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=120)
             bcpu = b.cpu()
             rss = b.rss()
             res["etcd_first_sync"] = dict(ready_s=round(tr, 2), kernel_s=round(tk, 2), etcdctl_get_prefix_s=round(ref, 2),
@@ -602,6 +611,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--check", action="store_true", help="exit 1 when a correctness check fails")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--perf", metavar="DIR", help="record the etcd first sync with perf (perf record -g) into DIR")
     args = ap.parse_args()
     global args_timeout
     args_timeout = args.timeout

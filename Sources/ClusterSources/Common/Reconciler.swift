@@ -15,18 +15,23 @@ enum FeedEvent: Sendable {
     case skipped(String)
 }
 
-/// A full list: the objects and the position to watch from.
-struct FeedList: Sendable {
+/// One page of a list, applied to the store as its own transaction as it arrives (a list of
+/// 175,000 objects is never all decoded at once).
+struct FeedPage: Sendable {
     var objects: [ClusterObject]
-    var resume: String
-    /// Keys or names of items that did not decode (already logged by the backend).
-    var skipped: Int = 0
-    /// The skipped items named with the reason, for the status line.
+    /// Keys or names of items that did not decode, with the reason (already logged by the backend).
     var skippedNotes: [String] = []
-    /// Set when the backend does not serve the resource at all (an optional CRD that is not
-    /// installed): the list is empty, there is nothing to watch, and the reconciler lists
-    /// again after `absentRecheck`. Says why, for the status.
-    var absent: String?
+    /// The list started over with this page (a Kubernetes continue token expired): the keys of
+    /// the pages before it do not count as listed.
+    var restart = false
+}
+
+/// Thrown by `Feed.list` when the backend does not serve the resource at all (an optional CRD
+/// that is not installed): the kind is empty, there is nothing to watch, and the reconciler
+/// lists again after `absentRecheck`. Says why, for the status.
+struct FeedResourceAbsent: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
 }
 
 /// One resource a source lists and watches: the part that differs between etcd and the
@@ -38,7 +43,9 @@ protocol Feed: Sendable {
     var kinds: [ObjectKind] { get }
     /// Whether a stored object is this feed's to delete when a list lacks it.
     func owns(_ object: ClusterObject) -> Bool
-    func list() async throws -> FeedList
+    /// Lists every object, one consistent snapshot handed over page by page (each page is in
+    /// the store before the next is asked for); returns the position to watch from.
+    func list(page: (FeedPage) async throws -> Void) async throws -> String
     /// Events after `resume`. The stream finishing normally means "watch again from where
     /// you are"; throwing means the connection broke.
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error>
@@ -77,7 +84,7 @@ struct Reconciler: Sendable {
     var backoff = Backoff()
     /// A watch that lived this long was healthy: a failure after it starts the backoff over.
     var healthyWatch: Duration = .seconds(30)
-    /// How often a resource the backend does not serve (`FeedList.absent`) is listed again.
+    /// How often a resource the backend does not serve (`FeedResourceAbsent`) is listed again.
     var absentRecheck: Duration = .seconds(60)
     /// Lists in a row (`min(absentRecheck, 5 s)` apart) that must find the resource not served
     /// before the objects of its kind already in the store are removed.
@@ -94,31 +101,28 @@ struct Reconciler: Sendable {
         while !Task.isCancelled {
             do {
                 if resume == nil {
-                    let listed = try await feed.list()
-                    try Task.checkCancellation()
-                    if let reason = listed.absent {
+                    do {
+                        resume = try await listAndApply(relist: lists > 0)
+                    } catch let notServed as FeedResourceAbsent {
                         absentStreak += 1
                         // What the store holds of the kind is dropped only once the absence
                         // is confirmed: an API server that is starting answers 404 for a CRD's
                         // resources until it has loaded the CRD, and dropping admin Deny
                         // policies for that moment would fail open.
-                        let snapshot = await store.snapshot()
-                        if absentStreak < absentConfirmations, feed.kinds.contains(where: { snapshot.count(of: $0) > 0 }) {
-                            absent(feed.name, reason)
+                        if absentStreak < absentConfirmations, await storeHoldsFeedKinds() {
+                            absent(feed.name, notServed.reason)
                             try await Task.sleep(for: min(absentRecheck, .seconds(5)))
                             continue
                         }
                         // Nothing to watch: the kind is empty until the resource appears.
-                        try await applyList(listed, relist: false, log: false)
-                        absent(feed.name, reason)
+                        try await applyAbsent()
+                        absent(feed.name, notServed.reason)
                         try await Task.sleep(for: absentRecheck)
                         continue
                     }
                     absentStreak = 0
-                    try await applyList(listed, relist: lists > 0)
                     absent(feed.name, nil)
                     lists += 1
-                    resume = listed.resume
                 }
                 if watches > 0 { tracker.update { $0.watchRestarts += 1 } }
                 watches += 1
@@ -167,6 +171,67 @@ struct Reconciler: Sendable {
         }
     }
 
+    /// Writes through `commit`: with a persistent store, what the source delivered survives a
+    /// restart during which the source is unreachable (the agent serves from it meanwhile);
+    /// with a memory-only store it is `apply`. A failed write counts as a failure of the
+    /// feed: it backs off and lists again.
+    private func write(_ changes: [StoreChange]) async throws -> [ObjectChange] {
+        do {
+            return try await store.commit(changes)
+        } catch {
+            throw FeedWriteFailed(feed: feed.name, error: error)
+        }
+    }
+
+    /// The streaming list: each page is applied as it arrives (upserts equal to what is stored
+    /// are no-ops in the store, so a re-list only publishes real changes); objects this feed
+    /// owns that no page had are deleted once the last page is in; only then is the feed (and,
+    /// with every feed listed, the store) synced. A list that fails half way leaves the pages
+    /// it applied (each a consistent part of the source) and is listed again.
+    private func listAndApply(relist: Bool) async throws -> String {
+        var seen = Set<ObjectKey>()
+        var listed = 0, changed = 0, skipped = 0, pages = 0
+        var lastNote: String?
+        let resume = try await feed.list { page in
+            try Task.checkCancellation()
+            if page.restart { seen.removeAll(keepingCapacity: true); listed = 0 }
+            pages += 1
+            listed += page.objects.count
+            skipped += page.skippedNotes.count
+            if let note = page.skippedNotes.last { lastNote = note }
+            for object in page.objects { seen.insert(object.key) }
+            if !page.objects.isEmpty { changed += try await write(page.objects.map(StoreChange.upsert)).count }
+        }
+        try Task.checkCancellation()
+        let deletions = await unlisted(seen)
+        if !deletions.isEmpty { changed += try await write(deletions).count }
+        if skipped > 0 {
+            tracker.update { s in
+                s.skippedObjects += skipped
+                if let lastNote { s.lastSkipped = lastNote }
+            }
+        }
+        logger.info("\(feed.name): listed \(listed) objects in \(pages) pages, \(changed) changes applied, skipped \(skipped)")
+        if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
+        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+        return resume
+    }
+
+    /// Whether the store holds any object of the feed's kinds.
+    private func storeHoldsFeedKinds() async -> Bool {
+        let snapshot = await store.snapshot()
+        return feed.kinds.contains { snapshot.count(of: $0) > 0 }
+    }
+
+    /// The resource is not served: the kind is empty (what the feed owns is deleted) and the
+    /// feed counts as listed, so readiness does not wait for an optional CRD.
+    private func applyAbsent() async throws {
+        let deletions = await unlisted([])
+        if !deletions.isEmpty { _ = try await write(deletions) }
+        if tracker.listed(feed: feed.name, relist: false) { await store.markSynced() }
+        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+    }
+
     /// Records whether the feed's resource is served, logging only the transitions (a recheck
     /// every minute must not log every minute).
     private func absent(_ name: String, _ reason: String?) {
@@ -184,31 +249,12 @@ struct Reconciler: Sendable {
         }
     }
 
-    /// Writes through `commit`: with a persistent store, what the source delivered survives a
-    /// restart during which the source is unreachable (the agent serves from it meanwhile);
-    /// with a memory-only store it is `apply`. A failed write counts as a failure of the
-    /// feed: it backs off and lists again.
-    private func write(_ changes: [StoreChange]) async throws -> [ObjectChange] {
-        do {
-            return try await store.commit(changes)
-        } catch {
-            throw FeedWriteFailed(feed: feed.name, error: error)
-        }
-    }
-
-    private func applyList(_ listed: FeedList, relist: Bool, log: Bool = true) async throws {
+    /// Deletes for the objects this feed owns that the list did not have. In a function of
+    /// its own so the snapshot is released before the deletes are written (a snapshot alive
+    /// during a commit makes the store copy its tables).
+    private func unlisted(_ seen: Set<ObjectKey>) async -> [StoreChange] {
         let snapshot = await store.snapshot()
-        let changes = StoreDiff.changes(listed: listed.objects, current: snapshot, owns: feed.owns)
-        let made = try await write(changes)
-        if listed.skipped > 0 {
-            tracker.update { s in
-                s.skippedObjects += listed.skipped
-                if let note = listed.skippedNotes.last { s.lastSkipped = note }
-            }
-        }
-        if log { logger.info("\(feed.name): listed \(listed.objects.count) objects, \(made.count) changes applied, skipped \(listed.skipped)") }
-        if tracker.listed(feed: feed.name, relist: relist) { await store.markSynced() }
-        tracker.counted(await store.snapshot(), kinds: feed.kinds)
+        return StoreDiff.deletions(seen: seen, current: snapshot, kinds: feed.kinds, owns: feed.owns)
     }
 
     /// Applies events until the stream ends (the position reached is in `position`), stalls or

@@ -23,4 +23,17 @@ public enum StoreDiff {
         }
         return out
     }
+
+    /// Deletes, in key order, for the objects of `kinds` this feed owns that a list did not
+    /// have (`seen`): the end of a streaming list, whose pages were applied as upserts.
+    public static func deletions(seen: Set<ObjectKey>, current: ClusterSnapshot, kinds: [ObjectKind],
+                                 owns: (ClusterObject) -> Bool) -> [StoreChange] {
+        var out: [ObjectKey] = []
+        for kind in Set(kinds) {
+            current.forEachObject(of: kind) { object in
+                if !seen.contains(object.key), owns(object) { out.append(object.key) }
+            }
+        }
+        return out.sorted().map(StoreChange.delete)
+    }
 }

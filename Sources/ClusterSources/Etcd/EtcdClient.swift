@@ -125,19 +125,37 @@ public final class EtcdClient: Sendable {
     /// Every key under `prefix` (in pages, at one revision) and that revision.
     public func range(prefix: String) async throws -> (kvs: [EtcdKeyValue], revision: Int64) {
         var out: [EtcdKeyValue] = []
-        var start = Data(prefix.utf8)
-        let end = Self.prefixEnd(prefix)
-        var revision: Int64 = 0
-        while true {
-            let r: RangeResponse = try await call("range", RangeRequest(key: start, range_end: end, limit: EtcdInt(1000),
-                                                                        revision: revision == 0 ? nil : EtcdInt(revision)))
-            if revision == 0 { revision = r.header?.revision?.value ?? 0 }
-            let page = (r.kvs ?? []).map(EtcdKeyValue.init)
-            out += page
-            guard r.more == true, let last = r.kvs?.last?.key else { break }
-            start = last + [0]
-        }
+        let revision = try await rangePages(prefix: prefix) { page, _ in out += page }
         return (out, revision)
+    }
+
+    /// Every key under `prefix`, handed to `body` one page of at most `pageSize` keys at a time,
+    /// all pages read at the revision of the first (one consistent snapshot, however long the
+    /// caller takes). The next page is fetched while `body` works on this one, so at most two
+    /// pages are in memory. Returns the revision, to watch from revision + 1.
+    @discardableResult
+    public func rangePages(prefix: String, pageSize: Int = 1000,
+                           _ body: ([EtcdKeyValue], _ revision: Int64) async throws -> Void) async throws -> Int64 {
+        let end = Self.prefixEnd(prefix)
+        let limit = EtcdInt(Int64(max(1, pageSize)))
+        var response: RangeResponse = try await call("range", RangeRequest(key: Data(prefix.utf8), range_end: end, limit: limit))
+        let revision = response.header?.revision?.value ?? 0
+        while true {
+            var prefetch: Task<RangeResponse, any Error>?
+            if response.more == true, let last = response.kvs?.last?.key {
+                // From the key after the last one (key + 0x00), at the first page's revision.
+                let request = RangeRequest(key: last + [0], range_end: end, limit: limit, revision: EtcdInt(revision))
+                prefetch = Task { try await self.call("range", request) }
+            }
+            do {
+                try await body((response.kvs ?? []).map(EtcdKeyValue.init), revision)
+            } catch {
+                prefetch?.cancel()
+                throw error
+            }
+            guard let next = prefetch else { return revision }
+            response = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
+        }
     }
 
     public func get(_ key: String) async throws -> EtcdKeyValue? {

@@ -14,10 +14,13 @@ public struct EtcdSourceConfiguration: Sendable {
     public var requestTimeout: Duration
     /// For `https://` endpoints: the CA and client certificate (nil: system trust, no client certificate).
     public var tls: TLSMaterial?
+    /// Keys per page of the first sync's list; each page is one store transaction.
+    public var pageSize: Int
 
     public init(endpoints: [String], prefix: String = "/nodenet", nodeName: String, tls: TLSMaterial? = nil,
-                stallBound: Duration = .seconds(11 * 60), requestTimeout: Duration = .seconds(5)) {
+                stallBound: Duration = .seconds(11 * 60), requestTimeout: Duration = .seconds(5), pageSize: Int = 1000) {
         self.tls = tls
+        self.pageSize = pageSize
         self.endpoints = endpoints
         self.prefix = prefix
         self.nodeName = nodeName
@@ -44,7 +47,7 @@ public final class EtcdSource: Sendable {
         self.logger = logger
         client = try EtcdClient(endpoints: configuration.endpoints, tls: configuration.tls, requestTimeout: configuration.requestTimeout,
                                 logger: logger)
-        feed = EtcdFeed(client: client, keys: EtcdKeys(prefix: configuration.prefix), logger: logger)
+        feed = EtcdFeed(client: client, keys: EtcdKeys(prefix: configuration.prefix), logger: logger, pageSize: configuration.pageSize)
         tracker = StatusTracker(kind: "etcd", feeds: [feed.name])
         tracker.update { $0.endpoint = client.currentEndpoint }
     }
@@ -71,6 +74,8 @@ struct EtcdFeed: Feed {
     let client: EtcdClient
     let keys: EtcdKeys
     let logger: Logger
+    /// Keys per list page: a page is decoded and applied as one store transaction.
+    var pageSize = 1000
 
     var name: String { "etcd \(keys.objects)" }
     var kinds: [ObjectKind] { ObjectKind.manifestKinds }
@@ -84,17 +89,23 @@ struct EtcdFeed: Feed {
         return true
     }
 
-    func list() async throws -> FeedList {
-        let (kvs, revision) = try await client.range(prefix: keys.objects)
-        var objects: [ClusterObject] = []
-        var notes: [String] = []
-        for kv in kvs {
-            switch decode(kv) {
-            case .success(let object): objects.append(object)
-            case .failure(let skip): notes.append(skip.note)
+    /// Pages of `pageSize` keys at the first page's revision, each decoded and handed over
+    /// before the next (which is fetched meanwhile); the watch starts at revision + 1, so a key
+    /// changed or deleted while paging arrives as an event after its listed version.
+    func list(page: (FeedPage) async throws -> Void) async throws -> String {
+        let revision = try await client.rangePages(prefix: keys.objects, pageSize: pageSize) { kvs, _ in
+            var objects: [ClusterObject] = []
+            objects.reserveCapacity(kvs.count)
+            var notes: [String] = []
+            for kv in kvs {
+                switch decode(kv) {
+                case .success(let object): objects.append(object)
+                case .failure(let skip): notes.append(skip.note)
+                }
             }
+            try await page(FeedPage(objects: objects, skippedNotes: notes))
         }
-        return FeedList(objects: objects, resume: String(revision), skipped: notes.count, skippedNotes: notes)
+        return String(revision)
     }
 
     func watch(from resume: String) async throws -> AsyncThrowingStream<FeedEvent, any Error> {

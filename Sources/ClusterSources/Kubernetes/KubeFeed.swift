@@ -89,12 +89,13 @@ struct KubeFeed: Feed {
         return parts.isEmpty ? "" : "?" + parts.joined(separator: "&")
     }
 
-    func list() async throws -> FeedList {
-        var objects: [ClusterObject] = []
-        var skipped = 0
-        var notes: [String] = []
+    /// Pages of `pageSize` items (`limit`/`continue`, one consistent list on the server),
+    /// each handed over as it is decoded. An expired continue token lists from the start
+    /// again, and the first page of that says so (`restart`).
+    func list(page: (FeedPage) async throws -> Void) async throws -> String {
         var token: String?
         var restarts = 0
+        var restart = false
         while true {
             let q = query([("limit", String(pageSize)), ("continue", token), ("fieldSelector", resource.fieldSelector)])
             let response = try await api.get(resource.path + q, streaming: false)
@@ -102,21 +103,20 @@ struct KubeFeed: Feed {
             if response.status.code == 410, token != nil, restarts < 3 {
                 // The continue token expired between pages: list again from the start.
                 logger.info("\(name): continue token expired, listing from the start")
-                objects = []; skipped = 0; notes = []; token = nil; restarts += 1
+                token = nil; restarts += 1; restart = true
                 continue
             }
             if response.status.code == 404, resource.optional {
                 // The API server does not serve the resource (its CRD is not installed): none.
-                return FeedList(objects: [], resume: "", absent: "\(resource.path) is not served (HTTP 404: CRD not installed?)")
+                throw FeedResourceAbsent(reason: "\(resource.path) is not served (HTTP 404: CRD not installed?)")
             }
             guard response.status == .ok else { throw error(response.status.code, data) }
-            let page = try decodeList(data)
-            objects += page.objects
-            skipped += page.skipped
-            notes += page.notes
-            guard let next = page.continueToken, !next.isEmpty else {
-                guard let rv = page.resourceVersion else { throw KubeAPIError(resource: resource.path, message: "the list has no resourceVersion") }
-                return FeedList(objects: objects, resume: rv, skipped: skipped, skippedNotes: notes)
+            let decoded = try decodeList(data)
+            try await page(FeedPage(objects: decoded.objects, skippedNotes: decoded.notes, restart: restart))
+            restart = false
+            guard let next = decoded.continueToken, !next.isEmpty else {
+                guard let rv = decoded.resourceVersion else { throw KubeAPIError(resource: resource.path, message: "the list has no resourceVersion") }
+                return rv
             }
             token = next
         }

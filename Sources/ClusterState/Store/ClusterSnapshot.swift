@@ -96,6 +96,22 @@ public struct ClusterSnapshot: Sendable {
         }
     }
 
+    /// Calls `body` with every object of one kind, in no particular order, without building
+    /// an array of them.
+    public func forEachObject(of kind: ObjectKind, _ body: (ClusterObject) throws -> Void) rethrows {
+        switch kind {
+        case .node: for o in nodes.values { try body(.node(o)) }
+        case .namespace: for o in namespaces.values { try body(.namespace(o)) }
+        case .service: for o in services.values { try body(.service(o)) }
+        case .endpointSlice: for o in endpointSlices.values { try body(.endpointSlice(o)) }
+        case .pod: for o in pods.values { try body(.pod(o)) }
+        case .networkPolicy: for o in networkPolicies.values { try body(.networkPolicy(o)) }
+        case .clusterNetworkPolicy: for o in clusterNetworkPolicies.values { try body(.clusterNetworkPolicy(o)) }
+        case .attachment: for o in attachments.values { try body(.attachment(o)) }
+        case .lease: for o in leases.values { try body(.lease(o)) }
+        }
+    }
+
     /// Every object, sorted by key (for listing and persistence).
     public var allObjects: [ClusterObject] {
         var out: [ClusterObject] = []
