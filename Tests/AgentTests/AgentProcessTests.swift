@@ -31,11 +31,6 @@ struct AgentProcessTests {
     status: {podIPs: [{ip: 10.244.2.5}]}
     """
 
-    func status(_ agent: AgentProcess) throws -> AgentStatus {
-        let r = try agent.cli(["status", "--json"])
-        #expect(r.ok, "\(r.stderr)")
-        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
-    }
 
     @Test func applyThenStatusShowsTheObjects() throws {
         let ns = try TestNamespace("agent")

@@ -39,17 +39,7 @@ struct ClusterNetworkPolicyApplyTests {
         - {action: Deny, to: [{networks: [169.254.169.254/32, "fd00:ec2::254/128"]}]}
     """
 
-    func status(_ agent: AgentProcess) throws -> AgentStatus {
-        let r = try agent.cli(["status", "--json"])
-        #expect(r.ok, "\(r.stderr)")
-        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
-    }
 
-    func objects(_ agent: AgentProcess, _ kind: String) throws -> [[String: Any]] {
-        let r = try Shell.run(["curl", "-sS", "--max-time", "5", "--unix-socket", agent.socket, "http://agent/v1/objects?kind=\(kind)"])
-        let list = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
-        return list?["items"] as? [[String: Any]] ?? []
-    }
 
     @Test func appliedRefusedWholeKeptAcrossRestartAndDeleted() throws {
         let ns = try TestNamespace("cnp")
@@ -76,7 +66,7 @@ struct ClusterNetworkPolicyApplyTests {
         #expect(try agent.apply(Self.manifest).stdout.contains("ClusterNetworkPolicy deny-slytherin unchanged"))
 
         func check() throws {
-            let policies = try objects(agent, "ClusterNetworkPolicy")
+            let policies = try storedObjects(agent, "ClusterNetworkPolicy")
             #expect(policies.count == 2)
             let deny = try #require(policies.first { ($0["metadata"] as? [String: Any])?["name"] as? String == "deny-slytherin" })
             #expect(deny["apiVersion"] as? String == "policy.networking.k8s.io/v1alpha2")

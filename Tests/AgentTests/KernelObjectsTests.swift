@@ -7,11 +7,6 @@ import Testing
 /// routes actor are watched and repaired, with one status per object in `nodenet status --json`.
 @Suite(.serialized, .enabled(if: isPrivileged, "needs root and iproute2"))
 struct KernelObjectsTests {
-    func status(_ agent: AgentProcess) throws -> AgentStatus {
-        let r = try agent.cli(["status", "--json"])
-        #expect(r.ok, "\(r.stderr)")
-        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
-    }
 
     func poll(_ what: String, timeout: Double = 10, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)

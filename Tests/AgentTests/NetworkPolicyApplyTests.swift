@@ -34,18 +34,7 @@ struct NetworkPolicyApplyTests {
         - ports: [{protocol: UDP, port: 53}]
     """
 
-    func status(_ agent: AgentProcess) throws -> AgentStatus {
-        let r = try agent.cli(["status", "--json"])
-        #expect(r.ok, "\(r.stderr)")
-        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
-    }
 
-    /// The store's objects of one kind, as the control API lists them (Kubernetes JSON).
-    func objects(_ agent: AgentProcess, _ kind: String) throws -> [[String: Any]] {
-        let r = try Shell.run(["curl", "-sS", "--max-time", "5", "--unix-socket", agent.socket, "http://agent/v1/objects?kind=\(kind)"])
-        let list = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
-        return list?["items"] as? [[String: Any]] ?? []
-    }
 
     @Test func appliedDefaultedRefusedWholeAndKeptAcrossRestart() throws {
         let ns = try TestNamespace("netpol")
@@ -73,14 +62,14 @@ struct NetworkPolicyApplyTests {
 
         // Stored defaulted, as the API server would store it.
         func check() throws {
-            let policies = try objects(agent, "NetworkPolicy")
+            let policies = try storedObjects(agent, "NetworkPolicy")
             #expect(policies.count == 2)
             let allow = try #require(policies.first { ($0["metadata"] as? [String: Any])?["name"] as? String == "allow-frontend-to-db" })
             let spec = try #require(allow["spec"] as? [String: Any])
             #expect(spec["policyTypes"] as? [String] == ["Ingress", "Egress"])
             let ports = try #require((spec["ingress"] as? [[String: Any]])?.first?["ports"] as? [[String: Any]])
             #expect(ports.first?["protocol"] as? String == "TCP")
-            let namespace = try #require(try objects(agent, "Namespace").first)
+            let namespace = try #require(try storedObjects(agent, "Namespace").first)
             #expect((namespace["metadata"] as? [String: Any])?["labels"] as? [String: String]
                     == ["kubernetes.io/metadata.name": "apps", "team": "storefront"])
         }

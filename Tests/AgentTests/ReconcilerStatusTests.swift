@@ -20,11 +20,6 @@ struct ReconcilerStatusTests {
         return out
     }
 
-    func status(_ agent: AgentProcess) throws -> AgentStatus {
-        let r = try agent.cli(["status", "--json"])
-        #expect(r.ok, "\(r.stderr)")
-        return try AgentStatus.decoder().decode(AgentStatus.self, from: Data(r.stdout.utf8))
-    }
 
     func row(_ agent: AgentProcess, _ name: String) throws -> ActorStatus? {
         try status(agent).actors.first { $0.name == name }
