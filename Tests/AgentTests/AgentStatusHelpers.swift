@@ -17,3 +17,13 @@ func storedObjects(_ agent: AgentProcess, _ kind: String) throws -> [[String: An
     let list = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
     return list?["items"] as? [[String: Any]] ?? []
 }
+
+/// Polls (bounded: `seconds`) until the agent's store holds `count` objects of `kind`.
+func waitForObjects(_ agent: AgentProcess, _ kind: String, count: Int, seconds: Double = 10) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? status(agent))?.objects[kind] == count { return true }
+        usleep(100_000)
+    }
+    return (try? status(agent))?.objects[kind] == count
+}

@@ -110,12 +110,7 @@ struct ClusterNetworkPolicyApplyTests {
 
         let applied = try agent.apply(Self.manifest)
         #expect(applied.ok, "\(applied.stderr)")
-        var synced = false
-        for _ in 0..<100 where !synced {
-            synced = (try? status(agent))?.objects["ClusterNetworkPolicy"] == 2
-            if !synced { usleep(100_000) }
-        }
-        #expect(synced, "the policies came back through the watch")
+        #expect(waitForObjects(agent, "ClusterNetworkPolicy", count: 2), "the policies came back through the watch")
         let stored = try ns.run(["etcdctl", "--endpoints", endpoint, "get", "--print-value-only", "/nodenet/objects/ClusterNetworkPolicy/deny-slytherin"])
         #expect(stored.stdout.contains(#""tier":"Admin""#), "stored at the cluster-scoped key: \(stored.stdout)")
 

@@ -105,12 +105,7 @@ struct NetworkPolicyApplyTests {
 
         let applied = try agent.apply(Self.manifest)
         #expect(applied.ok, "\(applied.stderr)")
-        var synced = false
-        for _ in 0..<100 where !synced {
-            synced = (try? status(agent))?.objects["NetworkPolicy"] == 2
-            if !synced { usleep(100_000) }
-        }
-        #expect(synced, "the policies came back through the watch")
+        #expect(waitForObjects(agent, "NetworkPolicy", count: 2), "the policies came back through the watch")
         let stored = try ns.run(["etcdctl", "--endpoints", endpoint, "get", "--print-value-only", "/nodenet/objects/NetworkPolicy/apps/allow-frontend-to-db"])
         #expect(stored.stdout.contains(#""policyTypes":["Ingress","Egress"]"#), "stored defaulted: \(stored.stdout)")
 
