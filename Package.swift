@@ -50,7 +50,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
-        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState"]),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "NodenetTestSupport"]),
 
         // Where cluster objects come from besides the embedded store: etcd and the Kubernetes API.
         // Separate from ClusterState so the model and store stay free of HTTP and TLS.
@@ -78,7 +78,7 @@ let package = Package(
             "IPAddressing",
             .product(name: "GRDB", package: "GRDB.swift"),
         ], exclude: ["README.md"], swiftSettings: strict),
-        .testTarget(name: "IPAMTests", dependencies: ["IPAM"]),
+        .testTarget(name: "IPAMTests", dependencies: ["IPAM", "NodenetTestSupport"]),
 
         // Blocking HTTP over the control socket: for the CLI and the CNI shim (no event loop, fast start).
         // CShims: SCM_RIGHTS (the CNI plugin hands the pod's network namespace to the agent).

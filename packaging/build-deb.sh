@@ -29,7 +29,10 @@ fi
 # The package carries no Swift runtime: a binary that loads it from the build machine's toolchain
 # (built without --static-swift-stdlib) would install and then fail to start on every node.
 for b in "$binary" "$(dirname "$binary")/nodenet-cni"; do
-  if ldd "$b" 2>/dev/null | grep -q 'libswift'; then
+  # ldd's output read whole first: `ldd | grep -q` under pipefail fails whenever grep exits at the
+  # first match before ldd has written the rest (SIGPIPE), and the check would pass a bad binary.
+  deps=$(ldd "$b" 2>/dev/null || true)
+  if grep -q 'libswift' <<<"$deps"; then
     echo "build-deb.sh: $b loads the Swift runtime from $(ldd "$b" | awk '/libswiftCore/ {print $3}'); build it with: swift build -c release --static-swift-stdlib" >&2
     exit 1
   fi

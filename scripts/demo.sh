@@ -69,7 +69,7 @@ for n in "${nodes[@]}"; do
   i=$((i+1))
 done
 for n in "${nodes[@]}"; do
-  for _ in $(seq 100); do nn $n status --json 2>/dev/null | grep -q '"ready" : true' && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -q '"ready" : true' <<<"$(nn $n status --json 2>/dev/null)" && break; sleep 0.1; done
 done
 
 cat > "$T/cluster.yaml" <<'YAML'

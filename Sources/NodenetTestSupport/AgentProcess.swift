@@ -9,7 +9,7 @@ public final class AgentProcess: @unchecked Sendable {
     public let runDir: String
     public let logPath: String
     public var socket: String { runDir + "/nodenet.sock" }
-    private var process: Process?
+    private var process: ChildProcess?
     public let extraArgs: [String]
     public let environment: [String: String]
 
@@ -42,32 +42,30 @@ public final class AgentProcess: @unchecked Sendable {
         self.environment = environment
     }
 
-    public var pid: Int32? { process?.processIdentifier }
+    public var pid: Int32? { process?.pid }
 
     /// Starts the agent (nsenter into the namespace) and waits until its control socket answers.
     public func start(waitReady: Bool = true, timeout: Double = 20) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Shell.which("nsenter"))
-        p.arguments = ["--net=\(namespace.path)", Self.binary, "agent", "--state-dir", stateDir, "--run-dir", runDir,
-                       "--metrics-listen", ""] + extraArgs
+        // No DNS lame-duck pause unless the test asks for one: every stop would otherwise wait
+        // the default 5 s, which over the suite's hundreds of agent stops is most of its time.
+        let lameDuck = extraArgs.contains("--dns-lame-duck") ? [] : ["--dns-lame-duck", "0"]
+        let argv = [try Shell.which("nsenter"), "--net=\(namespace.path)", Self.binary, "agent", "--state-dir", stateDir,
+                    "--run-dir", runDir, "--metrics-listen", ""] + lameDuck + extraArgs
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
-        p.environment = env
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let logFile = FileHandle(forWritingAtPath: logPath)!
-        logFile.seekToEndOfFile()
-        p.standardOutput = logFile
-        p.standardError = logFile
-        try p.run()
+        let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
+        guard log >= 0 else { throw Shell.Failure(command: "open \(logPath)", result: .init(status: errno, stdout: "", stderr: String(cString: strerror(errno)))) }
+        defer { close(log) }
+        let p = try ChildProcess(argv, stdout: log, stderr: log, environment: env)
         process = p
         guard waitReady else { return }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if !p.isRunning { throw Shell.Failure(command: "nodenet agent", result: .init(status: p.terminationStatus, stdout: "", stderr: log(tail: 30))) }
+            if let status = p.terminationStatus { throw Shell.Failure(command: "nodenet agent", result: .init(status: status, stdout: "", stderr: self.log(tail: 30))) }
             if let r = try? cli(["status", "--json"]), r.ok, r.stdout.contains("\"ready\" : true") { return }
             usleep(50_000)
         }
-        throw Shell.Failure(command: "nodenet agent (not ready in \(timeout)s)", result: .init(status: -1, stdout: "", stderr: log(tail: 30)))
+        throw Shell.Failure(command: "nodenet agent (not ready in \(timeout)s)", result: .init(status: -1, stdout: "", stderr: self.log(tail: 30)))
     }
 
     /// Runs a `nodenet` client command against this agent's socket.
@@ -83,33 +81,29 @@ public final class AgentProcess: @unchecked Sendable {
     /// SIGTERM without waiting: a cluster signals every agent first, so their DNS lame-duck
     /// periods run at once instead of one after another.
     public func terminate() {
-        if let p = process, p.isRunning { kill(p.processIdentifier, SIGTERM) }
+        process?.signal(SIGTERM)
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     @discardableResult
     public func stop(timeout: Double = 15) -> Int32? {
         guard let p = process else { return nil }
-        if p.isRunning { kill(p.processIdentifier, SIGTERM) }
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning, Date() < deadline { usleep(20_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        p.signal(SIGTERM)
+        if p.wait(timeout: timeout) == nil { p.signal(SIGKILL) }
         process = nil
-        return p.terminationStatus
+        return p.waitUntilExit()
     }
 
     /// Waits for the process to exit by itself; returns its status, or nil if still running.
     public func waitForExit(timeout: Double) -> Int32? {
         guard let p = process else { return nil }
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning, Date() < deadline { usleep(20_000) }
-        return p.isRunning ? nil : p.terminationStatus
+        return p.wait(timeout: timeout)
     }
 
     /// kill -9, as a crash would.
     public func crash() {
         guard let p = process else { return }
-        kill(p.processIdentifier, SIGKILL)
+        p.signal(SIGKILL)
         p.waitUntilExit()
         process = nil
     }

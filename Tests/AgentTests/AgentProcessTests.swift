@@ -183,12 +183,7 @@ struct AgentProcessTests {
             "apiVersion: v1\nkind: Service\nmetadata: {name: s\(i), namespace: bulk}\nspec: {ports: [{port: 80}]}\n"
         }.joined(separator: "---\n")
         let path = dir.write("big.yaml", big)
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: AgentProcess.binary)
-        client.arguments = ["apply", "-f", path, "--socket", agent.socket]
-        client.standardOutput = FileHandle.nullDevice
-        client.standardError = FileHandle.nullDevice
-        try client.run()
+        let client = try ChildProcess([AgentProcess.binary, "apply", "-f", path, "--socket", agent.socket])
         usleep(UInt32.random(in: 50_000...400_000))
         agent.crash()
         client.waitUntilExit()

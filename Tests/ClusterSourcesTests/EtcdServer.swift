@@ -9,7 +9,7 @@ final class EtcdServer: @unchecked Sendable {
     let directory = TempDirectory()
     let clientPort: Int
     let peerPort: Int
-    private var process: Process?
+    private var process: ChildProcess?
     /// Directory with ca.crt, server.crt/key and client.crt/key (see KubernetesTLSTests.makePKI):
     /// serve https and require client certificates.
     let pki: TempDirectory?
@@ -28,11 +28,9 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Starts etcd (again, on the same ports and data) and waits until it answers.
     func start() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Shell.which("etcd"))
         let peer = "http://127.0.0.1:\(peerPort)"
-        p.arguments = [
-            "--name", "test", "--data-dir", directory.file("data"),
+        var arguments = [
+            try Shell.which("etcd"), "--name", "test", "--data-dir", directory.file("data"),
             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", "test=\(peer)",
@@ -41,17 +39,15 @@ final class EtcdServer: @unchecked Sendable {
         ]
         var curlTLS: [String] = []
         if let pki {
-            p.arguments! += ["--cert-file", pki.file("server.crt"), "--key-file", pki.file("server.key"),
+            arguments += ["--cert-file", pki.file("server.crt"), "--key-file", pki.file("server.key"),
                              "--trusted-ca-file", pki.file("ca.crt"), "--client-cert-auth"]
             curlTLS = ["--cacert", pki.file("ca.crt"), "--cert", pki.file("client.crt"), "--key", pki.file("client.key")]
         }
         let logPath = directory.file("etcd.log")
         if !FileManager.default.fileExists(atPath: logPath) { _ = directory.write("etcd.log", "") }
-        let log = FileHandle(forWritingAtPath: logPath) ?? .nullDevice
-        log.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
+        let log = open(logPath, O_WRONLY | O_APPEND | O_CLOEXEC)
+        defer { if log >= 0 { close(log) } }
+        let p = try ChildProcess(arguments, stdout: log >= 0 ? log : nil, stderr: log >= 0 ? log : nil)
         process = p
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
@@ -67,12 +63,8 @@ final class EtcdServer: @unchecked Sendable {
     func stop() {
         guard let p = process else { return }
         process = nil
-        if p.isRunning {
-            kill(p.processIdentifier, SIGTERM)
-            let deadline = Date().addingTimeInterval(5)
-            while p.isRunning, Date() < deadline { usleep(20_000) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        }
+        p.signal(SIGTERM)
+        if p.wait(timeout: 5) == nil { p.signal(SIGKILL) }
         p.waitUntilExit()
     }
 

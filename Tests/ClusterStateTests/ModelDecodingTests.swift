@@ -1,4 +1,5 @@
 import Foundation
+import NodenetTestSupport
 import IPAddressing
 import Testing
 @testable import ClusterState
@@ -255,13 +256,8 @@ import Testing
         let out = NSTemporaryDirectory() + "nodenet-gen-" + UUID().uuidString.prefix(8)
         defer { try? FileManager.default.removeItem(atPath: out) }
         for format in ["json", "yaml"] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            p.arguments = [gen, "ci", out + "/" + format, "--format", format, "--chunk", "100000"]
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0)
+            let r = try Shell.run(["/usr/bin/python3", gen, "ci", out + "/" + format, "--format", format, "--chunk", "100000"], timeout: 120)
+            #expect(r.ok, "\(r.stderr)")
         }
         let json = try String(contentsOfFile: out + "/json/chunk-0000.json", encoding: .utf8)
         let yaml = try String(contentsOfFile: out + "/yaml/chunk-0000.yaml", encoding: .utf8)

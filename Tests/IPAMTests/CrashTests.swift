@@ -6,6 +6,7 @@
 import Foundation
 import GRDB
 import IPAddressing
+import NodenetTestSupport
 import Testing
 @testable import IPAM
 
@@ -46,17 +47,12 @@ private let liveWindow = 50
         var rng = SystemRandomNumberGenerator()
         var uncertain: Set<String> = []
         for round in 0..<4 {
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-            child.arguments = ["--testing-library", "swift-testing", "--filter", "crashChild"]
             var env = ProcessInfo.processInfo.environment
             env[childDatabaseKey] = db.path
             env[childLogKey] = logPath
             env[childStartKey] = String(round * 100_000)
-            child.environment = env
-            child.standardOutput = FileHandle.nullDevice
-            child.standardError = FileHandle.nullDevice
-            try child.run()
+            let child = try ChildProcess([URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
+                                          "--testing-library", "swift-testing", "--filter", "crashChild"], environment: env)
             // Wait for the child to be busy allocating, then kill it at a random moment.
             let linesBefore = logLines(logPath).count
             let waitStart = ContinuousClock.now
@@ -65,9 +61,8 @@ private let liveWindow = 50
             }
             usleep(UInt32.random(in: 0..<150_000, using: &rng))
             #expect(child.isRunning, "child stopped before the kill (round \(round))")
-            kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
-            #expect(child.terminationReason == .uncaughtSignal)
+            child.signal(SIGKILL)
+            #expect(child.waitUntilExit() == SIGKILL, "killed by the signal, not exited")
 
             try verify(databasePath: db, logPath: logPath, round: round, uncertain: &uncertain)
         }

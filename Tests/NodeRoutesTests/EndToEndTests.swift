@@ -83,16 +83,10 @@ final class TestCluster: Sendable {
     /// ended here (not a shell background job: it would inherit the test's pipes and blocked
     /// signals, so neither EOF nor `timeout` would ever come).
     func observedSource(from: TestNamespace, to ns: TestNamespace, address: String, port: Int) throws -> String {
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: try Shell.which("ip"))
-        server.arguments = ["netns", "exec", ns.name, "socat", "TCP-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
-        server.standardInput = FileHandle.nullDevice
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try ChildProcess([try Shell.which("ip"), "netns", "exec", ns.name, "socat", "TCP-LISTEN:\(port),fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"])
         defer {
             // socat forks per connection; the children exit once they answered.
-            kill(server.processIdentifier, SIGKILL)
+            server.signal(SIGKILL)
             server.waitUntilExit()
         }
         for _ in 0..<30 {

@@ -98,12 +98,7 @@ struct TrafficTests {
         }
 
         static func background(_ ns: TestNamespace, _ argv: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: try Shell.which("ip"))
-            p.arguments = ["netns", "exec", ns.name] + argv
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()  // killed when its namespace is deleted
+            _ = try ChildProcess([try Shell.which("ip"), "netns", "exec", ns.name] + argv)  // killed when its namespace is deleted
         }
 
         /// One TCP connection from `ns`: the server's line, or the error text.

@@ -74,7 +74,7 @@ PY
 nsenter --net=/var/run/netns/$NODE "$BIN" agent --node-name node1 --node-ip 192.168.77.11 --pod-cidrs 10.244.1.0/24 --state-dir $T/state --run-dir $T/run \
   --dns-upstreams 192.168.77.1:53 --metrics-listen "" >$T/agent.log 2>&1 & APID=$!; PIDS+=($APID)
 nn() { "$BIN" "$@" --socket $T/run/nodenet.sock; }
-for _ in $(seq 200); do nn status --json 2>/dev/null | grep -q '"ready" : true' && break; sleep 0.1; done
+for _ in $(seq 200); do grep -q '"ready" : true' <<<"$(nn status --json 2>/dev/null)" && break; sleep 0.1; done
 start=$(date +%s.%N)
 for f in $T/services-*.yaml; do nn apply -f $f >/dev/null; done
 # The service rules programmed: the services row in sync with every service.

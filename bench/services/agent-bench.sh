@@ -100,7 +100,7 @@ nsenter --net=/var/run/netns/${P}n nice -n "${AGENT_NICE:-0}" "$BIN" agent --nod
   --state-dir "$T/state" --run-dir "$T/run" --dns-listen 169.254.20.10 --dns-upstreams 127.0.0.1:53 ${AGENT_ARGS:-} > "$T/agent.log" 2>&1 &
 echo $! > "$T/agent.pid"
 nn() { "$BIN" "$@" --socket "$T/run/nodenet.sock"; }
-for _ in $(seq 200); do nn status --json 2>/dev/null | grep -q '"ready" : true' && break; sleep 0.1; done
+for _ in $(seq 200); do grep -q '"ready" : true' <<<"$(nn status --json 2>/dev/null)" && break; sleep 0.1; done
 python3 - "$S" "$E" "$T" <<'PY'
 import json, sys
 S, E, T = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
