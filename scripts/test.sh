@@ -37,7 +37,7 @@ echo "test: the slowest suites:"
 grep -E '✔ Suite .* passed after|✘ Suite .* failed after' "$log" | sed -E 's/.*Suite ([A-Za-z0-9_]+) .* after ([0-9.]+) seconds.*/\2 \1/' | sort -rn | head -12 || true
 if [ "$status" -ne 0 ]; then
   echo "test: failed (exit $status); the failing tests and their recorded issues:"
-  grep -E '✘|recorded an issue|error:' "$log" | grep -v 'Test run with' | head -80 || true
+  grep -E '^✘|recorded an issue|^error:|: error:' "$log" | grep -v 'Test run with' | head -80 || true
   exit 1
 fi
 rm -f "$log"

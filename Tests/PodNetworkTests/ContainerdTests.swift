@@ -161,7 +161,16 @@ struct ContainerdTests {
         let s = try f.containerd.sandbox(id)
 
         // The premise: the netns mount is containerd's alone.
-        #expect(!s.netns.isEmpty && ContainerdNode.mountPoints(of: "\(f.containerd.pid)").contains(s.netns), "containerd sees its netns mount")
+        // Polled briefly and read from every containerd thread: one run under heavy load read
+        // the main thread's mountinfo without the mount right after RunPodSandbox returned.
+        var seen = false
+        for _ in 0..<20 where !seen {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(f.containerd.pid)/task")) ?? []
+            seen = tasks.contains { ContainerdNode.mountPoints(of: "\(f.containerd.pid)/task/\($0)").contains(s.netns) }
+            if !seen { usleep(100_000) }
+        }
+        let netnsMounts = ContainerdNode.mountPoints(of: "\(f.containerd.pid)").filter { $0.contains("netns") }
+        #expect(!s.netns.isEmpty && seen, "containerd sees its netns mount \(s.netns); its netns mounts: \(netnsMounts)")
         #expect(!ContainerdNode.mountPoints().contains(s.netns), "the agent's mount namespace does not")
 
         #expect(s.ip.hasPrefix("10.244.1."), "\(s.ip)")
