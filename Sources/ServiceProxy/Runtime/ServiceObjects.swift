@@ -17,8 +17,8 @@ extension ClusterSnapshot: ServiceObjects {
 /// The proxy's own copy of the store's Services and EndpointSlices, kept up to date from the
 /// store's change events (each event carries the objects), so an incremental sync reads them
 /// here instead of hopping to the store's thread for a snapshot. That hop waited behind
-/// whatever the store's thread was doing, typically the next commit's fsync: 5-25 ms of the
-/// 30,000-service change tail on a loaded machine, for a read of one service.
+/// whatever the store's thread was doing (its commits fsync the state database): 5-25 ms, most
+/// of the 30,000-service change tail on a loaded machine, for a read of one service.
 ///
 /// Built from a snapshot by every full sync, into storage of its own: sharing the snapshot's
 /// dictionaries would make the store copy its whole dictionary on its next commit.
