@@ -135,7 +135,7 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         // The node port is a tuple on the node's address, masqueraded (eTP Cluster).
         #expect(text(plan.operations) == [
             "add element ip nodenet backends { 192.168.1.11 . tcp . 30080 . 0 : 10.244.1.1 . 8080, 192.168.1.11 . tcp . 30080 . 1 : 10.244.1.2 . 8080 }",
-            "add element ip nodenet ext-masq { 192.168.1.11 . tcp . 30080 }",
+            "add element ip nodenet ext { 192.168.1.11 . tcp . 30080 }",
             "add element ip nodenet n2 { 192.168.1.11 . tcp . 30080 }",
         ])
     }
@@ -230,8 +230,7 @@ private func text(_ ops: [RulesetOperation]) -> [String] {
         #expect(text(plan.operations).filter { !$0.hasPrefix("#") }.sorted() == [
             "add element ip nodenet backends { 10.96.0.11 . tcp . 80 . 0 : 10.244.2.1 . 8080 }",
             "add rule ip nodenet services goto cluster-lb",
-            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-local goto external-local",
-            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-masq meta mark set meta mark or 0x4000",
+            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext goto external",
             "add rule ip nodenet services ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @cluster-masq meta mark set meta mark or 0x4000",
             "flush chain ip nodenet services",
         ])

@@ -16,9 +16,11 @@ import Testing
             "add map ip nodenet affinity { type ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service ; flags dynamic,timeout ; timeout 10800s ; }",
             "add set ip nodenet fw-allow { type ipv4_addr . inet_service . ipv4_addr ; flags interval ; }",
             "add rule ip nodenet services ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @cluster-masq meta mark set meta mark or 0x4000",
-            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-masq meta mark set meta mark or 0x4000",
-            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext-local goto external-local",
+            "add rule ip nodenet services ip daddr . meta l4proto . th dport @ext goto external",
             "add rule ip nodenet services goto cluster-lb",
+            "add rule ip nodenet external ip daddr . meta l4proto . th dport @fw-tuples ip daddr . th dport . ip saddr != @fw-allow drop comment \"loadBalancerSourceRanges\"",
+            "add rule ip nodenet external ip daddr . meta l4proto . th dport @ext-local goto external-local",
+            "add rule ip nodenet external meta mark set meta mark or 0x4000 goto cluster-lb",
             "add rule ip nodenet cluster-lb dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @affinity",
             "add rule ip nodenet cluster-lb ip daddr . meta l4proto . th dport @n1 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @backends",
             "add rule ip nodenet cluster-lb ip daddr . meta l4proto . th dport @n16 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 16 map @backends",
@@ -35,13 +37,23 @@ import Testing
             "add rule ip nodenet reject-chain reject with icmp port-unreachable",
             "add rule ip nodenet cluster-ips-check ip daddr != { 10.96.0.0/12 } return",
             "add rule ip nodenet service-endpoints-check ip daddr . meta l4proto . th dport @no-ep-drop drop",
-            "add rule ip nodenet filter-prerouting ct state new ip daddr . meta l4proto . th dport @fw-tuples ip daddr . th dport . ip saddr != @fw-allow drop",
+            "add rule ip nodenet filter-forward ct state new jump forward-checks",
+            "add rule ip nodenet forward-checks jump service-endpoints-check",
+            "add rule ip nodenet forward-checks goto cluster-ips-check",
+            "add rule ip nodenet filter-output ct state new jump service-endpoints-check",
         ] {
             #expect(text.contains(line), "\(line)")
         }
         // No element at all, and nothing per service: the fixed part is the whole ruleset.
         #expect(!text.contains { $0.hasPrefix("add element") })
-        #expect(d.model.tables[.ip]?.chains.count == 16)
+        #expect(d.model.tables[.ip]?.chains.count == 17)
+        // A new connection to a ClusterIP passes one lookup before `cluster-lb`, and an
+        // established flow's packet one compare per filter hook; no filter prerouting chain.
+        #expect(d.model.tables[.ip]?.chains["services"]?.rules?.count == 3)
+        for name in ["filter-forward", "filter-input", "filter-output", "filter-output-post-dnat"] {
+            #expect(d.model.tables[.ip]?.chains[name]?.rules?.count == 1, "\(name)")
+        }
+        #expect(d.model.tables[.ip]?.chains["filter-prerouting"] == nil)
         // IPv6 has no affinity record rules until an IPv6 service asks for affinity (nft 1.0.6
         // could not load them back from a listing).
         #expect(!lines(d.model, .ip6).contains { $0.contains("update @affinity") })
@@ -73,7 +85,7 @@ import Testing
             "backends: 192.168.1.11 . udp . 30053 . 0 : 10.244.1.5 . 5353",
             "cluster-ips: 10.96.0.10",
             "cluster-masq: 10.96.0.10 . udp . 53",
-            "ext-masq: 192.168.1.11 . udp . 30053",
+            "ext: 192.168.1.11 . udp . 30053",
             "hairpin: 10.244.1.5 . 10.244.1.5",
             "n1: 10.96.0.10 . udp . 53",
             "n1: 192.168.1.11 . udp . 30053",
@@ -94,9 +106,10 @@ import Testing
         #expect(elements(d.model, SharedName.firewallAllow) == [
             "198.51.100.7 . 443 . 192.0.2.0/24", "198.51.100.7 . 443 . 192.168.1.0/24", "198.51.100.7 . 443 . 198.51.100.7",
         ])
-        #expect(elements(d.model, SharedName.externalMasquerade) == [
+        #expect(elements(d.model, SharedName.external) == [
             "192.168.1.11 . tcp . 31443", "198.51.100.7 . tcp . 443", "203.0.113.9 . tcp . 443",
         ])
+        #expect(elements(d.model, SharedName.externalLocal).isEmpty)
         #expect(elements(d.model, "n1") == [
             "10.96.0.10 . tcp . 443", "192.168.1.11 . tcp . 31443", "198.51.100.7 . tcp . 443", "203.0.113.9 . tcp . 443",
         ])

@@ -52,8 +52,9 @@ import Testing
         ])
         #expect(elements(d.model, "ln1") == ["192.168.1.11 . tcp . 30080", "203.0.113.5 . tcp . 80"])
         #expect(elements(d.model, "n2") == ["10.96.0.10 . tcp . 80", "192.168.1.11 . tcp . 30080", "203.0.113.5 . tcp . 80"])
-        // eTP=Local never masquerades external clients unconditionally (source IP preserved).
-        #expect(elements(d.model, SharedName.externalMasquerade).isEmpty)
+        // eTP=Local never masquerades external clients unconditionally (source IP preserved):
+        // the `external` chain masquerades only tuples of `ext` that are not in `ext-local`.
+        #expect(elements(d.model, SharedName.external) == elements(d.model, SharedName.externalLocal))
     }
 
     @Test func externalTrafficPolicyLocalWithoutLocalEndpointsDropsExternal() async {
@@ -66,7 +67,7 @@ import Testing
     @Test func externalTrafficPolicyIsIgnoredForClusterIPServices() async {
         let svc = service("cip", etp: .local, externalIPs: ["203.0.113.8"])
         let d = await desired([svc], [slice("cip", [EP(ip: "10.244.2.1", node: "node2")])])
-        #expect(elements(d.model, SharedName.externalMasquerade) == ["203.0.113.8 . tcp . 80"])
+        #expect(elements(d.model, SharedName.external) == ["203.0.113.8 . tcp . 80"])
         #expect(elements(d.model, SharedName.externalLocal).isEmpty)
     }
 
@@ -113,7 +114,7 @@ import Testing
         #expect(elements(d.model, SharedName.backends).contains("203.0.113.7 . tcp . 80 . 0 : 10.244.1.1 . 8080"))
         #expect(d.skipped.map(\.description) == [
             "Service ns1/b: 203.0.113.7 . tcp . 80 . 0 in backends is already used by another service",
-            "Service ns1/b: 203.0.113.7 . tcp . 80 in ext-masq is already used by another service",
+            "Service ns1/b: 203.0.113.7 . tcp . 80 in ext is already used by another service",
             "Service ns1/b: 203.0.113.7 . tcp . 80 in n1 is already used by another service",
         ])
     }

@@ -20,8 +20,18 @@
 #      on a machine loaded by others from the agent's own time); AGENT_ARGS adds agent flags (--log-level debug: the proxy logs each sync's phases,
 #      kept in AGENT_LOG when set); ROUNDS=N alternates N rounds of first packet and pps between nodenet's node and
 #      the reference's (default 3); PERF=FILE records `perf record -g` of the agent during the changes into FILE.
+#      CLUSTER_CIDR (default 10.128.0.0/9) is the agent's cluster CIDR: it holds the client pod
+#      (10.244.200.2) and the endpoints (10.128.x, the reference generator's addresses), as pod
+#      addresses are in a cluster. (With the agent's default 10.244.0.0/16 the endpoints were
+#      off-cluster, so nodenet's pod-egress rule masqueraded every benchmark connection, which
+#      the reference node never does.)
+#      REFPLUS=1 (default with REFERENCE=1) adds a third node: the reference ruleset plus every
+#      table and chain the agent's other parts program (network policy, DNS notrack,
+#      pod-egress, host ports), copied from the agent's node after the load, so that the pps
+#      ratio against it compares the service dataplanes alone, each beside the same rest.
 set -euo pipefail
-REFERENCE=${REFERENCE:-1}; PPS=${PPS:-1}; PERF=${PERF:-}; ROUNDS=${ROUNDS:-3}
+REFERENCE=${REFERENCE:-1}; PPS=${PPS:-1}; PERF=${PERF:-}; ROUNDS=${ROUNDS:-3}; REFPLUS=${REFPLUS:-$REFERENCE}
+CLUSTER_CIDR=${CLUSTER_CIDR:-10.128.0.0/9}
 S=${1:-10000}; E=${2:-5}; CHANGES=${3:-100}; CONNECTS=${4:-2000}; SECONDS_PPS=${5:-5}; PARALLEL=${6:-4}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${NODENET:-$ROOT/.build/release/nodenet}
@@ -97,7 +107,7 @@ rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MB  ", $1, $2 / 1024}' /proc/"$(cat "$
 topology ${P}n ${P}c ${P}v
 mkdir -p "$T/state" "$T/run"
 nsenter --net=/var/run/netns/${P}n nice -n "${AGENT_NICE:-0}" "$BIN" agent --node-name node1 --node-ip 10.127.255.254 --pod-cidrs 10.244.1.0/24 \
-  --state-dir "$T/state" --run-dir "$T/run" --dns-listen 169.254.20.10 --dns-upstreams 127.0.0.1:53 ${AGENT_ARGS:-} > "$T/agent.log" 2>&1 &
+  --cluster-cidr "$CLUSTER_CIDR" --state-dir "$T/state" --run-dir "$T/run" --dns-listen 169.254.20.10 --dns-upstreams 127.0.0.1:53 ${AGENT_ARGS:-} > "$T/agent.log" 2>&1 &
 echo $! > "$T/agent.pid"
 nn() { "$BIN" "$@" --socket "$T/run/nodenet.sock"; }
 for _ in $(seq 200); do grep -q '"ready" : true' <<<"$(nn status --json 2>/dev/null)" && break; sleep 0.1; done
@@ -208,10 +218,29 @@ if [ "$REFERENCE" = 1 ]; then
   python3 /work/shared/bench/gen-kube-proxy-ruleset.py "$S" "$E" > "$T/ref.nft"
   ip netns exec ${P}m nft -f "$T/ref.nft"
 fi
+if [ "$REFERENCE" = 1 ] && [ "$REFPLUS" = 1 ]; then
+  # The agent's rules other than the service proxy's (other tables; in the nodenet tables the
+  # chains declared to other owners, Netlink/NodenetTables.swift), beside the reference.
+  ip netns exec ${P}n nft list ruleset | python3 -c '
+import re, sys
+foreign = re.compile(r"^(pod-egress|hostports.*|dns-notrack.*)$")
+for whole, fam, name, body in re.findall(r"^(table (\S+) (\S+) \{\n(.*?)^\}\n)", sys.stdin.read(), re.S | re.M):
+    if name != "nodenet":
+        print(whole)
+        continue
+    chains = [c for c, n in re.findall(r"(\tchain (\S+) \{.*?\n\t\}\n)", body, re.S) if foreign.match(n)]
+    if chains: print("table %s %s {\n%s}" % (fam, name, "".join(chains)))' > "$T/rest.nft"
+  topology ${P}x ${P}e ${P}y
+  ip netns exec ${P}x nft -f "$T/ref.nft"
+  ip netns exec ${P}x nft -f "$T/rest.nft"
+  printf "reference+rest node: %s chains of the agent's other parts beside the reference\n" "$(grep -c '^\s*chain ' "$T/rest.nft")"
+fi
 for r in $(seq 1 "$ROUNDS"); do
   printf "round %d nodenet first packet (%d services): " "$r" "$S"; connects ${P}c "$(vip 0)" "$CONNECTS"
   [ "$REFERENCE" = 1 ] && { printf "round %d reference first packet (%d services): " "$r" "$S"; connects ${P}d "$(vip 0)" "$CONNECTS"; }
+  [ "$REFERENCE" = 1 ] && [ "$REFPLUS" = 1 ] && { printf "round %d reference+rest first packet (%d services): " "$r" "$S"; connects ${P}e "$(vip 0)" "$CONNECTS"; }
   [ "$PPS" = 1 ] && { printf "round %d nodenet pps (%d services): " "$r" "$S"; pps ${P}c "$(vip 0)"; }
   [ "$PPS" = 1 ] && [ "$REFERENCE" = 1 ] && { printf "round %d reference pps (%d services): " "$r" "$S"; pps ${P}d "$(vip 0)"; }
+  [ "$PPS" = 1 ] && [ "$REFERENCE" = 1 ] && [ "$REFPLUS" = 1 ] && { printf "round %d reference+rest pps (%d services): " "$r" "$S"; pps ${P}e "$(vip 0)"; }
 done
 printf "nodenet agent cpu in all: %.2f s\n" "$(echo "$(cpu) / $(getconf CLK_TCK)" | bc -l)"

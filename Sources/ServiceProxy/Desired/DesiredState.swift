@@ -80,12 +80,12 @@ public struct DesiredState: Sendable {
 
     /// Rebuilds one service's part from the snapshot (removes it when the service is gone).
     /// Call `refreshCountedChains()` after a batch of updates.
-    public mutating func update(service id: NamespacedName, in snapshot: ClusterSnapshot) {
+    public mutating func update(service id: NamespacedName, in objects: some ServiceObjects) {
         remove(service: id)
         udpPorts[id] = nil
         affinity[id] = nil
-        guard let service = snapshot.services[id] else { return }
-        let slices = snapshot.endpointSlices(for: id)
+        guard let service = objects.service(id) else { return }
+        let slices = objects.slices(for: id)
         var problems: [String] = []
         for family in TableFamily.allCases {
             let fragment = buildFragment(service, slices: slices, family: family, config: configuration, problems: &problems)
@@ -99,14 +99,14 @@ public struct DesiredState: Sendable {
     }
 
     /// Re-checks whether a slice belongs to a known service.
-    public mutating func updateSlice(_ id: NamespacedName, in snapshot: ClusterSnapshot) {
+    public mutating func updateSlice(_ id: NamespacedName, in objects: some ServiceObjects) {
         orphanSlices[id] = nil
-        guard let slice = snapshot.endpointSlices[id] else { return }
+        guard let slice = objects.slice(id) else { return }
         guard let owner = slice.service else {
             orphanSlices[id] = SkippedObject("EndpointSlice \(id)", "no \(EndpointSlice.serviceNameLabel) label")
             return
         }
-        if snapshot.services[owner] == nil {
+        if objects.service(owner) == nil {
             orphanSlices[id] = SkippedObject("EndpointSlice \(id)", "service \(owner) does not exist")
         }
     }

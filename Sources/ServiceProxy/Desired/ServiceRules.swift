@@ -37,8 +37,9 @@ func isProxied(_ service: Service) -> Bool {
 /// and LB IP with the port, each node address with the node port):
 /// - endpoints: `backends { T . i : endpoint_i }` for i in 0..<N and T in `nN`; eTP Local external
 ///   tuples also `backends-local` / `lnN` with the node-local endpoints, and T in `ext-local`;
-/// - masquerade: ClusterIP tuples (iTP Cluster) in `cluster-masq` (off-cluster sources only),
-///   eTP Cluster external tuples in `ext-masq`; a pod reaching itself: `hairpin { ep . ep }`;
+/// - external tuples with endpoints in `ext` (those not in `ext-local` are masqueraded);
+/// - masquerade: ClusterIP tuples (iTP Cluster) in `cluster-masq` (off-cluster sources only);
+///   a pod reaching itself: `hairpin { ep . ep }`;
 /// - no endpoint: T in `no-ep-reject`; none allowed by a Local policy: T in `no-ep-drop`;
 /// - loadBalancerSourceRanges: LB tuples in `fw-tuples`, `fw-allow { lb . port . range }`;
 /// - ClientIP affinity: T in `aff-<timeout>s` (the packet path records `@affinity` itself).
@@ -118,11 +119,12 @@ func buildFragment(_ service: Service, slices: [EndpointSlice], family: TableFam
                 } else if externalLocal {
                     // Outside clients: local endpoints, source kept. Pods and the node itself
                     // short-circuit to every endpoint (`backends`), as kube-proxy does.
+                    f.add(N.external, t)
                     f.add(N.externalLocal, t)
                     balance(t, over: selection.local, local: true)
                     balance(t, over: selection.cluster, local: false)
                 } else {
-                    f.add(N.externalMasquerade, t)
+                    f.add(N.external, t)
                     balance(t, over: selection.cluster, local: false)
                 }
             }

@@ -15,8 +15,10 @@ public enum SharedName {
     public static let backendsLocal = "backends-local"
     /// ClusterIP tuples masqueraded when the source is not a pod (iTP Cluster).
     public static let clusterMasquerade = "cluster-masq"
-    /// External tuples (external IPs, LB IPs, NodePorts) with eTP Cluster: always masqueraded.
-    public static let externalMasquerade = "ext-masq"
+    /// Every external tuple (external IPs, LB IPs, NodePorts) with endpoints: one lookup sends
+    /// them to the `external` chain, so a ClusterIP connection passes a single lookup before the
+    /// load-balancing chain. Those not in `ext-local` (eTP Cluster) are masqueraded there.
+    public static let external = "ext"
     /// External tuples with eTP Local: local endpoints for outside clients.
     public static let externalLocal = "ext-local"
     /// Tuples without a usable endpoint: refused (TCP RST, ICMP port unreachable).
@@ -39,14 +41,15 @@ public enum SharedName {
 
     public static let services = "services"
     public static let clusterLB = "cluster-lb"
+    public static let externalChain = "external"
     public static let externalLocalChain = "external-local"
+    public static let forwardChecks = "forward-checks"
     public static let serviceEndpointsCheck = "service-endpoints-check"
     public static let rejectChain = "reject-chain"
     public static let clusterIPsCheck = "cluster-ips-check"
     public static let masquerading = "masquerading"
     public static let natPostrouting = "nat-postrouting"
     public static let natInput = "nat-input"
-    public static let filterPrerouting = "filter-prerouting"
     public static let filterOutput = "filter-output"
 
     /// The chains whose rules depend on which endpoint counts and affinity timeouts are in use.
@@ -99,7 +102,7 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
         types.backendsSpec(N.backends),
         types.backendsSpec(N.backendsLocal),
         SetSpec(N.clusterMasquerade, key: types.tuple),
-        SetSpec(N.externalMasquerade, key: types.tuple),
+        SetSpec(N.external, key: types.tuple),
         SetSpec(N.externalLocal, key: types.tuple),
         SetSpec(N.noEndpointReject, key: types.tuple),
         SetSpec(N.noEndpointDrop, key: types.tuple),
@@ -120,17 +123,18 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
     let tuple = types.tupleFields
     let newOnly = NFExpression.ctStateNew
     let mark = config.masqueradeMark
-    // loadBalancerSourceRanges: other sources are dropped before DNAT (from outside and from the node).
-    let firewall = NFRule([newOnly, .lookup(tuple, set: N.firewallTuples), .lookup([.daddr, .dport, .saddr], set: N.firewallAllow, negated: true),
-                           .verdict(.drop)])
     // Reject is refused in prerouting on old kernels: endpoint checks hang off input, forward, output.
-    chain(N.filterPrerouting, BaseChainSpec(.filter, .prerouting, priority: Priority.dstnat - 10), [firewall])
+    // Every packet of every flow passes these base chains: one `ct state new` compare each, the
+    // rest only for new connections. (loadBalancerSourceRanges are checked in the `external`
+    // chain, on the nat hooks that only a connection's first packet reaches, rather than in a
+    // filter prerouting chain that every packet would pass.)
     chain("filter-input", BaseChainSpec(.filter, .input, priority: Priority.dstnat - 10),
           [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))])])
     chain("filter-forward", BaseChainSpec(.filter, .forward, priority: Priority.dstnat - 10),
-          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))]), NFRule([newOnly, .verdict(.jump(N.clusterIPsCheck))])])
+          [NFRule([newOnly, .verdict(.jump(N.forwardChecks))])])
+    chain(N.forwardChecks, nil, [NFRule([.verdict(.jump(N.serviceEndpointsCheck))]), NFRule([.verdict(.goto(N.clusterIPsCheck))])])
     chain(N.filterOutput, BaseChainSpec(.filter, .output, priority: Priority.dstnat - 10),
-          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))]), firewall])
+          [NFRule([newOnly, .verdict(.jump(N.serviceEndpointsCheck))])])
     // After output DNAT: a ClusterIP still here had no matching port (or no service).
     chain("filter-output-post-dnat", BaseChainSpec(.filter, .output, priority: Priority.dstnat + 10),
           [NFRule([newOnly, .verdict(.jump(N.clusterIPsCheck))])])
@@ -152,10 +156,20 @@ func skeleton(_ family: TableFamily, _ config: ProxyConfiguration) -> TableModel
         services.append(NFRule([.matchAny(.saddr, podNets.map(NFValue.prefix), negated: true), .lookup(tuple, set: N.clusterMasquerade),
                                 .markSetOr(mark)]))
     }
-    services.append(NFRule([.lookup(tuple, set: N.externalMasquerade), .markSetOr(mark)]))
-    services.append(NFRule([.lookup(tuple, set: N.externalLocal), .verdict(.goto(N.externalLocalChain))]))
+    // One lookup for every external tuple; ClusterIP connections (most of them) pass only this.
+    services.append(NFRule([.lookup(tuple, set: N.external), .verdict(.goto(N.externalChain))]))
     services.append(NFRule([.verdict(.goto(N.clusterLB))]))
     chain(N.services, nil, services)
+    // External tuples: loadBalancerSourceRanges drop other sources before DNAT (from outside and
+    // from the node: nat-output also reaches here; NodePorts have no fw-tuples), then eTP Local
+    // to its own chain, and eTP Cluster masqueraded. A LB tuple with source ranges but no
+    // endpoint is not in `ext`: it is dropped or refused by the filter chains whatever its source.
+    chain(N.externalChain, nil, [
+        NFRule([.lookup(tuple, set: N.firewallTuples), .lookup([.daddr, .dport, .saddr], set: N.firewallAllow, negated: true), .verdict(.drop)],
+               comment: "loadBalancerSourceRanges"),
+        NFRule([.lookup(tuple, set: N.externalLocal), .verdict(.goto(N.externalLocalChain))]),
+        NFRule([.markSetOr(mark), .verdict(.goto(N.clusterLB))]),
+    ])
     t.chains[N.clusterLB] = NFChain(N.clusterLB, rules: [])
     t.chains[N.externalLocalChain] = NFChain(N.externalLocalChain, rules: [])
 

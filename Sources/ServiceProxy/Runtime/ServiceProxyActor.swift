@@ -41,6 +41,14 @@ public actor ServiceProxyActor {
     /// incremental plan would copy every element (O(cluster) per change: 8-170 ms at 10,000
     /// services in the agent) and replacing the copy would free them all again.
     private var believed: RulesetModel?
+    /// The Services and EndpointSlices as of the last recorded event: an incremental sync reads
+    /// them here, with no hop to the store's thread (see `ServiceMirror`). Nil until the first
+    /// full sync builds it from a snapshot.
+    private var mirror: ServiceMirror?
+    /// Events recorded while a full sync waits for its snapshot (the actor is reentrant there):
+    /// replayed into the mirror built from it, and those newer than the snapshot are recorded
+    /// again after the plan (which did not see them) so the next sync takes them.
+    private var recordedDuringSnapshot: [StoreEvent]?
 
     private let syncTimer = Metrics.Timer(label: "nodenet_proxy_sync_seconds")
     private let transactionSize = Recorder(label: "nodenet_proxy_transaction_operations")
@@ -129,6 +137,8 @@ public actor ServiceProxyActor {
     }
 
     private func record(_ event: StoreEvent) -> Bool {
+        mirror?.record(event)
+        recordedDuringSnapshot?.append(event)
         let work = planner.record(event)
         // An event with nothing for the proxy (a Pod, a Node) while the kernel holds everything
         // else: the kernel holds that version's state too.
@@ -160,10 +170,31 @@ public actor ServiceProxyActor {
                 return
             }
         }
-        let snapshot = await store.snapshot()
-        let pendingSince = planner.oldestPendingChange
-        let snapshotTaken = ContinuousClock.now
-        let plan = planner.plan(snapshot: snapshot, applied: kernel, recreatingTypeofMaps: backend.recreatesTypeofMaps)
+        let plan: ServiceProxyPlanner.Plan
+        let version: UInt64
+        let pendingSince: ContinuousClock.Instant?
+        let snapshotTaken: ContinuousClock.Instant
+        if let mirror, !full {
+            // Incremental: the changed objects are in the mirror already (no await before the
+            // plan, so no event can slip between the read and the plan).
+            pendingSince = planner.oldestPendingChange
+            snapshotTaken = ContinuousClock.now
+            plan = planner.plan(objects: mirror, full: nil, applied: kernel, recreatingTypeofMaps: backend.recreatesTypeofMaps)
+            version = mirror.version
+        } else {
+            recordedDuringSnapshot = []
+            let snapshot = await store.snapshot()
+            let during = recordedDuringSnapshot ?? []
+            recordedDuringSnapshot = nil
+            var rebuilt = ServiceMirror(snapshot)
+            for e in during { rebuilt.record(e) }
+            mirror = rebuilt
+            pendingSince = planner.oldestPendingChange
+            snapshotTaken = ContinuousClock.now
+            plan = planner.plan(objects: snapshot, full: snapshot, applied: kernel, recreatingTypeofMaps: backend.recreatesTypeofMaps)
+            for e in during { if case .changed(let v, _) = e, v > snapshot.version { planner.record(e) } }
+            version = snapshot.version
+        }
         let size = plan.operations.reduce(0) { $0 + $1.weight }
         let planned = ContinuousClock.now
         do {
@@ -174,7 +205,7 @@ public actor ServiceProxyActor {
         }
         let applied = ContinuousClock.now
         believed = planner.desired.model.chainsOnly
-        current.appliedVersion = max(current.appliedVersion ?? 0, snapshot.version)
+        current.appliedVersion = max(current.appliedVersion ?? 0, version)
         if !plan.conntrack.isEmpty {
             do {
                 conntrackCounter.increment(by: try await backend.deleteConntrack(plan.conntrack))

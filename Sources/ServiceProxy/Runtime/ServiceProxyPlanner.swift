@@ -76,6 +76,13 @@ public struct ServiceProxyPlanner: Sendable {
     ///   follows a successful sync, so the kernel holds the previous desired state).
     /// - Parameter recreatingTypeofMaps: see `RulesetDiff.operations(recreatingTypeofMaps:)`.
     public mutating func plan(snapshot: ClusterSnapshot, applied: RulesetModel?, recreatingTypeofMaps: Bool = false) -> Plan {
+        plan(objects: snapshot, full: snapshot, applied: applied, recreatingTypeofMaps: recreatingTypeofMaps)
+    }
+
+    /// The same, reading an incremental plan's services from `objects` (the actor's mirror of
+    /// the store); `full` is read only when the plan is a full one (nil then: take a snapshot).
+    mutating func plan(objects: some ServiceObjects, full snapshot: ClusterSnapshot?, applied: RulesetModel?,
+                       recreatingTypeofMaps: Bool = false) -> Plan {
         defer {
             hasPlanned = true
             oldestPendingChange = nil
@@ -83,8 +90,9 @@ public struct ServiceProxyPlanner: Sendable {
             dirtySlices = []
             needsFullSync = false
         }
+        precondition(!needsFullSync || snapshot != nil, "a full plan reads a snapshot")
         let oldUDP = desired.udpPorts
-        if needsFullSync {
+        if needsFullSync, let snapshot {
             desired = DesiredState(snapshot: snapshot, configuration: desired.configuration)
             var ops = RulesetDiff.operations(from: applied, to: desired.model, recreatingTypeofMaps: recreatingTypeofMaps)
             // What the affinity map learned before (another process, a removed endpoint while
@@ -121,7 +129,7 @@ public struct ServiceProxyPlanner: Sendable {
         var purges: [TableFamily: [ElementKey: Set<ElementKey>]] = [:]
         for id in order {
             let oldAffinity = desired.affinity[id] ?? [:]
-            desired.update(service: id, in: snapshot)
+            desired.update(service: id, in: objects)
             filters += StaleConntrack.filters(old: oldUDP[id] ?? [:], new: desired.udpPorts[id] ?? [:])
             // Learned ClientIP choices of an endpoint that went (or of a tuple that lost its
             // affinity) are deleted in the same transaction.
@@ -133,7 +141,7 @@ public struct ServiceProxyPlanner: Sendable {
                 }
             }
         }
-        for id in dirtySlices { desired.updateSlice(id, in: snapshot) }
+        for id in dirtySlices { desired.updateSlice(id, in: objects) }
         let recounted = desired.refreshCountedChains()
         var scope = oldScope
         for id in order {
