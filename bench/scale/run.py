@@ -607,7 +607,10 @@ def run_one(binary, label, args, cluster, expect, chunks):
             rss = a.rss()
             res["in_sync"].update(rss_mb=round(rss.get("VmRSS", 0), 1), peak_mb=round(rss.get("VmHWM", 0), 1))
             log(f"[{label}] in-sync: {res['in_sync']}")
+            c1 = a.cpu()
             res["events"] = event_latencies(a, cluster, args.events, args.perf, label)
+            # Beside the wall times: what the whole events phase cost the agent itself.
+            res["events"]["agent_cpu_s"] = round(a.cpu() - c1, 2)
             log(f"[{label}] events: {res['events']}")
             try:
                 wait_kernel(a, expect, 60)
