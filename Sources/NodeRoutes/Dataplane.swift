@@ -114,16 +114,24 @@ public struct DataplanePlan: Sendable, Hashable {
     /// `current` after the plan's successful steps (failed ones leave their entry as it was).
     public static func applying(_ steps: [Step], failed: Set<Int>, to current: Dataplane) -> Dataplane {
         var d = current
+        d.apply(steps, failed: failed)
+        return d
+    }
+}
+
+extension Dataplane {
+    /// `DataplanePlan.applying` in place: O(steps) when this value is the only holder of its
+    /// tables (a copy held elsewhere makes the first write copy every entry).
+    public mutating func apply(_ steps: [DataplanePlan.Step], failed: Set<Int>) {
         for (i, step) in steps.enumerated() where !failed.contains(i) {
             switch step {
-            case .setNeighbour(let n): d.neighbours[n.address] = n
-            case .setFDB(let f): d.fdb[f.mac] = f
-            case .deleteNeighbour(let n): d.neighbours[n.address] = nil
-            case .deleteFDB(let f): d.fdb[f.mac] = nil
-            case .route(.add(let r)), .route(.replace(let r)): d.routes[r.destination] = r
-            case .route(.delete(let r)): d.routes[r.destination] = nil
+            case .setNeighbour(let n): neighbours[n.address] = n
+            case .setFDB(let f): fdb[f.mac] = f
+            case .deleteNeighbour(let n): neighbours[n.address] = nil
+            case .deleteFDB(let f): fdb[f.mac] = nil
+            case .route(.add(let r)), .route(.replace(let r)): routes[r.destination] = r
+            case .route(.delete(let r)): routes[r.destination] = nil
             }
         }
-        return d
     }
 }

@@ -245,7 +245,9 @@ public actor NodeRoutesActor {
             plan = DataplanePlan.diff(current: believed, desired: desired.dataplane)
         }
         do {
-            try execute(plan, on: kernel, basedOn: believed)
+            // Based on `believed` itself (nil), updated in place: passing it as a value would
+            // hold a second reference to its tables and make every pass copy all peers' entries.
+            try execute(plan, on: kernel, basedOn: nil)
         } catch {
             nodeErrors = ["\(error)"]
             request(full: true)
@@ -327,7 +329,8 @@ public actor NodeRoutesActor {
         onReconciled?(status)
     }
 
-    private func execute(_ wanted: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane) throws {
+    /// - Parameter current: what the kernel holds (a dump), or nil: what `believed` says.
+    private func execute(_ wanted: DataplanePlan, on kernel: Kernel, basedOn current: Dataplane?) throws {
         var plan = wanted
         if !storeSynced {
             plan.deleteRoutes = []
@@ -335,10 +338,15 @@ public actor NodeRoutesActor {
         }
         // A failed entry is missing from `believed`, so every later plan retries it: an empty
         // plan means nothing is failing.
-        guard !plan.isEmpty else { believed = current; setPeerErrors([:]); return }
+        guard !plan.isEmpty else {
+            if let current { believed = current }
+            setPeerErrors([:])
+            return
+        }
         let steps = plan.steps
         let failures = try kernel.apply(plan)
-        believed = DataplanePlan.applying(steps, failed: Set(failures.keys), to: current)
+        if let current { believed = current }
+        believed.apply(steps, failed: Set(failures.keys))
         var errors: [String: String] = [:]
         for (i, e) in failures.sorted(by: { $0.key < $1.key }) {
             var text = "\(e)"

@@ -123,6 +123,25 @@ func pod(_ ns: String, _ name: String, labels: [String: String], ips: [String] =
         #expect(await nextWithin(&it) == nil, "a failed commit publishes nothing")
     }
 
+    /// `commitTimed` says when the change was published (CLOCK_MONOTONIC, what the apply reply
+    /// carries for the scale harness): within the call, at the version it made; nil for a no-op.
+    @Test func commitTimedSaysWhenTheChangeWasPublished() async throws {
+        let store = ClusterStore()
+        let sub = await store.subscribe()
+        let before = ClusterStore.monotonicSeconds()
+        let made = try await store.commitTimed([.upsert(.namespace(Namespace(metadata: ObjectMeta(name: "apps"))))])
+        let after = ClusterStore.monotonicSeconds()
+        let at = try #require(made.publishedAt)
+        #expect(before <= at && at <= after)
+        #expect(made.version == 1)
+        var it = sub.makeAsyncIterator()
+        #expect(await nextWithin(&it) == .changed(version: 1, changes: [ObjectChange(key: ObjectKey(.namespace, name: "apps"), old: nil,
+                                                                                        new: .namespace(Namespace(metadata: ObjectMeta(name: "apps"))))]))
+        let again = try await store.commitTimed([.upsert(.namespace(Namespace(metadata: ObjectMeta(name: "apps"))))])
+        #expect(again.publishedAt == nil, "nothing changed, nothing published")
+        #expect(again.version == 1)
+    }
+
     @Test func sliceIndexFollowsServiceLabel() async {
         let store = ClusterStore()
         let slice = EndpointSlice(metadata: ObjectMeta(name: "s1", namespace: "apps", labels: [EndpointSlice.serviceNameLabel: "web"]),
@@ -135,6 +154,53 @@ func pod(_ ns: String, _ name: String, labels: [String: String], ips: [String] =
         let snap = await store.snapshot()
         #expect(snap.endpointSlices(for: NamespacedName("apps", "web")).isEmpty)
         #expect(snap.endpointSlices(for: NamespacedName("apps", "other")).count == 1)
+    }
+}
+
+/// The pods-by-node index (what a Node event uses to find its pods without walking every Pod)
+/// against a recount from the pods themselves, after seeded random creates, moves between
+/// nodes, unscheduling and deletes.
+@Suite struct PodsByNodeIndexTests {
+    static func recount(_ s: ClusterSnapshot) -> [String: Set<NamespacedName>] {
+        var out: [String: Set<NamespacedName>] = [:]
+        for (id, p) in s.pods { if let n = p.nodeName { out[n, default: []].insert(id) } }
+        return out
+    }
+
+    @Test func indexEqualsRecountAfterRandomChanges() async {
+        let store = ClusterStore()
+        var rng = SplitMix(seed: 16)
+        let nodes = ["node1", "node2", "node3"]
+        for round in 0..<400 {
+            let name = "web-\(rng.next() % 40)"
+            let change: StoreChange
+            switch rng.next() % 4 {
+            case 0: change = .delete(ObjectKey(.pod, namespace: "apps", name: name))
+            case 1:
+                var p = pod("apps", name, labels: [:])
+                p.nodeName = nil
+                change = .upsert(.pod(p))
+            default: change = .upsert(.pod(pod("apps", name, labels: [:], node: nodes[Int(rng.next() % 3)])))
+            }
+            await store.apply([change])
+            let snap = await store.snapshot()
+            #expect(snap.podsByNode == Self.recount(snap), "round \(round)")
+        }
+        let snap = await store.snapshot()
+        for n in nodes { #expect(Set(snap.pods(on: n).map(\.id)) == Self.recount(snap)[n] ?? []) }
+    }
+}
+
+/// A small deterministic generator (seeded runs repeat exactly).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 

@@ -14,6 +14,10 @@ public struct ApplyResult: Codable, Sendable {
     public var dryRun: Bool
     public var items: [Item]
     public var storeVersion: UInt64
+    /// When the store published this apply's change (CLOCK_MONOTONIC seconds; absent for a
+    /// dry run, a no-op, or the etcd source, where the change comes back through the watch):
+    /// lets a benchmark time the path from the store to the kernel alone (`bench/scale`).
+    public var committedAt: Double?
 }
 
 /// Routes of the control API. Core routes live here; actors add theirs with `NodeAgent.route`.
@@ -120,6 +124,7 @@ struct ControlAPI: Sendable {
             items.append(.init(object: object.key.description, action: action))
         }
         var version = snapshot!.version
+        var committedAt: Double?
         // Dropped before the commit: a snapshot still held while the store changes makes the
         // store copy each changed dictionary whole (every EndpointSlice: O(cluster) per apply).
         snapshot = nil
@@ -128,10 +133,10 @@ struct ControlAPI: Sendable {
                 if let remoteWrite {
                     // etcd is the store of record: the change comes back through the watch.
                     try await remoteWrite(changes)
+                    version = await agent.store.version
                 } else {
-                    try await agent.store.commit(changes)
+                    (version, committedAt) = try await agent.store.commitTimed(changes)
                 }
-                version = await agent.store.version
             } catch {
                 Self.applyErrors.increment()
                 return .error(.internalServerError, "nothing was applied: \(error)")
@@ -140,7 +145,7 @@ struct ControlAPI: Sendable {
                 "objects": "\(objects.count)", "storeVersion": "\(version)",
             ])
         }
-        return .json(ApplyResult(dryRun: dryRun, items: items, storeVersion: version))
+        return .json(ApplyResult(dryRun: dryRun, items: items, storeVersion: version, committedAt: committedAt))
     }
 
     private func objects(kind: String?) async -> ControlReply {

@@ -62,10 +62,9 @@ public struct EndpointsController: Sendable {
                 }
             }
         }
-        if !rezoned.isEmpty {
-            for pod in snapshot.pods.values where pod.nodeName.map(rezoned.contains) == true {
-                podLabelSets.append((pod.namespace, pod.metadata.labels ?? [:]))
-            }
+        // Through the snapshot's index: O(the node's pods), not a walk of every Pod.
+        for node in rezoned {
+            for pod in snapshot.pods(on: node) { podLabelSets.append((pod.namespace, pod.metadata.labels ?? [:])) }
         }
         guard !podLabelSets.isEmpty else { return out }
         for service in snapshot.services.values {

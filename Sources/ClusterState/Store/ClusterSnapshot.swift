@@ -19,6 +19,10 @@ public struct ClusterSnapshot: Sendable {
     public internal(set) var leases: [String: SubnetLease] = [:]
     /// Secondary index: service -> names of its slices.
     public internal(set) var slicesByService: [NamespacedName: Set<String>] = [:]
+    /// Secondary index: node name -> names of the pods whose `spec.nodeName` is that node, so
+    /// a Node event finds its pods without walking every Pod (150,000 Pods copied per Node
+    /// added were most of a Node event's CPU at 5,000 nodes).
+    public internal(set) var podsByNode: [String: Set<NamespacedName>] = [:]
 
     public init() {}
 
@@ -48,8 +52,14 @@ public struct ClusterSnapshot: Sendable {
         case (.namespace, _): namespaces[key.name] = nil
         case (.service, .service(let o)): services[nn] = o
         case (.service, _): services[nn] = nil
-        case (.pod, .pod(let o)): pods[nn] = o
-        case (.pod, _): pods[nn] = nil
+        case (.pod, let new):
+            let newPod: Pod? = if case .pod(let o)? = new { o } else { nil }
+            if case .pod(let prev)? = old, let n = prev.nodeName, n != newPod?.nodeName {
+                podsByNode[n]?.remove(nn)
+                if podsByNode[n]?.isEmpty == true { podsByNode[n] = nil }
+            }
+            pods[nn] = newPod
+            if let n = newPod?.nodeName { podsByNode[n, default: []].insert(nn) }
         case (.networkPolicy, .networkPolicy(let o)): networkPolicies[nn] = o
         case (.networkPolicy, _): networkPolicies[nn] = nil
         case (.clusterNetworkPolicy, .clusterNetworkPolicy(let o)): clusterNetworkPolicies[key.name] = o
@@ -71,6 +81,11 @@ public struct ClusterSnapshot: Sendable {
             }
         }
         return old
+    }
+
+    /// The pods whose `spec.nodeName` is `node`, in no particular order: O(its pods).
+    public func pods(on node: String) -> [Pod] {
+        (podsByNode[node] ?? []).compactMap { pods[$0] }
     }
 
     /// All slices that belong to a service.

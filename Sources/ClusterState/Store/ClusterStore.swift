@@ -1,3 +1,5 @@
+import Glibc
+
 /// The one store every actor shares. Writers apply batches of changes atomically;
 /// readers take snapshots and subscribe to change events.
 ///
@@ -44,6 +46,15 @@ public actor ClusterStore {
 
     public var version: UInt64 { state.version }
 
+    /// When the latest change was published to the subscribers (CLOCK_MONOTONIC seconds).
+    private var lastChangeAt: Double = 0
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     /// Applies changes in order as one atomic step. Upserts equal to what is stored and
     /// deletes of missing objects are no-ops, so subscribers only ever see real changes.
     /// Returns the changes made (empty when nothing changed; the version does not move then).
@@ -71,6 +82,15 @@ public actor ClusterStore {
         return finish(made)
     }
 
+    /// `commit`, also saying at which version and when the change was published to the
+    /// subscribers (CLOCK_MONOTONIC seconds, after the fsync'd write: the moment "the store has
+    /// it"); nil when nothing changed. The apply reply carries the time, so a benchmark can time
+    /// the store-to-kernel path alone (`bench/scale`).
+    public func commitTimed(_ changes: [StoreChange]) throws(PersistenceError) -> (version: UInt64, publishedAt: Double?) {
+        let made = try commit(changes)
+        return (state.version, made.isEmpty ? nil : lastChangeAt)
+    }
+
     private func mutate(_ changes: [StoreChange]) -> [ObjectChange] {
         var made: [ObjectChange] = []
         for change in changes {
@@ -94,6 +114,7 @@ public actor ClusterStore {
         state.version += 1
         // Collapse repeated changes to one key within the batch into one before/after pair.
         let collapsed = Self.collapse(made)
+        lastChangeAt = Self.monotonicSeconds()
         publish(.changed(version: state.version, changes: collapsed))
         return collapsed
     }
