@@ -38,6 +38,21 @@ public struct Nexthop: Sendable, Hashable {
     }
 }
 
+/// The nexthop objects `RouteClient.apply` believes exist: nodenet's by gateway and device,
+/// and every id taken (anyone's), so a new id is chosen without a dump.
+struct NexthopCache: Sendable {
+    var ids: [Nexthop.Key: UInt32] = [:]
+    var taken: Set<UInt32> = []
+
+    init(_ existing: [Nexthop], others: Set<UInt32> = []) {
+        taken = others
+        for n in existing {
+            taken.insert(n.id)
+            if n.protocol == RouteProtocol.nodenet, let k = n.key { ids[k] = n.id }
+        }
+    }
+}
+
 extension RouteMessages {
     /// struct nhmsg: family, scope (must be 0), protocol, reserved, flags (8 bytes).
     static func nhmsg(_ b: inout MessageBuilder, family: UInt8, protocol proto: UInt8 = 0, flags: UInt32 = 0) {
@@ -98,18 +113,24 @@ extension RouteClient {
     /// so re-applying unchanged routes never touches them), then the routes pointing at them.
     /// Nil when the kernel has no nexthop objects. If another writer took a fresh id first
     /// (EEXIST), the affected changes are applied once more with newly chosen ids.
+    ///
+    /// Which nexthops exist is remembered between calls (`NexthopCache`): dumping all of them
+    /// for every change made one new Node cost a read of every other Node's nexthop (5,000 at
+    /// cluster scale, most of a route change's time). The memory is dropped whenever the kernel
+    /// disagrees with it (any failure in a batch: a nexthop deleted with its device, an id
+    /// taken by another writer), and the failed changes are applied once more from a fresh dump.
     func applyWithNexthops(_ changes: [RouteChange], retry: Bool = true) throws(NetlinkError) -> BatchResult? {
-        let existing: [Nexthop]
-        do {
-            existing = try nexthops()
-        } catch let e where e.errno == EOPNOTSUPP || e.errno == EAFNOSUPPORT || e.errno == EINVAL {
-            return nil  // a kernel without nexthop objects: plain routes
+        var cache: NexthopCache
+        let remembered = nexthopCache.withLock { $0 }
+        if let remembered {
+            cache = remembered
+        } else {
+            do {
+                cache = NexthopCache(try nexthops())
+            } catch let e where e.errno == EOPNOTSUPP || e.errno == EAFNOSUPPORT || e.errno == EINVAL {
+                return nil  // a kernel without nexthop objects: plain routes
+            }
         }
-        var ids: [Nexthop.Key: UInt32] = [:]
-        for n in existing where n.protocol == RouteProtocol.nodenet {
-            if let k = n.key { ids[k] = n.id }
-        }
-        var taken = Set(existing.map(\.id))
         var nextID = Nexthop.idBase
         var created: [Nexthop] = []
         var createdIndex: [UInt32: Int] = [:]
@@ -119,16 +140,17 @@ extension RouteClient {
             let r = change.route
             guard let g = r.gateway, let o = r.outputIndex, g.family == r.destination.family else { continue }
             let key = Nexthop.Key(gateway: g, outputIndex: o, onlink: r.onlink)
-            if let id = ids[key] { nexthopOf[i] = id; continue }
-            while taken.contains(nextID) { nextID &+= 1 }
-            taken.insert(nextID)
-            ids[key] = nextID
+            if let id = cache.ids[key] { nexthopOf[i] = id; continue }
+            while cache.taken.contains(nextID) { nextID &+= 1 }
+            cache.taken.insert(nextID)
+            cache.ids[key] = nextID
             createdIndex[nextID] = created.count
             created.append(Nexthop(id: nextID, gateway: g, outputIndex: o, onlink: r.onlink))
             nexthopOf[i] = nextID
         }
         let routeRequests = changes.indices.map { RouteMessages.route(changes[$0], nexthopID: nexthopOf[$0]) }
         let raw = try session.batch(created.map { RouteMessages.nexthop($0, add: true) } + routeRequests)
+        nexthopCache.withLock { $0 = raw.failures.isEmpty ? cache : nil }
         var result = BatchResult(count: changes.count)
         for (index, error) in raw.failures where index >= created.count {
             result.failures[index - created.count] = error
@@ -141,6 +163,10 @@ extension RouteClient {
             if e.isExists && retry { collided.append(i); continue }
             result.failures[i] = NetlinkError(operation: routeRequests[i].operation, object: routeRequests[i].object + " (creating its nexthop)",
                                               kind: e.kind, extAck: e.extAck)
+        }
+        // Remembered nexthops the kernel no longer has: the failed routes once more, from a dump.
+        if remembered != nil, retry {
+            for i in result.failures.keys where !collided.contains(i) { collided.append(i) }
         }
         if !collided.isEmpty, let again = try applyWithNexthops(collided.map { changes[$0] }, retry: false) {
             for (j, i) in collided.enumerated() {
@@ -166,6 +192,11 @@ extension RouteClient {
         guard !unused.isEmpty else { return 0 }
         // Failures here (already deleted with its device) leave nothing to clean.
         _ = try session.batch(unused.map { RouteMessages.nexthop($0, add: false) })
+        let gone = Set(unused.map(\.id))
+        nexthopCache.withLock { cache in
+            guard let kept = cache?.ids.filter({ !gone.contains($0.value) }) else { return }
+            cache?.ids = kept
+        }
         return unused.count
     }
 

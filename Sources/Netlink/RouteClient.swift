@@ -3,11 +3,14 @@
 // thread-safe; a client opened "in" a namespace keeps acting on that namespace from any thread.
 import Glibc
 import IPAddressing
+import Synchronization
 
 public final class RouteClient: Sendable {
     public let session: NetlinkSession
     /// Whether `apply` installs gateway routes through nexthop objects (much faster at scale).
     public let useNexthopObjects: Bool
+    /// The nexthop objects `apply` last knew of (nil: read them from the kernel first).
+    let nexthopCache = Mutex<NexthopCache?>(nil)
 
     /// A client for the calling thread's current namespace.
     public init(useNexthopObjects: Bool = true) throws(NetlinkError) {

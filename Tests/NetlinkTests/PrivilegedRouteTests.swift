@@ -69,6 +69,25 @@ struct PrivilegedRouteTests {
         }
     }
 
+    /// The client remembers its nexthop objects between applies; when one is deleted behind its
+    /// back (as the kernel does with its device, or an operator with `ip nexthop del`), the next
+    /// route through that gateway still lands: the batch fails, the memory is dropped and the
+    /// route is applied again over a fresh nexthop.
+    @Test func aNexthopDeletedBehindTheClientIsRecreated() throws {
+        try withRoutedNamespace("nh") { ns, name, _, u0 in
+            let client = try RouteClient(namespace: ns)
+            let routes = peerRoutes(3, via: u0)
+            #expect(try client.apply([.add(routes[0])]).succeeded)
+            let id = try #require(try client.nexthops().first { $0.gateway == routes[0].gateway }?.id)
+            #expect(shell("ip -n \(name) nexthop del id \(id)").status == 0)  // takes routes[0] with it
+            var again = routes[1]
+            again.gateway = routes[0].gateway
+            let r = try client.apply([.add(again), .add(routes[0])])
+            #expect(r.succeeded, "\(r.failures)")
+            #expect(Set(try client.routes(protocol: RouteProtocol.nodenet)) == Set([again, routes[0]]))
+        }
+    }
+
     /// Installs the protocol name where iproute2 looks and checks `ip route` shows it. The
     /// file is removed afterwards unless it existed before the test.
     @Test func routeProtocolNameIsShownByIproute2() throws {

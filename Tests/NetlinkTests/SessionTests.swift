@@ -182,6 +182,50 @@ struct SessionTests {
         #expect((try? Attributes(retried[1].payload.dropFirst(12)))?.u32(Netlink.rtaNexthopID) == Nexthop.idBase + 1)
     }
 
+    /// The nexthops are read once, not per change: a second and third apply send no dump, a
+    /// new gateway gets the next free id and a known gateway reuses its object. A failure drops
+    /// the memory (the next apply reads the kernel again).
+    @Test func nexthopsAreReadOncePerClientNotPerChange() throws {
+        let transport = ScriptedTransport { sent in
+            var replies: [[UInt8]] = []
+            for m in sentMessages(sent) {
+                let request = MessageBuilder(type: m.type, flags: m.flags).bytes
+                if m.type == Netlink.getNexthop {
+                    replies.append(reply(type: Netlink.done, flags: Netlink.fMulti, seq: m.seq, payload: [0, 0, 0, 0]))
+                } else if m.type == Netlink.delRoute {
+                    replies.append(ackReply(for: request, seq: m.seq, errno: ESRCH))
+                } else if m.flags & Netlink.fAck != 0 {
+                    replies.append(ackReply(for: request, seq: m.seq))
+                }
+            }
+            return replies
+        }
+        let client = RouteClient(session: NetlinkSession(transport: transport))
+        func route(_ dst: String, _ gw: String) -> Route {
+            Route(destination: IPPrefix(dst)!, gateway: IPAddress(gw), outputIndex: 2)
+        }
+        func dumps() -> Int { transport.sent.flatMap(sentMessages).filter { $0.type == Netlink.getNexthop }.count }
+        func lastIDs() -> [UInt32] {
+            sentMessages(transport.sent.last!).compactMap { m in
+                m.type == Netlink.newNexthop ? (try? Attributes(m.payload.dropFirst(8)))?.u32(Netlink.nhaID)
+                    : (try? Attributes(m.payload.dropFirst(12)))?.u32(Netlink.rtaNexthopID)
+            }
+        }
+        #expect(try client.apply([.add(route("10.244.2.0/24", "192.168.1.12"))]).succeeded)
+        #expect(dumps() == 1 && lastIDs() == [Nexthop.idBase, Nexthop.idBase])
+        #expect(try client.apply([.add(route("10.244.3.0/24", "192.168.1.13"))]).succeeded)
+        #expect(dumps() == 1, "the second change reads no nexthops")
+        #expect(lastIDs() == [Nexthop.idBase + 1, Nexthop.idBase + 1])
+        #expect(try client.apply([.add(route("fd00:10:244:2::/64", "fd00::12")), .add(route("10.96.0.0/24", "192.168.1.12"))]).succeeded)
+        #expect(dumps() == 1 && lastIDs() == [Nexthop.idBase + 2, Nexthop.idBase + 2, Nexthop.idBase], "a known gateway reuses its object")
+        // A failure (here a delete of a missing route) forgets: the retry and the next apply read again.
+        #expect(try client.apply([.delete(route("10.244.9.0/24", "192.168.1.19"))]).failures.count == 1)
+        let afterFailure = dumps()
+        #expect(afterFailure >= 2, "a failed batch is retried from a fresh read")
+        #expect(try client.apply([.add(route("10.244.4.0/24", "192.168.1.14"))]).succeeded)
+        #expect(dumps() == afterFailure + 1, "and the memory is rebuilt from the kernel")
+    }
+
     @Test func routeProtocolNameFile() throws {
         var template = Array("/tmp/nodenet-rtprotos-XXXXXX".utf8CString)
         let made: UnsafeMutablePointer<CChar>? = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
