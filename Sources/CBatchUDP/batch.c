@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -43,18 +42,7 @@ void nn_udp_batch_destroy(nn_udp_batch *b) {
     free(b->recv_msgs); free(b->send_msgs); free(b);
 }
 
-int nn_udp_wait(int fd, int wake_fd) {
-    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
-    for (;;) {
-        int r = poll(p, 2, -1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return -1;
-        if (p[1].revents) return 0;
-        if (p[0].revents) return 1;
-    }
-}
-
-int nn_udp_batch_recv(nn_udp_batch *b, int fd) {
+int nn_udp_batch_recv(nn_udp_batch *b, int fd, int blocking) {
     b->received = 0; b->queued = 0;
     for (unsigned i = 0; i < b->slots; i++) {
         b->recv_iov[i].iov_base = b->recv_buf + (size_t)i * b->recv_size;
@@ -67,7 +55,9 @@ int nn_udp_batch_recv(nn_udp_batch *b, int fd) {
         h->msg_iovlen = 1;
     }
     for (;;) {
-        int n = recvmmsg(fd, b->recv_msgs, b->slots, MSG_DONTWAIT, NULL);
+        // Blocking: sleep until one datagram, then take what is queued (MSG_WAITFORONE): one
+        // syscall per wakeup. shutdown(SHUT_RD) wakes it (nn_udp_wake).
+        int n = recvmmsg(fd, b->recv_msgs, b->slots, blocking ? MSG_WAITFORONE : MSG_DONTWAIT, NULL);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
         if (n < 0) return -1;
@@ -121,7 +111,7 @@ int nn_udp_batch_send(nn_udp_batch *b, int fd) {
 }
 
 int nn_udp_bind(int family, const uint8_t *addr, uint16_t port) {
-    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
@@ -150,9 +140,10 @@ int nn_udp_local_port(int fd) {
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-int nn_eventfd(void) {
-    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    return fd < 0 ? -errno : fd;
+void nn_udp_wake(int fd) {
+    // On an unconnected UDP socket this returns ENOTCONN but still marks the receive side shut
+    // and wakes every waiter (inet_shutdown), so a blocked recvmmsg returns.
+    shutdown(fd, SHUT_RD);
 }
 
 void nn_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

@@ -14,13 +14,10 @@ typedef struct nn_udp_batch nn_udp_batch;
 nn_udp_batch *nn_udp_batch_create(unsigned slots, unsigned recv_size, unsigned send_size);
 void nn_udp_batch_destroy(nn_udp_batch *b);
 
-/// Waits until `fd` is readable (returns 1) or `wake_fd` is (returns 0); -1 with errno on error
-/// (EINTR is retried inside).
-int nn_udp_wait(int fd, int wake_fd);
-
-/// One recvmmsg (non-blocking) into the batch; clears the queued replies. Datagrams received,
-/// 0 when none is waiting, -1 with errno on error.
-int nn_udp_batch_recv(nn_udp_batch *b, int fd);
+/// One recvmmsg into the batch; clears the queued replies. `blocking`: waits for the first
+/// datagram (MSG_WAITFORONE), else none is waited for. Datagrams received, 0 when none is
+/// waiting, -1 with errno on error.
+int nn_udp_batch_recv(nn_udp_batch *b, int fd, int blocking);
 /// Datagram `i` of the last receive: its bytes and length, and the sender.
 const uint8_t *nn_udp_batch_data(const nn_udp_batch *b, unsigned i, unsigned *len);
 const struct sockaddr *nn_udp_batch_peer(const nn_udp_batch *b, unsigned i, unsigned *addrlen);
@@ -31,13 +28,13 @@ int nn_udp_batch_reply(nn_udp_batch *b, unsigned i, const uint8_t *data, unsigne
 /// refuses, e.g. ICMP-unreachable peer, is skipped like a lost one). Returns replies sent.
 int nn_udp_batch_send(nn_udp_batch *b, int fd);
 
-/// A UDP socket (non-blocking, close-on-exec, SO_REUSEADDR + SO_REUSEPORT) bound to `addr`
+/// Wakes a thread blocked in nn_udp_batch_recv on `fd` for good (shuts the receive side).
+void nn_udp_wake(int fd);
+/// A UDP socket (blocking, close-on-exec, SO_REUSEADDR + SO_REUSEPORT) bound to `addr`
 /// (4 or 16 bytes, network order) and `port`. The fd, or -errno.
 int nn_udp_bind(int family, const uint8_t *addr, uint16_t port);
 /// The locally bound port, or -errno.
 int nn_udp_local_port(int fd);
-/// An eventfd for waking a serving thread (non-blocking, close-on-exec), or -errno.
-int nn_eventfd(void);
 /// Names the calling thread (shown by top -H and perf).
 void nn_set_thread_name(const char *name);
 #endif

@@ -7,9 +7,9 @@ import NIOCore
 import Synchronization
 
 /// The UDP fast path below NIO (`DNSConfiguration.udpBatchIO`): one SO_REUSEPORT socket served
-/// by a thread of its own (not NIO's loops, not the cooperative pool) that waits in poll on the
-/// socket and an eventfd (the stop signal), reads up to `batchSize` datagrams with one
-/// recvmmsg, answers each with the same `QueryProcessor` calls as `UDPQueryHandler` (so the
+/// by a thread of its own (not NIO's loops, not the cooperative pool) that blocks in recvmmsg
+/// (MSG_WAITFORONE: one syscall per wakeup; `close` wakes it with shutdown) and takes up to
+/// `batchSize` datagrams at once, answers each with the same `QueryProcessor` calls as `UDPQueryHandler` (so the
 /// same bytes, counters, allow list and rate limiter), and sends the batch with one sendmmsg.
 /// Why: NIO's datagram pipeline costs one envelope, NIOAny wrapping, a ByteBuffer and a
 /// pending-write entry per query; here a query costs its answer. Queries that need the
@@ -28,7 +28,8 @@ final class BatchUDPSocket: Sendable {
     /// The socket; -1 once closed. Forwarded replies send under this lock so they never write
     /// to a closed (and maybe reused) descriptor; the serving thread owns it until it is joined.
     private let socket: Mutex<Int32>
-    private let wake: Int32
+    /// Set before `close` wakes the thread: what it reads after that is not a query.
+    private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<pthread_t?>(nil)
 
     /// Binds `address:port` (0: any free port). Throws with the errno text; nothing stays open.
@@ -36,16 +37,13 @@ final class BatchUDPSocket: Sendable {
         let family = address.isV4 ? AF_INET : AF_INET6
         let fd = address.bytes.withUnsafeBufferPointer { nn_udp_bind(family, $0.baseAddress, UInt16(clamping: port)) }
         guard fd >= 0 else { throw BatchUDPError.system("bind", -fd) }
-        let efd = nn_eventfd()
-        guard efd >= 0 else { Glibc.close(fd); throw BatchUDPError.system("eventfd", -efd) }
         let bound = nn_udp_local_port(fd)
-        guard bound > 0 else { Glibc.close(fd); Glibc.close(efd); throw BatchUDPError.system("getsockname", -bound) }
+        guard bound > 0 else { Glibc.close(fd); throw BatchUDPError.system("getsockname", -bound) }
         self.port = Int(bound)
         self.processor = processor
         self.rateLimit = rateLimit
         sendSize = UInt32(max(maxResponse, DNSLimits.classicUDPSize, 4096))
         socket = Mutex(fd)
-        wake = efd
     }
 
     /// Starts the serving thread (named `name`, e.g. `dns-udp-0`).
@@ -71,12 +69,13 @@ final class BatchUDPSocket: Sendable {
     /// Stops the thread (it finishes the batch in hand), joins it and closes the socket. The
     /// join waits for at most one batch; callers are at shutdown or a failed bind.
     func close() {
-        guard socket.withLock({ $0 >= 0 }) else { return }
-        var one: UInt64 = 1
-        _ = write(wake, &one, 8)
+        let fd = socket.withLock { $0 }
+        guard fd >= 0 else { return }
+        stopping.store(true, ordering: .releasing)
+        nn_udp_wake(fd)
         if let tid = thread.withLock({ t in defer { t = nil }; return t }) { pthread_join(tid, nil) }
         socket.withLock { fd in
-            if fd >= 0 { Glibc.close(fd); Glibc.close(wake) }
+            if fd >= 0 { Glibc.close(fd) }
             fd = -1
         }
     }
@@ -87,10 +86,8 @@ final class BatchUDPSocket: Sendable {
         let limiter = ResponseRateLimiter(limit: rateLimit)
         let counters = processor.counters
         while true {
-            let ready = nn_udp_wait(fd, wake)
-            if ready == 0 { return }
-            if ready < 0 { if errno == EBADF { return }; continue }
-            let n = nn_udp_batch_recv(batch, fd)
+            let n = nn_udp_batch_recv(batch, fd, 1)
+            if stopping.load(ordering: .acquiring) { return }
             guard n > 0 else { continue }
             var second: UInt32 = 0
             for i in 0..<UInt32(n) {
