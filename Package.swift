@@ -139,8 +139,10 @@ let package = Package(
         ], exclude: ["README.md"], swiftSettings: strict),
         .testTarget(name: "PolicyEnforcementTests", dependencies: ["PolicyEnforcement", "NodenetTestSupport"]),
 
+        // recvmmsg/sendmmsg for the DNS server's UDP fast path (need _GNU_SOURCE).
+        .target(name: "CBatchUDP"),
         .target(name: "ClusterDNS", dependencies: [
-            "IPAddressing", "ClusterState",
+            "IPAddressing", "ClusterState", "CBatchUDP",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

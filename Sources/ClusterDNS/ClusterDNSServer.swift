@@ -149,10 +149,11 @@ public final class ClusterDNSServer: Sendable {
             try? await group.next().scheduleTask(in: .milliseconds(c.lameDuckMilliseconds)) {}.futureResult.get()
         }
         _ = await retry.value
-        let channels = listeners.withLock { l in
-            defer { l.bound = [:]; l.binder = nil }
-            return l.bound.values.flatMap { $0 }
+        let (channels, batch) = listeners.withLock { l in
+            defer { l.bound = [:]; l.batch = [:]; l.binder = nil }
+            return (l.bound.values.flatMap { $0 }, l.batch.values.flatMap { $0 })
         }
+        for s in batch { s.close() }
         for ch in channels { try? await ch.close() }
         follower.cancel()
         prefetcher.cancel()
@@ -193,6 +194,8 @@ public final class ClusterDNSServer: Sendable {
     struct Listeners: Sendable {
         var wanted: [IPAddress]
         var bound: [IPAddress: [any Channel]] = [:]
+        /// UDP sockets of the batch fast path (`udpBatchIO`), per address.
+        var batch: [IPAddress: [BatchUDPSocket]] = [:]
         var errors: [IPAddress: String] = [:]
         var binder: Binder?
         /// Serialises attempts (the retry loop and `listen(on:)`).
@@ -211,8 +214,8 @@ public final class ClusterDNSServer: Sendable {
         let (binder, pending) = work
         for address in pending {
             do {
-                let channels = try await bind(address, binder)
-                listeners.withLock { l in l.bound[address] = channels; l.errors[address] = nil }
+                let (channels, batch) = try await bind(address, binder)
+                listeners.withLock { l in l.bound[address] = channels; l.batch[address] = batch; l.errors[address] = nil }
                 listening.store(true, ordering: .relaxed)
                 logger.info("dns serving", metadata: ["address": "\(address)", "port": "\(boundPort ?? 0)", "zone": "\(zone.apex)"])
             } catch {
@@ -230,9 +233,10 @@ public final class ClusterDNSServer: Sendable {
 
     /// UDP sockets (SO_REUSEPORT, one per loop) and a TCP listener on one address; nothing stays
     /// open when any of them fails.
-    private func bind(_ address: IPAddress, _ b: Binder) async throws -> [any Channel] {
+    private func bind(_ address: IPAddress, _ b: Binder) async throws -> ([any Channel], [BatchUDPSocket]) {
         let c = configuration
         var channels: [any Channel] = []
+        var batch: [BatchUDPSocket] = []
         var port = boundPort ?? Int(c.port)
         let counters = counters
         let tcpClients = b.tcpClients
@@ -240,7 +244,15 @@ public final class ClusterDNSServer: Sendable {
         let loops = Array(b.group.makeIterator())
         let host = address.description
         do {
-            for i in 0..<b.sockets {
+            for i in 0..<b.sockets where c.udpBatchIO {
+                // The fast path: a thread per socket reading zone replica i % loops (see BatchUDPSocket).
+                let s = try BatchUDPSocket(address: address, port: port, processor: b.processor(i % loops.count),
+                                           rateLimit: c.responseRateLimit, maxResponse: c.maxUDPResponseSize)
+                batch.append(s)
+                try s.start(name: "dns-udp-\(i)")
+                if port == 0 { port = s.port }
+            }
+            for i in 0..<b.sockets where !c.udpBatchIO {
                 let shard = b.processor(i % loops.count)
                 let ch = try await DatagramBootstrap(group: loops[i % loops.count])
                     .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -286,11 +298,12 @@ public final class ClusterDNSServer: Sendable {
                 .bind(host: host, port: port).get()
             channels.append(tcp)
         } catch {
+            for s in batch { s.close() }
             for ch in channels { try? await ch.close() }
             throw ClusterDNSError.bindFailed(address: host, port: port, underlying: error)
         }
         if boundPort == nil { self.port.store(port, ordering: .relaxed) }
-        return channels
+        return (channels, batch)
     }
 }
 

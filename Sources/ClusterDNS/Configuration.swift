@@ -102,6 +102,9 @@ public struct DNSConfiguration: Sendable, Hashable {
     public var zones: [ZoneForward] = []
     /// Expired cache entries are kept this long and answered (TTL 30) while no upstream answers.
     public var serveStaleSeconds: UInt32 = 3600
+    /// UDP served below NIO: per socket a thread of its own reading and answering batches with
+    /// recvmmsg/sendmmsg (`Server/BatchUDPSocket.swift`). Same answers, counters and limits.
+    public var udpBatchIO = false
     /// Entries asked this many times are refreshed before they expire (in their last 10 %); 0: off.
     public var prefetchHits = 2
 

@@ -61,8 +61,10 @@ var logger = Logger(label: "dns-bench")
 logger.logLevel = .notice
 // DNS_BENCH_THREADS overrides the event-loop count (default: one per core).
 let threads = getenv("DNS_BENCH_THREADS").flatMap { Int(String(cString: $0)) } ?? 0
-let config = DNSConfiguration(listenAddresses: [address], port: port, upstreams: .servers(upstreams), lameDuckMilliseconds: 0,
+var config = DNSConfiguration(listenAddresses: [address], port: port, upstreams: .servers(upstreams), lameDuckMilliseconds: 0,
                               eventLoopThreads: threads)
+// DNS_BENCH_UDP_BATCH=1: UDP through the batch fast path (recvmmsg/sendmmsg threads) instead of NIO.
+config.udpBatchIO = getenv("DNS_BENCH_UDP_BATCH").map { String(cString: $0) == "1" } ?? false
 let server = ClusterDNSServer(configuration: config, store: store, logger: logger)
 let task = Task.detached { try await server.run() }
 // Runs until killed (SIGTERM/SIGINT end the process; the bench needs no graceful stop).

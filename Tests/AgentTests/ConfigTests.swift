@@ -223,14 +223,16 @@ import Testing
               serveStale: 30m
               allowedClients: [192.168.1.0/24, 10.1.2.3]
               rateLimit: 50
+              udpBatchIO: false
             """, defaultNodeName: "n")
         #expect(c.dns.zones == ["corp.example": ["10.0.0.53", "10.0.0.54:5353"], "lab.example": ["10.1.0.53"]])
         #expect(c.dns.autopath)
         #expect(c.dns.serveStaleSeconds == 1800)
         #expect(c.dns.allowedClients == [IPPrefix("192.168.1.0/24")!, IPPrefix("10.1.2.3/32")!])
         #expect(c.dns.rateLimit == 50)
+        #expect(!c.dns.udpBatchIO)
         let d = try ConfigLoader.parse(yaml: "", defaultNodeName: "n")
-        #expect(!d.dns.autopath && d.dns.zones.isEmpty && d.dns.serveStaleSeconds == 3600 && d.dns.rateLimit == 1000)
+        #expect(!d.dns.autopath && d.dns.zones.isEmpty && d.dns.serveStaleSeconds == 3600 && d.dns.rateLimit == 1000 && d.dns.udpBatchIO)
         let f = try ConfigLoader.parse(yaml: "", overrides: ["dns.zones": "corp.example=10.0.0.53 10.0.0.54,lab.example=10.1.0.53",
                                                              "dns.autopath": "true", "dns.serveStale": "0"], defaultNodeName: "n")
         #expect(f.dns.zones == ["corp.example": ["10.0.0.53", "10.0.0.54"], "lab.example": ["10.1.0.53"]])
@@ -245,6 +247,7 @@ import Testing
             ("dns: {zones: {\"bad..zone\": [10.0.0.53]}}", "dns.zones"),
             ("dns: {zones: [10.0.0.53]}", "dns.zones"),
             ("dns: {autopath: maybe}", "dns.autopath"),
+            ("dns: {udpBatchIO: sometimes}", "dns.udpBatchIO"),
             ("dns: {serveStale: forever}", "dns.serveStale"),
             ("dns: {allowedClients: [not-a-cidr]}", "dns.allowedClients"),
         ] {

@@ -10,7 +10,7 @@
 # answer from their cache (warmed first).
 # Never touches the root namespace; every namespace and process is removed on exit.
 # Usage: bench/dns/agent.sh [services=10000] [endpointsPerService=5] [seconds=10] [rounds=3] [ext%=0]
-# Env: NODENET_BIN (default .build-rel/release/nodenet), PERF=1 to record a perf profile of the agent
+# Env: NODENET_BIN (default .build-rel/release/nodenet), UDP_BATCH=1 for the agent's batch UDP path, PERF=1 to record a perf profile of the agent
 # (PERF_OUT, default /tmp/nodenet-perf-agent.txt).
 set -euo pipefail
 S=${1:-10000}; EPS=${2:-5}; SECS=${3:-10}; ROUNDS=${4:-3}; EXT=${5:-0}
@@ -71,7 +71,9 @@ with open(f"{t}/queries", "w") as q, open(f"{t}/external", "w") as e:
             j = random.randrange(s); q.write(f"svc{j}.ns{j % 50}.svc.cluster.local A\n")
 PY
 
-nsenter --net=/var/run/netns/$NODE "$BIN" agent --node-name node1 --node-ip 192.168.77.11 --pod-cidrs 10.244.1.0/24 --state-dir $T/state --run-dir $T/run \
+# UDP_BATCH=1: the agent serves UDP with the batch fast path (dns.udpBatchIO, recvmmsg/sendmmsg).
+printf 'dns:\n  udpBatchIO: %s\n' "$([ "${UDP_BATCH:-0}" = 1 ] && echo true || echo false)" >$T/config.yaml
+nsenter --net=/var/run/netns/$NODE "$BIN" agent --config $T/config.yaml --node-name node1 --node-ip 192.168.77.11 --pod-cidrs 10.244.1.0/24 --state-dir $T/state --run-dir $T/run \
   --dns-upstreams 192.168.77.1:53 --metrics-listen "" >$T/agent.log 2>&1 & APID=$!; PIDS+=($APID)
 nn() { "$BIN" "$@" --socket $T/run/nodenet.sock; }
 for _ in $(seq 200); do grep -q '"ready" : true' <<<"$(nn status --json 2>/dev/null)" && break; sleep 0.1; done
@@ -157,7 +159,7 @@ if [ "${PERF:-0}" = 1 ]; then
 fi
 read NQ NL NA < <(best <$T/n.rounds)
 read UQ UL UA < <(best <$T/u.rounds)
-echo "services=$S endpoints=$((S * EPS)) external=$EXT% seconds=$SECS rounds=$ROUNDS (best round each; agent threads: $(ls /proc/$APID/task | wc -l))"
+echo "services=$S endpoints=$((S * EPS)) external=$EXT% seconds=$SECS rounds=$ROUNDS udp_batch=${UDP_BATCH:-0} (best round each; agent threads: $(ls /proc/$APID/task | wc -l))"
 for s in n u; do echo "  $s rounds (qps lost avg_ms): $(tr '\n' ';' <$T/$s.rounds)"; done
 printf "%-14s qps=%-8s lost=%-6s avg_latency_ms=%-7s cpu_us_per_query_at_40k=%s\n" "nodenet agent" "$NQ" "$NL" "$NA" "$NC" unbound "$UQ" "$UL" "$UA" "$UC"
 python3 -c "print(f'ratio qps agent/unbound={$NQ/$UQ:.2f}  latency agent/unbound={$NA/max($UA,1e-9):.2f}  cpu/query agent/unbound={$NC/max($UC,1e-9):.2f}')"

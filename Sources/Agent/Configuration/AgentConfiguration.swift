@@ -74,6 +74,9 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var rateLimit: Int = 1000
         /// Server-side search path (answer a pod's first search-list query with its final name).
         public var autopath: Bool = false
+        /// UDP answered below NIO, in batches (recvmmsg/sendmmsg) on threads of its own: faster
+        /// than NIO's datagram path in every run of bench/dns/run.sh (bench/dns/RESULTS.md).
+        public var udpBatchIO: Bool = true
         /// Per-zone upstreams: zone (lower case, no trailing dot) -> ip[:port] list.
         public var zones: [String: [String]] = [:]
         /// How long expired cache entries are answered while every upstream is down.

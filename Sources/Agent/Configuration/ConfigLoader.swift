@@ -31,7 +31,7 @@ public enum ConfigLoader {
         "logLevel": .scalar,
         "dns.listen": .list, "dns.listenIPv6": .scalar, "dns.port": .scalar, "dns.upstreams": .list, "dns.pods": .scalar, "dns.ttl": .scalar,
         "dns.enabled": .scalar, "dns.lameDuck": .scalar, "dns.allowedClients": .list, "dns.rateLimit": .scalar, "dns.autopath": .scalar,
-        "dns.zones": .map, "dns.serveStale": .scalar,
+        "dns.zones": .map, "dns.serveStale": .scalar, "dns.udpBatchIO": .scalar,
         "etcd.endpoints": .list, "etcd.prefix": .scalar, "etcd.leaseSeconds": .scalar,
         "kubernetes.kubeconfig": .scalar,
         "metrics.listen": .scalar,
@@ -299,6 +299,10 @@ public enum ConfigLoader {
         if let s = one("dns.autopath") {
             guard let b = Bool(s) else { throw ConfigError(key: "dns.autopath", "\"\(s)\" is not true or false") }
             c.dns.autopath = b
+        }
+        if let s = one("dns.udpBatchIO") {
+            guard let b = Bool(s) else { throw ConfigError(key: "dns.udpBatchIO", "\"\(s)\" is not true or false") }
+            c.dns.udpBatchIO = b
         }
         if let s = one("dns.serveStale") {
             guard let d = parseDuration(s), d <= 7 * 86400 else {

@@ -41,6 +41,7 @@ struct DNSService: AgentActor {
         dnsConfig.allowedClients = allowedClients(podCIDRs: agent.podCIDRs)
         dnsConfig.responseRateLimit = config.dns.rateLimit
         dnsConfig.autopath = config.dns.autopath
+        dnsConfig.udpBatchIO = config.dns.udpBatchIO
         dnsConfig.serveStaleSeconds = config.dns.serveStaleSeconds
         dnsConfig.zones = config.dns.zones.sorted { $0.key < $1.key }.map {
             ZoneForward(zone: $0.key, servers: $0.value.compactMap { UpstreamServer(parsing: $0) })
