@@ -45,6 +45,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns-zones"), help: "Per-zone upstreams: zone=ip[:port] ip..., comma-separated.") var dnsZones: String?
     @Option(name: .customLong("dns-serve-stale"), help: "How long expired cache entries serve while upstreams are down (e.g. 1h, 0).")
     var dnsServeStale: String?
+    @Option(name: .customLong("dns-udp-batch-io"), help: "true | false: UDP served by threads of its own in batches (recvmmsg/sendmmsg) instead of the event loops.")
+    var dnsUDPBatchIO: String?
     @Option(name: .customLong("etcd-endpoints")) var etcdEndpoints: String?
     @Option(name: .customLong("etcd-prefix")) var etcdPrefix: String?
     @Option(name: .customLong("etcd-lease-seconds")) var etcdLeaseSeconds: String?
@@ -70,7 +72,7 @@ struct AgentCommand: AsyncParsableCommand {
             ("nodePortRange", nodePortRange), ("logLevel", logLevel),
             ("dns.listen", dnsListen), ("dns.listenIPv6", dnsListenIPv6), ("dns.port", dnsPort), ("dns.upstreams", dnsUpstreams), ("dns.pods", dnsPods),
             ("dns.ttl", dnsTTL), ("dns.enabled", dnsEnabled), ("dns.lameDuck", dnsLameDuck), ("dns.allowedClients", dnsAllowedClients),
-            ("dns.rateLimit", dnsRateLimit), ("dns.autopath", dnsAutopath), ("dns.zones", dnsZones), ("dns.serveStale", dnsServeStale),
+            ("dns.rateLimit", dnsRateLimit), ("dns.autopath", dnsAutopath), ("dns.zones", dnsZones), ("dns.serveStale", dnsServeStale), ("dns.udpBatchIO", dnsUDPBatchIO),
             ("etcd.endpoints", etcdEndpoints), ("etcd.prefix", etcdPrefix), ("etcd.leaseSeconds", etcdLeaseSeconds), ("kubernetes.kubeconfig", kubeconfig),
             ("metrics.listen", metricsListen), ("cni.conflist", cniConflist), ("vxlan.vni", vxlanVNI), ("vxlan.port", vxlanPort),
             ("proxyHealth.listen", proxyHealthListen), ("proxyHealth.grace", proxyHealthGrace),

@@ -46,7 +46,7 @@ public enum ConfigLoader {
     public static func flagName(_ key: String) -> String {
         var s = key.replacingOccurrences(of: ".", with: "-")
         // Acronyms first, so podCIDRs becomes pod-cidrs, not pod-cid-rs.
-        for acronym in ["CIDRs", "CIDR", "IPs", "IP"] {
+        for acronym in ["CIDRs", "CIDR", "IPs", "IP", "IO"] {
             s = s.replacingOccurrences(of: acronym, with: "-" + acronym.lowercased())
         }
         var out = ""
