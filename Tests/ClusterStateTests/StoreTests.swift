@@ -1,4 +1,5 @@
 import Foundation
+import NodenetTestSupport
 import IPAddressing
 import Testing
 @testable import ClusterState
@@ -169,7 +170,7 @@ func pod(_ ns: String, _ name: String, labels: [String: String], ips: [String] =
 
     @Test func indexEqualsRecountAfterRandomChanges() async {
         let store = ClusterStore()
-        var rng = SplitMix(seed: 16)
+        var rng = SeededRandom(seed: 16)
         let nodes = ["node1", "node2", "node3"]
         for round in 0..<400 {
             let name = "web-\(rng.next() % 40)"
@@ -191,18 +192,6 @@ func pod(_ ns: String, _ name: String, labels: [String: String], ips: [String] =
     }
 }
 
-/// A small deterministic generator (seeded runs repeat exactly).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The next event, or nil if none arrives within 200 ms.
 func nextWithin(_ it: inout StoreSubscription.AsyncIterator) async -> StoreEvent? {

@@ -45,30 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 vip() { python3 -c "n=$1; print(f'10.96.{n // 256}.{n % 256}' if n < 65536 else f'10.97.{(n-65536) // 256}.{n % 256}')"; }
-ep() { python3 -c "n=$1; print(f'10.{128 + n // 65536}.{(n // 256) % 256}.{n % 256}')"; }
-
-# node N: client C behind c0 (a pod address), server V behind s0 holding the endpoints of the
-# first and the last service (the addressing of ../shared/bench/gen-kube-proxy-ruleset.py).
-topology() {
-  local N=$1 C=$2 V=$3
-  ip netns add $N; ip netns add $C; ip netns add $V
-  for x in $N $C $V; do ip -n $x link set lo up; done
-  ip link add c0 netns $N type veth peer name eth0 netns $C
-  ip link add s0 netns $N type veth peer name eth0 netns $V
-  ip -n $N addr add 10.244.200.1/24 dev c0; ip -n $N link set c0 up
-  ip -n $N addr add 10.127.255.254/32 dev s0; ip -n $N link set s0 up; ip -n $N route add 10.128.0.0/12 dev s0
-  ip -n $C addr add 10.244.200.2/24 dev eth0; ip -n $C link set eth0 up; ip -n $C route add default via 10.244.200.1
-  ip -n $V link set eth0 up; ip -n $V route add 10.127.255.254 dev eth0; ip -n $V route add default via 10.127.255.254
-  for s in 0 $((S - 1)); do for k in $(seq 0 $((E - 1))); do ip -n $V addr add "$(ep $((s * E + k)))/32" dev eth0; done; done
-  ip netns exec $N sysctl -qw net.ipv4.ip_forward=1
-  ip netns exec $V python3 -c '
-import socket, os
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8080)); s.listen(4096)
-for _ in range(3): 
-    if os.fork() == 0: break
-while True:
-    c, _ = s.accept(); c.close()' &
-}
+. "$(dirname "$0")/common.sh"
+# The endpoints of the first and the last service live on the server namespace.
+served() { for s in 0 $((S - 1)); do for k in $(seq 0 $((E - 1))); do echo $((s * E + k)); done; done; }
 
 connects() {  # C VIP N: median and p90 of N connect() calls, microseconds
   ip netns exec $1 timeout 300 python3 -c '
@@ -81,30 +60,13 @@ out.sort(); print("median_us=%.1f p90_us=%.1f" % (out[n // 2] * 1e6, out[n * 9 /
 }
 
 pps() {  # C VIP: new connections per second, PARALLEL processes for SECONDS_PPS
-  ip netns exec $1 python3 -c '
-import socket, time, sys, os
-vip, secs, par = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-r, w = os.pipe()
-for p in range(par):
-    if os.fork() == 0:
-        n = 0; end = time.time() + secs
-        while time.time() < end:
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            try: s.connect((vip, 80)); n += 1
-            except OSError: pass
-            s.close()
-        os.write(w, b"%d\n" % n); os._exit(0)
-total = 0
-for p in range(par): os.wait()
-os.close(w)
-total = sum(int(x) for x in os.read(r, 1 << 16).split())
-print("connections_per_s=%.0f" % (total / secs))' "$2" "$SECONDS_PPS" "$PARALLEL"
+  echo "connections_per_s=$(connection_rate $1 $2 "$SECONDS_PPS" "$PARALLEL")"
 }
 
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MB  ", $1, $2 / 1024}' /proc/"$(cat "$T/agent.pid")"/status; echo; }
 
 # --- nodenet ---
-topology ${P}n ${P}c ${P}v
+topology ${P}n ${P}c ${P}v $(served)
 mkdir -p "$T/state" "$T/run"
 nsenter --net=/var/run/netns/${P}n nice -n "${AGENT_NICE:-0}" "$BIN" agent --node-name node1 --node-ip 10.127.255.254 --pod-cidrs 10.244.1.0/24 \
   --cluster-cidr "$CLUSTER_CIDR" --state-dir "$T/state" --run-dir "$T/run" --dns-listen 169.254.20.10 --dns-upstreams 127.0.0.1:53 ${AGENT_ARGS:-} > "$T/agent.log" 2>&1 &
@@ -214,7 +176,7 @@ if [ "$REFERENCE" = 1 ]; then
   # --- reference: kube-proxy's nftables shape loaded by nft -f on a second node of the same
   # topology beside the running agent, so the first-packet and pps rounds alternate between the
   # two under the same machine load (other engineers' builds come and go).
-  topology ${P}m ${P}d ${P}w
+  topology ${P}m ${P}d ${P}w $(served)
   python3 /work/shared/bench/gen-kube-proxy-ruleset.py "$S" "$E" > "$T/ref.nft"
   ip netns exec ${P}m nft -f "$T/ref.nft"
 fi
@@ -230,7 +192,7 @@ for whole, fam, name, body in re.findall(r"^(table (\S+) (\S+) \{\n(.*?)^\}\n)",
         continue
     chains = [c for c, n in re.findall(r"(\tchain (\S+) \{.*?\n\t\}\n)", body, re.S) if foreign.match(n)]
     if chains: print("table %s %s {\n%s}" % (fam, name, "".join(chains)))' > "$T/rest.nft"
-  topology ${P}x ${P}e ${P}y
+  topology ${P}x ${P}e ${P}y $(served)
   ip netns exec ${P}x nft -f "$T/ref.nft"
   ip netns exec ${P}x nft -f "$T/rest.nft"
   printf "reference+rest node: %s chains of the agent's other parts beside the reference\n" "$(grep -c '^\s*chain ' "$T/rest.nft")"
