@@ -80,6 +80,26 @@ final class FakeBackend: RulesetBackend {
         #expect(backend.kernel.tables[.ip]?.sets[SharedName.backends]?.elements[slot0] == .some(.data(ElementKey([.address(ip("10.244.1.2")), .port(8080)]))))
     }
 
+    /// Upgrading an agent whose table has the previous shape: the filter prerouting base chain
+    /// and the `ext-masq` set of the last release are gone after the first sync at start, the
+    /// new shape is in place, and nothing else of the old table is kept.
+    @Test func firstSyncRemovesThePreviousShapesChainAndSet() async throws {
+        let backend = FakeBackend()
+        backend.edit { m in
+            var old = TableModel(family: .ip)
+            old.chains["filter-prerouting"] = NFChain("filter-prerouting", base: BaseChainSpec(.filter, .prerouting, priority: -110), rules: [])
+            old.sets["ext-masq"] = NFSet(SetSpec("ext-masq", key: [.ipv4Addr, .inetProto, .inetService]))
+            m.tables[.ip] = old
+        }
+        let (_, actor, task) = await start(backend)
+        defer { task.cancel() }
+        try await waitFor { await actor.status().syncs >= 1 }
+        let table = try #require(backend.kernel.tables[.ip])
+        #expect(table.chains["filter-prerouting"] == nil, "the previous shape's base chain is removed")
+        #expect(table.sets["ext-masq"] == nil, "the previous shape's set is removed")
+        #expect(table.sets[SharedName.backends] != nil && !table.chains.isEmpty, "the current shape is in place")
+    }
+
     @Test func periodicFullSyncRepairsDriftWithoutRewritingWhatIsRight() async throws {
         let backend = FakeBackend()
         let (_, actor, task) = await start(backend, interval: .milliseconds(100))
